@@ -1,0 +1,242 @@
+"""Catalog definitions: departments, datasets and fields, loaded from YAML and checked.
+
+The YAML under ``catalog/definitions/`` is the data-resource catalogue (政务信息资源目录)
+and the single place a dataset or field is declared. Everything else reads it through
+:func:`load_catalog`. A broken definition raises :class:`CatalogError` listing every
+problem at once, each with file, dataset and field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from etl.errors import CatalogError
+
+DEFINITIONS_DIR = Path(__file__).parent / "definitions"
+
+Level = Literal["open", "shared", "conditional", "restricted"]
+PiiKind = Literal["id_no", "name", "phone", "address", "birth_date", "amount", "health", "free_text"]
+FieldType = Literal["string", "date", "datetime", "integer", "decimal"]
+Rule = Literal[
+    "resident_id", "uscc", "org_code", "business_reg_no", "tax_no", "applicant_id",
+    "phone", "date", "datetime", "division_code",
+]
+SourceKind = Literal["sql", "csv", "jsonl", "excel"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldDef(_Strict):
+    """One column of a dataset, with its openness level and PII kind (DESIGN §6)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    type: FieldType = "string"
+    required: bool = False
+    rule: Rule | None = None
+    allowed: list[str] | None = None
+    level: Level
+    pii: PiiKind | None = None
+    quasi_identifier: bool = False
+    join_key: bool = False
+    description: str = ""
+
+
+class SourceDef(_Strict):
+    """How the lake reaches a department system: always through an Airflow connection id."""
+
+    kind: SourceKind
+    connection_id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    load: Literal["incremental", "snapshot"]
+    table: str | None = None
+    watermark_column: str | None = None
+    path: str | None = None
+    encoding: str | None = None
+
+    @model_validator(mode="after")
+    def _check_kind_specific(self) -> SourceDef:
+        if self.kind == "sql" and not self.table:
+            raise ValueError("an sql source needs 'table'")
+        if self.kind != "sql" and not self.path:
+            raise ValueError(f"a {self.kind} file drop needs 'path'")
+        if self.kind == "csv" and not self.encoding:
+            raise ValueError("a csv source must declare its 'encoding' (e.g. gbk, utf-8-sig)")
+        if self.load == "incremental" and not self.watermark_column:
+            raise ValueError("an incremental source needs 'watermark_column'")
+        if self.load == "incremental" and self.kind != "sql":
+            raise ValueError("only sql sources can load incrementally; file drops are snapshots")
+        if self.encoding:
+            import codecs
+
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError as exc:
+                raise ValueError(f"unknown encoding {self.encoding!r}") from exc
+        return self
+
+
+class DatasetDef(_Strict):
+    """A dataset a department provides (one resource in the catalogue)."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    resource_code: str
+    title: str
+    title_en: str
+    description: str = ""
+    update_cycle: Literal["daily", "weekly", "monthly"]
+    share_type: Level
+    open_type: Level
+    source: SourceDef
+    key: list[str] = Field(min_length=1)
+    quarantine_limit: float = Field(default=0.05, ge=0, le=1)
+    fields: list[FieldDef] = Field(min_length=1)
+    department: str = ""  # filled from the file's department block
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> DatasetDef:
+        names = [f.name for f in self.fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"field(s) declared twice: {', '.join(dupes)}")
+        for column in [*self.key, self.source.watermark_column]:
+            if column and column not in names:
+                raise ValueError(f"{column!r} is used as key/watermark but is not a declared field")
+        return self
+
+    @property
+    def id(self) -> str:
+        """``<department>.<dataset>``: unique across the catalog."""
+        return f"{self.department}.{self.code}"
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def field(self, name: str) -> FieldDef:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise CatalogError(f"dataset '{self.id}' has no field '{name}'")
+
+
+class DepartmentDef(_Strict):
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str
+    name_en: str
+    system: str = ""
+
+
+class DepartmentFile(_Strict):
+    department: DepartmentDef
+    datasets: list[DatasetDef] = Field(min_length=1)
+
+
+class Catalog:
+    """All departments and datasets, indexed by id."""
+
+    def __init__(self, files: Iterable[DepartmentFile]) -> None:
+        self.departments: dict[str, DepartmentDef] = {}
+        self._datasets: dict[str, DatasetDef] = {}
+        for f in files:
+            self.departments[f.department.code] = f.department
+            for ds in f.datasets:
+                self._datasets[ds.id] = ds
+
+    @cached_property
+    def datasets(self) -> list[DatasetDef]:
+        return list(self._datasets.values())
+
+    def dataset(self, dataset_id: str) -> DatasetDef:
+        """Look a dataset up by ``dept.dataset`` (or by its bare code when that is unique)."""
+        if dataset_id in self._datasets:
+            return self._datasets[dataset_id]
+        matches = [d for d in self._datasets.values() if d.code == dataset_id]
+        if len(matches) == 1:
+            return matches[0]
+        known = ", ".join(sorted(self._datasets))
+        hint = "ambiguous, say dept.dataset" if matches else f"known datasets: {known}"
+        raise CatalogError(f"unknown dataset '{dataset_id}' ({hint})")
+
+    def department_datasets(self, department: str) -> list[DatasetDef]:
+        if department not in self.departments:
+            known = ", ".join(sorted(self.departments))
+            raise CatalogError(f"unknown department '{department}' (known: {known})")
+        return [d for d in self.datasets if d.department == department]
+
+
+def load_catalog(directory: Path | None = None) -> Catalog:
+    """Load and check every ``*.yaml`` definition file; raise one error listing all problems."""
+    directory = directory or DEFINITIONS_DIR
+    paths = sorted(directory.glob("*.yaml"))
+    if not paths:
+        raise CatalogError(f"no catalog definitions (*.yaml) found in {directory}")
+    problems: list[str] = []
+    files: list[DepartmentFile] = []
+    for path in paths:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path.name}:{mark.line + 1}" if mark else path.name
+            problems.append(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})")
+            continue
+        try:
+            parsed = DepartmentFile.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_describe_errors(path, data, exc))
+            continue
+        parsed = parsed.model_copy(
+            update={
+                "datasets": [
+                    d.model_copy(update={"department": parsed.department.code})
+                    for d in parsed.datasets
+                ]
+            }
+        )
+        if parsed.department.code != path.stem:
+            problems.append(
+                f"{path.name}: department code '{parsed.department.code}' must match the file name"
+            )
+        files.append(parsed)
+    if problems:
+        raise CatalogError(
+            f"{len(problems)} problem(s) in catalog definitions:\n  " + "\n  ".join(problems)
+        )
+    return Catalog(files)
+
+
+def _describe_errors(path: Path, data: object, exc: ValidationError) -> list[str]:
+    """Turn pydantic's locations into 'file: dataset X, field Y: message'."""
+    out = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = [path.name]
+        if len(loc) >= 2 and loc[0] == "datasets" and isinstance(loc[1], int):
+            where.append(f"dataset '{_lookup(data, ['datasets', loc[1], 'code']) or loc[1]}'")
+            rest = loc[2:]
+            if len(rest) >= 2 and rest[0] == "fields" and isinstance(rest[1], int):
+                name = _lookup(data, ["datasets", loc[1], "fields", rest[1], "name"])
+                where.append(f"field '{name or rest[1]}'")
+                rest = rest[2:]
+            if rest:
+                where.append(".".join(str(p) for p in rest))
+        elif loc:
+            where.append(".".join(str(p) for p in loc))
+        out.append(f"{', '.join(where)}: {err['msg']}")
+    return out
+
+
+def _lookup(data: object, path: list[object]) -> object:
+    for step in path:
+        try:
+            data = data[step]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data

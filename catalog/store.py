@@ -1,0 +1,184 @@
+"""The catalog store: what the lake has done, in a SQL database behind SQLAlchemy.
+
+Runs, the partitions each run wrote, and per-dataset extraction watermarks. SQLite under
+``var/`` by default; any SQLAlchemy URL (PostgreSQL in production) works unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    Date,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Run(Base):
+    """One night (or rerun) for one partition date."""
+
+    __tablename__ = "runs"
+    run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    ds: Mapped[date] = mapped_column(Date, index=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20))  # running / success / failed
+
+
+class Partition(Base):
+    """A committed partition in a zone (the manifest's facts, queryable)."""
+
+    __tablename__ = "partitions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(250), index=True)
+    zone: Mapped[str] = mapped_column(String(40))  # raw/sources, raw/clean, shared, public …
+    dataset_id: Mapped[str] = mapped_column(String(120), index=True)
+    consumer: Mapped[str | None] = mapped_column(String(60))
+    ds: Mapped[date] = mapped_column(Date, index=True)
+    path: Mapped[str] = mapped_column(Text)
+    rows: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Watermark(Base):
+    """The ``updated_at`` range an incremental extraction for one date covered."""
+
+    __tablename__ = "watermarks"
+    dataset_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    ds: Mapped[date] = mapped_column(Date, primary_key=True)
+    low: Mapped[str | None] = mapped_column(String(40))
+    high: Mapped[str | None] = mapped_column(String(40))
+    rows: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[str] = mapped_column(String(250))
+
+
+class RunError(Base):
+    """Why a step of a run failed, in one line, so `lake run`/`lake status` can say it."""
+
+    __tablename__ = "run_errors"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(250), index=True)
+    step: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class PartitionRecord:
+    zone: str
+    dataset_id: str
+    ds: date
+    path: str
+    rows: int
+    fingerprint: str
+    consumer: str | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CatalogStore:
+    """Thin, typed access to the store; every method is one short transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+
+    def start_run(self, run_id: str, ds: date) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(RunError).where(RunError.run_id == run_id))
+            run = s.get(Run, run_id) or Run(run_id=run_id, ds=ds, started_at=_now())
+            run.status, run.finished_at, run.started_at = "running", None, _now()
+            s.add(run)
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            run = s.get(Run, run_id)
+            if run is not None:
+                run.status, run.finished_at = status, _now()
+
+    def record_partition(self, run_id: str, part: PartitionRecord) -> None:
+        """Record a committed partition, replacing the record of the one it replaced."""
+        with Session(self.engine) as s, s.begin():
+            old = s.scalars(
+                select(Partition).where(
+                    Partition.zone == part.zone,
+                    Partition.dataset_id == part.dataset_id,
+                    Partition.ds == part.ds,
+                    (Partition.consumer == part.consumer)
+                    if part.consumer
+                    else Partition.consumer.is_(None),
+                )
+            ).all()
+            for row in old:
+                s.delete(row)
+            s.add(Partition(run_id=run_id, written_at=_now(), **part.__dict__))
+
+    def partitions(self, ds: date | None = None, zone: str | None = None) -> list[Partition]:
+        query = select(Partition).order_by(Partition.ds, Partition.zone, Partition.dataset_id)
+        if ds is not None:
+            query = query.where(Partition.ds == ds)
+        if zone is not None:
+            query = query.where(Partition.zone == zone)
+        with Session(self.engine) as s:
+            return list(s.scalars(query))
+
+    def low_watermark(self, dataset_id: str, ds: date) -> str | None:
+        """Highest watermark reached by any extraction for an *earlier* date.
+
+        Keyed on dates, not on "the last run", so a rerun of a date reads the same window
+        again (idempotent) and a backfill of an old date does not skip anything.
+        """
+        with Session(self.engine) as s:
+            return s.scalar(
+                select(func.max(Watermark.high)).where(
+                    Watermark.dataset_id == dataset_id, Watermark.ds < ds
+                )
+            )
+
+    def record_watermark(
+        self, dataset_id: str, ds: date, low: str | None, high: str | None, rows: int, run_id: str
+    ) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(
+                Watermark(dataset_id=dataset_id, ds=ds, low=low, high=high, rows=rows, run_id=run_id)
+            )
+
+    def record_error(self, run_id: str, step: str, message: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.add(RunError(run_id=run_id, step=step, message=message, at=_now()))
+
+    def errors(self, run_id: str) -> list[RunError]:
+        with Session(self.engine) as s:
+            return list(s.scalars(select(RunError).where(RunError.run_id == run_id)))
+
+    def runs(self, limit: int = 20) -> list[Run]:
+        with Session(self.engine) as s:
+            return list(s.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)))
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API object
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

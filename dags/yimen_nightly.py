@@ -1,0 +1,96 @@
+"""
+### yimen_nightly — one night of the city data lake
+
+Built from the catalog (`catalog/definitions/*.yaml`): one task group per department
+dataset, each extracting that day's delivery into `raw/sources/<dept>/<dataset>/dt=<ds>/`.
+The partition date `ds` is the run's logical date in Asia/Shanghai (the night of 02:00 on
+D+1 processes day D), or `conf["ds"]` for runs without a logical date.
+
+Each dataset group is where validation and standardisation plug in; unification and
+publishing follow the groups. Task bodies are one-line calls into `etl.nightly`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import TaskGroup, dag, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from catalog.definitions import load_catalog
+
+SOURCE_POOL = "source_connections"
+
+
+def _ds_and_run() -> tuple:
+    from etl.nightly import partition_date
+
+    ctx = get_current_context()
+    dag_run = ctx["dag_run"]
+    return partition_date(ctx.get("logical_date"), dag_run.conf), dag_run.run_id
+
+
+def _fail_fast_if_asked(exc: Exception) -> None:
+    """`lake run` asks for no retries: a person is waiting for the answer."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if get_current_context()["dag_run"].conf.get("fail_fast"):
+        raise AirflowFailException(str(exc)) from exc
+
+
+@dag(
+    dag_id="yimen_nightly",
+    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="Asia/Shanghai"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["yimen", "nightly"],
+    doc_md=__doc__,
+    default_args={"owner": "platform-team", "retries": 2, "retry_delay": timedelta(minutes=1)},
+)
+def yimen_nightly():
+    @task
+    def open_night() -> str:
+        from etl.nightly import open_night
+
+        ds, run_id = _ds_and_run()
+        return open_night(run_id, ds)
+
+    @task(
+        pool=SOURCE_POOL,
+        retries=3,
+        retry_delay=timedelta(minutes=2),
+        retry_exponential_backoff=True,
+        max_retry_delay=timedelta(minutes=30),
+    )
+    def extract(dataset_id: str) -> dict:
+        from etl.connections import lookup_airflow_connection
+        from etl.errors import LakeError
+        from etl.nightly import extract_dataset
+
+        ds, run_id = _ds_and_run()
+        try:
+            return extract_dataset(dataset_id, ds, run_id, lookup_airflow_connection)
+        except LakeError as exc:
+            _fail_fast_if_asked(exc)
+            raise
+
+    @task
+    def close_night() -> dict:
+        from etl.nightly import close_night
+
+        ds, run_id = _ds_and_run()
+        return close_night(run_id, ds)
+
+    opened = open_night()
+    closed = close_night()
+    for dataset in load_catalog().datasets:
+        with TaskGroup(group_id=f"{dataset.department}__{dataset.code}",
+                       tooltip=f"{dataset.title} ({dataset.id})"):
+            extracted = extract.override(task_id="extract")(dataset.id)
+            # validation / standardisation / quarantine plug in here, after `extracted`
+        opened >> extracted >> closed
+
+
+yimen_nightly()

@@ -1,0 +1,88 @@
+"""Connection details of department systems, decoupled from Airflow's Connection class.
+
+Sources are reached through Airflow connection ids (DESIGN §8). The DAG looks the id up
+through the Task SDK and hands a :class:`SourceConnection` to the extractors, so the
+extractors stay plain functions that tests can call with a SQLite file or a folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from etl.errors import ConnectionNotFound, SourceError
+
+_SQLALCHEMY_DRIVERS = {
+    "sqlite": "sqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+}
+
+
+@dataclass(frozen=True)
+class SourceConnection:
+    conn_id: str
+    conn_type: str
+    host: str | None = None
+    port: int | None = None
+    login: str | None = None
+    password: str | None = field(default=None, repr=False)
+    schema: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def sqlalchemy_url(self) -> URL:
+        """SQLAlchemy URL for a database connection (SQLite: ``host`` is the file path)."""
+        driver = _SQLALCHEMY_DRIVERS.get(self.conn_type)
+        if driver is None:
+            raise SourceError(
+                f"connection '{self.conn_id}' has type '{self.conn_type}', not a SQL database "
+                f"(supported: {', '.join(sorted(_SQLALCHEMY_DRIVERS))})"
+            )
+        if driver == "sqlite":
+            return URL.create("sqlite", database=self.host or self.schema)
+        return URL.create(
+            driver,
+            username=self.login,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=self.schema,
+        )
+
+    def folder(self) -> Path:
+        """The drop folder of a file-drop (``fs``) connection."""
+        path = self.extra.get("path") or self.host
+        if self.conn_type != "fs" or not path:
+            raise SourceError(
+                f"connection '{self.conn_id}' is not a file-drop folder "
+                "(expected conn_type 'fs' with extra {\"path\": ...})"
+            )
+        return Path(path)
+
+
+def lookup_airflow_connection(conn_id: str) -> SourceConnection:
+    """Resolve a connection id through Airflow (env vars, secrets backend, metadata DB)."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException as exc:
+        raise ConnectionNotFound(
+            f"connection '{conn_id}' is not defined. Hint: set AIRFLOW_CONN_{conn_id.upper()} "
+            "or run `lake simulate`, which writes var/departments/connections.json"
+        ) from exc
+    return SourceConnection(
+        conn_id=conn_id,
+        conn_type=conn.conn_type or "",
+        host=conn.host,
+        port=conn.port,
+        login=conn.login,
+        password=conn.password,
+        schema=conn.schema,
+        extra=conn.extra_dejson,
+    )

@@ -1,0 +1,23 @@
+"""One error family for the lake, so the CLI can print one clear line for any of them."""
+
+from __future__ import annotations
+
+
+class LakeError(Exception):
+    """Base class: the message is meant for people and names the file/dataset/field."""
+
+
+class CatalogError(LakeError):
+    """A catalog definition is missing or malformed, or a dataset/department is unknown."""
+
+
+class SourceError(LakeError):
+    """A department system cannot be read: missing file, unreachable database, bad encoding."""
+
+
+class ConnectionNotFound(SourceError):
+    """A catalog connection id has no Airflow connection behind it."""
+
+
+class PartitionError(LakeError):
+    """A zone partition could not be written or is incomplete."""

@@ -1,0 +1,82 @@
+"""The steps of one night, as plain functions the DAG tasks (and tests) call.
+
+Each step takes the catalog dataset id, the partition date and the run id, opens what it
+needs from :class:`LakeSettings`, and returns a small JSON-able dict for XCom. No Airflow
+imports at module level: the DAG injects the connection lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from catalog.definitions import load_catalog
+from catalog.store import CatalogStore
+from etl.connections import SourceConnection
+from etl.errors import LakeError
+from etl.extract import extract_to_raw
+from etl.settings import LakeSettings
+from etl.zones import Lake
+
+LAKE_TZ = ZoneInfo("Asia/Shanghai")
+
+
+def partition_date(logical_date: datetime | None, conf: dict | None) -> date:
+    """The night's partition date: ``conf['ds']`` if given, else the logical date in Shanghai.
+
+    Airflow 3 runs may have no logical date (asset-triggered or manual runs); those must
+    carry ``ds`` in their conf so every partition they write has a well-defined date.
+    """
+    if conf and conf.get("ds"):
+        try:
+            return date.fromisoformat(str(conf["ds"]))
+        except ValueError as exc:
+            raise LakeError(f"run conf 'ds' must be YYYY-MM-DD, got {conf['ds']!r}") from exc
+    if logical_date is None:
+        raise LakeError(
+            "this run has no logical date; trigger it with conf {\"ds\": \"YYYY-MM-DD\"}"
+        )
+    return logical_date.astimezone(LAKE_TZ).date()
+
+
+def open_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> str:
+    settings = settings or LakeSettings.from_env()
+    CatalogStore(settings.catalog_url).start_run(run_id, ds)
+    return ds.isoformat()
+
+
+def extract_dataset(
+    dataset_id: str,
+    ds: date,
+    run_id: str,
+    lookup_connection: Callable[[str], SourceConnection],
+    settings: LakeSettings | None = None,
+) -> dict:
+    """Extract one catalog dataset's delivery for ``ds`` into the raw zone."""
+    settings = settings or LakeSettings.from_env()
+    dataset = load_catalog().dataset(dataset_id)
+    store = CatalogStore(settings.catalog_url)
+    try:
+        result = extract_to_raw(
+            dataset,
+            lookup_connection(dataset.source.connection_id),
+            ds,
+            lake=Lake(settings.lake_root),
+            store=store,
+            batch_id=run_id,
+        )
+    except LakeError as exc:
+        store.record_error(run_id, f"extract {dataset_id}", str(exc))
+        raise
+    return {"dataset": dataset_id, "rows": result.rows, "path": result.path,
+            "summary": result.summary()}
+
+
+def close_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> dict:
+    """Mark the run finished and return the row counts per raw partition of ``ds``."""
+    settings = settings or LakeSettings.from_env()
+    store = CatalogStore(settings.catalog_url)
+    parts = store.partitions(ds=ds)
+    store.finish_run(run_id, "success")
+    return {p.dataset_id + "@" + p.zone: p.rows for p in parts}
