@@ -21,11 +21,21 @@ from etl.errors import CatalogError
 DEFINITIONS_DIR = Path(__file__).parent / "definitions"
 
 Level = Literal["open", "shared", "conditional", "restricted"]
-PiiKind = Literal["id_no", "name", "phone", "address", "birth_date", "amount", "health", "free_text"]
+PiiKind = Literal[
+    "id_no", "name", "phone", "address", "birth_date", "amount", "health", "free_text"
+]
 FieldType = Literal["string", "date", "datetime", "integer", "decimal"]
 Rule = Literal[
-    "resident_id", "uscc", "org_code", "business_reg_no", "tax_no", "applicant_id",
-    "phone", "date", "datetime", "division_code",
+    "resident_id",
+    "uscc",
+    "org_code",
+    "business_reg_no",
+    "tax_no",
+    "applicant_id",
+    "phone",
+    "date",
+    "datetime",
+    "division_code",
 ]
 SourceKind = Literal["sql", "csv", "jsonl", "excel"]
 

@@ -161,7 +161,9 @@ class CatalogStore:
     ) -> None:
         with Session(self.engine) as s, s.begin():
             s.merge(
-                Watermark(dataset_id=dataset_id, ds=ds, low=low, high=high, rows=rows, run_id=run_id)
+                Watermark(
+                    dataset_id=dataset_id, ds=ds, low=low, high=high, rows=rows, run_id=run_id
+                )
             )
 
     def record_error(self, run_id: str, step: str, message: str) -> None:

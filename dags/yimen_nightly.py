@@ -76,7 +76,7 @@ def yimen_nightly():
             _fail_fast_if_asked(exc)
             raise
 
-    @task
+    @task(trigger_rule="all_done", retries=0)
     def close_night() -> dict:
         from etl.nightly import close_night
 
@@ -86,8 +86,10 @@ def yimen_nightly():
     opened = open_night()
     closed = close_night()
     for dataset in load_catalog().datasets:
-        with TaskGroup(group_id=f"{dataset.department}__{dataset.code}",
-                       tooltip=f"{dataset.title} ({dataset.id})"):
+        with TaskGroup(
+            group_id=f"{dataset.department}__{dataset.code}",
+            tooltip=f"{dataset.title} ({dataset.id})",
+        ):
             extracted = extract.override(task_id="extract")(dataset.id)
             # validation / standardisation / quarantine plug in here, after `extracted`
         opened >> extracted >> closed

@@ -76,7 +76,10 @@ def extract_to_raw(
     if missing or added:
         log.warning(
             "%s: delivery %s differs from the catalog: missing %s, added %s",
-            dataset.id, reader.location, missing or "none", added or "none",
+            dataset.id,
+            reader.location,
+            missing or "none",
+            added or "none",
         )
     tracker = _WatermarkTracker(dataset.source.watermark_column)
     schema = pa.schema([pa.field(c, pa.string()) for c in reader.columns] + METADATA_FIELDS)
@@ -125,7 +128,9 @@ def _checked(reader: SourceReader) -> Iterator[pa.RecordBatch]:
         raise
     except (pa.ArrowInvalid, UnicodeDecodeError, ValueError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"{reader.dataset_id}: cannot read {reader.location}: {first_line}") from exc
+        raise SourceError(
+            f"{reader.dataset_id}: cannot read {reader.location}: {first_line}"
+        ) from exc
 
 
 class _WatermarkTracker:
@@ -163,4 +168,3 @@ class _MetadataStamp:
         ]
         names = [*batch.schema.names, *(f.name for f in METADATA_FIELDS)]
         return pa.RecordBatch.from_arrays(columns, names=names)
-

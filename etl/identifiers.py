@@ -51,9 +51,7 @@ def _char_lut(alphabet: dict[str, int]) -> np.ndarray:
 _DIGIT_LUT = _char_lut({str(d): d for d in range(10)})
 _USCC_LUT = _char_lut({c: i for i, c in enumerate(USCC_ALPHABET)})
 # GB 11714: digits keep their value, letters A..Z count 10..35.
-_ORG_LUT = _char_lut(
-    {str(d): d for d in range(10)} | {chr(65 + i): 10 + i for i in range(26)}
-)
+_ORG_LUT = _char_lut({str(d): d for d in range(10)} | {chr(65 + i): 10 + i for i in range(26)})
 _ORG_CHECK = np.array(list("0123456789X0"))  # index = 11 - (sum mod 11), 1..11
 
 
@@ -70,7 +68,9 @@ def resident_id_check_chars(body17: np.ndarray | list[str]) -> np.ndarray:
     return RESIDENT_ID_CHECK[(values @ RESIDENT_ID_WEIGHTS) % 11]
 
 
-def make_resident_ids(division: np.ndarray, birth_yyyymmdd: np.ndarray, seq: np.ndarray) -> np.ndarray:
+def make_resident_ids(
+    division: np.ndarray, birth_yyyymmdd: np.ndarray, seq: np.ndarray
+) -> np.ndarray:
     """18-character resident IDs from division code, birth date (as int YYYYMMDD) and sequence."""
     body = (
         np.asarray(division, dtype=np.int64) * 10**11
@@ -100,7 +100,7 @@ def is_valid_resident_id(ids: np.ndarray | list[str]) -> np.ndarray:
     which division codes are real is a catalog-level rule.
     """
     ids = pd.Series(ids, dtype="string")
-    shaped = ids.str.fullmatch(r"[1-9]\d{16}[\dX]").fillna(False).to_numpy(dtype=bool)
+    shaped = ids.str.fullmatch(r"[1-9][0-9]{16}[0-9X]").fillna(False).to_numpy(dtype=bool)
     valid = np.zeros(len(ids), dtype=bool)
     if shaped.any():
         good = ids[shaped].to_numpy(dtype="U18")
@@ -129,7 +129,9 @@ def make_org_codes(body8: np.ndarray | list[str]) -> np.ndarray:
     return np.char.add(body8, org_code_check_chars(body8))
 
 
-def make_usccs(authority_type: np.ndarray, division: np.ndarray, org_code9: np.ndarray) -> np.ndarray:
+def make_usccs(
+    authority_type: np.ndarray, division: np.ndarray, org_code9: np.ndarray
+) -> np.ndarray:
     """18-char USCCs from the 2-char authority+type prefix, 6-digit division and 9-char org code."""
     body = np.char.add(
         np.char.add(np.asarray(authority_type, dtype="U2"), np.asarray(division, dtype="U6")),

@@ -34,9 +34,7 @@ def partition_date(logical_date: datetime | None, conf: dict | None) -> date:
         except ValueError as exc:
             raise LakeError(f"run conf 'ds' must be YYYY-MM-DD, got {conf['ds']!r}") from exc
     if logical_date is None:
-        raise LakeError(
-            "this run has no logical date; trigger it with conf {\"ds\": \"YYYY-MM-DD\"}"
-        )
+        raise LakeError('this run has no logical date; trigger it with conf {"ds": "YYYY-MM-DD"}')
     return logical_date.astimezone(LAKE_TZ).date()
 
 
@@ -69,14 +67,25 @@ def extract_dataset(
     except LakeError as exc:
         store.record_error(run_id, f"extract {dataset_id}", str(exc))
         raise
-    return {"dataset": dataset_id, "rows": result.rows, "path": result.path,
-            "summary": result.summary()}
+    return {
+        "dataset": dataset_id,
+        "rows": result.rows,
+        "path": result.path,
+        "summary": result.summary(),
+    }
 
 
 def close_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> dict:
-    """Mark the run finished and return the row counts per raw partition of ``ds``."""
+    """Mark the run finished (failed if any step recorded an error); return rows per partition.
+
+    Runs after every step whatever their outcome, so a failed night is recorded as failed.
+    """
     settings = settings or LakeSettings.from_env()
     store = CatalogStore(settings.catalog_url)
-    parts = store.partitions(ds=ds)
-    store.finish_run(run_id, "success")
-    return {p.dataset_id + "@" + p.zone: p.rows for p in parts}
+    errors = store.errors(run_id)
+    store.finish_run(run_id, "failed" if errors else "success")
+    if errors:
+        raise LakeError(
+            f"night {ds}: {len(errors)} step(s) failed: " + "; ".join(e.step for e in errors)
+        )
+    return {f"{p.zone}:{p.dataset_id}": p.rows for p in store.partitions(ds=ds)}

@@ -16,7 +16,7 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
-from sqlalchemy import bindparam, column, create_engine, select, table
+from sqlalchemy import bindparam, column, create_engine, literal_column, select, table
 from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.definitions import DatasetDef
@@ -90,7 +90,9 @@ class SqlReader:
         self.engine = create_engine(self.url)
         try:
             with self.engine.connect() as conn:
-                result = conn.execute(select(table(self.table, column("*"))).limit(0))
+                result = conn.execute(
+                    select(literal_column("*")).select_from(table(self.table)).limit(0)
+                )
                 self.columns = list(result.keys())
         except SQLAlchemyError as exc:
             self.engine.dispose()
@@ -98,7 +100,7 @@ class SqlReader:
             raise SourceError(f"{self.dataset_id}: cannot read {self.location}: {reason}") from exc
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        query = select(table(self.table, column("*")))
+        query = select(literal_column("*")).select_from(table(self.table))
         params = {}
         if self.low is not None and self.watermark:
             query = query.where(column(self.watermark) > bindparam("low"))
@@ -139,7 +141,7 @@ class CsvReader:
         except UnicodeDecodeError as exc:
             raise SourceError(
                 f"{self.dataset_id}: {self.path} is not {encoding} as declared "
-                f"(header byte {exc.start}: {first[exc.start:exc.start + 2]!r})"
+                f"(header byte {exc.start}: {first[exc.start : exc.start + 2]!r})"
             ) from exc
         return [c.strip().strip('"') for c in line.split(",")]
 
@@ -147,7 +149,9 @@ class CsvReader:
         reader = pacsv.open_csv(
             self.path,
             read_options=pacsv.ReadOptions(
-                encoding=self.encoding, block_size=BLOCK_SIZE, skip_rows=1,
+                encoding=self.encoding,
+                block_size=BLOCK_SIZE,
+                skip_rows=1,
                 column_names=self.columns,
             ),
             convert_options=pacsv.ConvertOptions(

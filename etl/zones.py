@@ -43,9 +43,13 @@ class Lake:
     """The lake root: builds zone paths and opens the right filesystem for them."""
 
     def __init__(self, root: str) -> None:
-        self.fs, base = pafs.FileSystem.from_uri(root) if "://" in root else (
-            pafs.LocalFileSystem(),
-            os.path.abspath(root),
+        self.fs, base = (
+            pafs.FileSystem.from_uri(root)
+            if "://" in root
+            else (
+                pafs.LocalFileSystem(),
+                os.path.abspath(root),
+            )
         )
         self.root = base.rstrip("/")
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
@@ -121,8 +125,10 @@ class Lake:
                         f"{tmp}/{files[-1]}", schema, filesystem=self.fs, compression="zstd"
                     )
                     rows_in_file = 0
-                writer.write_batch(batch.cast(schema) if batch.schema != schema else batch,
-                                   row_group_size=ROWS_PER_ROW_GROUP)
+                writer.write_batch(
+                    batch.cast(schema) if batch.schema != schema else batch,
+                    row_group_size=ROWS_PER_ROW_GROUP,
+                )
                 rows_in_file += batch.num_rows
                 total += batch.num_rows
             if writer is None:  # an empty delivery is still a partition: zero rows, real schema

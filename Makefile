@@ -1,0 +1,38 @@
+# yimen-lake — every target sets up what it needs on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench bench-full airflow clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	touch $(STAMP)
+
+## demo: set up, simulate the departments, run one night through Airflow, print a summary
+demo: $(STAMP)
+	$(BIN)/lake demo
+
+## test: set up (incl. a private PostgreSQL server) and run the test suite
+test: $(STAMP)
+	scripts/test-postgres.sh start
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+## bench: simulate + extract at ~1 million records (SCALE=1.0 for the full 8 million)
+SCALE ?= 0.125
+bench: $(STAMP)
+	$(BIN)/python bench/bench_extract.py --scale $(SCALE)
+
+## airflow: the Airflow UI (airflow standalone) on http://localhost:8080 with the repo's config
+airflow: $(STAMP)
+	$(BIN)/lake airflow standalone
+
+clean:
+	rm -rf var

@@ -1,0 +1,256 @@
+"""``lake``: the command line for people. It wires the same functions the DAGs call.
+
+Errors from the lake are printed as one line naming the file/dataset/field; ``--debug``
+shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import click
+
+from etl.errors import LakeError
+from etl.settings import LakeSettings
+
+
+class _LakeGroup(click.Group):
+    """Turns any LakeError into ``error: <one line>`` and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LakeError as exc:
+            if ctx.params.get("debug"):
+                raise
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_LakeGroup)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """yimen-lake: the city's nightly data lake (simulate, run, inspect)."""
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    ctx.obj = LakeSettings.from_env()
+
+
+def _parse_date(_ctx, _param, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from exc
+
+
+date_option = click.option(
+    "--date", "ds", callback=_parse_date, help="Partition date YYYY-MM-DD (default: yesterday)."
+)
+
+
+@main.command()
+@click.option(
+    "--scale",
+    type=float,
+    default=0.005,
+    show_default=True,
+    help="Fraction of full scale (1.0 ≈ 8 million source records).",
+)
+@click.option("--seed", type=int, default=20170223, show_default=True)
+@date_option
+@click.option("--advance", is_flag=True, help="Advance the existing simulation by one day.")
+@click.pass_obj
+def simulate(
+    settings: LakeSettings, scale: float, seed: int, ds: date | None, advance: bool
+) -> None:
+    """Build (or advance by a day) the simulated department systems under var/departments/."""
+    summary = _simulate(settings, scale, seed, ds, advance)
+    click.echo(f"departments simulated as of {summary.as_of} in {summary.out_dir}")
+    for dataset_id, rows in summary.rows.items():
+        click.echo(f"  {dataset_id:40s} {rows:>12,} rows")
+
+
+def _simulate(settings: LakeSettings, scale: float, seed: int, ds: date | None, advance: bool):
+    import simulator
+    from etl.airflow_runner import default_demo_date
+
+    progress = lambda msg: click.echo(f"  … {msg}", err=True)  # noqa: E731
+    if advance:
+        return simulator.advance_day(settings.departments_dir, progress=progress)
+    return simulator.build_departments(
+        settings.departments_dir,
+        scale=scale,
+        seed=seed,
+        as_of=ds or default_demo_date(),
+        ground_truth_dir=settings.ground_truth_dir,
+        progress=progress,
+    )
+
+
+@main.command()
+@date_option
+@click.pass_obj
+def run(settings: LakeSettings, ds: date | None) -> None:
+    """Run one night for --date in-process through Airflow (dag.test())."""
+    _run_and_report(settings, ds or _latest_simulated_date(settings))
+
+
+def _run_and_report(settings: LakeSettings, ds: date) -> None:
+    from etl.airflow_runner import apply_airflow_environment, run_night
+
+    apply_airflow_environment(settings)
+    log_file = settings.var / "airflow" / "logs" / f"lake-run-{ds}.log"
+    click.echo(f"running night {ds} through Airflow (dag.test); Airflow's log: {log_file}")
+    started = time.monotonic()
+    result = run_night(settings, ds, log_file=log_file)
+    elapsed = time.monotonic() - started
+    _print_partitions(settings, ds)
+    if result.failed_tasks:
+        from catalog.store import CatalogStore
+
+        for err in CatalogStore(settings.catalog_url).errors(result.run_id):
+            click.secho(f"  FAILED {err.message}", fg="red", err=True)
+        raise LakeError(
+            f"night {ds} {result.state} after {elapsed:.0f}s; failed tasks: "
+            + ", ".join(result.failed_tasks)
+        )
+    click.echo(f"night {ds}: {result.state} in {elapsed:.0f}s (run {result.run_id})")
+
+
+def _print_partitions(settings: LakeSettings, ds: date) -> None:
+    from catalog.store import CatalogStore
+
+    parts = CatalogStore(settings.catalog_url).partitions(ds=ds)
+    for p in parts:
+        click.echo(f"  {p.zone:12s} {p.dataset_id:36s} {p.rows:>10,} rows  {p.path}")
+
+
+def _latest_simulated_date(settings: LakeSettings) -> date:
+    import simulator
+
+    try:
+        return simulator.simulated_date(settings.departments_dir)
+    except FileNotFoundError as exc:
+        raise LakeError(
+            f"no simulated departments in {settings.departments_dir}; run `lake simulate` "
+            "first or pass --date"
+        ) from exc
+
+
+@main.command()
+@click.option("--scale", type=float, default=0.005, show_default=True)
+@date_option
+@click.pass_obj
+def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
+    """Simulate the departments, run one night through Airflow, print where to look."""
+    summary = _simulate(settings, scale, 20170223, ds, advance=False)
+    click.echo(f"simulated {sum(summary.rows.values()):,} source records as of {summary.as_of}")
+    _run_and_report(settings, summary.as_of)
+    click.echo(
+        "\nwhere to look:\n"
+        f"  lake:        {settings.lake_root}/raw/sources/<dept>/<dataset>/dt={summary.as_of}/\n"
+        f"  catalog db:  {settings.catalog_url}\n"
+        f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
+        "  next:        `lake status`, `lake catalog list`, `make airflow` for the UI"
+    )
+
+
+@main.group()
+def catalog() -> None:
+    """Inspect the dataset catalog (catalog/definitions/*.yaml)."""
+
+
+@catalog.command("list")
+def catalog_list() -> None:
+    """One line per dataset: id, source kind, load mode, field count, title."""
+    from catalog.definitions import load_catalog
+
+    for ds in load_catalog().datasets:
+        click.echo(
+            f"{ds.id:36s} {ds.source.kind:6s} {ds.source.load:12s} "
+            f"{len(ds.fields):3d} fields  {ds.title} / {ds.title_en}"
+        )
+
+
+@catalog.command("show")
+@click.argument("dataset_id")
+def catalog_show(dataset_id: str) -> None:
+    """Fields of one dataset with type, rule, openness level and PII kind."""
+    from catalog.definitions import load_catalog
+
+    ds = load_catalog().dataset(dataset_id)
+    src = ds.source
+    where = src.table if src.kind == "sql" else src.path
+    click.echo(f"{ds.id}  [{ds.resource_code}]  {ds.title} / {ds.title_en}")
+    click.echo(f"  {ds.description}")
+    click.echo(
+        f"  source: {src.kind} via connection '{src.connection_id}' ({where}), "
+        f"{src.load}" + (f", encoding {src.encoding}" if src.encoding else "")
+    )
+    click.echo(f"  key: {', '.join(ds.key)}   share: {ds.share_type}   open: {ds.open_type}")
+    click.echo(f"  {'field':22s} {'type':9s} {'req':4s} {'rule':16s} {'level':12s} {'pii':11s} qi")
+    for f in ds.fields:
+        click.echo(
+            f"  {f.name:22s} {f.type:9s} {'yes' if f.required else '':4s} {f.rule or '':16s} "
+            f"{f.level:12s} {f.pii or '':11s} {'yes' if f.quasi_identifier else ''}"
+        )
+
+
+@catalog.command("check")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+def catalog_check(directory: Path | None) -> None:
+    """Load and check the definitions; list every problem with file, dataset and field."""
+    from catalog.definitions import load_catalog
+
+    cat = load_catalog(directory)
+    click.echo(f"catalog ok: {len(cat.departments)} departments, {len(cat.datasets)} datasets")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def airflow(settings: LakeSettings, args: tuple[str, ...]) -> None:
+    """Run an `airflow` command with this lake's config (e.g. `lake airflow standalone`).
+
+    The metadata DB is migrated and the source pool created first; connections come from
+    var/departments/connections.json. Examples: `lake airflow dags list`, `lake airflow
+    backfill create --dag-id yimen_nightly --from-date 2026-11-01 --to-date 2026-11-03`.
+    """
+    import os
+
+    from etl.airflow_runner import apply_airflow_environment, ensure_airflow_ready
+
+    apply_airflow_environment(settings)
+    ensure_airflow_ready(settings)
+    os.execvp(sys.executable, [sys.executable, "-m", "airflow", *args])
+
+
+@main.command()
+@click.pass_obj
+def status(settings: LakeSettings) -> None:
+    """Latest runs, their errors, and the partitions of the latest date."""
+    from catalog.store import CatalogStore
+
+    store = CatalogStore(settings.catalog_url)
+    runs = store.runs(limit=5)
+    if not runs:
+        click.echo("no runs yet: try `lake demo`")
+        return
+    for r in runs:
+        click.echo(f"{r.ds}  {r.status:8s} {r.run_id}")
+        for err in store.errors(r.run_id):
+            click.echo(f"    failed: {err.message}")
+    click.echo(f"\npartitions of {runs[0].ds}:")
+    _print_partitions(settings, runs[0].ds)
+
+
+if __name__ == "__main__":
+    main()

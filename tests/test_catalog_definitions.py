@@ -1,0 +1,92 @@
+"""The catalog YAML loads, and a broken definition fails with file, dataset and field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from catalog.definitions import DEFINITIONS_DIR, load_catalog
+from etl.errors import CatalogError
+
+DESIGN_DATASETS = {
+    "gongan.population": "sql",
+    "renshe.insured_person": "csv",
+    "weiji.health_record": "jsonl",
+    "gongshang.enterprise_registration": "sql",
+    "zhijian.org_code": "csv",
+    "guoshui.taxpayer": "excel",
+    "dishui.taxpayer": "sql",
+    "xingzheng.service_case": "sql",
+}
+
+
+def test_catalog_declares_every_department_source_of_the_design() -> None:
+    cat = load_catalog()
+    assert {d.id: d.source.kind for d in cat.datasets} == DESIGN_DATASETS
+    assert cat.dataset("renshe.insured_person").source.encoding == "gbk"
+    assert cat.dataset("zhijian.org_code").source.encoding == "utf-8-sig"
+    # every personal field has a level, and restricted identifiers are join keys
+    for ds in cat.datasets:
+        for f in ds.fields:
+            if f.pii == "id_no":
+                assert f.level == "restricted" and f.join_key, (ds.id, f.name)
+
+
+def test_lookup_by_bare_code_and_unknown_names() -> None:
+    cat = load_catalog()
+    assert cat.dataset("population").id == "gongan.population"
+    with pytest.raises(CatalogError, match="ambiguous"):
+        cat.dataset("taxpayer")
+    with pytest.raises(CatalogError, match="unknown dataset 'nope'"):
+        cat.dataset("nope")
+    with pytest.raises(CatalogError, match="unknown department 'police'"):
+        cat.department_datasets("police")
+
+
+def _copy_definitions(tmp_path: Path) -> Path:
+    target = tmp_path / "defs"
+    shutil.copytree(DEFINITIONS_DIR, target)
+    return target
+
+
+def test_every_problem_is_listed_with_file_dataset_and_field(tmp_path: Path) -> None:
+    defs = _copy_definitions(tmp_path)
+    gongan = defs / "gongan.yaml"
+    gongan.write_text(
+        gongan.read_text(encoding="utf-8")
+        .replace("level: restricted, pii: id_no", "level: secret, pii: id_no")
+        .replace("kind: sql", "kind: oracle"),
+        encoding="utf-8",
+    )
+    renshe = defs / "renshe.yaml"
+    renshe.write_text(
+        renshe.read_text(encoding="utf-8").replace("encoding: gbk", "encoding: klingon"),
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogError) as err:
+        load_catalog(defs)
+    message = str(err.value)
+    assert "gongan.yaml, dataset 'population', field 'id_no', level" in message
+    assert "gongan.yaml, dataset 'population', source.kind" in message
+    assert "renshe.yaml, dataset 'insured_person', source" in message and "klingon" in message
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
+    defs = _copy_definitions(tmp_path)
+    (defs / "weiji.yaml").write_text("department: {code: weiji\ndatasets: [\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match=r"weiji.yaml:\d+: not valid YAML"):
+        load_catalog(defs)
+
+
+def test_key_must_be_a_declared_field(tmp_path: Path) -> None:
+    defs = _copy_definitions(tmp_path)
+    path = defs / "zhijian.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("key: [org_code]", "key: [code]"), encoding="utf-8"
+    )
+    with pytest.raises(
+        CatalogError, match="zhijian.yaml, dataset 'org_code'.*'code' is used as key"
+    ):
+        load_catalog(defs)

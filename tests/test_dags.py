@@ -1,0 +1,79 @@
+"""The DAG files import, are built from the catalog, and a whole night runs via dag.test()."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from catalog.definitions import load_catalog
+from catalog.store import CatalogStore
+from etl.airflow_runner import DAG_ID, SOURCE_POOL, logical_date_for, run_night
+from etl.errors import LakeError
+from etl.nightly import partition_date
+from etl.settings import REPO_ROOT, LakeSettings
+from etl.zones import Lake
+from tests.conftest import DEMO_DATE
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO_ROOT / "dags"))
+
+
+def test_all_dag_files_import_without_errors(dagbag) -> None:
+    assert dagbag.import_errors == {}
+    assert DAG_ID in dagbag.dags
+
+
+def test_nightly_dag_is_built_from_the_catalog(dagbag) -> None:
+    dag = dagbag.get_dag(DAG_ID)
+    assert dag.tags and "nightly" in dag.tags
+    assert dag.max_active_runs == 1
+    assert str(dag.timezone.name) == "Asia/Shanghai"
+    extracts = [t for t in dag.tasks if t.task_id.endswith(".extract")]
+    expected = {f"{d.department}__{d.code}.extract" for d in load_catalog().datasets}
+    assert {t.task_id for t in extracts} == expected
+    for t in extracts:
+        assert t.retries >= 2 and t.retry_exponential_backoff
+        assert t.pool == SOURCE_POOL
+
+
+def test_partition_date_is_the_shanghai_date_or_the_conf_date() -> None:
+    # 02:00 in Shanghai is 18:00 UTC the day before: the partition date must not slip a day
+    assert partition_date(logical_date_for(date(2026, 11, 28)), {}) == date(2026, 11, 28)
+    assert partition_date(datetime(2026, 11, 27, 18, 0, tzinfo=UTC), None) == date(2026, 11, 28)
+    assert partition_date(None, {"ds": "2026-10-01"}) == date(2026, 10, 1)
+    with pytest.raises(LakeError, match="no logical date"):
+        partition_date(None, {})
+    with pytest.raises(LakeError, match="YYYY-MM-DD"):
+        partition_date(None, {"ds": "yesterday"})
+
+
+def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeSettings) -> None:
+    result = run_night(session_settings, DEMO_DATE)
+    assert result.state == "success", result.failed_tasks
+    store = CatalogStore(session_settings.catalog_url)
+    parts = {p.dataset_id: p for p in store.partitions(ds=DEMO_DATE, zone="raw/sources")}
+    assert {k: p.rows for k, p in parts.items()} == departments.rows
+    lake = Lake(session_settings.lake_root)
+    for part in parts.values():
+        assert lake.read_manifest(part.path).rows == part.rows
+    assert store.runs(1)[0].status == "success"
+
+
+def test_a_night_without_deliveries_fails_naming_the_missing_file(
+    departments, session_settings: LakeSettings
+) -> None:
+    missing_day = DEMO_DATE + timedelta(days=30)
+    result = run_night(session_settings, missing_day)
+    assert result.state == "failed"
+    # file drops fail (no file for that day); SQL sources still extract
+    assert "renshe__insured_person.extract" in result.failed_tasks
+    assert "gongan__population.extract" not in result.failed_tasks
+    errors = CatalogStore(session_settings.catalog_url).errors(result.run_id)
+    messages = {e.step: e.message for e in errors}
+    assert "no delivery for" in messages["extract renshe.insured_person"]
+    assert "insured_person_" in messages["extract renshe.insured_person"]

@@ -1,0 +1,89 @@
+"""Identifier rules (DESIGN §4) against python-stdnum as an outside oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from stdnum.cn import ric, uscc
+from stdnum.iso7064 import mod_11_10
+
+from etl.identifiers import (
+    JIANGMEN_DIVISIONS,
+    business_reg_no_check_digits,
+    downgrade_resident_id18,
+    is_valid_resident_id,
+    make_business_reg_nos,
+    make_org_codes,
+    make_resident_ids,
+    make_usccs,
+    org_code_check_chars,
+    resident_id_check_chars,
+    upgrade_resident_id15,
+    uscc_check_chars,
+)
+
+N = 5000
+rng = np.random.default_rng(7)
+
+
+def _random_ids(n: int = N) -> np.ndarray:
+    divisions = rng.choice([int(c) for c in JIANGMEN_DIVISIONS] + [110101, 440106], n)
+    births = pd_dates(n)
+    return make_resident_ids(divisions, births, rng.integers(0, 1000, n))
+
+
+def pd_dates(n: int) -> np.ndarray:
+    days = rng.integers(0, 365 * 90, n).astype("timedelta64[D]")
+    dates = np.datetime64("1930-01-01") + days
+    return np.char.replace(dates.astype("U10"), "-", "").astype(np.int64)
+
+
+def test_resident_id_check_chars_agree_with_stdnum() -> None:
+    ids = _random_ids()
+    # stdnum wants the whole number (it ignores the last char)
+    expected = [ric.calc_check_digit(i[:17] + "?") for i in ids]
+    assert list(resident_id_check_chars(np.array([i[:17] for i in ids]))) == expected
+    assert is_valid_resident_id(ids).all()
+
+
+def test_bad_check_char_and_bad_shapes_are_invalid() -> None:
+    ids = _random_ids(200)
+    wrong = np.array([i[:17] + ("0" if i[17] != "0" else "1") for i in ids])
+    assert not is_valid_resident_id(wrong).any()
+    junk = ["", None, "44070319850214123", "4407031985021412３X", "44070319851340123X"]
+    assert not is_valid_resident_id(junk).any()
+
+
+def test_fifteen_digit_ids_upgrade_to_the_same_eighteen() -> None:
+    ids = _random_ids()
+    born_1900s = np.array([i for i in ids if i[6:8] == "19"])
+    assert (upgrade_resident_id15(downgrade_resident_id18(born_1900s)) == born_1900s).all()
+
+
+def test_org_code_and_uscc_check_chars_agree_with_stdnum() -> None:
+    alphabet = np.array(list("0123456789ABCDEFGHJKLMNPQRTUWXY"))
+    bodies = np.array(["".join(r) for r in rng.choice(alphabet[:10], (N, 8))])
+    orgs = make_org_codes(bodies)
+    assert (org_code_check_chars(bodies) == np.array([o[8] for o in orgs])).all()
+    codes = make_usccs(
+        rng.choice(["91", "92", "93"], N), rng.choice(list(JIANGMEN_DIVISIONS), N), orgs
+    )
+    assert [uscc.calc_check_digit(c[:17]) for c in codes] == list(
+        uscc_check_chars(np.array([c[:17] for c in codes]))
+    )
+    assert all(uscc.is_valid(c) for c in codes)
+
+
+@pytest.mark.parametrize("body, check", [("12345678", "8"), ("D2143569", "X")])
+def test_org_code_known_values(body: str, check: str) -> None:
+    # worked examples of GB 11714 (including a letter and the X case)
+    assert org_code_check_chars(np.array([body]))[0] == check
+
+
+def test_business_reg_no_check_digit_agrees_with_iso7064() -> None:
+    bodies = np.array(["".join(map(str, r)) for r in rng.integers(0, 10, (N, 14))])
+    numbers = make_business_reg_nos(bodies)
+    assert all(mod_11_10.is_valid(n) for n in numbers)
+    assert list(business_reg_no_check_digits(bodies)) == [
+        mod_11_10.calc_check_digit(b) for b in bodies
+    ]
