@@ -1,0 +1,212 @@
+"""Dirt: the imperfections real department data has, applied to random subsets of a batch.
+
+Each kind draws one random mask over the whole batch and rewrites only the chosen rows
+with pandas string methods, so the cost is proportional to the (small) dirty share. Every
+row's dirt is recorded for the ground truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from etl.identifiers import downgrade_resident_id18
+from simulator import vocab
+from simulator.rates import DirtRates
+
+FULLWIDTH = {c: c + 0xFEE0 for c in b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"}
+TRADITIONAL_TABLE = str.maketrans(vocab.TRADITIONAL)
+ZERO_WIDTH = np.array(["\u200b", "\ufeff"])
+_CHECK_CHARS = np.array(list("10X98765432"))
+_TRADITIONAL_CHARS = "[" + "".join(vocab.TRADITIONAL) + "]"
+_HOMOPHONE_CHARS = "[" + "".join(vocab.HOMOPHONES) + "]"
+
+
+@dataclass(frozen=True)
+class DirtTargets:
+    """Which columns of a dataset each kind of dirt may touch."""
+
+    person_id: str | None = None  # resident-ID column (id15, lower_x, bad_check, no_id)
+    no_id: bool = False  # the system accepts records with no ID at all
+    code: str | None = None  # main identifier (fullwidth, spaces, zero_width)
+    person_name: str | None = None
+    ent_name: str | None = None
+    phone: str | None = None
+    dates: tuple[str, ...] = ()
+    zero_width: bool = True  # False for GBK files: GBK cannot encode U+200B/U+FEFF
+    person_rows: str | None = None  # column whose value 自然人 marks person rows (行政服务中心)
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def apply_dirt(df: pd.DataFrame, targets: DirtTargets, rates: DirtRates,
+               rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Dirty ``df`` in place; return one boolean mask per dirt kind applied."""
+    n = len(df)
+    tags: dict[str, np.ndarray] = {}
+    person = np.ones(n, dtype=bool)
+    if targets.person_rows:
+        person = (df[targets.person_rows] == "自然人").to_numpy()
+    if targets.person_id:
+        _resident_id_dirt(df, targets, rates, rng, person, tags)
+    if targets.code:
+        _code_dirt(df, targets, rates, rng, tags)
+    if targets.person_name:
+        _name_dirt(df, targets.person_name, rates, rng, person, tags)
+    if targets.ent_name:
+        has = notna(df, targets.ent_name) & ~person if targets.person_rows else notna(
+            df, targets.ent_name)
+        tags["ent_name_variant"] = _ent_name_variant(df, targets.ent_name,
+                                                     has & (rng.random(n) < rates.ent_name_variant))
+    if targets.phone:
+        tags["phone_format"] = _phone_format(df, targets.phone,
+                                             notna(df, targets.phone)
+                                             & (rng.random(n) < rates.phone_format), rng)
+    if targets.dates:
+        tags["date_format"] = _date_format(df, targets.dates, rng.random(n) < rates.date_format, rng)
+    return tags
+
+
+def notna(df: pd.DataFrame, column: str) -> np.ndarray:
+    return df[column].notna().to_numpy()
+
+
+def _set(df: pd.DataFrame, column: str, mask: np.ndarray, values: pd.Series | np.ndarray) -> None:
+    if mask.any():
+        df.loc[mask, column] = values
+
+
+def _resident_id_dirt(df: pd.DataFrame, t: DirtTargets, rates: DirtRates,
+                      rng: np.random.Generator, person: np.ndarray,
+                      tags: dict[str, np.ndarray]) -> None:
+    col = t.person_id
+    n = len(df)
+    has = notna(df, col) & person
+    if t.no_id:
+        tags["no_id"] = has & (rng.random(n) < rates.no_id)
+        _set(df, col, tags["no_id"], None)
+        has &= ~tags["no_id"]
+    ids = df[col]
+    born_1900s = has & (ids.str.slice(6, 8) == "19").fillna(False).to_numpy()
+    tags["id15"] = born_1900s & (rng.random(n) < rates.id15)
+    _set(df, col, tags["id15"], downgrade_resident_id18(ids[tags["id15"]].to_numpy(dtype="U18")))
+    full = has & ~tags["id15"]
+    tags["bad_check"] = full & (rng.random(n) < rates.bad_check)
+    if tags["bad_check"].any():
+        chosen = df.loc[tags["bad_check"], col].to_numpy(dtype="U18")
+        last = np.strings.slice(chosen, 17, 18)
+        index = np.argmax(_CHECK_CHARS[None, :] == last[:, None], axis=1)
+        wrong = _CHECK_CHARS[(index + rng.integers(1, 11, len(chosen))) % 11]
+        df.loc[tags["bad_check"], col] = np.strings.add(np.strings.slice(chosen, 0, 17), wrong)
+    ends_x = has & (df[col].str.endswith("X").fillna(False).to_numpy())
+    tags["lower_x"] = ends_x & (rng.random(n) < rates.lower_x)
+    _set(df, col, tags["lower_x"], df.loc[tags["lower_x"], col].str.lower())
+
+
+def _code_dirt(df: pd.DataFrame, t: DirtTargets, rates: DirtRates, rng: np.random.Generator,
+               tags: dict[str, np.ndarray]) -> None:
+    col = t.code
+    n = len(df)
+    has = notna(df, col)
+    tags["fullwidth"] = has & (rng.random(n) < rates.fullwidth)
+    _set(df, col, tags["fullwidth"], df.loc[tags["fullwidth"], col].str.translate(FULLWIDTH))
+    tags["spaces"] = has & (rng.random(n) < rates.spaces)
+    if tags["spaces"].any():
+        values = df.loc[tags["spaces"], col]
+        where = rng.integers(0, 3, len(values))
+        inner = values.str.slice(0, 6) + " " + values.str.slice(6)  # typed in groups
+        out = np.where(where == 0, " " + values, np.where(where == 1, values + "  ", inner))
+        df.loc[tags["spaces"], col] = out
+    if t.zero_width:
+        tags["zero_width"] = has & (rng.random(n) < rates.zero_width)
+        if tags["zero_width"].any():
+            values = df.loc[tags["zero_width"], col]
+            mark = ZERO_WIDTH[rng.integers(0, 2, len(values))]
+            start = rng.random(len(values)) < 0.5
+            df.loc[tags["zero_width"], col] = np.where(start, mark + values, values + mark)
+
+
+def _name_dirt(df: pd.DataFrame, col: str, rates: DirtRates, rng: np.random.Generator,
+               person: np.ndarray, tags: dict[str, np.ndarray]) -> None:
+    n = len(df)
+    has = notna(df, col) & person
+    given = df[col].str.slice(1)
+    can_homophone = has & given.str.contains(_HOMOPHONE_CHARS).fillna(False).to_numpy()
+    tags["homophone"] = can_homophone & (rng.random(n) < rates.homophone)
+    if tags["homophone"].any():
+        names = df.loc[tags["homophone"], col]
+        table = str.maketrans(vocab.HOMOPHONES)
+        df.loc[tags["homophone"], col] = names.str.slice(0, 1) + names.str.slice(1).str.translate(table)
+    can_trad = has & df[col].str.contains(_TRADITIONAL_CHARS).fillna(False).to_numpy()
+    tags["traditional"] = can_trad & (rng.random(n) < rates.traditional)
+    _set(df, col, tags["traditional"], df.loc[tags["traditional"], col].str.translate(TRADITIONAL_TABLE))
+    tags["name_space"] = has & (rng.random(n) < rates.name_space)
+    if tags["name_space"].any():
+        names = df.loc[tags["name_space"], col]
+        df.loc[tags["name_space"], col] = names.str.slice(0, 1) + " " + names.str.slice(1)
+
+
+def _ent_name_variant(df: pd.DataFrame, col: str, mask: np.ndarray) -> np.ndarray:
+    """One plausible re-spelling of each chosen firm name; rows with none stay clean."""
+    if not mask.any():
+        return mask
+    names = df.loc[mask, col]
+    out = names.copy()
+    paren = names.str.contains("（", regex=False)
+    city = names.str.startswith("江门市") & ~paren
+    llc = names.str.endswith("有限公司") & ~names.str.endswith("股份有限公司") & ~paren & ~city
+    llc_long = names.str.endswith("有限责任公司") & ~paren & ~city
+    out[paren] = names[paren].str.replace("（", "(", regex=False).str.replace("）", ")", regex=False)
+    out[city] = names[city].str.slice(3)
+    out[llc & ~llc_long] = names[llc & ~llc_long].str.slice(0, -4) + "有限责任公司"
+    out[llc_long] = names[llc_long].str.slice(0, -6) + "有限公司"
+    changed = (out != names).to_numpy()
+    df.loc[mask, col] = out
+    result = mask.copy()
+    result[np.flatnonzero(mask)[~changed]] = False
+    return result
+
+
+def _phone_format(df: pd.DataFrame, col: str, mask: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+    if not mask.any():
+        return mask
+    p = df.loc[mask, col]
+    a, b, c = p.str.slice(0, 3), p.str.slice(3, 7), p.str.slice(7, 11)
+    style = rng.integers(0, 3, len(p))
+    out = np.where(style == 0, "+86 " + a + "-" + b + "-" + c,
+                   np.where(style == 1, a + " " + b + " " + c, "86-" + p))
+    df.loc[mask, col] = out
+    return mask
+
+
+def _date_format(df: pd.DataFrame, columns: tuple[str, ...], mask: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Rewrite the ISO dates of the chosen rows in one of three legacy styles (per row)."""
+    style = rng.integers(0, 3, len(df))
+    touched = np.zeros(len(df), dtype=bool)
+    for col in columns:
+        rows = mask & notna(df, col)
+        if not rows.any():
+            continue
+        d = df.loc[rows, col]
+        y, m, dd = d.str.slice(0, 4), d.str.slice(5, 7), d.str.slice(8, 10)
+        m1, d1 = m.str.lstrip("0"), dd.str.lstrip("0")
+        s = style[rows]
+        out = np.where(s == 0, y + "/" + m1 + "/" + d1,
+                       np.where(s == 1, y + m + dd, y + "年" + m1 + "月" + d1 + "日"))
+        df.loc[rows, col] = out
+        touched |= rows
+    return touched
+
+
+def labels(tags: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """Semicolon-separated dirt kinds per row ('' for clean rows)."""
+    out = np.full(n, "", dtype=object)
+    for kind, mask in tags.items():
+        if mask is None or not mask.any():
+            continue
+        chosen = out[mask]
+        out[mask] = np.where(chosen == "", kind, chosen + ";" + kind)
+    return out

@@ -1,0 +1,211 @@
+"""Batch sinks: write a department view the way that department's system delivers it.
+
+Every sink takes pandas batches whose columns are text (missing = NaN/None) and streams
+them out, so memory is bounded by one batch whatever the scale.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import xlsxwriter
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+
+class Sink(Protocol):
+    def write(self, batch: pd.DataFrame) -> None: ...
+    def close(self) -> None: ...
+
+
+def to_arrow(batch: pd.DataFrame) -> pa.Table:
+    """All columns as arrow strings (nulls kept): the one representation every sink uses."""
+    return pa.Table.from_pydict(
+        {c: pa.array(batch[c].astype(object).where(batch[c].notna(), None).to_numpy(),
+                     type=pa.string()) for c in batch.columns}
+    )
+
+
+def rows(batch: pd.DataFrame) -> list[tuple]:
+    table = to_arrow(batch)
+    return list(zip(*(col.to_pylist() for col in table.columns), strict=True))
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SqliteSink:
+    """A legacy system's table in SQLite: every column TEXT, bulk-loaded in one go."""
+
+    def __init__(self, path: Path, table: str, columns: list[str], key: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=OFF")
+        self.table, self.columns = table, columns
+        cols = ", ".join(f"{quote(c)} TEXT" + (" PRIMARY KEY" if c == key else "") for c in columns)
+        self.conn.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+        self.conn.execute(f"CREATE TABLE {quote(table)} ({cols})")
+        marks = ", ".join("?" * len(columns))
+        self.insert = f"INSERT INTO {quote(table)} VALUES ({marks})"
+
+    def write(self, batch: pd.DataFrame) -> None:
+        self.conn.execute("BEGIN")
+        self.conn.executemany(self.insert, rows(batch))
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        t = self.table
+        self.conn.execute(f"CREATE INDEX {quote('ix_' + t + '_updated_at')} ON {quote(t)} (updated_at)")
+        self.conn.execute("PRAGMA journal_mode=DELETE")
+        self.conn.close()
+
+
+class SqlAlchemySink:
+    """Same table in any SQLAlchemy database (PostgreSQL in CI); COPY when psycopg is used."""
+
+    def __init__(self, url: str, table: str, columns: list[str], key: str) -> None:
+        self.engine = create_engine(url)
+        self.table, self.columns = table, columns
+        cols = ", ".join(f"{quote(c)} TEXT" + (" PRIMARY KEY" if c == key else "") for c in columns)
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(table)}")
+            conn.exec_driver_sql(f"CREATE TABLE {quote(table)} ({cols})")
+
+    def write(self, batch: pd.DataFrame) -> None:
+        data = rows(batch)
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            if hasattr(cur, "copy"):  # psycopg 3
+                names = ", ".join(quote(c) for c in self.columns)
+                with cur.copy(f"COPY {quote(self.table)} ({names}) FROM STDIN") as copy:
+                    for row in data:
+                        copy.write_row(row)
+            else:
+                marks = ", ".join(["%s"] * len(self.columns))
+                cur.executemany(f"INSERT INTO {quote(self.table)} VALUES ({marks})", data)
+            raw.commit()
+        finally:
+            raw.close()
+
+    def close(self) -> None:
+        t = self.table
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"CREATE INDEX {quote('ix_' + t + '_updated_at')} ON {quote(t)} (updated_at)")
+        self.engine.dispose()
+
+
+class CsvSink:
+    """CSV with a header row, comma, standard quoting, in the declared encoding."""
+
+    def __init__(self, path: Path, encoding: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("wb")
+        self.encoding = encoding.lower()
+        self.first = True
+        if self.encoding in ("utf-8-sig", "utf_8_sig"):
+            self.file.write(b"\xef\xbb\xbf")
+
+    def write(self, batch: pd.DataFrame) -> None:
+        buf = io.BytesIO()
+        options = pacsv.WriteOptions(include_header=self.first, quoting_style="needed")
+        pacsv.write_csv(to_arrow(batch), buf, write_options=options)
+        data = buf.getvalue()
+        if self.encoding not in ("utf-8", "utf8", "utf-8-sig", "utf_8_sig"):
+            data = data.decode("utf-8").encode(self.encoding)
+        self.file.write(data)
+        self.first = False
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class JsonlSink:
+    """JSON Lines, UTF-8, one object per line, every value a string or null."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("wb")
+
+    def write(self, batch: pd.DataFrame) -> None:
+        if not len(batch):
+            return
+        text = batch.to_json(orient="records", lines=True, force_ascii=False)
+        self.file.write(text.rstrip("\n").encode("utf-8") + b"\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class XlsxSink:
+    """An .xlsx workbook streamed with XlsxWriter; every cell a string (IDs keep 0s and X)."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.book = xlsxwriter.Workbook(str(path), {"constant_memory": True,
+                                                    "strings_to_numbers": False})
+        self.sheet = self.book.add_worksheet("taxpayer")
+        self.sheet.write_row(0, 0, columns)
+        self.row = 1
+
+    def write(self, batch: pd.DataFrame) -> None:
+        write_string = self.sheet.write_string
+        for record in rows(batch):
+            for col, value in enumerate(record):
+                if value is not None:
+                    write_string(self.row, col, value)
+            self.row += 1
+
+    def close(self) -> None:
+        self.book.close()
+
+
+class ParquetSink:
+    """Ground truth and simulator state: plain Parquet, written batch by batch."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.tmp = path.with_suffix(".parquet.tmp")
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, batch: pd.DataFrame) -> None:
+        table = to_arrow(batch)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.close()
+        self.tmp.replace(self.path)
+
+
+def sql_connection_entry(url: str) -> dict[str, object]:
+    """Airflow connection fields for a SQLAlchemy URL (postgres in CI)."""
+    u = make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        return {"conn_type": "sqlite", "host": u.database}
+    return {
+        "conn_type": "postgres" if backend.startswith("postgres") else backend,
+        "host": u.host, "port": u.port, "login": u.username, "password": u.password,
+        "schema": u.database,
+    }
+
+
+def write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
