@@ -137,7 +137,7 @@ def render(plan: Plan, view: DatasetView, ctx: Context, codes: np.ndarray,
     n = len(codes)
     if plan.key_prefix:
         numbers = np.arange(first_key + 1, first_key + n + 1)
-        cols[plan.key] = np.strings.add(plan.key_prefix, np.strings.zfill(numbers.astype("U12"), 10))
+        cols[plan.key] = key_strings(plan.key_prefix, numbers)
     unknown = set(cols) - set(view.fields)
     if unknown:
         raise KeyError(f"{view.id}: columns not in the catalog: {sorted(unknown)}")
@@ -151,6 +151,11 @@ def render(plan: Plan, view: DatasetView, ctx: Context, codes: np.ndarray,
         "dirt": labels(tags, n),
     })
     return frame, truth
+
+
+def key_strings(prefix: str, numbers: np.ndarray) -> np.ndarray:
+    """Running-number keys as a legacy system shows them: ``RK0000000001``."""
+    return np.strings.add(prefix, np.strings.zfill(np.asarray(numbers).astype("U12"), 10))
 
 
 def with_truth(frame: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
@@ -187,7 +192,7 @@ def open_sink(out_dir: Path, view: DatasetView, sql_urls: dict[str, str], ds: da
     if source.kind == "jsonl":
         return JsonlSink(path)
     if source.kind == "excel":
-        return XlsxSink(path, list(view.fields))
+        return XlsxSink(path, list(view.fields), ds)
     raise ValueError(f"{view.id}: unknown source kind {source.kind!r}")
 
 

@@ -329,7 +329,7 @@ def _tax_common(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
     return e, cols, {"legacy_tax_no": legacy}, registered
 
 
-_CITY_PREFIX = np.array(["江门市蓬江区", "江门市江海区", "江门市新会区", "台山市", "开平市", "鹤山市", "恩平市"])
+_CITY_PREFIX = ent.CITY_PREFIX
 
 
 def _guoshui_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,

@@ -16,7 +16,8 @@ from etl.identifiers import downgrade_resident_id18
 from simulator import vocab
 from simulator.rates import DirtRates
 
-FULLWIDTH = {c: c + 0xFEE0 for c in b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"}
+_ASCII_ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+FULLWIDTH = {c: c + 0xFEE0 for c in _ASCII_ALNUM}
 TRADITIONAL_TABLE = str.maketrans(vocab.TRADITIONAL)
 ZERO_WIDTH = np.array(["\u200b", "\ufeff"])
 _CHECK_CHARS = np.array(list("10X98765432"))
@@ -64,7 +65,8 @@ def apply_dirt(df: pd.DataFrame, targets: DirtTargets, rates: DirtRates,
                                              notna(df, targets.phone)
                                              & (rng.random(n) < rates.phone_format), rng)
     if targets.dates:
-        tags["date_format"] = _date_format(df, targets.dates, rng.random(n) < rates.date_format, rng)
+        chosen = rng.random(n) < rates.date_format
+        tags["date_format"] = _date_format(df, targets.dates, chosen, rng)
     return tags
 
 
@@ -137,10 +139,12 @@ def _name_dirt(df: pd.DataFrame, col: str, rates: DirtRates, rng: np.random.Gene
     if tags["homophone"].any():
         names = df.loc[tags["homophone"], col]
         table = str.maketrans(vocab.HOMOPHONES)
-        df.loc[tags["homophone"], col] = names.str.slice(0, 1) + names.str.slice(1).str.translate(table)
+        given = names.str.slice(1).str.translate(table)
+        df.loc[tags["homophone"], col] = names.str.slice(0, 1) + given
     can_trad = has & df[col].str.contains(_TRADITIONAL_CHARS).fillna(False).to_numpy()
     tags["traditional"] = can_trad & (rng.random(n) < rates.traditional)
-    _set(df, col, tags["traditional"], df.loc[tags["traditional"], col].str.translate(TRADITIONAL_TABLE))
+    chosen = df.loc[tags["traditional"], col]
+    _set(df, col, tags["traditional"], chosen.str.translate(TRADITIONAL_TABLE))
     tags["name_space"] = has & (rng.random(n) < rates.name_space)
     if tags["name_space"].any():
         names = df.loc[tags["name_space"], col]
@@ -157,7 +161,8 @@ def _ent_name_variant(df: pd.DataFrame, col: str, mask: np.ndarray) -> np.ndarra
     city = names.str.startswith("江门市") & ~paren
     llc = names.str.endswith("有限公司") & ~names.str.endswith("股份有限公司") & ~paren & ~city
     llc_long = names.str.endswith("有限责任公司") & ~paren & ~city
-    out[paren] = names[paren].str.replace("（", "(", regex=False).str.replace("）", ")", regex=False)
+    half = str.maketrans("（）", "()")
+    out[paren] = names[paren].str.translate(half)
     out[city] = names[city].str.slice(3)
     out[llc & ~llc_long] = names[llc & ~llc_long].str.slice(0, -4) + "有限责任公司"
     out[llc_long] = names[llc_long].str.slice(0, -6) + "有限公司"

@@ -20,7 +20,7 @@ from simulator.fmt import day_number
 REFORM_DAY = day_number(date(2015, 10, 1))  # 多证合一: USCC for every new registration
 STATUSES = np.array(["存续", "注销", "吊销"])
 _USCC_CHARS = np.array(list(USCC_ALPHABET))
-_CITY_PREFIX = np.array(
+CITY_PREFIX = np.array(
     ["江门市蓬江区", "江门市江海区", "江门市新会区", "台山市", "开平市", "鹤山市", "恩平市"]
 )
 _SHOP_PREFIX = np.array(["蓬江区", "江海区", "新会区", "台山市", "开平市", "鹤山市", "恩平市"])
@@ -96,11 +96,12 @@ def _compose_names(
     """Names and the industry index each was composed with."""
     n = len(ent_type)
     chars = vocab.TRADE_NAME_CHARS
-    trade = np.strings.add(chars[rng.integers(0, len(chars), n)], chars[rng.integers(0, len(chars), n)])
+    pair = chars[rng.integers(0, len(chars), (2, n))]
+    trade = np.strings.add(pair[0], pair[1])
     industry_idx = rng.integers(0, len(vocab.INDUSTRY_TERMS), n)
     industry = vocab.INDUSTRY_TERMS[industry_idx]
     u = rng.random(n)
-    prefix = np.where(u < 0.55, "江门市", _CITY_PREFIX[district])
+    prefix = np.where(u < 0.55, "江门市", CITY_PREFIX[district])
     form = np.select(
         [ent_type == 0, ent_type == 1, ent_type == 2, ent_type == 3],
         [np.where(rng.random(n) < 0.85, "有限公司", "有限责任公司"), "股份有限公司",

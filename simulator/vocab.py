@@ -177,7 +177,9 @@ INDUSTRY_SECTORS: np.ndarray = np.array([s for _, s in INDUSTRIES])
 SHOP_SUFFIXES: np.ndarray = np.array(["店", "行", "商行", "经营部", "厂", "档"])
 
 # Enterprise types exactly as gongshang.enterprise_registration.ent_type allows them.
-ENT_TYPES: np.ndarray = np.array(["有限责任公司", "股份有限公司", "个人独资企业", "合伙企业", "个体工商户"])
+ENT_TYPES: np.ndarray = np.array(
+    ["有限责任公司", "股份有限公司", "个人独资企业", "合伙企业", "个体工商户"]
+)
 ENT_TYPE_WEIGHTS = np.array([0.56, 0.02, 0.05, 0.02, 0.35])
 ENT_INDIVIDUAL = 4  # index of 个体工商户
 
@@ -185,7 +187,9 @@ ENT_INDIVIDUAL = 4  # index of 个体工商户
 
 BLOOD_TYPES: np.ndarray = np.array(["O", "A", "B", "AB", "不详"])
 BLOOD_WEIGHTS = np.array([0.44, 0.26, 0.22, 0.06, 0.02])
-CHRONIC: np.ndarray = np.array(["高血压", "糖尿病", "冠心病", "慢性阻塞性肺病", "脑卒中", "慢性肾病"])
+CHRONIC: np.ndarray = np.array(
+    ["高血压", "糖尿病", "冠心病", "慢性阻塞性肺病", "脑卒中", "慢性肾病"]
+)
 CHRONIC_WEIGHTS = np.array([0.45, 0.25, 0.1, 0.08, 0.07, 0.05])
 
 # --- service centre ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Protocol
 
@@ -28,10 +29,8 @@ class Sink(Protocol):
 
 def to_arrow(batch: pd.DataFrame) -> pa.Table:
     """All columns as arrow strings (nulls kept): the one representation every sink uses."""
-    return pa.Table.from_pydict(
-        {c: pa.array(batch[c].astype(object).where(batch[c].notna(), None).to_numpy(),
-                     type=pa.string()) for c in batch.columns}
-    )
+    table = pa.Table.from_pandas(batch, preserve_index=False)
+    return table.cast(pa.schema([(c, pa.string()) for c in table.column_names]))
 
 
 def rows(batch: pd.DataFrame) -> list[tuple]:
@@ -64,8 +63,8 @@ class SqliteSink:
         self.conn.execute("COMMIT")
 
     def close(self) -> None:
-        t = self.table
-        self.conn.execute(f"CREATE INDEX {quote('ix_' + t + '_updated_at')} ON {quote(t)} (updated_at)")
+        index = quote(f"ix_{self.table}_updated_at")
+        self.conn.execute(f"CREATE INDEX {index} ON {quote(self.table)} (updated_at)")
         self.conn.execute("PRAGMA journal_mode=DELETE")
         self.conn.close()
 
@@ -151,10 +150,12 @@ class JsonlSink:
 class XlsxSink:
     """An .xlsx workbook streamed with XlsxWriter; every cell a string (IDs keep 0s and X)."""
 
-    def __init__(self, path: Path, columns: list[str]) -> None:
+    def __init__(self, path: Path, columns: list[str], created: date) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.book = xlsxwriter.Workbook(str(path), {"constant_memory": True,
                                                     "strings_to_numbers": False})
+        # a fixed creation time keeps the file byte-identical for the same seed
+        self.book.set_properties({"created": datetime.combine(created, time(23, 0))})
         self.sheet = self.book.add_worksheet("taxpayer")
         self.sheet.write_row(0, 0, columns)
         self.row = 1
