@@ -36,6 +36,7 @@ Rule = Literal[
     "date",
     "datetime",
     "division_code",
+    "enterprise_name",
 ]
 SourceKind = Literal["sql", "csv", "jsonl", "excel"]
 
@@ -92,6 +93,30 @@ class SourceDef(_Strict):
         return self
 
 
+CROSS_FIELD_ARITY = {
+    "id_matches_birth_date_and_sex": 3,  # id, birth date, sex
+    "not_before": 2,  # later, earlier
+    "id_kind_matches_applicant_type": 2,  # id, applicant type
+}
+
+
+class CheckDef(_Strict):
+    """A rule across fields of one row, e.g. a case is not completed before it was accepted."""
+
+    rule: Literal["id_matches_birth_date_and_sex", "not_before", "id_kind_matches_applicant_type"]
+    columns: list[str]
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check_arity(self) -> CheckDef:
+        if len(self.columns) != CROSS_FIELD_ARITY[self.rule]:
+            raise ValueError(
+                f"check '{self.rule}' takes {CROSS_FIELD_ARITY[self.rule]} columns, "
+                f"got {len(self.columns)}"
+            )
+        return self
+
+
 class DatasetDef(_Strict):
     """A dataset a department provides (one resource in the catalogue)."""
 
@@ -107,6 +132,7 @@ class DatasetDef(_Strict):
     key: list[str] = Field(min_length=1)
     quarantine_limit: float = Field(default=0.05, ge=0, le=1)
     fields: list[FieldDef] = Field(min_length=1)
+    checks: list[CheckDef] = Field(default_factory=list)
     department: str = ""  # filled from the file's department block
 
     @model_validator(mode="after")
@@ -118,6 +144,10 @@ class DatasetDef(_Strict):
         for column in [*self.key, self.source.watermark_column]:
             if column and column not in names:
                 raise ValueError(f"{column!r} is used as key/watermark but is not a declared field")
+        for check in self.checks:
+            unknown = [c for c in check.columns if c not in names]
+            if unknown:
+                raise ValueError(f"check '{check.rule}' names undeclared field(s) {unknown}")
         return self
 
     @property

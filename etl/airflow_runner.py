@@ -98,7 +98,7 @@ def run_night(settings: LakeSettings, ds: date, log_file: Path | None = None) ->
     if bag.import_errors:
         path, error = next(iter(bag.import_errors.items()))
         raise LakeError(f"DAG file {path} does not import: {error.strip().splitlines()[-1]}")
-    dag = bag.get_dag(DAG_ID)
+    dag = bag.dags[DAG_ID]
     with _output_to(log_file):
         dag_run = dag.test(
             logical_date=logical_date_for(ds),

@@ -29,7 +29,7 @@ def test_all_dag_files_import_without_errors(dagbag) -> None:
 
 
 def test_nightly_dag_is_built_from_the_catalog(dagbag) -> None:
-    dag = dagbag.get_dag(DAG_ID)
+    dag = dagbag.dags[DAG_ID]
     assert dag.tags and "nightly" in dag.tags
     assert dag.max_active_runs == 1
     assert str(dag.timezone.name) == "Asia/Shanghai"

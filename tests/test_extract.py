@@ -93,7 +93,7 @@ def test_gbk_names_survive_extraction(departments, settings: LakeSettings) -> No
     result = extract(settings, departments.out_dir, "renshe.insured_person", DEMO_DATE)
     names = Lake(settings.lake_root).read_partition(result.path).column("name")
     # names are Chinese characters: a mis-decoded GBK file would give mojibake or fail
-    assert pc.all(pc.match_substring_regex(pc.fill_null(names, "陈"), r"[\u4e00-\u9fff]")).as_py()
+    assert pc.all(pc.match_substring_regex(pc.fill_null(names, "陈"), "[\u4e00-\u9fff]")).as_py()
 
 
 @pytest.mark.skipif(postgres_url() is None, reason="no test PostgreSQL (make test starts one)")

@@ -1,0 +1,85 @@
+"""Collapse repeated keys inside one source to their latest version, in bounded memory.
+
+Valid rows are spooled into hash buckets of the key on disk (DESIGN §9); each bucket is
+then deduplicated on its own, so memory holds one bucket, never the whole dataset. The
+same buckets are the unit of parallel work when this runs on more machines.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROWS_PER_BUCKET = 1_000_000
+
+
+def key_hash(table: pa.Table, key: list[str]) -> np.ndarray:
+    """A stable 64-bit hash of the key columns of every row."""
+    frame = table.select(key).to_pandas(types_mapper=pd.ArrowDtype)
+    return pd.util.hash_pandas_object(frame.astype("string"), index=False).to_numpy()
+
+
+@dataclass
+class DedupCounts:
+    collapsed: int = 0  # older versions of a key dropped in favour of the newest
+    exact: int = 0  # of which identical to the kept row in every catalog field
+
+
+class BucketSpool:
+    """Spools tables into ``n`` on-disk hash buckets of the key; yields them deduplicated."""
+
+    def __init__(self, key: list[str], order_by: str | None, fields: list[str],
+                 expected_rows: int, workdir: Path | None = None) -> None:
+        self.key, self.order_by, self.fields = key, order_by, fields
+        self.buckets = max(1, -(-expected_rows // ROWS_PER_BUCKET))
+        self.dir = Path(tempfile.mkdtemp(prefix="dedup-", dir=workdir))
+        self.writers: dict[int, pq.ParquetWriter] = {}
+        self.counts = DedupCounts()
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        bucket_of = key_hash(table, self.key) % self.buckets
+        for b in np.unique(bucket_of):
+            part = table.filter(pa.array(bucket_of == b))
+            if b not in self.writers:
+                self.writers[b] = pq.ParquetWriter(self.dir / f"{b}.parquet", part.schema)
+            self.writers[b].write_table(part)
+
+    def deduplicated(self) -> Iterator[pa.Table]:
+        """Each bucket with only the newest row per key (ties: the later delivered row)."""
+        try:
+            for writer in self.writers.values():
+                writer.close()
+            for b in sorted(self.writers):
+                yield self._latest_per_key(pq.read_table(self.dir / f"{b}.parquet"))
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _latest_per_key(self, table: pa.Table) -> pa.Table:
+        sort = [(k, "ascending") for k in self.key]
+        if self.order_by:
+            sort.append((self.order_by, "descending"))
+        sort.append(("_row_number", "descending"))
+        table = table.sort_by(sort)
+        hashes = key_hash(table, self.key)
+        first = np.ones(len(hashes), dtype=bool)
+        first[1:] = hashes[1:] != hashes[:-1]
+        dropped = int((~first).sum())
+        if dropped:
+            self.counts.collapsed += dropped
+            content = pd.util.hash_pandas_object(
+                table.select(self.fields).to_pandas().astype("string"), index=False
+            ).to_numpy()
+            group_start = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
+            self.counts.exact += int(((content == content[group_start]) & ~first).sum())
+        return table.filter(pa.array(first)) if dropped else table
+

@@ -1,0 +1,210 @@
+"""The validation rules the catalog can name, each one vectorised function over a column.
+
+A rule returns a boolean numpy array: True where the value passes. Nulls pass every rule
+(whether a value may be missing is the separate ``required`` check). The Great
+Expectations suite (``etl/quality.py``) wraps exactly these functions, so each rule is
+written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from etl.identifiers import (
+    _slice,
+    is_valid_resident_id,
+    org_code_check_chars,
+    uscc_check_chars,
+)
+
+USCC_CHARS = "0-9A-HJ-NPQRTUWXY"
+
+
+def _strings(values: pd.Series) -> pd.Series:
+    return values.astype("string")
+
+
+def _passes(values: pd.Series, ok_where_present: np.ndarray) -> np.ndarray:
+    return values.isna().to_numpy() | ok_where_present
+
+
+@cache
+def division_codes() -> frozenset[str]:
+    """Every GB/T 2260 county-level code, current and retired (python-stdnum's table).
+
+    Division codes are never reissued, so IDs issued under retired codes stay valid.
+    """
+    import stdnum.cn
+
+    codes: set[str] = set()
+    province = ""
+    for line in (Path(stdnum.cn.__file__).parent / "loc.dat").read_text("utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if not line.startswith(" "):
+            province = line.split()[0]
+        else:
+            codes.add(province + line.split()[0])
+    return frozenset(codes)
+
+
+def _matches(values: pd.Series, pattern: str) -> np.ndarray:
+    return values.str.fullmatch(pattern).fillna(False).to_numpy(dtype=bool)
+
+
+def valid_division_code(values: pd.Series) -> np.ndarray:
+    values = _strings(values)
+    return _passes(values, values.isin(division_codes()).to_numpy(dtype=bool))
+
+
+def valid_resident_id(values: pd.Series) -> np.ndarray:
+    """18 chars, right check char, real birth date, real (possibly retired) division code."""
+    values = _strings(values)
+    ok = is_valid_resident_id(values.to_numpy(dtype=object, na_value=None))
+    ok &= values.str.slice(0, 6).isin(division_codes()).to_numpy(dtype=bool)
+    return _passes(values, ok)
+
+
+def _valid_org_code_array(codes: np.ndarray) -> np.ndarray:
+    return org_code_check_chars(_slice(codes, 0, 8)) == _slice(codes, 8, 9)
+
+
+def valid_org_code(values: pd.Series) -> np.ndarray:
+    values = _strings(values)
+    shaped = _matches(values, r"[0-9A-Z]{8}[0-9X]")
+    ok = np.zeros(len(values), dtype=bool)
+    if shaped.any():
+        ok[shaped] = _valid_org_code_array(values[shaped].to_numpy(dtype="U9"))
+    return _passes(values, ok)
+
+
+def valid_uscc(values: pd.Series) -> np.ndarray:
+    """Shape, GB 32100 check char, and the check char of the embedded organisation code."""
+    values = _strings(values)
+    shaped = _matches(values, rf"[{USCC_CHARS}]{{2}}[0-9]{{6}}[{USCC_CHARS}]{{10}}")
+    ok = np.zeros(len(values), dtype=bool)
+    if shaped.any():
+        codes = values[shaped].to_numpy(dtype="U18")
+        ok[shaped] = (uscc_check_chars(_slice(codes, 0, 17)) == _slice(codes, 17, 18)) & (
+            _valid_org_code_array(_slice(codes, 8, 17))
+        )
+    return _passes(values, ok)
+
+
+def valid_business_reg_no(values: pd.Series) -> np.ndarray:
+    from etl.identifiers import business_reg_no_check_digits
+
+    values = _strings(values)
+    shaped = _matches(values, r"[0-9]{15}")
+    ok = np.zeros(len(values), dtype=bool)
+    if shaped.any():
+        codes = values[shaped].to_numpy(dtype="U15")
+        ok[shaped] = business_reg_no_check_digits(_slice(codes, 0, 14)) == _slice(codes, 14, 15)
+    return _passes(values, ok)
+
+
+def valid_tax_no(values: pd.Series) -> np.ndarray:
+    """A USCC, an old 15-char number (division + org code), or a resident ID + 2 digits."""
+    values = _strings(values)
+    as_uscc = valid_uscc(values) & values.notna().to_numpy()
+    old = _matches(values, r"[0-9]{6}[0-9A-Z]{8}[0-9X]")
+    old &= valid_org_code(values.str.slice(6, 15)) & valid_division_code(values.str.slice(0, 6))
+    personal = _matches(values, r"[0-9]{17}[0-9X][0-9]{2}")
+    personal &= valid_resident_id(values.str.slice(0, 18))
+    return _passes(values, as_uscc | old | personal)
+
+
+def valid_applicant_id(values: pd.Series) -> np.ndarray:
+    values = _strings(values)
+    return valid_resident_id(values) | valid_uscc(values)
+
+
+def valid_phone(values: pd.Series) -> np.ndarray:
+    """A mobile (11 digits from 13x–19x) or a landline with area code."""
+    values = _strings(values)
+    return _passes(values, _matches(values, r"1[3-9][0-9]{9}|0[1-9][0-9]{8,10}"))
+
+
+def valid_date(values: pd.Series) -> np.ndarray:
+    values = _strings(values)
+    parsed = pd.to_datetime(values, format="%Y-%m-%d", errors="coerce")
+    ok = parsed.notna().to_numpy() & (parsed.dt.year.between(1900, 2100)).to_numpy(dtype=bool)
+    return _passes(values, ok)
+
+
+def valid_datetime(values: pd.Series) -> np.ndarray:
+    values = _strings(values)
+    parsed = pd.to_datetime(values, format="%Y-%m-%d %H:%M:%S", errors="coerce")
+    ok = parsed.notna().to_numpy() & (parsed.dt.year.between(1900, 2100)).to_numpy(dtype=bool)
+    return _passes(values, ok)
+
+
+def valid_enterprise_name(values: pd.Series) -> np.ndarray:
+    values = _strings(values)
+    return _passes(values, (values.str.len() >= 2).fillna(False).to_numpy(dtype=bool))
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    check: Callable[[pd.Series], np.ndarray]
+    reason: str  # "<field> <reason> (<value>)" reads as a sentence
+
+
+FIELD_RULES: dict[str, Rule] = {
+    r.name: r
+    for r in [
+        Rule("resident_id", valid_resident_id, "is not a valid resident ID"),
+        Rule("uscc", valid_uscc, "is not a valid unified social credit code"),
+        Rule("org_code", valid_org_code, "is not a valid organisation code"),
+        Rule("business_reg_no", valid_business_reg_no, "is not a valid registration number"),
+        Rule("tax_no", valid_tax_no, "is not a valid taxpayer number"),
+        Rule("applicant_id", valid_applicant_id, "is neither a resident ID nor a USCC"),
+        Rule("phone", valid_phone, "is not a phone number"),
+        Rule("date", valid_date, "is not a date in a known format"),
+        Rule("datetime", valid_datetime, "is not a date-time in a known format"),
+        Rule("division_code", valid_division_code, "is not a division code"),
+        Rule("enterprise_name", valid_enterprise_name, "is not an enterprise name"),
+    ]
+}
+
+
+# --- rules across fields ---------------------------------------------------------------
+
+
+def id_agrees_with_birth_date_and_sex(
+    id_no: pd.Series, birth_date: pd.Series, sex: pd.Series
+) -> np.ndarray:
+    """Where an ID is present: its birth date and sex digit agree with the other fields."""
+    id_no, birth_date, sex = _strings(id_no), _strings(birth_date), _strings(sex)
+    id_birth = id_no.str.slice(6, 10) + "-" + id_no.str.slice(10, 12) + "-" + id_no.str.slice(12, 14)
+    birth_ok = (birth_date.isna() | (id_birth == birth_date)).fillna(True).to_numpy(dtype=bool)
+    digit = pd.to_numeric(id_no.str.slice(16, 17), errors="coerce")
+    male = (digit % 2 == 1).fillna(False).to_numpy(dtype=bool)
+    id_sex = pd.Series(np.where(male, "男", "女"), index=sex.index, dtype="string")
+    sex_ok = (sex.isna() | digit.isna() | (sex == id_sex)).fillna(True).to_numpy(dtype=bool)
+    return id_no.isna().to_numpy() | (birth_ok & sex_ok)
+
+
+def not_before(later: pd.Series, earlier: pd.Series) -> np.ndarray:
+    """``later >= earlier`` where both are present (ISO strings compare as times)."""
+    later, earlier = _strings(later), _strings(earlier)
+    return (later.isna() | earlier.isna() | (later >= earlier)).fillna(True).to_numpy(dtype=bool)
+
+
+def id_kind_matches_applicant_type(applicant_id: pd.Series, applicant_type: pd.Series) -> np.ndarray:
+    """Natural persons apply with a resident ID, legal persons with a USCC."""
+    applicant_id, applicant_type = _strings(applicant_id), _strings(applicant_type)
+    person = (applicant_type == "自然人").fillna(False).to_numpy(dtype=bool)
+    legal = (applicant_type == "法人").fillna(False).to_numpy(dtype=bool)
+    ok = np.ones(len(applicant_id), dtype=bool)
+    present = applicant_id.notna().to_numpy()
+    ok[person & present] = valid_resident_id(applicant_id[person & present])
+    ok[legal & present] = valid_uscc(applicant_id[legal & present])
+    return ok

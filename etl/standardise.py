@@ -1,0 +1,186 @@
+"""Make delivered values canonical before validation, where the repair is certain.
+
+Whole-column pyarrow compute operations only. What cannot be repaired with certainty is
+left as delivered, so validation quarantines it with the original value in the reason
+rather than the lake guessing.
+
+Repairs: NFKC (full-width → half-width, （）→ ()), zero-width characters and stray spaces,
+lowercase ``x`` in IDs, 15-digit IDs upgraded to 18, every delivered date format to ISO,
+phones to bare digits, traditional → simplified characters in names, and a normalised
+enterprise name column (有限责任公司 → 有限公司, city prefix dropped) beside the original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from catalog.definitions import DatasetDef, FieldDef
+from etl.identifiers import upgrade_resident_id15
+
+ZERO_WIDTH = "[\u200b\u200c\u200d\u2060\ufeff\u00ad]"
+_DATE = r"(?P<y>\d{4})(?:[-/.年](?P<m>\d{1,2})[-/.月](?P<d>\d{1,2})日?|(?P<m2>\d{2})(?P<d2>\d{2}))"
+_TIME = r"(?:[ T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?)?"
+NORMALISED_SUFFIX = "_norm"
+
+
+@dataclass
+class StandardiseReport:
+    """How many values each field had repaired (a value counts once, whatever the repairs)."""
+
+    repaired: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: StandardiseReport) -> None:
+        for name, n in other.repaired.items():
+            self.repaired[name] = self.repaired.get(name, 0) + n
+
+
+def standardise(
+    table: pa.Table | pa.RecordBatch, dataset: DatasetDef
+) -> tuple[pa.Table, StandardiseReport]:
+    """Canonical values for every catalog field present; adds ``<name>_norm`` columns."""
+    table = pa.Table.from_batches([table]) if isinstance(table, pa.RecordBatch) else table
+    report = StandardiseReport()
+    for f in dataset.fields:
+        if f.name not in table.column_names:
+            continue
+        original = table.column(f.name).combine_chunks()
+        canonical = standardise_column(original, f)
+        changed = pc.sum(pc.fill_null(pc.not_equal(original, canonical), False)).as_py() or 0
+        report.repaired[f.name] = changed
+        table = table.set_column(table.column_names.index(f.name), f.name, canonical)
+        if f.rule == "enterprise_name":
+            table = table.append_column(f.name + NORMALISED_SUFFIX, normalised_enterprise_name(canonical))
+    return table, report
+
+
+def standardise_column(values: pa.Array, f: FieldDef) -> pa.Array:
+    """The canonical form of one column, by the field's rule, PII kind and type."""
+    values = clean_text(values)
+    rule = f.rule
+    if rule in {"resident_id", "applicant_id"}:
+        return upgrade_short_ids(_identifier_text(values))
+    if rule in {"uscc", "org_code", "tax_no", "business_reg_no"}:
+        return _identifier_text(values)
+    if rule == "phone":
+        return canonical_phone(values)
+    if f.type == "date" or rule == "date":
+        return canonical_dates(values, with_time=False)
+    if f.type == "datetime" or rule == "datetime":
+        return canonical_dates(values, with_time=True)
+    if f.pii == "name" or rule == "enterprise_name":
+        return simplified_chinese(_without_spaces_in_cjk(values))
+    return values
+
+
+def clean_text(values: pa.Array) -> pa.Array:
+    """NFKC, no zero-width characters, trimmed; empty strings become nulls."""
+    values = pc.utf8_normalize(values.cast(pa.string()), form="NFKC")
+    values = pc.utf8_trim_whitespace(pc.replace_substring_regex(values, ZERO_WIDTH, ""))
+    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+
+
+def _identifier_text(values: pa.Array) -> pa.Array:
+    """Codes carry no spaces or hyphens (``XXXXXXXX-X`` org codes), letters upper case."""
+    return pc.utf8_upper(pc.replace_substring_regex(values, r"[\s\-]", ""))
+
+
+def upgrade_short_ids(values: pa.Array) -> pa.Array:
+    """15-digit (pre-1999) resident IDs become their 18-character form."""
+    short = pc.fill_null(pc.match_substring_regex(values, r"^[0-9]{15}$"), False)
+    if not pc.any(short).as_py():
+        return values
+    where = np.flatnonzero(short.to_numpy(zero_copy_only=False))
+    upgraded = upgrade_resident_id15(pc.take(values, pa.array(where)).to_numpy(zero_copy_only=False))
+    replaced = values.to_numpy(zero_copy_only=False).astype(object)
+    replaced[where] = upgraded
+    return pa.array(replaced, pa.string())
+
+
+def canonical_phone(values: pa.Array) -> pa.Array:
+    """Digits only; a leading +86/86 country code dropped from 13-digit mobiles."""
+    digits = pc.replace_substring_regex(values, r"[^0-9]", "")
+    with_cc = pc.fill_null(pc.match_substring_regex(digits, r"^861[3-9][0-9]{9}$"), False)
+    return pc.if_else(with_cc, pc.utf8_slice_codeunits(digits, 2), digits)
+
+
+def canonical_dates(values: pa.Array, *, with_time: bool) -> pa.Array:
+    """``2017/2/23``, ``20170223``, ``2017年2月23日`` … → ``2017-02-23`` (+ `` HH:MM:SS``).
+
+    Values that match no known format are left as they are for validation to reject.
+    """
+    pattern = "^" + _DATE + (_TIME if with_time else "") + "$"
+    parts = pc.extract_regex(values, pattern)
+    matched = pc.fill_null(pc.is_valid(parts), False)
+
+    def part(name: str, width: int) -> pa.Array:
+        return pc.utf8_lpad(pc.struct_field(parts, name), width=width, padding="0")
+
+    month = pc.if_else(pc.equal(pc.struct_field(parts, "m"), ""),
+                       pc.struct_field(parts, "m2"), pc.struct_field(parts, "m"))
+    day = pc.if_else(pc.equal(pc.struct_field(parts, "d"), ""),
+                     pc.struct_field(parts, "d2"), pc.struct_field(parts, "d"))
+    iso = pc.binary_join_element_wise(
+        pc.struct_field(parts, "y"),
+        pc.utf8_lpad(month, width=2, padding="0"),
+        pc.utf8_lpad(day, width=2, padding="0"),
+        "-",
+    )
+    if with_time:
+        has_time = pc.not_equal(pc.struct_field(parts, "H"), "")
+        seconds = pc.if_else(pc.equal(pc.struct_field(parts, "S"), ""), "00",
+                             pc.struct_field(parts, "S"))
+        clock = pc.binary_join_element_wise(
+            part("H", 2), pc.struct_field(parts, "M"), pc.utf8_lpad(seconds, 2, "0"), ":"
+        )
+        clock = pc.if_else(has_time, clock, "00:00:00")
+        iso = pc.binary_join_element_wise(iso, clock, " ")
+    return pc.if_else(matched, iso, values)
+
+
+def _without_spaces_in_cjk(values: pa.Array) -> pa.Array:
+    """``陈 大文`` → ``陈大文``: Chinese names never contain spaces (Latin names keep theirs)."""
+    cjk = pc.fill_null(pc.match_substring_regex(values, r"[\x{4e00}-\x{9fff}]"), False)
+    return pc.if_else(cjk, pc.replace_substring_regex(values, r"\s+", ""), values)
+
+
+def simplified_chinese(values: pa.Array) -> pa.Array:
+    """Traditional → simplified characters (OpenCC), converting only rows that need it."""
+    needs = pc.fill_null(pc.match_substring_regex(values, _traditional_class()), False)
+    if not pc.any(needs).as_py():
+        return values
+    converter = _opencc()
+    where = np.flatnonzero(needs.to_numpy(zero_copy_only=False))
+    out = values.to_numpy(zero_copy_only=False).astype(object)
+    out[where] = [converter.convert(v) for v in out[where]]  # a few % of rows at most
+    return pa.array(out, pa.string())
+
+
+def normalised_enterprise_name(values: pa.Array) -> pa.Array:
+    """One spelling per enterprise name, for matching (the delivered name stays as is)."""
+    values = pc.replace_substring_regex(values, r"\s+", "")
+    values = pc.replace_substring_regex(values, r"^(广东省)?江门市", "")
+    values = pc.replace_substring(values, "有限责任公司", "有限公司")
+    return pc.replace_substring(pc.replace_substring(values, "（", "("), "）", ")")
+
+
+@cache
+def _opencc():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+@cache
+def _traditional_class() -> str:
+    """A regex character class of every CJK character OpenCC changes (built once)."""
+    chars = [chr(c) for c in range(0x4E00, 0xA000)]
+    converted = _opencc().convert("".join(chars))
+    if len(converted) != len(chars):  # multi-char mappings: fall back to one by one
+        converted = "".join(_opencc().convert(c)[:1] for c in chars)
+    changed = [a for a, b in zip(chars, converted, strict=True) if a != b]
+    return "[" + "".join(changed) + "]"
