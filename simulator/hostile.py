@@ -112,12 +112,11 @@ def _truncate(path: Path, view: DatasetView) -> None:
     if view.source.kind == "excel":
         path.write_bytes(data[: len(data) // 2])
         return
-    line_start = data.rfind(b"\n", 0, int(len(data) * 0.6)) + 1
-    line_end = data.find(b"\n", line_start)
-    cut = line_start + max(1, (line_end - line_start) // 2)
-    if view.source.encoding and view.source.encoding.lower() == "gbk":
-        cut -= (cut - line_start) % 2  # keep whole GBK characters: a cut row, not a bad byte
-    path.write_bytes(data[:cut])
+    encoding = view.source.encoding or "utf-8"
+    text = data.decode(encoding)  # cut between characters: a broken row, not a bad byte
+    line_start = text.rfind("\n", 0, int(len(text) * 0.6)) + 1
+    line_end = text.find("\n", line_start)
+    path.write_bytes(text[: line_start + max(1, (line_end - line_start) // 2)].encode(encoding))
 
 
 def _wrong_encoding(view: DatasetView, path: Path, frame: pd.DataFrame) -> None:
