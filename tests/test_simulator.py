@@ -27,13 +27,13 @@ from simulator import (
     build_departments,
     make_hostile_delivery,
 )
-from simulator.build import BATCH_ROWS
 from simulator.catalog_view import catalog_by_id
 from simulator.departments import PLANS
 from simulator.hostile import ADDED_COLUMN, HUGE_FIELD_BYTES, renamed, victim
 from simulator.population import names as person_names
 from simulator.vocab import TRADITIONAL
 from simulator.writers import sql_connection_entry
+from tests.conftest import postgres_url
 
 AS_OF = date(2017, 2, 23)
 NEXT = date(2017, 2, 24)
@@ -134,15 +134,18 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path, clean_run: Path
         assert _truth(again, view.id).equals(_truth(clean_run, view.id))
 
 
-def test_batches_do_not_change_the_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rows are seeded by (seed, batch), so a batch boundary is invisible to consumers
-    only in row counts; content per batch stays reproducible whatever else runs."""
+def test_many_small_batches_keep_counts_and_unique_keys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches are seeded by (seed, batch index): many small batches still give exact
+    row counts, unique keys and duplicates spread over all of them."""
     monkeypatch.setattr("simulator.build.BATCH_ROWS", 1000)
     out = _build(tmp_path)
-    assert BATCH_ROWS >= 100_000
     frame = _sql(out, "gongan.population")
+    truth = _truth(out, "gongan.population")
     assert len(frame) == round(PLANS["gongan.population"].full_rows * SCALE)
-    assert frame["person_no"].is_unique
+    assert frame["person_no"].is_unique and frame["id_no"].notna().all()
+    dup_rows = np.flatnonzero(_has(truth, "duplicate"))
+    assert len(np.unique(dup_rows // 1000)) >= 5  # every batch has its share
 
 
 # --- formats ------------------------------------------------------------------------------
@@ -532,3 +535,30 @@ def test_hostile_rejects_sql_and_unknown_kind(clean_run: Path) -> None:
         make_hostile_delivery(clean_run, "gongan.population", "empty", AS_OF)
     with pytest.raises(ValueError):
         make_hostile_delivery(clean_run, "renshe_drop", "gibberish", AS_OF)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(postgres_url() is None, reason="no test PostgreSQL (make test starts one)")
+def test_sql_system_in_postgresql(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    url = postgres_url()
+    assert url is not None
+    out = _build(tmp_path, sql_urls={"xingzheng_db": url})
+    conns = json.loads((out / "connections.json").read_text("utf-8"))
+    assert conns["xingzheng_db"]["conn_type"] == "postgres"
+    assert not (out / "xingzheng" / "xingzheng.db").exists()
+    engine = create_engine(url)
+    query = text("SELECT count(*), max(updated_at) FROM service_case")
+    with engine.connect() as conn:
+        count, newest = conn.execute(query).one()
+    assert count == round(PLANS["xingzheng.service_case"].full_rows * SCALE)
+    summary = advance_day(out, rates=DailyRates(update=0.01, insert=0.01, delete=0.0))
+    with engine.connect() as conn:
+        after, today = conn.execute(text(
+            "SELECT count(*), sum(CASE WHEN updated_at >= '2017-02-24' THEN 1 ELSE 0 END) "
+            "FROM service_case")).one()
+    engine.dispose()
+    assert newest < "2017-02-24"
+    assert after == count + summary.inserts["xingzheng.service_case"]
+    assert today == summary.inserts["xingzheng.service_case"] + summary.updates[
+        "xingzheng.service_case"]
