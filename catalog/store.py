@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlalchemy import (
+    JSON,
     Date,
     DateTime,
     Integer,
@@ -78,6 +79,36 @@ class RunError(Base):
     step: Mapped[str] = mapped_column(String(200))
     message: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class QualityResult(Base):
+    """Validation figures of one dataset and date (the latest run of that date wins)."""
+
+    __tablename__ = "quality_results"
+    dataset_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    ds: Mapped[date] = mapped_column(Date, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(250))
+    delivered: Mapped[int] = mapped_column(Integer)
+    clean: Mapped[int] = mapped_column(Integer)
+    quarantined: Mapped[int] = mapped_column(Integer)
+    collapsed: Mapped[int] = mapped_column(Integer)
+    checks: Mapped[int] = mapped_column(Integer)
+    failed_checks: Mapped[int] = mapped_column(Integer)
+    details: Mapped[dict] = mapped_column(JSON)
+    validated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class QualityRecord:
+    dataset_id: str
+    ds: date
+    delivered: int
+    clean: int
+    quarantined: int
+    collapsed: int
+    checks: int
+    failed_checks: int
+    details: dict
 
 
 @dataclass(frozen=True)
@@ -169,6 +200,24 @@ class CatalogStore:
                     dataset_id=dataset_id, ds=ds, low=low, high=high, rows=rows, run_id=run_id
                 )
             )
+
+    def record_quality(self, run_id: str, record: QualityRecord) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(QualityResult(run_id=run_id, validated_at=_now(), **record.__dict__))
+
+    def latest_quality(self) -> list[QualityResult]:
+        """The most recent validation figures of every dataset."""
+        with Session(self.engine) as s:
+            newest = (
+                select(QualityResult.dataset_id, func.max(QualityResult.ds).label("ds"))
+                .group_by(QualityResult.dataset_id)
+                .subquery()
+            )
+            query = select(QualityResult).join(
+                newest,
+                (QualityResult.dataset_id == newest.c.dataset_id) & (QualityResult.ds == newest.c.ds),
+            ).order_by(QualityResult.dataset_id)
+            return list(s.scalars(query))
 
     def record_error(self, run_id: str, step: str, message: str) -> None:
         with Session(self.engine) as s, s.begin():

@@ -21,3 +21,7 @@ class ConnectionNotFound(SourceError):
 
 class PartitionError(LakeError):
     """A zone partition could not be written or is incomplete."""
+
+
+class QualityGateFailed(LakeError):
+    """Too much of a delivery was quarantined: nothing downstream publishes for that night."""

@@ -8,7 +8,7 @@ a folder the pipeline never reads.
 """
 
 from simulator.build import SimulationSummary, build_departments
-from simulator.daily import advance_day
+from simulator.daily import advance_day, simulated_date
 from simulator.hostile import HOSTILE_KINDS, HostileKind, make_hostile_delivery
 from simulator.rates import DailyRates, DirtRates
 
@@ -21,4 +21,5 @@ __all__ = [
     "advance_day",
     "build_departments",
     "make_hostile_delivery",
+    "simulated_date",
 ]

@@ -120,6 +120,9 @@ def render(plan: Plan, view: DatasetView, ctx: Context, codes: np.ndarray,
            rng: np.random.Generator, first_key: int, dups: int = 0
            ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows (catalog columns, dirt applied) and their ground truth for entity ``codes``."""
+    if len(codes) == 0:  # e.g. a small system with no new rows today
+        return (pd.DataFrame({name: pd.array([], dtype="str") for name in view.fields}),
+                pd.DataFrame({name: pd.array([], dtype="str") for name in GT_COLUMNS}))
     cols, tags = plan.make(ctx, codes, rng, False)
     if dups:
         pool = np.arange(len(codes))

@@ -266,3 +266,9 @@ def _write_state_batch(frame: pd.DataFrame, view: DatasetView, sink: Sink, state
         c: frame["_" + c] for c in GT_COLUMNS[1:]})
     gt.write(truth)
 
+
+
+def simulated_date(out_dir: Path) -> date:
+    """The date the simulated departments are at (raises FileNotFoundError if none)."""
+    meta = json.loads((out_dir / STATE_DIR / "meta.json").read_text(encoding="utf-8"))
+    return date.fromisoformat(meta["as_of"])

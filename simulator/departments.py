@@ -79,6 +79,8 @@ def _nullable(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
 
 def _money(amount: np.ndarray) -> np.ndarray:
     cents = np.round(np.asarray(amount) * 100).astype(np.int64)
+    if cents.size == 0:  # np.strings.zfill cannot size an empty array
+        return np.array([], dtype="U16")
     return np.strings.add(np.strings.add((cents // 100).astype("U12"), "."),
                           np.strings.zfill((cents % 100).astype("U2"), 2))
 

@@ -1,0 +1,281 @@
+"""Standardise, validate, quarantine and deduplicate one raw partition (DESIGN §5, §9).
+
+Reads ``raw/sources/<dept>/<dataset>/dt=<ds>/`` batch by batch; each batch is
+standardised, checked with the dataset's Great Expectations suite, and split: failing rows
+go to ``raw/quarantine/…`` with the original values, the rules they broke and a readable
+reason; passing rows are spooled into key buckets and collapsed to their newest version,
+then written typed to ``raw/clean/…``. Row conservation is checked and recorded:
+delivered = clean + quarantined + collapsed. A quarantine share above the dataset's limit
+trips the circuit breaker *after* everything is written, so people can inspect it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from catalog.definitions import DatasetDef
+from catalog.store import CatalogStore, PartitionRecord, QualityRecord
+from etl.dedup import BucketSpool
+from etl.errors import LakeError, QualityGateFailed
+from etl.extract import METADATA_FIELDS, raw_source_path
+from etl.quality import CheckOutcome, QualitySuite
+from etl.standardise import NORMALISED_SUFFIX, StandardiseReport, standardise
+from etl.zones import Lake
+
+log = logging.getLogger(__name__)
+
+RAW_CLEAN, RAW_QUARANTINE = "raw/clean", "raw/quarantine"
+BATCH_ROWS = 250_000
+SCHEMA_CHECK = "delivery:schema"
+
+
+@dataclass
+class ValidationResult:
+    dataset_id: str
+    ds: date
+    delivered: int = 0
+    clean: int = 0
+    quarantined: int = 0
+    collapsed: int = 0
+    exact_duplicates: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # check -> failing rows
+    repaired: dict[str, int] = field(default_factory=dict)  # field -> values repaired
+    schema_notes: list[str] = field(default_factory=list)
+    docs: str | None = None
+
+    @property
+    def conserved(self) -> bool:
+        return self.delivered == self.clean + self.quarantined + self.collapsed
+
+    @property
+    def quarantined_share(self) -> float:
+        return self.quarantined / self.delivered if self.delivered else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{self.dataset_id} {self.ds}: delivered {self.delivered:,} = clean {self.clean:,}"
+            f" + quarantined {self.quarantined:,} + collapsed duplicates {self.collapsed:,}"
+        )
+
+
+def clean_schema(dataset: DatasetDef) -> pa.Schema:
+    """Typed schema of the clean zone, from the catalog field types."""
+    types = {
+        "string": pa.string(),
+        "date": pa.date32(),
+        "datetime": pa.timestamp("s"),
+        "integer": pa.int64(),
+        "decimal": pa.decimal128(18, 2),
+    }
+    fields = []
+    for f in dataset.fields:
+        fields.append(pa.field(f.name, types[f.type], metadata={"level": f.level}))
+        if f.rule == "enterprise_name":
+            fields.append(pa.field(f.name + NORMALISED_SUFFIX, pa.string()))
+    return pa.schema(fields + METADATA_FIELDS)
+
+
+def quarantine_schema(raw_schema: pa.Schema) -> pa.Schema:
+    return raw_schema.append(pa.field("_rules", pa.string())).append(
+        pa.field("_reason", pa.string())
+    )
+
+
+def validate_partition(
+    dataset: DatasetDef,
+    ds: date,
+    *,
+    lake: Lake,
+    store: CatalogStore,
+    run_id: str,
+    docs_dir: Path | None = None,
+    work_dir: Path | None = None,
+) -> ValidationResult:
+    """Validate one delivered partition into clean + quarantine partitions (see module doc)."""
+    source = raw_source_path(lake, dataset, ds)
+    manifest = lake.read_manifest(source)
+    if manifest is None:
+        raise LakeError(f"{dataset.id}: no raw partition for {ds} at {source}; extract it first")
+    result = ValidationResult(dataset.id, ds, delivered=manifest.rows)
+    suite = QualitySuite(dataset, docs_dir)
+    spool = BucketSpool(
+        dataset.key, dataset.source.watermark_column or _updated_at(dataset),
+        dataset.field_names, manifest.rows, work_dir,
+    )
+    repaired = StandardiseReport()
+    raw_schema: pa.Schema | None = None
+    quarantine_batches: list[pa.Table] = []  # spilled to the quarantine partition below
+
+    for raw in _raw_batches(lake, source, manifest.files):
+        raw_schema = raw.schema
+        conformed, notes = _conform_to_catalog(raw, dataset)
+        for note in notes:
+            if note not in result.schema_notes:
+                result.schema_notes.append(note)
+        std, report = standardise(conformed, dataset)
+        repaired.add(report)
+        outcomes = suite.check(std.to_pandas(types_mapper=_string_mapper))
+        outcomes += _schema_outcomes(dataset, raw)
+        bad = np.zeros(raw.num_rows, dtype=bool)
+        for outcome in outcomes:
+            result.failures[outcome.name] = result.failures.get(outcome.name, 0) + len(
+                outcome.failed_rows
+            )
+            bad[outcome.failed_rows] = True
+        if bad.any():
+            quarantine_batches.append(_quarantine_rows(raw, std, outcomes, bad))
+        spool.add(std.filter(pa.array(~bad)))
+
+    schema = clean_schema(dataset)
+    clean_manifest = lake.write_partition(
+        lake.partition_path(RAW_CLEAN, dataset.department, dataset.code, ds=ds),
+        (b for t in spool.deduplicated() for b in _typed(t, schema).to_batches()),
+        schema,
+        private=True,
+        extra={"dataset": dataset.id, "source": source},
+    )
+    result.clean = clean_manifest.rows
+    result.collapsed, result.exact_duplicates = spool.counts.collapsed, spool.counts.exact
+    result.quarantined = sum(t.num_rows for t in quarantine_batches)
+    result.repaired = repaired.repaired
+    q_schema = quarantine_schema(raw_schema or pa.schema(METADATA_FIELDS))
+    q_manifest = lake.write_partition(
+        lake.partition_path(RAW_QUARANTINE, dataset.department, dataset.code, ds=ds),
+        (b for t in quarantine_batches for b in t.to_batches()),
+        q_schema,
+        private=True,
+        extra={"dataset": dataset.id, "source": source, "failures": result.failures},
+    )
+    if not result.conserved:  # a bug, never a data condition: stop before anything publishes
+        raise LakeError(f"row conservation broken: {result.summary()}")
+    result.docs = suite.build_docs()
+    _record(store, run_id, result, dataset, clean_manifest, q_manifest)
+    log.info(result.summary())
+    if result.quarantined_share > dataset.quarantine_limit:
+        raise QualityGateFailed(
+            f"{dataset.id} {ds}: {result.quarantined:,} of {result.delivered:,} rows "
+            f"({result.quarantined_share:.1%}) quarantined, above the limit of "
+            f"{dataset.quarantine_limit:.0%}; top reasons: {_top_failures(result)}. "
+            f"Inspect {q_manifest.path}"
+        )
+    return result
+
+
+def _updated_at(dataset: DatasetDef) -> str | None:
+    return "updated_at" if "updated_at" in dataset.field_names else None
+
+
+def _string_mapper(arrow_type: pa.DataType):
+    import pandas as pd
+
+    return pd.StringDtype() if pa.types.is_string(arrow_type) else None
+
+
+def _raw_batches(lake: Lake, path: str, files: list[str]) -> Iterator[pa.Table]:
+    for name in files:
+        with lake.fs.open_input_file(f"{path}/{name}") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS):
+                yield pa.Table.from_batches([batch])
+
+
+def _conform_to_catalog(raw: pa.Table, dataset: DatasetDef) -> tuple[pa.Table, list[str]]:
+    """The catalog's columns (missing ones as nulls), plus metadata; notes on any drift."""
+    notes = []
+    columns, names = [], []
+    for name in dataset.field_names:
+        if name in raw.column_names:
+            columns.append(raw.column(name))
+        else:
+            notes.append(f"column '{name}' missing from the delivery")
+            columns.append(pa.nulls(raw.num_rows, pa.string()))
+        names.append(name)
+    extra = [c for c in raw.column_names if c not in names and not c.startswith("_")]
+    notes += [f"column '{c}' not in the catalog: kept in raw only" for c in extra]
+    for meta in METADATA_FIELDS:
+        columns.append(raw.column(meta.name))
+        names.append(meta.name)
+    return pa.table(columns, names=names), notes
+
+
+def _schema_outcomes(dataset: DatasetDef, raw: pa.Table) -> list[CheckOutcome]:
+    """A required column missing from the delivery fails every row of it."""
+    missing = [f.name for f in dataset.fields if f.required and f.name not in raw.column_names]
+    if not missing:
+        return []
+    return [
+        CheckOutcome(
+            name=SCHEMA_CHECK,
+            reason=f"required column(s) {', '.join(missing)} missing from the delivery",
+            failed_rows=np.arange(raw.num_rows),
+            columns=missing,
+        )
+    ]
+
+
+def _quarantine_rows(
+    raw: pa.Table, std: pa.Table, outcomes: list[CheckOutcome], bad: np.ndarray
+) -> pa.Table:
+    """The original rows that failed, with the rules they broke and why, in words."""
+    rules = np.full(raw.num_rows, None, dtype=object)
+    reasons = np.full(raw.num_rows, None, dtype=object)
+    for outcome in outcomes:
+        rows = outcome.failed_rows
+        if len(rows) == 0:
+            continue
+        text = outcome.describe(std, rows)
+        rules[rows] = [outcome.name if r is None else f"{r}, {outcome.name}" for r in rules[rows]]
+        reasons[rows] = [t if r is None else f"{r}; {t}" for r, t in zip(reasons[rows], text,
+                                                                        strict=True)]
+    where = pa.array(np.flatnonzero(bad))
+    out = raw.take(where)
+    out = out.append_column("_rules", pa.array(rules[bad], pa.string()))
+    return out.append_column("_reason", pa.array(reasons[bad], pa.string()))
+
+
+def _typed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast validated strings to the catalog types (validation guarantees they parse)."""
+    columns = []
+    for f in schema:
+        values = table.column(f.name)
+        if values.type == pa.string() and pa.types.is_timestamp(f.type):
+            values = pc.strptime(values, format="%Y-%m-%d %H:%M:%S", unit="s")
+        elif values.type == pa.string() and pa.types.is_date32(f.type):
+            values = pc.strptime(values, format="%Y-%m-%d", unit="s").cast(pa.date32())
+        columns.append(values.cast(f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _top_failures(result: ValidationResult, n: int = 3) -> str:
+    top = sorted(result.failures.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{name} ({count:,})" for name, count in top) or "none"
+
+
+def _record(
+    store: CatalogStore, run_id: str, result: ValidationResult, dataset: DatasetDef, *manifests
+) -> None:
+    for zone, manifest in zip([RAW_CLEAN, RAW_QUARANTINE], manifests, strict=True):
+        store.record_partition(
+            run_id,
+            PartitionRecord(zone=zone, dataset_id=dataset.id, ds=result.ds, path=manifest.path,
+                            rows=manifest.rows, fingerprint=manifest.fingerprint),
+        )
+    details = asdict(result) | {"ds": result.ds.isoformat()}
+    store.record_quality(
+        run_id,
+        QualityRecord(
+            dataset_id=dataset.id, ds=result.ds, delivered=result.delivered, clean=result.clean,
+            quarantined=result.quarantined, collapsed=result.collapsed,
+            checks=len(result.failures),
+            failed_checks=sum(1 for n in result.failures.values() if n),
+            details=details,
+        ),
+    )
