@@ -53,6 +53,7 @@ class FieldDef(_Strict):
     required: bool = False
     rule: Rule | None = None
     allowed: list[str] | None = None
+    max_length: int = Field(default=200, gt=0)  # longer values are quarantined
     level: Level
     pii: PiiKind | None = None
     quasi_identifier: bool = False

@@ -205,6 +205,10 @@ class CatalogStore:
         with Session(self.engine) as s, s.begin():
             s.merge(QualityResult(run_id=run_id, validated_at=_now(), **record.__dict__))
 
+    def quality(self, ds: date) -> list[QualityResult]:
+        with Session(self.engine) as s:
+            return list(s.scalars(select(QualityResult).where(QualityResult.ds == ds)))
+
     def latest_quality(self) -> list[QualityResult]:
         """The most recent validation figures of every dataset."""
         with Session(self.engine) as s:
@@ -213,10 +217,15 @@ class CatalogStore:
                 .group_by(QualityResult.dataset_id)
                 .subquery()
             )
-            query = select(QualityResult).join(
-                newest,
-                (QualityResult.dataset_id == newest.c.dataset_id) & (QualityResult.ds == newest.c.ds),
-            ).order_by(QualityResult.dataset_id)
+            query = (
+                select(QualityResult)
+                .join(
+                    newest,
+                    (QualityResult.dataset_id == newest.c.dataset_id)
+                    & (QualityResult.ds == newest.c.ds),
+                )
+                .order_by(QualityResult.dataset_id)
+            )
             return list(s.scalars(query))
 
     def record_error(self, run_id: str, step: str, message: str) -> None:

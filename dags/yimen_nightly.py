@@ -6,8 +6,11 @@ dataset, each extracting that day's delivery into `raw/sources/<dept>/<dataset>/
 The partition date `ds` is the run's logical date in Asia/Shanghai (the night of 02:00 on
 D+1 processes day D), or `conf["ds"]` for runs without a logical date.
 
-Each dataset group is where validation and standardisation plug in; unification and
-publishing follow the groups. Task bodies are one-line calls into `etl.nightly`.
+Each dataset group extracts, then standardises, validates (Great Expectations suite from
+the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine/`. The
+`quality_gate` task passes only when every dataset validated within its quarantine limit;
+unification and publishing will hang off it. `close_night` always runs and records the
+outcome. Task bodies are one-line calls into `etl.nightly`.
 """
 
 from __future__ import annotations
@@ -66,15 +69,37 @@ def yimen_nightly():
     )
     def extract(dataset_id: str) -> dict:
         from etl.connections import lookup_airflow_connection
-        from etl.errors import LakeError
         from etl.nightly import extract_dataset
 
         ds, run_id = _ds_and_run()
         try:
             return extract_dataset(dataset_id, ds, run_id, lookup_airflow_connection)
-        except LakeError as exc:
+        except Exception as exc:
             _fail_fast_if_asked(exc)
             raise
+
+    @task(retries=1)
+    def validate(dataset_id: str) -> dict:
+        from etl.errors import QualityGateFailed
+        from etl.nightly import validate_dataset
+
+        ds, run_id = _ds_and_run()
+        try:
+            return validate_dataset(dataset_id, ds, run_id)
+        except QualityGateFailed as exc:  # a data problem: retrying cannot help
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from exc
+        except Exception as exc:
+            _fail_fast_if_asked(exc)
+            raise
+
+    @task(retries=0)
+    def quality_gate() -> dict:
+        from etl.nightly import quality_gate
+
+        ds, run_id = _ds_and_run()
+        return quality_gate(ds, run_id)
 
     @task(trigger_rule="all_done", retries=0)
     def close_night() -> dict:
@@ -84,6 +109,7 @@ def yimen_nightly():
         return close_night(run_id, ds)
 
     opened = open_night()
+    gate = quality_gate()
     closed = close_night()
     for dataset in load_catalog().datasets:
         with TaskGroup(
@@ -91,8 +117,12 @@ def yimen_nightly():
             tooltip=f"{dataset.title} ({dataset.id})",
         ):
             extracted = extract.override(task_id="extract")(dataset.id)
-            # validation / standardisation / quarantine plug in here, after `extracted`
-        opened >> extracted >> closed
+            validated = validate.override(task_id="validate")(dataset.id)
+            extracted >> validated
+        opened >> extracted
+        validated >> gate
+    # unification and publishing plug in after `gate`, before `closed`
+    gate >> closed
 
 
 yimen_nightly()

@@ -36,10 +36,18 @@ class DedupCounts:
 class BucketSpool:
     """Spools tables into ``n`` on-disk hash buckets of the key; yields them deduplicated."""
 
-    def __init__(self, key: list[str], order_by: str | None, fields: list[str],
-                 expected_rows: int, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        key: list[str],
+        order_by: str | None,
+        fields: list[str],
+        expected_rows: int,
+        workdir: Path | None = None,
+    ) -> None:
         self.key, self.order_by, self.fields = key, order_by, fields
         self.buckets = max(1, -(-expected_rows // ROWS_PER_BUCKET))
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="dedup-", dir=workdir))
         self.writers: dict[int, pq.ParquetWriter] = {}
         self.counts = DedupCounts()
@@ -82,4 +90,3 @@ class BucketSpool:
             group_start = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
             self.counts.exact += int(((content == content[group_start]) & ~first).sum())
         return table.filter(pa.array(first)) if dropped else table
-

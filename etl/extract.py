@@ -10,6 +10,7 @@ watermark are read incrementally; file drops are full snapshots.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -127,10 +128,18 @@ def _checked(reader: SourceReader) -> Iterator[pa.RecordBatch]:
     except SourceError:
         raise
     except (pa.ArrowInvalid, UnicodeDecodeError, ValueError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SourceError(
-            f"{reader.dataset_id}: cannot read {reader.location}: {first_line}"
+            f"{reader.dataset_id}: cannot read {reader.location}: {_without_row_content(exc)}"
         ) from exc
+
+
+def _without_row_content(exc: Exception) -> str:
+    """The parser's message in one line, without the row text it quotes (personal data)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    match = re.search(r"(Row #\d+: )?Expected \d+ columns, got \d+", text)
+    if match:
+        return f"CSV parse error: {match.group(0)} (truncated or malformed row)"
+    return text
 
 
 class _WatermarkTracker:

@@ -7,8 +7,10 @@ imports at module level: the DAG injects the connection lookup.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from catalog.definitions import load_catalog
@@ -38,6 +40,20 @@ def partition_date(logical_date: datetime | None, conf: dict | None) -> date:
     return logical_date.astimezone(LAKE_TZ).date()
 
 
+@contextmanager
+def recorded_failure(store: CatalogStore, run_id: str, step: str) -> Iterator[None]:
+    """Record why a step failed, in one line, where `lake run` and `lake status` find it."""
+    try:
+        yield
+    except LakeError as exc:
+        store.record_error(run_id, step, str(exc))
+        raise
+    except Exception as exc:  # a bug or an environment problem: still say it in one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        store.record_error(run_id, step, f"{step}: {type(exc).__name__}: {first}")
+        raise
+
+
 def open_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> str:
     settings = settings or LakeSettings.from_env()
     CatalogStore(settings.catalog_url).start_run(run_id, ds)
@@ -55,7 +71,7 @@ def extract_dataset(
     settings = settings or LakeSettings.from_env()
     dataset = load_catalog().dataset(dataset_id)
     store = CatalogStore(settings.catalog_url)
-    try:
+    with recorded_failure(store, run_id, f"extract {dataset_id}"):
         result = extract_to_raw(
             dataset,
             lookup_connection(dataset.source.connection_id),
@@ -64,14 +80,67 @@ def extract_dataset(
             store=store,
             batch_id=run_id,
         )
-    except LakeError as exc:
-        store.record_error(run_id, f"extract {dataset_id}", str(exc))
-        raise
     return {
         "dataset": dataset_id,
         "rows": result.rows,
         "path": result.path,
         "summary": result.summary(),
+    }
+
+
+def validate_dataset(
+    dataset_id: str, ds: date, run_id: str, settings: LakeSettings | None = None
+) -> dict:
+    """Standardise, validate, quarantine and deduplicate one dataset's raw partition."""
+    from etl.validate import validate_partition
+
+    settings = settings or LakeSettings.from_env()
+    store = CatalogStore(settings.catalog_url)
+    with recorded_failure(store, run_id, f"validate {dataset_id}"):
+        result = validate_partition(
+            load_catalog().dataset(dataset_id),
+            ds,
+            lake=Lake(settings.lake_root),
+            store=store,
+            run_id=run_id,
+            docs_dir=quality_docs_dir(settings, dataset_id),
+            work_dir=settings.var / "tmp",
+        )
+    return {"dataset": dataset_id, "summary": result.summary(), "docs": result.docs}
+
+
+def quality_docs_dir(settings: LakeSettings, dataset_id: str) -> Path:
+    """Where a dataset's Great Expectations Data Docs go (one site per dataset)."""
+    return settings.var / "quality" / "docs" / dataset_id
+
+
+def quality_gate(ds: date, run_id: str, settings: LakeSettings | None = None) -> dict:
+    """Pass only if every catalog dataset was validated for ``ds`` with rows conserved.
+
+    Unification and publishing depend on this task: a tripped circuit breaker upstream
+    (or a missing dataset) keeps the whole night from publishing.
+    """
+    settings = settings or LakeSettings.from_env()
+    store = CatalogStore(settings.catalog_url)
+    figures = {q.dataset_id: q for q in store.quality(ds)}
+    missing = [d.id for d in load_catalog().datasets if d.id not in figures]
+    broken = [
+        q.dataset_id
+        for q in figures.values()
+        if q.delivered != q.clean + q.quarantined + q.collapsed
+    ]
+    if missing or broken:
+        message = f"quality gate for {ds}: not validated: {missing or 'none'}; rows not conserved: "
+        store.record_error(run_id, "quality gate", message + f"{broken or 'none'}")
+        raise LakeError(message + f"{broken or 'none'}")
+    return {
+        k: {
+            "delivered": q.delivered,
+            "clean": q.clean,
+            "quarantined": q.quarantined,
+            "collapsed": q.collapsed,
+        }
+        for k, q in figures.items()
     }
 
 

@@ -8,6 +8,7 @@ Memory is bounded by ``batch_rows`` (SQL, Excel) or the block size (CSV, JSON Li
 from __future__ import annotations
 
 import codecs
+import json
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -149,6 +150,7 @@ class CsvReader:
         reader = pacsv.open_csv(
             self.path,
             read_options=pacsv.ReadOptions(
+                use_threads=False,  # row numbers in parse errors; the stream is serial anyway
                 encoding=self.encoding,
                 block_size=BLOCK_SIZE,
                 skip_rows=1,
@@ -164,38 +166,48 @@ class CsvReader:
 
 
 class JsonLinesReader:
-    """A JSON Lines drop; catalog fields are read as strings, unexpected ones are kept too."""
+    """A JSON Lines drop. The first record's keys are the delivered columns, read as strings.
+
+    A record with a key the first one lacks is an error (never silently dropped); a file of
+    blank lines is a delivery with no records.
+    """
 
     def __init__(self, dataset_id: str, path: Path, field_names: list[str]) -> None:
         self.dataset_id, self.path = dataset_id, path
         self.location = str(path)
-        self.schema = pa.schema([pa.field(n, pa.string()) for n in field_names])
-        with open(path, "rb") as f:
-            import json
+        first = self._first_record()
+        self.empty = first is None
+        self.columns = list(first) if first is not None else list(field_names)
+        self.schema = pa.schema([pa.field(n, pa.string()) for n in self.columns])
 
-            try:
-                first = json.loads(f.readline())
-            except ValueError as exc:
-                raise SourceError(f"{dataset_id}: {path} line 1 is not JSON: {exc}") from exc
-        self.columns = list(self.schema.names) + [k for k in first if k not in self.schema.names]
+    def _first_record(self) -> dict | None:
+        with open(self.path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    raise SourceError(
+                        f"{self.dataset_id}: {self.path} line {number} is not JSON: {exc}"
+                    ) from exc
+                if not isinstance(record, dict):
+                    raise SourceError(f"{self.dataset_id}: {self.path} line {number} is no object")
+                return record
+        return None
 
     def batches(self) -> Iterator[pa.RecordBatch]:
+        if self.empty:
+            return
         reader = pajson.open_json(
             self.path,
             read_options=pajson.ReadOptions(block_size=BLOCK_SIZE),
             parse_options=pajson.ParseOptions(
-                explicit_schema=self.schema, unexpected_field_behavior="infer"
+                explicit_schema=self.schema, unexpected_field_behavior="error"
             ),
         )
         for batch in reader:
-            present = batch.schema.names
-            yield _as_string_batch(
-                self.columns,
-                [
-                    batch.column(c) if c in present else pa.nulls(batch.num_rows, pa.string())
-                    for c in self.columns
-                ],
-            )
+            yield _as_string_batch(self.columns, [batch.column(c) for c in self.columns])
 
 
 class ExcelReader:

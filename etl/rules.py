@@ -183,7 +183,9 @@ def id_agrees_with_birth_date_and_sex(
 ) -> np.ndarray:
     """Where an ID is present: its birth date and sex digit agree with the other fields."""
     id_no, birth_date, sex = _strings(id_no), _strings(birth_date), _strings(sex)
-    id_birth = id_no.str.slice(6, 10) + "-" + id_no.str.slice(10, 12) + "-" + id_no.str.slice(12, 14)
+    id_birth = (
+        id_no.str.slice(6, 10) + "-" + id_no.str.slice(10, 12) + "-" + id_no.str.slice(12, 14)
+    )
     birth_ok = (birth_date.isna() | (id_birth == birth_date)).fillna(True).to_numpy(dtype=bool)
     digit = pd.to_numeric(id_no.str.slice(16, 17), errors="coerce")
     male = (digit % 2 == 1).fillna(False).to_numpy(dtype=bool)
@@ -198,7 +200,9 @@ def not_before(later: pd.Series, earlier: pd.Series) -> np.ndarray:
     return (later.isna() | earlier.isna() | (later >= earlier)).fillna(True).to_numpy(dtype=bool)
 
 
-def id_kind_matches_applicant_type(applicant_id: pd.Series, applicant_type: pd.Series) -> np.ndarray:
+def id_kind_matches_applicant_type(
+    applicant_id: pd.Series, applicant_type: pd.Series
+) -> np.ndarray:
     """Natural persons apply with a resident ID, legal persons with a USCC."""
     applicant_id, applicant_type = _strings(applicant_id), _strings(applicant_type)
     person = (applicant_type == "自然人").fillna(False).to_numpy(dtype=bool)
@@ -208,3 +212,21 @@ def id_kind_matches_applicant_type(applicant_id: pd.Series, applicant_type: pd.S
     ok[person & present] = valid_resident_id(applicant_id[person & present])
     ok[legal & present] = valid_uscc(applicant_id[legal & present])
     return ok
+
+
+CROSS_FIELD_RULES: dict[str, Rule] = {
+    r.name: r
+    for r in [
+        Rule(
+            "id_matches_birth_date_and_sex",
+            id_agrees_with_birth_date_and_sex,
+            "birth date or sex disagrees with the ID number",
+        ),
+        Rule("not_before", not_before, "is earlier than the time it must follow"),
+        Rule(
+            "id_kind_matches_applicant_type",
+            id_kind_matches_applicant_type,
+            "ID kind does not match the applicant type",
+        ),
+    ]
+}

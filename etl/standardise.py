@@ -54,7 +54,9 @@ def standardise(
         report.repaired[f.name] = changed
         table = table.set_column(table.column_names.index(f.name), f.name, canonical)
         if f.rule == "enterprise_name":
-            table = table.append_column(f.name + NORMALISED_SUFFIX, normalised_enterprise_name(canonical))
+            table = table.append_column(
+                f.name + NORMALISED_SUFFIX, normalised_enterprise_name(canonical)
+            )
     return table, report
 
 
@@ -95,7 +97,9 @@ def upgrade_short_ids(values: pa.Array) -> pa.Array:
     if not pc.any(short).as_py():
         return values
     where = np.flatnonzero(short.to_numpy(zero_copy_only=False))
-    upgraded = upgrade_resident_id15(pc.take(values, pa.array(where)).to_numpy(zero_copy_only=False))
+    upgraded = upgrade_resident_id15(
+        pc.take(values, pa.array(where)).to_numpy(zero_copy_only=False)
+    )
     replaced = values.to_numpy(zero_copy_only=False).astype(object)
     replaced[where] = upgraded
     return pa.array(replaced, pa.string())
@@ -120,10 +124,16 @@ def canonical_dates(values: pa.Array, *, with_time: bool) -> pa.Array:
     def part(name: str, width: int) -> pa.Array:
         return pc.utf8_lpad(pc.struct_field(parts, name), width=width, padding="0")
 
-    month = pc.if_else(pc.equal(pc.struct_field(parts, "m"), ""),
-                       pc.struct_field(parts, "m2"), pc.struct_field(parts, "m"))
-    day = pc.if_else(pc.equal(pc.struct_field(parts, "d"), ""),
-                     pc.struct_field(parts, "d2"), pc.struct_field(parts, "d"))
+    month = pc.if_else(
+        pc.equal(pc.struct_field(parts, "m"), ""),
+        pc.struct_field(parts, "m2"),
+        pc.struct_field(parts, "m"),
+    )
+    day = pc.if_else(
+        pc.equal(pc.struct_field(parts, "d"), ""),
+        pc.struct_field(parts, "d2"),
+        pc.struct_field(parts, "d"),
+    )
     iso = pc.binary_join_element_wise(
         pc.struct_field(parts, "y"),
         pc.utf8_lpad(month, width=2, padding="0"),
@@ -132,8 +142,9 @@ def canonical_dates(values: pa.Array, *, with_time: bool) -> pa.Array:
     )
     if with_time:
         has_time = pc.not_equal(pc.struct_field(parts, "H"), "")
-        seconds = pc.if_else(pc.equal(pc.struct_field(parts, "S"), ""), "00",
-                             pc.struct_field(parts, "S"))
+        seconds = pc.if_else(
+            pc.equal(pc.struct_field(parts, "S"), ""), "00", pc.struct_field(parts, "S")
+        )
         clock = pc.binary_join_element_wise(
             part("H", 2), pc.struct_field(parts, "M"), pc.utf8_lpad(seconds, 2, "0"), ":"
         )

@@ -108,8 +108,11 @@ def validate_partition(
     result = ValidationResult(dataset.id, ds, delivered=manifest.rows)
     suite = QualitySuite(dataset, docs_dir)
     spool = BucketSpool(
-        dataset.key, dataset.source.watermark_column or _updated_at(dataset),
-        dataset.field_names, manifest.rows, work_dir,
+        dataset.key,
+        dataset.source.watermark_column or _updated_at(dataset),
+        dataset.field_names,
+        manifest.rows,
+        work_dir,
     )
     repaired = StandardiseReport()
     raw_schema: pa.Schema | None = None
@@ -147,6 +150,8 @@ def validate_partition(
     result.collapsed, result.exact_duplicates = spool.counts.collapsed, spool.counts.exact
     result.quarantined = sum(t.num_rows for t in quarantine_batches)
     result.repaired = repaired.repaired
+    if result.delivered == 0:
+        result.schema_notes.append("the delivery has no rows")
     q_schema = quarantine_schema(raw_schema or pa.schema(METADATA_FIELDS))
     q_manifest = lake.write_partition(
         lake.partition_path(RAW_QUARANTINE, dataset.department, dataset.code, ds=ds),
@@ -207,16 +212,20 @@ def _conform_to_catalog(raw: pa.Table, dataset: DatasetDef) -> tuple[pa.Table, l
 
 
 def _schema_outcomes(dataset: DatasetDef, raw: pa.Table) -> list[CheckOutcome]:
-    """A required column missing from the delivery fails every row of it."""
-    missing = [f.name for f in dataset.fields if f.required and f.name not in raw.column_names]
+    """A catalog column missing from the delivery fails every row of it.
+
+    The catalog is the contract with the department: a dropped or renamed column (say
+    ``id_no`` exported as ``sfzh``) would otherwise load as empty values and quietly break
+    every join downstream. Extra columns are only noted; they stay in the raw zone.
+    """
+    missing = [f.name for f in dataset.fields if f.name not in raw.column_names]
     if not missing:
         return []
     return [
         CheckOutcome(
             name=SCHEMA_CHECK,
-            reason=f"required column(s) {', '.join(missing)} missing from the delivery",
+            reason=f"column(s) {', '.join(missing)} missing from the delivery",
             failed_rows=np.arange(raw.num_rows),
-            columns=missing,
         )
     ]
 
@@ -233,8 +242,9 @@ def _quarantine_rows(
             continue
         text = outcome.describe(std, rows)
         rules[rows] = [outcome.name if r is None else f"{r}, {outcome.name}" for r in rules[rows]]
-        reasons[rows] = [t if r is None else f"{r}; {t}" for r, t in zip(reasons[rows], text,
-                                                                        strict=True)]
+        reasons[rows] = [
+            t if r is None else f"{r}; {t}" for r, t in zip(reasons[rows], text, strict=True)
+        ]
     where = pa.array(np.flatnonzero(bad))
     out = raw.take(where)
     out = out.append_column("_rules", pa.array(rules[bad], pa.string()))
@@ -255,7 +265,7 @@ def _typed(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _top_failures(result: ValidationResult, n: int = 3) -> str:
-    top = sorted(result.failures.items(), key=lambda kv: -kv[1])[:n]
+    top = sorted(((k, v) for k, v in result.failures.items() if v), key=lambda kv: -kv[1])[:n]
     return ", ".join(f"{name} ({count:,})" for name, count in top) or "none"
 
 
@@ -265,15 +275,25 @@ def _record(
     for zone, manifest in zip([RAW_CLEAN, RAW_QUARANTINE], manifests, strict=True):
         store.record_partition(
             run_id,
-            PartitionRecord(zone=zone, dataset_id=dataset.id, ds=result.ds, path=manifest.path,
-                            rows=manifest.rows, fingerprint=manifest.fingerprint),
+            PartitionRecord(
+                zone=zone,
+                dataset_id=dataset.id,
+                ds=result.ds,
+                path=manifest.path,
+                rows=manifest.rows,
+                fingerprint=manifest.fingerprint,
+            ),
         )
     details = asdict(result) | {"ds": result.ds.isoformat()}
     store.record_quality(
         run_id,
         QualityRecord(
-            dataset_id=dataset.id, ds=result.ds, delivered=result.delivered, clean=result.clean,
-            quarantined=result.quarantined, collapsed=result.collapsed,
+            dataset_id=dataset.id,
+            ds=result.ds,
+            delivered=result.delivered,
+            clean=result.clean,
+            quarantined=result.quarantined,
+            collapsed=result.collapsed,
             checks=len(result.failures),
             failed_checks=sum(1 for n in result.failures.values() if n),
             details=details,
