@@ -25,10 +25,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-## bench: simulate + extract at ~1 million records (SCALE=1.0 for the full 8 million)
+## bench: simulate, extract, validate at ~1 million records (SCALE=1.0 for the full 8 million)
 SCALE ?= 0.125
 bench: $(STAMP)
-	$(BIN)/python bench/bench_extract.py --scale $(SCALE)
+	$(BIN)/python bench/bench_pipeline.py --scale $(SCALE)
 
 ## airflow: the Airflow UI (airflow standalone) on http://localhost:8080 with the repo's config
 airflow: $(STAMP)

@@ -112,7 +112,7 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
     started = time.monotonic()
     result = run_night(settings, ds, log_file=log_file)
     elapsed = time.monotonic() - started
-    _print_partitions(settings, ds)
+    _print_night(settings, ds)
     if result.failed_tasks:
         from catalog.store import CatalogStore
 
@@ -125,12 +125,26 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
     click.echo(f"night {ds}: {result.state} in {elapsed:.0f}s (run {result.run_id})")
 
 
-def _print_partitions(settings: LakeSettings, ds: date) -> None:
+def _print_night(settings: LakeSettings, ds: date) -> None:
+    """One line per dataset: delivered = clean + quarantined + collapsed, and where it is."""
     from catalog.store import CatalogStore
 
-    parts = CatalogStore(settings.catalog_url).partitions(ds=ds)
-    for p in parts:
-        click.echo(f"  {p.zone:12s} {p.dataset_id:36s} {p.rows:>10,} rows  {p.path}")
+    store = CatalogStore(settings.catalog_url)
+    raw = {p.dataset_id: p.rows for p in store.partitions(ds=ds, zone="raw/sources")}
+    quality = {q.dataset_id: q for q in store.quality(ds)}
+    click.echo(
+        f"  {'dataset':36s} {'delivered':>10s} {'clean':>10s} {'quarantined':>12s} "
+        f"{'collapsed':>10s}"
+    )
+    for dataset_id in sorted(raw.keys() | quality.keys()):
+        q = quality.get(dataset_id)
+        delivered = q.delivered if q else raw.get(dataset_id, 0)
+        figures = (
+            f"{q.clean:>10,} {q.quarantined:>12,} {q.collapsed:>10,}"
+            if q
+            else f"{'-':>10s} {'-':>12s} {'-':>10s}"
+        )
+        click.echo(f"  {dataset_id:36s} {delivered:>10,} {figures}")
 
 
 def _latest_simulated_date(settings: LakeSettings) -> date:
@@ -156,7 +170,10 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
     _run_and_report(settings, summary.as_of)
     click.echo(
         "\nwhere to look:\n"
-        f"  lake:        {settings.lake_root}/raw/sources/<dept>/<dataset>/dt={summary.as_of}/\n"
+        f"  lake:        {settings.lake_root}/raw/{{sources,clean,quarantine}}/<dept>/<dataset>/"
+        f"dt={summary.as_of}/\n"
+        f"  quality:     {settings.var / 'quality' / 'index.html'} (figures per dataset, links to "
+        "the Great Expectations Data Docs)\n"
         f"  catalog db:  {settings.catalog_url}\n"
         f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
         "  next:        `lake status`, `lake catalog list`, `make airflow` for the UI"
@@ -248,8 +265,23 @@ def status(settings: LakeSettings) -> None:
         click.echo(f"{r.ds}  {r.status:8s} {r.run_id}")
         for err in store.errors(r.run_id):
             click.echo(f"    failed: {err.message}")
-    click.echo(f"\npartitions of {runs[0].ds}:")
-    _print_partitions(settings, runs[0].ds)
+    click.echo(f"\nlatest night {runs[0].ds}:")
+    _print_night(settings, runs[0].ds)
+    latest = store.latest_quality()
+    if latest:
+        click.echo("\nlatest quality figures per dataset:")
+        for q in latest:
+            share = q.quarantined / q.delivered if q.delivered else 0.0
+            failing = {k: v for k, v in q.details.get("failures", {}).items() if v}
+            top = ", ".join(
+                f"{k} {v:,}" for k, v in sorted(failing.items(), key=lambda kv: -kv[1])[:3]
+            )
+            click.echo(
+                f"  {q.dataset_id:36s} {q.ds}  {q.checks:3d} checks, {q.failed_checks:2d} failing, "
+                f"{share:6.2%} quarantined  {top}"
+            )
+            if q.details.get("docs"):
+                click.echo(f"  {'':36s} data docs: {q.details['docs']}")
 
 
 if __name__ == "__main__":

@@ -149,8 +149,11 @@ def close_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> 
 
     Runs after every step whatever their outcome, so a failed night is recorded as failed.
     """
+    from etl.quality_report import write_quality_index
+
     settings = settings or LakeSettings.from_env()
     store = CatalogStore(settings.catalog_url)
+    write_quality_index(store, settings.var / "quality" / "index.html")
     errors = store.errors(run_id)
     store.finish_run(run_id, "failed" if errors else "success")
     if errors:

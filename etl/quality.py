@@ -34,7 +34,7 @@ RESULT_FORMAT = {
     "return_unexpected_index_query": False,
     "partial_unexpected_count": 0,
 }
-TYPE_PATTERNS = {"decimal": r"^-?[0-9]+(\.[0-9]+)?$", "integer": r"^-?[0-9]+$"}
+TYPE_PATTERNS = {"decimal": r"^-?[0-9]+(?:\.[0-9]+)?$", "integer": r"^-?[0-9]+$"}
 
 
 @dataclass

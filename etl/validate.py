@@ -72,7 +72,7 @@ def clean_schema(dataset: DatasetDef) -> pa.Schema:
     types = {
         "string": pa.string(),
         "date": pa.date32(),
-        "datetime": pa.timestamp("s"),
+        "datetime": pa.timestamp("ms"),  # Parquet stores seconds as ms anyway
         "integer": pa.int64(),
         "decimal": pa.decimal128(18, 2),
     }

@@ -61,7 +61,16 @@ def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeS
     lake = Lake(session_settings.lake_root)
     for part in parts.values():
         assert lake.read_manifest(part.path).rows == part.rows
+    quality = {q.dataset_id: q for q in store.quality(DEMO_DATE)}
+    assert set(quality) == set(departments.rows)
+    for dataset_id, q in quality.items():
+        assert q.delivered == departments.rows[dataset_id] == q.clean + q.quarantined + q.collapsed
+        assert q.quarantined / q.delivered < 0.05
+    clean = {p.dataset_id: p.rows for p in store.partitions(ds=DEMO_DATE, zone="raw/clean")}
+    assert clean == {k: q.clean for k, q in quality.items()}
     assert store.runs(1)[0].status == "success"
+    index = (session_settings.var / "quality" / "index.html").read_text()
+    assert all(dataset_id in index for dataset_id in departments.rows)
 
 
 def test_a_night_without_deliveries_fails_naming_the_missing_file(
@@ -77,3 +86,32 @@ def test_a_night_without_deliveries_fails_naming_the_missing_file(
     messages = {e.step: e.message for e in errors}
     assert "no delivery for" in messages["extract renshe.insured_person"]
     assert "insured_person_" in messages["extract renshe.insured_person"]
+
+
+def test_a_broken_delivery_trips_the_breaker_and_nothing_passes_the_gate(
+    departments, session_settings: LakeSettings
+) -> None:
+    import shutil
+
+    import simulator
+
+    night = DEMO_DATE + timedelta(days=2)
+    for dataset in load_catalog().datasets:  # the same files delivered again that night
+        if dataset.source.kind != "sql":
+            folder = departments.out_dir / dataset.department
+            name = dataset.source.path
+            shutil.copy(folder / name.format(ds_nodash=f"{DEMO_DATE:%Y%m%d}"),
+                        folder / name.format(ds_nodash=f"{night:%Y%m%d}"))
+    simulator.make_hostile_delivery(departments.out_dir, "renshe.insured_person",
+                                    "renamed_column", night)
+    result = run_night(session_settings, night)
+    assert result.state == "failed"
+    assert "renshe__insured_person.validate" in result.failed_tasks
+    assert "quality_gate" in result.failed_tasks  # upstream_failed: unify/publish never run
+    assert "weiji__health_record.validate" not in result.failed_tasks
+    store = CatalogStore(session_settings.catalog_url)
+    messages = {e.step: e.message for e in store.errors(result.run_id)}
+    assert "above the limit of 5%" in messages["validate renshe.insured_person"]
+    quarantine = {p.dataset_id: p.rows for p in store.partitions(ds=night, zone="raw/quarantine")}
+    assert quarantine["renshe.insured_person"] == departments.rows["renshe.insured_person"]
+    assert store.runs(1)[0].status == "failed"

@@ -1,0 +1,43 @@
+"""A static page over every dataset's latest quality figures, linking its GX Data Docs."""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from catalog.store import CatalogStore
+
+
+def write_quality_index(store: CatalogStore, path: Path) -> Path:
+    """Write ``index.html``: one row per dataset, conservation arithmetic and top failures."""
+    rows = []
+    for q in store.latest_quality():
+        failing = sorted(
+            ((k, v) for k, v in q.details.get("failures", {}).items() if v), key=lambda kv: -kv[1]
+        )
+        top = "<br>".join(f"{escape(k)}: {v:,}" for k, v in failing[:5]) or "—"
+        notes = "<br>".join(escape(n) for n in q.details.get("schema_notes", [])) or ""
+        docs = q.details.get("docs")
+        link = f'<a href="{escape(Path(docs).as_uri())}">Data Docs</a>' if docs else ""
+        share = q.quarantined / q.delivered if q.delivered else 0.0
+        rows.append(
+            f"<tr><td>{escape(q.dataset_id)}</td><td>{q.ds}</td><td>{q.delivered:,}</td>"
+            f"<td>{q.clean:,}</td><td>{q.quarantined:,} ({share:.2%})</td><td>{q.collapsed:,}</td>"
+            f"<td>{q.checks}</td><td>{top}</td><td>{notes}</td><td>{link}</td></tr>"
+        )
+    head = (
+        "<tr><th>dataset</th><th>date</th><th>delivered</th><th>clean</th><th>quarantined</th>"
+        "<th>collapsed duplicates</th><th>checks</th><th>top failures</th><th>notes</th>"
+        "<th></th></tr>"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "<!doctype html><meta charset='utf-8'><title>yimen-lake quality</title>"
+        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "table{border-collapse:collapse}</style>"
+        "<h1>yimen-lake: latest validation per dataset</h1>"
+        "<p>delivered = clean + quarantined + collapsed duplicates, for every dataset.</p>"
+        f"<table>{head}{''.join(rows)}</table>",
+        encoding="utf-8",
+    )
+    return path

@@ -1,0 +1,75 @@
+"""Standardisation repairs what is certain and leaves the rest for validation to reject."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from catalog.definitions import FieldDef, load_catalog
+from etl.standardise import (
+    canonical_dates,
+    canonical_phone,
+    normalised_enterprise_name,
+    standardise,
+    standardise_column,
+)
+
+ID = FieldDef(name="id_no", rule="resident_id", level="restricted")
+NAME = FieldDef(name="name", pii="name", level="conditional")
+CANONICAL_ID = "44070319850214123X"
+
+
+@pytest.mark.parametrize("dirty", [
+    "44070319850214123x",  # lowercase x
+    "４４０７０３１９８５０２１４１２３Ｘ",  # full-width
+    " 440703 19850214123X\t",  # stray spaces
+    "4407\u200b0319850214123X\ufeff",  # zero-width characters
+    "440703850214123",  # old 15-digit ID (born 1985, same body)
+])
+def test_resident_id_dirt_is_repaired(dirty: str) -> None:
+    assert standardise_column(pa.array([dirty]), ID).to_pylist() == [CANONICAL_ID]
+
+
+def test_unrepairable_values_are_left_as_delivered() -> None:
+    wrong_check = "440703198502141230"
+    assert standardise_column(pa.array([wrong_check]), ID).to_pylist() == [wrong_check]
+    assert canonical_dates(pa.array(["2017-13-45", "soon"]), with_time=False).to_pylist() == [
+        "2017-13-45", "soon"]
+
+
+def test_every_delivered_date_format_becomes_iso() -> None:
+    dates = pa.array(["2017-02-23", "2017/2/23", "20170223", "2017年2月23日", "2017.02.23", None])
+    assert canonical_dates(dates, with_time=False).to_pylist() == ["2017-02-23"] * 5 + [None]
+    times = pa.array(["2017/2/3 9:05", "2017-02-03 10:11:12", "2017-02-03"])
+    assert canonical_dates(times, with_time=True).to_pylist() == [
+        "2017-02-03 09:05:00", "2017-02-03 10:11:12", "2017-02-03 00:00:00"]
+
+
+def test_phone_formats() -> None:
+    phones = pa.array(["+86 138-1234-5678", "138 1234 5678", "86-13812345678", "0750-3123456"])
+    assert canonical_phone(phones).to_pylist() == ["13812345678"] * 3 + ["07503123456"]
+
+
+def test_names_lose_spaces_and_traditional_characters() -> None:
+    names = pa.array(["陳 大文", "黃小明", "Li Ming", "  张三  "])
+    assert standardise_column(names, NAME).to_pylist() == ["陈大文", "黄小明", "Li Ming", "张三"]
+
+
+def test_enterprise_names_get_one_normalised_spelling() -> None:
+    variants = pa.array([
+        "江门市蓬江区华美五金有限责任公司", "蓬江区华美五金有限公司", "江门市蓬江区华美五金有限公司",
+    ])
+    assert set(normalised_enterprise_name(variants).to_pylist()) == {"蓬江区华美五金有限公司"}
+    brackets = normalised_enterprise_name(pa.array(["华美（江门）五金有限公司"]))
+    assert brackets.to_pylist() == ["华美(江门)五金有限公司"]
+
+
+def test_standardise_counts_repairs_and_adds_normalised_columns() -> None:
+    dataset = load_catalog().dataset("zhijian.org_code")
+    table = pa.table({f: pa.array(["x", "y"]) for f in dataset.field_names})
+    table = table.set_column(0, "org_code", pa.array(["12345678-8", "123456788"]))
+    table = table.set_column(1, "name", pa.array(["江门市华美有限责任公司", "华美有限公司"]))
+    out, report = standardise(table, dataset)
+    assert out.column("org_code").to_pylist() == ["123456788", "123456788"]
+    assert out.column("name_norm").to_pylist() == ["华美有限公司", "华美有限公司"]
+    assert report.repaired["org_code"] == 1

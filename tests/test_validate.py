@@ -1,0 +1,290 @@
+"""Standardise + validate + quarantine + dedup on simulated dirty data (real GX, Parquet)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import simulator
+from catalog.definitions import load_catalog
+from catalog.store import CatalogStore
+from etl.connections import SourceConnection
+from etl.errors import QualityGateFailed, SourceError
+from etl.extract import extract_to_raw, raw_source_path
+from etl.rules import valid_phone, valid_resident_id
+from etl.standardise import _traditional_class
+from etl.validate import RAW_CLEAN, RAW_QUARANTINE, validate_partition
+from etl.zones import Lake
+from tests.conftest import DEMO_DATE
+from tests.test_extract import connections
+
+CATALOG = load_catalog()
+REPAIRABLE = {"id15", "lower_x", "fullwidth", "spaces", "zero_width", "traditional",
+              "name_space", "date_format", "phone_format", "ent_name_variant"}
+PERSON_SOURCES = {"gongan.population": "person_no", "renshe.insured_person": "insured_no",
+                  "weiji.health_record": "record_no"}
+
+
+class Night:
+    """Every dataset of the session's departments extracted and validated into one lake."""
+
+    def __init__(self, root: Path, departments) -> None:
+        self.lake = Lake(str(root / "lake"))
+        self.store = CatalogStore(f"sqlite:///{root / 'catalog.db'}")
+        self.departments = departments
+        self.results = {}
+        conns = connections(departments.out_dir)
+        for ds in CATALOG.datasets:
+            extract_to_raw(ds, conns[ds.source.connection_id], DEMO_DATE, lake=self.lake,
+                           store=self.store, batch_id="t")
+            self.results[ds.id] = validate_partition(
+                ds, DEMO_DATE, lake=self.lake, store=self.store, run_id="t",
+                docs_dir=root / "docs" / ds.id, work_dir=root / "tmp")
+
+    def table(self, zone: str, dataset_id: str) -> pd.DataFrame:
+        ds = CATALOG.dataset(dataset_id)
+        path = self.lake.partition_path(zone, ds.department, ds.code, ds=DEMO_DATE)
+        return self.lake.read_partition(path).to_pandas()
+
+    def truth(self, dataset_id: str) -> pd.DataFrame:
+        return pd.read_parquet(self.departments.ground_truth_dir / f"{dataset_id}.parquet")
+
+
+@pytest.fixture(scope="module")
+def night(departments, tmp_path_factory) -> Night:
+    return Night(tmp_path_factory.mktemp("validated"), departments)
+
+
+@pytest.mark.parametrize("dataset_id", [d.id for d in CATALOG.datasets])
+def test_every_delivered_row_is_clean_quarantined_or_collapsed(night: Night,
+                                                               dataset_id: str) -> None:
+    result = night.results[dataset_id]
+    raw = night.table("raw/sources", dataset_id)
+    clean = night.table(RAW_CLEAN, dataset_id)
+    quarantine = night.table(RAW_QUARANTINE, dataset_id)
+    assert result.delivered == len(raw) > 0
+    assert result.delivered == result.clean + result.quarantined + result.collapsed
+    assert (len(clean), len(quarantine)) == (result.clean, result.quarantined)
+    clean_rows, bad_rows = set(clean["_row_number"]), set(quarantine["_row_number"])
+    assert not clean_rows & bad_rows, "a row is both clean and quarantined"
+    assert len(set(raw["_row_number"]) - clean_rows - bad_rows) == result.collapsed
+
+
+@pytest.mark.parametrize("dataset_id", sorted(PERSON_SOURCES))
+def test_repairable_dirt_is_repaired_and_bad_check_digits_quarantined(
+    night: Night, dataset_id: str
+) -> None:
+    key = PERSON_SOURCES[dataset_id]
+    truth = night.truth(dataset_id).set_index("source_key")["dirt"].str.split(";")
+    quarantined = set(night.table(RAW_QUARANTINE, dataset_id)[key])
+    clean = set(night.table(RAW_CLEAN, dataset_id)[key])
+    bad_check = {k for k, d in truth.items() if "bad_check" in d}
+    repairable_only = {k for k, d in truth.items()
+                       if set(d) & REPAIRABLE and not set(d) - REPAIRABLE - {""}}
+    assert bad_check and repairable_only
+    assert quarantined == bad_check
+    assert repairable_only <= clean
+
+
+def test_clean_values_are_canonical_and_typed(night: Night) -> None:
+    clean = night.table(RAW_CLEAN, "renshe.insured_person")
+    ids = clean["id_no"].dropna()
+    assert valid_resident_id(ids).all() and ids.str.len().eq(18).all()
+    assert valid_phone(clean["phone"].dropna()).all()
+    assert clean["phone"].dropna().str.fullmatch(r"1[3-9][0-9]{9}").all()
+    names = clean["name"]
+    assert not names.str.contains(r"\s").any()
+    assert not names.str.contains(_traditional_class()).any()
+    schema = night.lake.read_partition(
+        night.lake.partition_path(RAW_CLEAN, "renshe", "insured_person", ds=DEMO_DATE)
+    ).schema
+    assert schema.field("birth_date").type == pa.date32()
+    assert schema.field("updated_at").type == pa.timestamp("ms")
+    assert schema.field("monthly_base").type == pa.decimal128(18, 2)
+    assert schema.field("employer_name_norm").type == pa.string()
+    norm = clean["employer_name_norm"].dropna()
+    assert not norm.str.contains("有限责任公司|^江门市|（").any()
+
+
+def test_quarantine_keeps_the_original_row_and_says_why(night: Night) -> None:
+    raw = night.table("raw/sources", "gongan.population").set_index("_row_number")
+    quarantine = night.table(RAW_QUARANTINE, "gongan.population").set_index("_row_number")
+    fields = CATALOG.dataset("gongan.population").field_names
+    pd.testing.assert_frame_equal(quarantine[fields], raw.loc[quarantine.index, fields])
+    assert (quarantine["_rules"].str.contains("id_no:resident_id")).all()
+    first = quarantine.iloc[0]
+    assert first["_reason"].startswith("id_no is not a valid resident ID (")
+
+
+def test_in_source_duplicates_collapse_to_one_row(night: Night) -> None:
+    # the quality-supervision drop repeats some codes with and without the hyphen
+    truth = night.truth("zhijian.org_code")
+    duplicates = truth["dirt"].str.contains("duplicate").sum()
+    result = night.results["zhijian.org_code"]
+    assert duplicates > 0 and result.collapsed == duplicates
+    clean = night.table(RAW_CLEAN, "zhijian.org_code")
+    assert clean["org_code"].is_unique
+
+
+def test_quality_figures_are_stored(night: Night) -> None:
+    figures = {q.dataset_id: q for q in night.store.quality(DEMO_DATE)}
+    assert set(figures) == {d.id for d in CATALOG.datasets}
+    q = figures["gongan.population"]
+    result = night.results["gongan.population"]
+    assert (q.delivered, q.clean, q.quarantined) == (result.delivered, result.clean,
+                                                     result.quarantined)
+    assert q.details["failures"]["id_no:resident_id"] == result.quarantined
+    assert Path(result.docs).is_file() and "gongan.population" in Path(result.docs).read_text()
+
+
+def test_rerunning_validation_gives_the_same_partitions(night: Night, tmp_path: Path) -> None:
+    ds = CATALOG.dataset("weiji.health_record")
+    before = night.lake.read_manifest(
+        night.lake.partition_path(RAW_CLEAN, ds.department, ds.code, ds=DEMO_DATE))
+    again = validate_partition(ds, DEMO_DATE, lake=night.lake, store=night.store, run_id="t2",
+                               work_dir=tmp_path)
+    after = night.lake.read_manifest(
+        night.lake.partition_path(RAW_CLEAN, ds.department, ds.code, ds=DEMO_DATE))
+    assert again.clean == before.rows == after.rows
+    assert after.fingerprint == before.fingerprint
+
+
+def test_repeated_keys_keep_the_newest_version_across_buckets(monkeypatch, tmp_path) -> None:
+    from etl import dedup
+
+    monkeypatch.setattr(dedup, "ROWS_PER_BUCKET", 7)  # force many on-disk buckets
+    keys = [f"k{i % 20}" for i in range(60)]
+    table = pa.table({
+        "k": keys,
+        "updated_at": [f"2026-11-{10 + i // 20:02d} 00:00:00" for i in range(60)],
+        "v": ["same" if i % 3 else f"v{i}" for i in range(60)],
+        "_row_number": list(range(1, 61)),
+    })
+    spool = dedup.BucketSpool(["k"], "updated_at", ["k", "v"], 60, tmp_path)
+    assert spool.buckets == 9
+    spool.add(table.slice(0, 30))
+    spool.add(table.slice(30))
+    kept = pa.concat_tables(list(spool.deduplicated())).to_pandas().set_index("k")
+    assert len(kept) == 20 and spool.counts.collapsed == 40
+    assert (kept["updated_at"] == "2026-11-12 00:00:00").all()  # the newest of each key
+    assert not list(tmp_path.iterdir()), "bucket files are removed"
+
+
+# --- hostile deliveries: every kind has a defined outcome ---------------------------------
+
+def _hostile_night(departments, tmp_path: Path, dataset_id: str, kind: str):
+    """Extract + validate one file drop after replacing it with a hostile delivery."""
+    work = tmp_path / "departments"
+    shutil.copytree(departments.out_dir, work)
+    simulator.make_hostile_delivery(work, dataset_id, kind, DEMO_DATE)
+    ds = CATALOG.dataset(dataset_id)
+    conn = SourceConnection(ds.source.connection_id, "fs",
+                            extra={"path": str(work / ds.department)})
+    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="h")
+    return validate_partition(ds, DEMO_DATE, lake=lake, store=store, run_id="h",
+                              work_dir=tmp_path / "tmp"), lake
+
+
+@pytest.mark.parametrize("dataset_id, kind, message", [
+    ("renshe.insured_person", "truncated", r"Row #\d+: Expected 13 columns, got \d+"),
+    ("zhijian.org_code", "truncated", r"Row #\d+: Expected 8 columns"),
+    ("weiji.health_record", "truncated", r"JSON parse error"),
+    ("guoshui.taxpayer", "truncated", r"not a readable \.xlsx"),
+    ("renshe.insured_person", "wrong_encoding", r"'gbk' codec can't decode"),
+    ("zhijian.org_code", "wrong_encoding", r"invalid UTF8 data"),
+    ("weiji.health_record", "wrong_encoding", r"line 1 is not JSON"),
+    ("renshe.insured_person", "empty", r"is empty \(0 bytes"),
+    ("guoshui.taxpayer", "empty", r"is empty \(0 bytes"),
+])
+def test_unreadable_deliveries_fail_extraction_with_one_line(
+    departments, tmp_path: Path, dataset_id: str, kind: str, message: str
+) -> None:
+    with pytest.raises(SourceError, match=message) as err:
+        _hostile_night(departments, tmp_path, dataset_id, kind)
+    text = str(err.value)
+    assert text.startswith(dataset_id) and "\n" not in text
+    assert not re.search(r"[0-9]{17}[0-9X]", text), "no ID numbers from the row in the error"
+
+
+@pytest.mark.parametrize("dataset_id, kind", [
+    ("renshe.insured_person", "missing_column"),
+    ("renshe.insured_person", "renamed_column"),
+    ("weiji.health_record", "missing_column"),
+    ("guoshui.taxpayer", "renamed_column"),
+])
+def test_dropped_or_renamed_columns_trip_the_circuit_breaker(
+    departments, tmp_path: Path, dataset_id: str, kind: str
+) -> None:
+    with pytest.raises(QualityGateFailed, match=r"100\.0%\) quarantined.*delivery:schema"):
+        _hostile_night(departments, tmp_path, dataset_id, kind)
+    ds = CATALOG.dataset(dataset_id)
+    lake = Lake(str(tmp_path / "lake"))
+    quarantine = lake.read_partition(
+        lake.partition_path(RAW_QUARANTINE, ds.department, ds.code, ds=DEMO_DATE))
+    raw = lake.read_partition(raw_source_path(lake, ds, DEMO_DATE))
+    assert quarantine.num_rows == raw.num_rows > 0  # written for people to inspect
+    assert "missing from the delivery" in quarantine.column("_reason")[0].as_py()
+
+
+def test_added_column_is_kept_in_raw_and_noted(departments, tmp_path: Path) -> None:
+    result, lake = _hostile_night(departments, tmp_path, "renshe.insured_person", "added_column")
+    assert "column 'remark' not in the catalog: kept in raw only" in result.schema_notes
+    raw = lake.read_partition(raw_source_path(lake, CATALOG.dataset("renshe.insured_person"),
+                                              DEMO_DATE))
+    assert "remark" in raw.column_names and result.conserved
+    assert result.quarantined_share < 0.05
+
+
+@pytest.mark.parametrize("dataset_id", ["renshe.insured_person", "weiji.health_record",
+                                        "guoshui.taxpayer"])
+def test_header_only_delivery_is_an_empty_night_not_an_error(
+    departments, tmp_path: Path, dataset_id: str
+) -> None:
+    result, _ = _hostile_night(departments, tmp_path, dataset_id, "header_only")
+    assert (result.delivered, result.clean, result.quarantined) == (0, 0, 0)
+    assert "the delivery has no rows" in result.schema_notes
+
+
+@pytest.mark.parametrize("dataset_id", ["zhijian.org_code", "renshe.insured_person",
+                                        "guoshui.taxpayer"])
+def test_ten_megabyte_field_is_quarantined_with_a_short_reason(
+    departments, tmp_path: Path, dataset_id: str
+) -> None:
+    result, lake = _hostile_night(departments, tmp_path, dataset_id, "huge_field")
+    ds = CATALOG.dataset(dataset_id)
+    quarantine = lake.read_partition(
+        lake.partition_path(RAW_QUARANTINE, ds.department, ds.code, ds=DEMO_DATE)).to_pandas()
+    huge = quarantine[quarantine["_rules"].str.contains(":max_length")]
+    assert len(huge) == 1 and result.conserved
+    assert huge["_reason"].str.len().max() < 500  # not 10 MB
+    column = huge["_rules"].iloc[0].split(":max_length")[0].split(", ")[-1]
+    assert len(huge[column].iloc[0].encode()) >= 10 * 1024 * 1024 - 100
+    assert np.isclose(result.quarantined_share, result.quarantined / result.delivered)
+
+
+def test_mostly_broken_delivery_trips_the_breaker_but_writes_everything(
+    departments, tmp_path: Path
+) -> None:
+    work = tmp_path / "departments"
+    shutil.copytree(departments.out_dir, work)
+    ds = CATALOG.dataset("zhijian.org_code")
+    path = work / "zhijian" / f"org_code_{DEMO_DATE:%Y%m%d}.csv"
+    frame = pd.read_csv(path, encoding="utf-8-sig", dtype=str)
+    frame.loc[frame.index[: len(frame) * 2 // 3], "org_code"] = "12345678-0"  # wrong check
+    frame.to_csv(path, index=False, encoding="utf-8-sig")
+    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    conn = SourceConnection("zhijian_drop", "fs", extra={"path": str(work / "zhijian")})
+    extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="b")
+    with pytest.raises(QualityGateFailed, match=r"above the limit of 5%.*org_code:org_code"):
+        validate_partition(ds, DEMO_DATE, lake=lake, store=store, run_id="b",
+                           work_dir=tmp_path / "tmp")
+    figures = store.quality(DEMO_DATE)[0]
+    assert figures.quarantined >= len(frame) * 2 // 3 - 10
+    assert figures.delivered == figures.clean + figures.quarantined + figures.collapsed
