@@ -57,7 +57,9 @@ def test_names_lose_spaces_and_traditional_characters() -> None:
 
 def test_enterprise_names_get_one_normalised_spelling() -> None:
     variants = pa.array([
-        "江门市蓬江区华美五金有限责任公司", "蓬江区华美五金有限公司", "江门市蓬江区华美五金有限公司",
+        "江门市蓬江区华美五金有限责任公司",
+        "蓬江区华美五金有限公司",
+        "江门市蓬江区华美五金有限公司",
     ])
     assert set(normalised_enterprise_name(variants).to_pylist()) == {"蓬江区华美五金有限公司"}
     brackets = normalised_enterprise_name(pa.array(["华美（江门）五金有限公司"]))
