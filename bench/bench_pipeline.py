@@ -31,14 +31,7 @@ def _peak_rss_mb() -> float:
 def _settings(workdir: Path):
     from etl.settings import LakeSettings
 
-    var = workdir / "var"
-    return LakeSettings(
-        home=workdir,
-        lake_root=str(var / "lake"),
-        catalog_url=f"sqlite:///{var / 'catalog.db'}",
-        departments_dir=var / "departments",
-        ground_truth_dir=var / "ground_truth",
-    )
+    return LakeSettings.under(workdir)
 
 
 def simulate_step(workdir: Path, scale: float, ds: date) -> None:

@@ -160,6 +160,32 @@ def _latest_simulated_date(settings: LakeSettings) -> date:
 
 
 @main.command()
+@click.option("--from", "start", required=True, callback=_parse_date, help="First date.")
+@click.option("--to", "end", required=True, callback=_parse_date, help="Last date (included).")
+@click.pass_obj
+def backfill(settings: LakeSettings, start: date, end: date) -> None:
+    """Run the nights START..END one after another in-process (no scheduler needed).
+
+    With a running scheduler, `lake airflow backfill create --dag-id yimen_nightly
+    --from-date START --to-date ENDT02:00` does the same through Airflow.
+    """
+    from datetime import timedelta
+
+    if end < start:
+        raise click.BadParameter("--to is before --from")
+    failed = []
+    for offset in range((end - start).days + 1):
+        ds = start + timedelta(days=offset)
+        try:
+            _run_and_report(settings, ds)
+        except LakeError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            failed.append(ds.isoformat())
+    if failed:
+        raise LakeError(f"backfill finished; failed nights: {', '.join(failed)}")
+
+
+@main.command()
 @click.option("--scale", type=float, default=0.005, show_default=True)
 @date_option
 @click.pass_obj

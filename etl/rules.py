@@ -18,6 +18,7 @@ import pandas as pd
 
 from etl.identifiers import (
     _slice,
+    business_reg_no_check_digits,
     is_valid_resident_id,
     org_code_check_chars,
     uscc_check_chars,
@@ -71,42 +72,44 @@ def valid_resident_id(values: pd.Series) -> np.ndarray:
     return _passes(values, ok)
 
 
-def _valid_org_code_array(codes: np.ndarray) -> np.ndarray:
+def _shaped_and_checked(
+    values: pd.Series, pattern: str, width: int, check: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Values that match ``pattern`` and pass ``check`` (run only on those); nulls pass."""
+    values = _strings(values)
+    shaped = _matches(values, pattern)
+    ok = np.zeros(len(values), dtype=bool)
+    if shaped.any():
+        ok[shaped] = check(values[shaped].to_numpy(dtype=f"U{width}"))
+    return _passes(values, ok)
+
+
+def _org_code_check_ok(codes: np.ndarray) -> np.ndarray:
     return org_code_check_chars(_slice(codes, 0, 8)) == _slice(codes, 8, 9)
 
 
 def valid_org_code(values: pd.Series) -> np.ndarray:
-    values = _strings(values)
-    shaped = _matches(values, r"[0-9A-Z]{8}[0-9X]")
-    ok = np.zeros(len(values), dtype=bool)
-    if shaped.any():
-        ok[shaped] = _valid_org_code_array(values[shaped].to_numpy(dtype="U9"))
-    return _passes(values, ok)
+    return _shaped_and_checked(values, r"[0-9A-Z]{8}[0-9X]", 9, _org_code_check_ok)
 
 
 def valid_uscc(values: pd.Series) -> np.ndarray:
     """Shape, GB 32100 check char, and the check char of the embedded organisation code."""
-    values = _strings(values)
-    shaped = _matches(values, rf"[{USCC_CHARS}]{{2}}[0-9]{{6}}[{USCC_CHARS}]{{10}}")
-    ok = np.zeros(len(values), dtype=bool)
-    if shaped.any():
-        codes = values[shaped].to_numpy(dtype="U18")
-        ok[shaped] = (uscc_check_chars(_slice(codes, 0, 17)) == _slice(codes, 17, 18)) & (
-            _valid_org_code_array(_slice(codes, 8, 17))
-        )
-    return _passes(values, ok)
+    return _shaped_and_checked(
+        values,
+        rf"[{USCC_CHARS}]{{2}}[0-9]{{6}}[{USCC_CHARS}]{{10}}",
+        18,
+        lambda codes: (uscc_check_chars(_slice(codes, 0, 17)) == _slice(codes, 17, 18))
+        & _org_code_check_ok(_slice(codes, 8, 17)),
+    )
 
 
 def valid_business_reg_no(values: pd.Series) -> np.ndarray:
-    from etl.identifiers import business_reg_no_check_digits
-
-    values = _strings(values)
-    shaped = _matches(values, r"[0-9]{15}")
-    ok = np.zeros(len(values), dtype=bool)
-    if shaped.any():
-        codes = values[shaped].to_numpy(dtype="U15")
-        ok[shaped] = business_reg_no_check_digits(_slice(codes, 0, 14)) == _slice(codes, 14, 15)
-    return _passes(values, ok)
+    return _shaped_and_checked(
+        values,
+        r"[0-9]{15}",
+        15,
+        lambda codes: business_reg_no_check_digits(_slice(codes, 0, 14)) == _slice(codes, 14, 15),
+    )
 
 
 def valid_tax_no(values: pd.Series) -> np.ndarray:

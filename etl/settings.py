@@ -27,6 +27,18 @@ class LakeSettings:
         return self.home / "var"
 
     @classmethod
+    def under(cls, home: Path) -> LakeSettings:
+        """Everything under ``home/var`` (tests, benchmarks, a second lake on one machine)."""
+        var = home / "var"
+        return cls(
+            home=home,
+            lake_root=str(var / "lake"),
+            catalog_url=f"sqlite:///{var / 'catalog.db'}",
+            departments_dir=var / "departments",
+            ground_truth_dir=var / "ground_truth",
+        )
+
+    @classmethod
     def from_env(cls) -> LakeSettings:
         home = Path(os.environ.get("YIMEN_HOME", REPO_ROOT)).resolve()
         var = home / "var"

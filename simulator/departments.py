@@ -77,6 +77,16 @@ def _nullable(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return out
 
 
+def _person_identity(p: pd.DataFrame) -> Columns:
+    """The columns every person register shares: ID, name, sex, birth date."""
+    return {
+        "id_no": text(p, "id_no"),
+        "name": pop.names(p),
+        "sex": pop.sexes(p),
+        "birth_date": pop.birth_dates(p),
+    }
+
+
 def _money(amount: np.ndarray) -> np.ndarray:
     cents = np.round(np.asarray(amount) * 100).astype(np.int64)
     if cents.size == 0:  # np.strings.zfill cannot size an empty array
@@ -118,10 +128,7 @@ def _gongan_make(ctx: Context, idx: np.ndarray, rng: np.random.Generator,
     n = len(idx)
     birth = p["birth_day"].to_numpy()
     return {
-        "id_no": text(p, "id_no"),
-        "name": pop.names(p),
-        "sex": pop.sexes(p),
-        "birth_date": pop.birth_dates(p),
+        **_person_identity(p),
         "ethnicity": vocab.ETHNICITIES[p["ethnicity"].to_numpy()],
         "division_code": np.array(vocab.DISTRICT_CODES)[p["district"].to_numpy()],
         "address": pop.addresses(p),
@@ -164,10 +171,7 @@ def _renshe_make(ctx: Context, idx: np.ndarray, rng: np.random.Generator,
     start = earliest + (rng.random(n) * np.maximum(ctx.today - earliest, 0)).astype(np.int64)
     start = np.minimum(start, ctx.today)
     return {
-        "id_no": text(p, "id_no"),
-        "name": pop.names(p),
-        "sex": pop.sexes(p),
-        "birth_date": pop.birth_dates(p),
+        **_person_identity(p),
         "phone": pop.phones(p),
         "employer_name": _nullable(text(firms, "name")[employer], resident),
         "employer_uscc": _nullable(text(firms, "uscc")[employer], resident),
@@ -203,10 +207,7 @@ def _weiji_make(ctx: Context, idx: np.ndarray, rng: np.random.Generator,
     visit = ctx.today - (rng.random(n) * 730).astype(np.int64)
     visited = rng.random(n) < 0.7
     return {
-        "id_no": text(p, "id_no"),
-        "name": pop.names(p),
-        "sex": pop.sexes(p),
-        "birth_date": pop.birth_dates(p),
+        **_person_identity(p),
         "phone": pop.phones(p),
         "address": pop.addresses(p, with_province=False),
         "blood_type": vocab.BLOOD_TYPES[rng.choice(5, n, p=vocab.BLOOD_WEIGHTS)],

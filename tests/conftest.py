@@ -37,15 +37,7 @@ def session_settings() -> LakeSettings:
 @pytest.fixture
 def settings(tmp_path: Path) -> LakeSettings:
     """A fresh, private lake home for one test."""
-    var = tmp_path / "var"
-    return LakeSettings(
-        home=tmp_path,
-        lake_root=str(var / "lake"),
-        catalog_url=f"sqlite:///{var / 'catalog.db'}",
-        departments_dir=var / "departments",
-        ground_truth_dir=var / "ground_truth",
-    )
-
+    return LakeSettings.under(tmp_path)
 
 DEMO_DATE = __import__("datetime").date(2026, 11, 28)
 TEST_SCALE = 0.002  # ≈ 16k source records: every source kind, every kind of dirt, seconds to build

@@ -52,6 +52,19 @@ def test_partition_date_is_the_shanghai_date_or_the_conf_date() -> None:
         partition_date(None, {"ds": "yesterday"})
 
 
+def test_backfill_range_maps_to_exactly_those_partition_dates(dagbag) -> None:
+    # `airflow backfill create` asks the serialized DAG for its runs between two dates
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils import timezone
+
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags[DAG_ID]))
+    runs = dag.iter_dagrun_infos_between(
+        timezone.parse("2026-11-01"), timezone.parse("2026-11-03T02:00")
+    )
+    dates = [partition_date(run.logical_date, {}) for run in runs]
+    assert dates == [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
+
+
 def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeSettings) -> None:
     result = run_night(session_settings, DEMO_DATE)
     assert result.state == "success", result.failed_tasks
@@ -100,10 +113,13 @@ def test_a_broken_delivery_trips_the_breaker_and_nothing_passes_the_gate(
         if dataset.source.kind != "sql":
             folder = departments.out_dir / dataset.department
             name = dataset.source.path
-            shutil.copy(folder / name.format(ds_nodash=f"{DEMO_DATE:%Y%m%d}"),
-                        folder / name.format(ds_nodash=f"{night:%Y%m%d}"))
-    simulator.make_hostile_delivery(departments.out_dir, "renshe.insured_person",
-                                    "renamed_column", night)
+            shutil.copy(
+                folder / name.format(ds_nodash=f"{DEMO_DATE:%Y%m%d}"),
+                folder / name.format(ds_nodash=f"{night:%Y%m%d}"),
+            )
+    simulator.make_hostile_delivery(
+        departments.out_dir, "renshe.insured_person", "renamed_column", night
+    )
     result = run_night(session_settings, night)
     assert result.state == "failed"
     assert "renshe__insured_person.validate" in result.failed_tasks

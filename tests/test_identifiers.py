@@ -14,28 +14,20 @@ from etl.identifiers import (
     is_valid_resident_id,
     make_business_reg_nos,
     make_org_codes,
-    make_resident_ids,
     make_usccs,
     org_code_check_chars,
     resident_id_check_chars,
     upgrade_resident_id15,
     uscc_check_chars,
 )
+from tests.generated import resident_ids
 
 N = 5000
 rng = np.random.default_rng(7)
 
 
 def _random_ids(n: int = N) -> np.ndarray:
-    divisions = rng.choice([int(c) for c in JIANGMEN_DIVISIONS] + [110101, 440106], n)
-    births = pd_dates(n)
-    return make_resident_ids(divisions, births, rng.integers(0, 1000, n))
-
-
-def pd_dates(n: int) -> np.ndarray:
-    days = rng.integers(0, 365 * 90, n).astype("timedelta64[D]")
-    dates = np.datetime64("1930-01-01") + days
-    return np.char.replace(dates.astype("U10"), "-", "").astype(np.int64)
+    return resident_ids(rng, n, [*JIANGMEN_DIVISIONS, "110101", "440106"])
 
 
 def test_resident_id_check_chars_agree_with_stdnum() -> None:

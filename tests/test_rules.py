@@ -6,13 +6,7 @@ import numpy as np
 import pandas as pd
 from stdnum.cn import ric, uscc
 
-from etl.identifiers import (
-    JIANGMEN_DIVISIONS,
-    JIANGMEN_RETIRED_DIVISIONS,
-    make_org_codes,
-    make_resident_ids,
-    make_usccs,
-)
+from etl.identifiers import JIANGMEN_DIVISIONS, JIANGMEN_RETIRED_DIVISIONS, make_org_codes
 from etl.rules import (
     division_codes,
     id_agrees_with_birth_date_and_sex,
@@ -25,23 +19,18 @@ from etl.rules import (
     valid_tax_no,
     valid_uscc,
 )
+from tests.generated import resident_ids, usccs
 
 N = 3000
 rng = np.random.default_rng(11)
 
 
 def _ids(n: int = N) -> pd.Series:
-    days = rng.integers(0, 365 * 90, n).astype("timedelta64[D]") + np.datetime64("1930-01-01")
-    births = np.char.replace(days.astype("U10"), "-", "").astype(np.int64)
-    divisions = rng.choice([int(c) for c in [*JIANGMEN_DIVISIONS, *JIANGMEN_RETIRED_DIVISIONS]], n)
-    return pd.Series(make_resident_ids(divisions, births, rng.integers(0, 1000, n)))
+    return pd.Series(resident_ids(rng, n, [*JIANGMEN_DIVISIONS, *JIANGMEN_RETIRED_DIVISIONS]))
 
 
 def _usccs(n: int = N) -> pd.Series:
-    bodies = ["".join(r) for r in rng.choice(list("0123456789ABCDEFGHJKLMNPQRTUWXY"), (n, 8))]
-    orgs = make_org_codes(np.array(bodies))
-    return pd.Series(make_usccs(rng.choice(["91", "92", "93"], n),
-                                rng.choice(list(JIANGMEN_DIVISIONS), n), orgs))
+    return pd.Series(usccs(rng, n, list(JIANGMEN_DIVISIONS)))
 
 
 def test_retired_jiangmen_codes_are_real_division_codes() -> None:
@@ -53,8 +42,7 @@ def test_resident_id_rule_agrees_with_stdnum_check_characters() -> None:
     ids = _ids()
     assert valid_resident_id(ids).all()
     # flip the check character: stdnum's calc_check_digit is the oracle for the right one
-    wrong = ids.str.slice(0, 17) + ids.map(
-        lambda i: "0" if ric.calc_check_digit(i) != "0" else "1")
+    wrong = ids.str.slice(0, 17) + ids.map(lambda i: "0" if ric.calc_check_digit(i) != "0" else "1")
     assert not valid_resident_id(wrong).any()
 
 
@@ -62,11 +50,15 @@ def test_resident_id_rule_rejects_bad_dates_divisions_and_shapes() -> None:
     good = _ids(1)[0]
     bad_date = good[:10] + "1332" + good[14:17]
     unknown_division = "990000" + good[6:17]
-    cases = pd.Series([
-        bad_date + ric.calc_check_digit(bad_date + "0"),
-        unknown_division + ric.calc_check_digit(unknown_division + "0"),
-        good.lower(), good[:17], None,
-    ])
+    cases = pd.Series(
+        [
+            bad_date + ric.calc_check_digit(bad_date + "0"),
+            unknown_division + ric.calc_check_digit(unknown_division + "0"),
+            good.lower(),
+            good[:17],
+            None,
+        ]
+    )
     assert valid_resident_id(cases).tolist() == [False, False, good[-1] != "X", False, True]
 
 
@@ -86,17 +78,21 @@ def test_org_codes_tax_numbers_and_registration_numbers() -> None:
     assert valid_org_code(orgs).all()
     assert not valid_org_code(pd.Series(["123456789", "12345678-8", "1234567"])).any()
     ids = _ids(3)
-    taxes = pd.Series([
-        _usccs(1)[0],  # a USCC
-        "440703" + orgs[0],  # old 15-character number: division + org code
-        ids[0] + "00",  # an individual business: owner's ID + 00
-        ids[1] + "01",  # the owner's second business
-        "440703" + orgs[0][:8] + "0",  # wrong org check
-        "999999" + orgs[0],  # not a division
-    ])
+    taxes = pd.Series(
+        [
+            _usccs(1)[0],  # a USCC
+            "440703" + orgs[0],  # old 15-character number: division + org code
+            ids[0] + "00",  # an individual business: owner's ID + 00
+            ids[1] + "01",  # the owner's second business
+            "440703" + orgs[0][:8] + "0",  # wrong org check
+            "999999" + orgs[0],  # not a division
+        ]
+    )
     assert valid_tax_no(taxes).tolist() == [True, True, True, True, False, False]
     assert valid_business_reg_no(pd.Series(["440700000123454", "440700000123455"])).tolist() == [
-        True, False]
+        True,
+        False,
+    ]
 
 
 def test_phones() -> None:
@@ -109,11 +105,14 @@ def test_cross_field_rules() -> None:
     births = pd.Series(["1985-02-14", "1985-02-15", "2000-01-01", "1985-02-14"])
     sexes = pd.Series(["男", "男", "女", "男"])  # 17th digit 3 = male, 2 = female
     assert id_agrees_with_birth_date_and_sex(ids, births, sexes).tolist() == [
-        True, False, True, False]
+        True,
+        False,
+        True,
+        False,
+    ]
     later = pd.Series(["2020-01-02 09:00:00", "2020-01-01 09:00:00", None])
     earlier = pd.Series(["2020-01-01 10:00:00", "2020-01-01 10:00:00", "2020-01-01 10:00:00"])
     assert not_before(later, earlier).tolist() == [True, False, True]
     applicants = pd.Series([ids[0], _usccs(1)[0], _usccs(1)[0], ids[0]])
     kinds = pd.Series(["自然人", "法人", "自然人", "法人"])
-    assert id_kind_matches_applicant_type(applicants, kinds).tolist() == [
-        True, True, False, False]
+    assert id_kind_matches_applicant_type(applicants, kinds).tolist() == [True, True, False, False]
