@@ -51,9 +51,13 @@ def _parse_date(_ctx, _param, value: str | None) -> date | None:
         raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from exc
 
 
-date_option = click.option(
-    "--date", "ds", callback=_parse_date, help="Partition date YYYY-MM-DD (default: yesterday)."
-)
+def date_option(default: str):
+    return click.option(
+        "--date",
+        "ds",
+        callback=_parse_date,
+        help=f"Partition date YYYY-MM-DD (default: {default}).",
+    )
 
 
 @main.command()
@@ -65,7 +69,7 @@ date_option = click.option(
     help="Fraction of full scale (1.0 ≈ 8 million source records).",
 )
 @click.option("--seed", type=int, default=20170223, show_default=True)
-@date_option
+@date_option("yesterday in Shanghai")
 @click.option("--advance", is_flag=True, help="Advance the existing simulation by one day.")
 @click.pass_obj
 def simulate(
@@ -96,7 +100,7 @@ def _simulate(settings: LakeSettings, scale: float, seed: int, ds: date | None, 
 
 
 @main.command()
-@date_option
+@date_option("the date the simulated departments are at")
 @click.pass_obj
 def run(settings: LakeSettings, ds: date | None) -> None:
     """Run one night for --date in-process through Airflow (dag.test())."""
@@ -187,7 +191,7 @@ def backfill(settings: LakeSettings, start: date, end: date) -> None:
 
 @main.command()
 @click.option("--scale", type=float, default=0.005, show_default=True)
-@date_option
+@date_option("yesterday in Shanghai")
 @click.pass_obj
 def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
     """Simulate the departments, run one night through Airflow, print where to look."""
@@ -279,7 +283,7 @@ def airflow(settings: LakeSettings, args: tuple[str, ...]) -> None:
 @main.command()
 @click.pass_obj
 def status(settings: LakeSettings) -> None:
-    """Latest runs, their errors, and the partitions of the latest date."""
+    """Latest runs and their errors, the latest night, quality figures per dataset."""
     from catalog.store import CatalogStore
 
     store = CatalogStore(settings.catalog_url)

@@ -90,3 +90,28 @@ class BucketSpool:
             group_start = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
             self.counts.exact += int(((content == content[group_start]) & ~first).sum())
         return table.filter(pa.array(first)) if dropped else table
+
+
+class RowSpill:
+    """Rows parked on disk until a partition is written from them (bounded memory)."""
+
+    def __init__(self, workdir: Path | None = None) -> None:
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="spill-", dir=workdir))
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.dir / "rows.parquet", table.schema)
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            if self.writer is not None:
+                self.writer.close()
+                yield from pq.ParquetFile(self.dir / "rows.parquet").iter_batches(65_536)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

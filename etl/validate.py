@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from catalog.definitions import DatasetDef
 from catalog.store import CatalogStore, PartitionRecord, QualityRecord
-from etl.dedup import BucketSpool
+from etl.dedup import BucketSpool, RowSpill
 from etl.errors import LakeError, QualityGateFailed
 from etl.extract import METADATA_FIELDS, raw_source_path
 from etl.quality import CheckOutcome, QualitySuite
@@ -116,7 +116,7 @@ def validate_partition(
     )
     repaired = StandardiseReport()
     raw_schema: pa.Schema | None = None
-    quarantine_batches: list[pa.Table] = []  # spilled to the quarantine partition below
+    quarantined = RowSpill(work_dir)
 
     for raw in _raw_batches(lake, source, manifest.files):
         raw_schema = raw.schema
@@ -135,7 +135,7 @@ def validate_partition(
             )
             bad[outcome.failed_rows] = True
         if bad.any():
-            quarantine_batches.append(_quarantine_rows(raw, std, outcomes, bad))
+            quarantined.add(_quarantine_rows(raw, std, outcomes, bad))
         spool.add(std.filter(pa.array(~bad)))
 
     schema = clean_schema(dataset)
@@ -148,14 +148,14 @@ def validate_partition(
     )
     result.clean = clean_manifest.rows
     result.collapsed, result.exact_duplicates = spool.counts.collapsed, spool.counts.exact
-    result.quarantined = sum(t.num_rows for t in quarantine_batches)
+    result.quarantined = quarantined.rows
     result.repaired = repaired.repaired
     if result.delivered == 0:
         result.schema_notes.append("the delivery has no rows")
     q_schema = quarantine_schema(raw_schema or pa.schema(METADATA_FIELDS))
     q_manifest = lake.write_partition(
         lake.partition_path(RAW_QUARANTINE, dataset.department, dataset.code, ds=ds),
-        (b for t in quarantine_batches for b in t.to_batches()),
+        quarantined.batches(),
         q_schema,
         private=True,
         extra={"dataset": dataset.id, "source": source, "failures": result.failures},
