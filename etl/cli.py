@@ -277,6 +277,9 @@ def airflow(settings: LakeSettings, args: tuple[str, ...]) -> None:
 
     apply_airflow_environment(settings)
     ensure_airflow_ready(settings)
+    # `airflow standalone` starts its components as `airflow …` from PATH: this venv's
+    bin_dir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     os.execvp(sys.executable, [sys.executable, "-m", "airflow", *args])
 
 
