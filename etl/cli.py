@@ -194,7 +194,20 @@ def backfill(settings: LakeSettings, start: date, end: date) -> None:
 @date_option("yesterday in Shanghai")
 @click.pass_obj
 def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
-    """Simulate the departments, run one night through Airflow, print where to look."""
+    """Simulate the departments, run one night through Airflow, print where to look.
+
+    A demo starts from an empty lake (var/lake, var/catalog.db, var/quality are removed):
+    the departments are simulated afresh, so yesterday's watermarks would not fit them.
+    """
+    import shutil
+
+    from sqlalchemy.engine import make_url
+
+    catalog_db = make_url(settings.catalog_url).database
+    for path in [Path(settings.lake_root), settings.var / "quality"]:
+        shutil.rmtree(path, ignore_errors=True)
+    if make_url(settings.catalog_url).get_backend_name() == "sqlite" and catalog_db:
+        Path(catalog_db).unlink(missing_ok=True)
     summary = _simulate(settings, scale, 20170223, ds, advance=False)
     click.echo(f"simulated {sum(summary.rows.values()):,} source records as of {summary.as_of}")
     _run_and_report(settings, summary.as_of)

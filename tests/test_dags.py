@@ -54,8 +54,8 @@ def test_partition_date_is_the_shanghai_date_or_the_conf_date() -> None:
 
 def test_backfill_range_maps_to_exactly_those_partition_dates(dagbag) -> None:
     # `airflow backfill create` asks the serialized DAG for its runs between two dates
+    from airflow.sdk import timezone
     from airflow.serialization.serialized_objects import DagSerialization
-    from airflow.utils import timezone
 
     dag = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags[DAG_ID]))
     runs = dag.iter_dagrun_infos_between(
