@@ -165,7 +165,7 @@ def validate_partition(
     result.docs = suite.build_docs()
     _record(store, run_id, result, dataset, clean_manifest, q_manifest)
     log.info(result.summary())
-    if result.quarantined_share > dataset.quarantine_limit:
+    if breaker_trips(result, dataset):
         raise QualityGateFailed(
             f"{dataset.id} {ds}: {result.quarantined:,} of {result.delivered:,} rows "
             f"({result.quarantined_share:.1%}) quarantined, above the limit of "
@@ -173,6 +173,17 @@ def validate_partition(
             f"Inspect {q_manifest.path}"
         )
     return result
+
+
+def breaker_trips(result: ValidationResult, dataset: DatasetDef) -> bool:
+    """Too much of the delivery failed: above the share limit, and not just a handful of rows.
+
+    A small incremental night (8 changed rows, 3 with a bad phone) should quarantine those
+    rows, not stop the city's publication; a delivery where most rows fail always trips.
+    """
+    share = result.quarantined_share
+    enough = result.quarantined >= dataset.quarantine_min_rows or share > 0.5
+    return share > dataset.quarantine_limit and enough
 
 
 def _updated_at(dataset: DatasetDef) -> str | None:

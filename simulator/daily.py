@@ -158,7 +158,7 @@ def _advance_sql(plan: Plan, view: DatasetView, ctx: Context, rng: np.random.Gen
         with engine.begin() as conn:
             if to_update:
                 sets = ", ".join(f'"{c}" = :{c}' for c in [*values, "updated_at"])
-                params = [{**{c: str(v[i]) for c, v in values.items()},
+                params = [{**{c: _text_or_null(v[i]) for c, v in values.items()},
                            "updated_at": str(now[i]), "_key": k}
                           for i, k in enumerate(to_update)]
                 conn.execute(text(f'UPDATE "{table}" SET {sets} WHERE "{key}" = :_key'), params)
@@ -266,6 +266,11 @@ def _write_state_batch(frame: pd.DataFrame, view: DatasetView, sink: Sink, state
         c: frame["_" + c] for c in GT_COLUMNS[1:]})
     gt.write(truth)
 
+
+
+def _text_or_null(value: object) -> str | None:
+    """SQL text as a legacy system holds it: a missing value is NULL, never the word None."""
+    return None if value is None or value is pd.NA else str(value)
 
 
 def simulated_date(out_dir: Path) -> date:

@@ -30,6 +30,8 @@ def yyyymmdd(days: np.ndarray) -> np.ndarray:
 
 def iso_datetimes(seconds: np.ndarray) -> np.ndarray:
     """``YYYY-MM-DD HH:MM:SS`` (clean and sortable, as ``updated_at`` must be)."""
+    if len(seconds) == 0:  # np.strings cannot size an empty result
+        return np.array([], dtype="U19")
     text = np.datetime_as_string(
         np.asarray(seconds, dtype="int64").astype("datetime64[s]"), unit="s"
     )

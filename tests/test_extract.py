@@ -132,7 +132,11 @@ def test_incremental_extraction_picks_up_exactly_the_changed_rows(
 
     out = tmp_path / "departments"
     simulator.build_departments(
-        out, scale=0.001, as_of=DEMO_DATE, ground_truth_dir=tmp_path / "truth"
+        out,
+        scale=0.002,
+        as_of=DEMO_DATE,
+        ground_truth_dir=tmp_path / "truth",
+        daily=simulator.DailyRates(update=0.05, insert=0.01, delete=0.01),
     )
     day1 = extract(settings, out, "gongan.population", DEMO_DATE)
     assert day1.low_watermark is None and day1.rows > 0
@@ -145,6 +149,11 @@ def test_incremental_extraction_picks_up_exactly_the_changed_rows(
     raw = Lake(settings.lake_root).read_partition(day2.path).to_pandas()
     assert set(raw["person_no"]) == set(changed["person_no"])
     assert raw["updated_at"].str.startswith(day2_date.isoformat()).all()
+    for dataset in CATALOG.datasets:  # updated rows keep missing values as NULL, not "None"
+        if dataset.source.kind == "sql":
+            changed_rows = extract(settings, out, dataset.id, day2_date).path
+            table = Lake(settings.lake_root).read_partition(changed_rows).to_pandas()
+            assert not table.isin(["None", "nan", "<NA>"]).any().any(), dataset.id
     # rerunning day 2 reads the same window again (idempotent), not an empty one
     again = extract(settings, out, "gongan.population", day2_date, run="rerun")
     assert again.rows == day2.rows and again.low_watermark == day2.low_watermark

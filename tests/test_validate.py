@@ -288,3 +288,19 @@ def test_mostly_broken_delivery_trips_the_breaker_but_writes_everything(
     figures = store.quality(DEMO_DATE)[0]
     assert figures.quarantined >= len(frame) * 2 // 3 - 10
     assert figures.delivered == figures.clean + figures.quarantined + figures.collapsed
+
+
+@pytest.mark.parametrize("delivered, quarantined, trips", [
+    (8, 3, False),  # a small incremental night: quarantine the rows, publish the rest
+    (8, 5, True),  # most of it is broken
+    (1000, 60, True),  # 6 % > 5 %
+    (1000, 40, False),
+    (100, 9, False),  # 9 % but fewer than 10 rows
+    (0, 0, False),
+])
+def test_circuit_breaker_threshold(delivered: int, quarantined: int, trips: bool) -> None:
+    from etl.validate import ValidationResult, breaker_trips
+
+    result = ValidationResult("x", DEMO_DATE, delivered=delivered, quarantined=quarantined,
+                              clean=delivered - quarantined)
+    assert breaker_trips(result, CATALOG.dataset("dishui.taxpayer")) is trips
