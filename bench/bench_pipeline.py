@@ -107,18 +107,31 @@ def validate_step(workdir: Path, dataset_id: str, ds: date) -> None:
     started = time.perf_counter()
     try:
         result = validate_partition(
-            dataset, ds, lake=Lake(settings.lake_root),
-            store=CatalogStore(settings.catalog_url), run_id=f"bench-{ds}",
+            dataset,
+            ds,
+            lake=Lake(settings.lake_root),
+            store=CatalogStore(settings.catalog_url),
+            run_id=f"bench-{ds}",
             work_dir=settings.var / "tmp",
         )
         rows, quarantined = result.delivered, result.quarantined
     except QualityGateFailed as exc:  # still a full validation pass; report it
         rows, quarantined = -1, str(exc)
     seconds = time.perf_counter() - started
-    print(json.dumps({"step": "validate", "dataset": dataset_id, "rows": rows,
-                      "quarantined": quarantined, "seconds": round(seconds, 2),
-                      "rows_per_s": round(rows / seconds), "peak_rss_mb": round(_peak_rss_mb()),
-                      "rss_above_imports_mb": round(_peak_rss_mb() - baseline)}))
+    print(
+        json.dumps(
+            {
+                "step": "validate",
+                "dataset": dataset_id,
+                "rows": rows,
+                "quarantined": quarantined,
+                "seconds": round(seconds, 2),
+                "rows_per_s": round(rows / seconds),
+                "peak_rss_mb": round(_peak_rss_mb()),
+                "rss_above_imports_mb": round(_peak_rss_mb() - baseline),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -126,8 +139,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.125)
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--date", default="2026-11-28")
-    parser.add_argument("--step", choices=["simulate", "extract", "validate"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--step", choices=["simulate", "extract", "validate"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument(
         "--skip-simulate",
@@ -175,17 +189,24 @@ def main() -> None:
         )
     for step in ("extract", "validate"):
         total_rows, total_s, peak = 0, 0.0, 0
-        print(f"\n{step}: {'source':34s} {'rows':>11s} {'seconds':>8s} {'rows/s':>10s} "
-              f"{'peak RSS MB':>12s}")
+        print(
+            f"\n{step}: {'source':34s} {'rows':>11s} {'seconds':>8s} {'rows/s':>10s} "
+            f"{'peak RSS MB':>12s}"
+        )
         for dataset in load_catalog().datasets:
             r = child("--step", step, "--dataset", dataset.id)
             total_rows += r["rows"]
             total_s += r["seconds"]
             peak = max(peak, r["peak_rss_mb"])
-            print(f"{'':10s}{r['dataset']:34s} {r['rows']:>11,} {r['seconds']:>8.1f} "
-                  f"{r['rows_per_s']:>10,} {r['peak_rss_mb']:>12,}")
-        print(f"{'':10s}{'total (one source at a time)':34s} {total_rows:>11,} {total_s:>8.1f} "
-              f"{round(total_rows / total_s):>10,} {peak:>12,}")
+            print(
+                f"{'':10s}{r['dataset']:34s} {r['rows']:>11,} {r['seconds']:>8.1f} "
+                f"{r['rows_per_s']:>10,} {r['peak_rss_mb']:>12,}"
+            )
+        print(
+            f"{'':10s}{'total (one source at a time)':34s} {total_rows:>11,} {total_s:>8.1f} "
+            f"{round(total_rows / total_s):>10,} {peak:>12,}"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -98,8 +98,10 @@ def valid_uscc(values: pd.Series) -> np.ndarray:
         values,
         rf"[{USCC_CHARS}]{{2}}[0-9]{{6}}[{USCC_CHARS}]{{10}}",
         18,
-        lambda codes: (uscc_check_chars(_slice(codes, 0, 17)) == _slice(codes, 17, 18))
-        & _org_code_check_ok(_slice(codes, 8, 17)),
+        lambda codes: (
+            (uscc_check_chars(_slice(codes, 0, 17)) == _slice(codes, 17, 18))
+            & _org_code_check_ok(_slice(codes, 8, 17))
+        ),
     )
 
 

@@ -39,6 +39,7 @@ def settings(tmp_path: Path) -> LakeSettings:
     """A fresh, private lake home for one test."""
     return LakeSettings.under(tmp_path)
 
+
 DEMO_DATE = __import__("datetime").date(2026, 11, 28)
 TEST_SCALE = 0.002  # ≈ 16k source records: every source kind, every kind of dirt, seconds to build
 

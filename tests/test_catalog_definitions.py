@@ -90,3 +90,13 @@ def test_key_must_be_a_declared_field(tmp_path: Path) -> None:
         CatalogError, match="zhijian.yaml, dataset 'org_code'.*'code' is used as key"
     ):
         load_catalog(defs)
+
+
+def test_csv_source_must_declare_its_encoding(tmp_path: Path) -> None:
+    defs = _copy_definitions(tmp_path)
+    path = defs / "renshe.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("      encoding: gbk\n", ""), encoding="utf-8"
+    )
+    with pytest.raises(CatalogError, match="renshe.yaml, dataset 'insured_person'.*must declare"):
+        load_catalog(defs)

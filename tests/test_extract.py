@@ -220,3 +220,23 @@ def test_file_in_another_encoding_than_declared_is_one_clear_line(
             store=CatalogStore(settings.catalog_url),
             batch_id="t",
         )
+
+
+def test_unknown_connection_id_is_one_clear_line() -> None:
+    from etl.connections import lookup_airflow_connection
+    from etl.errors import ConnectionNotFound
+
+    with pytest.raises(ConnectionNotFound) as err:
+        lookup_airflow_connection("no_such_system")
+    message = str(err.value)
+    assert message.startswith("connection 'no_such_system' is not defined")
+    assert "AIRFLOW_CONN_NO_SUCH_SYSTEM" in message and "\n" not in message
+
+
+def test_connections_resolve_through_airflow(departments) -> None:
+    from etl.connections import lookup_airflow_connection
+
+    drop = lookup_airflow_connection("renshe_drop")
+    assert drop.folder() == departments.out_dir.resolve() / "renshe"
+    db = lookup_airflow_connection("dishui_db")
+    assert db.sqlalchemy_url().drivername == "sqlite"

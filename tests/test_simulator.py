@@ -39,8 +39,9 @@ AS_OF = date(2017, 2, 23)
 NEXT = date(2017, 2, 24)
 SCALE = 0.002
 CATALOG = catalog_by_id()
-SQL_TABLES = {v.id: (v.department, v.source.table) for v in CATALOG.values()
-              if v.source.kind == "sql"}
+SQL_TABLES = {
+    v.id: (v.department, v.source.table) for v in CATALOG.values() if v.source.kind == "sql"
+}
 FULLWIDTH_RE = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a]")
 ZERO_WIDTH_RE = re.compile("[\u200b\ufeff]")
 DATE_STYLES = {
@@ -64,10 +65,24 @@ def clean_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # dirt set well above the defaults so that counts are meaningful at small scale
-HIGH = DirtRates(duplicate=0.05, id15=0.10, lower_x=0.5, fullwidth=0.05, spaces=0.08,
-                 zero_width=0.05, traditional=0.10, name_space=0.05, homophone=0.10,
-                 no_id=0.05, bad_check=0.05, date_format=0.30, phone_format=0.25,
-                 ent_name_variant=0.30, legacy_tax_no=0.7, org_code_no_hyphen=0.2)
+HIGH = DirtRates(
+    duplicate=0.05,
+    id15=0.10,
+    lower_x=0.5,
+    fullwidth=0.05,
+    spaces=0.08,
+    zero_width=0.05,
+    traditional=0.10,
+    name_space=0.05,
+    homophone=0.10,
+    no_id=0.05,
+    bad_check=0.05,
+    date_format=0.30,
+    phone_format=0.25,
+    ent_name_variant=0.30,
+    legacy_tax_no=0.7,
+    org_code_no_hyphen=0.2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +101,9 @@ def _drop(out: Path, dataset: str, ds: date = AS_OF) -> pd.DataFrame:
     path = out / view.department / view.file_name(ds.strftime("%Y%m%d"))
     kind = view.source.kind
     if kind == "csv":
-        return pd.read_csv(path, dtype=str, encoding=view.source.encoding,
-                           keep_default_na=False, na_values=[""])
+        return pd.read_csv(
+            path, dtype=str, encoding=view.source.encoding, keep_default_na=False, na_values=[""]
+        )
     if kind == "jsonl":
         return pd.DataFrame([json.loads(line) for line in path.read_text("utf-8").splitlines()])
     return pd.read_excel(path, engine="calamine", dtype=str)
@@ -106,6 +122,7 @@ def _has(truth: pd.DataFrame, kind: str) -> np.ndarray:
 
 
 # --- shape and determinism --------------------------------------------------------------
+
 
 def test_row_counts_and_catalog_columns(clean_run: Path) -> None:
     meta = json.loads((clean_run / "_state" / "meta.json").read_text("utf-8"))
@@ -135,7 +152,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path, clean_run: Path
 
 
 def test_many_small_batches_keep_counts_and_unique_keys(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Batches are seeded by (seed, batch index): many small batches still give exact
     row counts, unique keys and duplicates spread over all of them."""
     monkeypatch.setattr("simulator.build.BATCH_ROWS", 1000)
@@ -150,13 +168,15 @@ def test_many_small_batches_keep_counts_and_unique_keys(
 
 # --- formats ------------------------------------------------------------------------------
 
+
 def test_file_formats(clean_run: Path) -> None:
     renshe = next((clean_run / "renshe").glob("*.csv")).read_bytes()
     renshe.decode("gbk")
     with pytest.raises(UnicodeDecodeError):
         renshe.decode("utf-8")
     assert renshe.decode("gbk").splitlines()[0].replace('"', "").split(",") == list(
-        CATALOG["renshe.insured_person"].fields)
+        CATALOG["renshe.insured_person"].fields
+    )
 
     zhijian = next((clean_run / "zhijian").glob("*.csv")).read_bytes()
     assert zhijian.startswith(b"\xef\xbb\xbf")
@@ -190,14 +210,16 @@ def test_sql_tables_are_text_with_updated_at_index(clean_run: Path) -> None:
 
 # --- identifiers -------------------------------------------------------------------------
 
+
 def test_world_identifiers_are_valid(clean_run: Path) -> None:
     persons = pd.read_parquet(clean_run / "_state" / "persons.parquet")
     ids = persons["id_no"].tolist()
     assert len(set(ids)) == len(ids)
     assert all(ric.calc_check_digit(i) == i[17] for i in ids)
     # odd sequence = male
-    assert all((int(i[16]) % 2 == 1) == (sex == 0) for i, sex in zip(ids, persons["sex"],
-                                                                       strict=True))
+    assert all(
+        (int(i[16]) % 2 == 1) == (sex == 0) for i, sex in zip(ids, persons["sex"], strict=True)
+    )
     firms = pd.read_parquet(clean_run / "_state" / "enterprises.parquet")
     assert firms["name"].is_unique and firms["uscc"].is_unique
     assert all(uscc.calc_check_digit(c[:17]) == c[17] for c in firms["uscc"])
@@ -211,8 +233,12 @@ def test_world_identifiers_are_valid(clean_run: Path) -> None:
 def test_clean_delivered_ids_valid(clean_run: Path) -> None:
     frame = _sql(clean_run, "gongan.population")
     truth = _truth(clean_run, "gongan.population")
-    clean = frame[(truth["dirt"] == "").to_numpy() | ~truth["dirt"].str.contains(
-        "id15|bad_check|lower_x|fullwidth|spaces|zero_width").to_numpy()]
+    clean = frame[
+        (truth["dirt"] == "").to_numpy()
+        | ~truth["dirt"]
+        .str.contains("id15|bad_check|lower_x|fullwidth|spaces|zero_width")
+        .to_numpy()
+    ]
     assert len(clean) > 0.8 * len(frame)
     assert all(ric.calc_check_digit(i) == i[17] for i in clean["id_no"])
 
@@ -222,8 +248,9 @@ def test_population_is_realistic(clean_run: Path) -> None:
     ids = persons["id_no"]
     outside = ~ids.str.startswith("4407")
     assert 0.08 < outside.mean() < 0.16
-    retired = ids.str.slice(0, 6).isin(["440702", "440711", "440721", "440722", "440723",
-                                        "440724", "440725", "440782"])
+    retired = ids.str.slice(0, 6).isin(
+        ["440702", "440711", "440721", "440722", "440723", "440724", "440725", "440782"]
+    )
     assert 0.05 < retired.mean() < 0.3
     surnames = person_names(persons.iloc[:5000])
     top = pd.Series([s[0] for s in surnames]).value_counts()
@@ -235,11 +262,14 @@ def test_population_is_realistic(clean_run: Path) -> None:
 
 # --- dirt ----------------------------------------------------------------------------------
 
+
 def _rate_close(observed: int, eligible: int, rate: float) -> None:
     expected = eligible * rate
     assert eligible > 50
     assert abs(observed - expected) <= max(4 * np.sqrt(expected * (1 - rate)), 0.25 * expected), (
-        observed, expected)
+        observed,
+        expected,
+    )
 
 
 def test_identifier_dirt_rates(dirty_run: Path) -> None:
@@ -247,7 +277,8 @@ def test_identifier_dirt_rates(dirty_run: Path) -> None:
     truth = _truth(dirty_run, "gongan.population")
     ids = frame["id_no"].fillna("")
     normal = ids.str.replace(r"[\s\u200b\ufeff]", "", regex=True).map(
-        lambda s: s.translate({c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}))
+        lambda s: s.translate({c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)})
+    )
 
     fullwidth = _has(truth, "fullwidth")
     _rate_close(fullwidth.sum(), len(frame), HIGH.fullwidth)
@@ -308,8 +339,11 @@ def test_name_dirt_rates(dirty_run: Path, clean_run: Path) -> None:
 
 
 def test_duplicates_and_missing_ids(dirty_run: Path) -> None:
-    for dataset in ("gongan.population", "renshe.insured_person",
-                    "gongshang.enterprise_registration"):
+    for dataset in (
+        "gongan.population",
+        "renshe.insured_person",
+        "gongshang.enterprise_registration",
+    ):
         truth = _truth(dirty_run, dataset)
         dup = _has(truth, "duplicate")
         _rate_close(dup.sum(), len(truth), HIGH.duplicate)
@@ -331,7 +365,8 @@ def test_date_and_phone_formats(dirty_run: Path) -> None:
     dated = _has(truth, "date_format")
     _rate_close(dated.sum(), len(frame), HIGH.date_format)
     style = frame["birth_date"].map(
-        lambda v: next(k for k, rx in DATE_STYLES.items() if rx.match(v)))
+        lambda v: next(k for k, rx in DATE_STYLES.items() if rx.match(v))
+    )
     assert (style[~dated] == "iso").all()
     assert (style[dated] != "iso").all()
     assert set(style[dated]) == {"slash", "compact", "chinese"}
@@ -379,6 +414,7 @@ def test_zero_width_never_in_gbk_file(dirty_run: Path) -> None:
 
 # --- one day later ---------------------------------------------------------------------
 
+
 def test_advance_day(tmp_path: Path, clean_run: Path) -> None:
     out = tmp_path / "departments"
     shutil.copytree(clean_run, out)
@@ -411,8 +447,9 @@ def test_advance_day(tmp_path: Path, clean_run: Path) -> None:
             assert today.sum() == changed, dataset
             # untouched rows keep their old updated_at
             kept = new.iloc[: len(old)][~today.iloc[: len(old)].to_numpy()]
-            assert (kept["updated_at"].to_numpy()
-                    == old.loc[kept.index, "updated_at"].to_numpy()).all()
+            assert (
+                kept["updated_at"].to_numpy() == old.loc[kept.index, "updated_at"].to_numpy()
+            ).all()
             if PLANS[dataset].delete:
                 col, flag = PLANS[dataset].delete
                 assert summary.deletes[dataset] > 0
@@ -424,17 +461,20 @@ def test_advance_day(tmp_path: Path, clean_run: Path) -> None:
             assert len(gone) == summary.deletes[dataset] > 0, dataset  # hard deletes
             assert len(added) == summary.inserts[dataset], dataset
             assert (new["updated_at"].str.startswith("2017-02-24")).sum() == (
-                summary.updates[dataset] + summary.inserts[dataset])
+                summary.updates[dataset] + summary.inserts[dataset]
+            )
             assert summary.updates[dataset] > 0
 
     # the same day again from the same state gives the same result
     advance_day(twin / "departments", rates=rates)
     for dataset in PLANS:
         assert _delivered(twin / "departments", dataset, NEXT).equals(
-            _delivered(out, dataset, NEXT)), dataset
+            _delivered(out, dataset, NEXT)
+        ), dataset
 
 
 # --- connections ---------------------------------------------------------------------------
+
 
 def test_connections_json(clean_run: Path) -> None:
     conns = json.loads((clean_run / "connections.json").read_text("utf-8"))
@@ -450,8 +490,14 @@ def test_connections_json(clean_run: Path) -> None:
 
 def test_postgres_url_becomes_airflow_connection() -> None:
     entry = sql_connection_entry("postgresql+psycopg://lake:secret@db.local:5433/gongan")
-    assert entry == {"conn_type": "postgres", "host": "db.local", "port": 5433,
-                     "login": "lake", "password": "secret", "schema": "gongan"}
+    assert entry == {
+        "conn_type": "postgres",
+        "host": "db.local",
+        "port": 5433,
+        "login": "lake",
+        "password": "secret",
+        "schema": "gongan",
+    }
 
 
 # --- hostile deliveries -------------------------------------------------------------------
@@ -554,11 +600,16 @@ def test_sql_system_in_postgresql(tmp_path: Path) -> None:
     assert count == round(PLANS["xingzheng.service_case"].full_rows * SCALE)
     summary = advance_day(out, rates=DailyRates(update=0.01, insert=0.01, delete=0.0))
     with engine.connect() as conn:
-        after, today = conn.execute(text(
-            "SELECT count(*), sum(CASE WHEN updated_at >= '2017-02-24' THEN 1 ELSE 0 END) "
-            "FROM service_case")).one()
+        after, today = conn.execute(
+            text(
+                "SELECT count(*), sum(CASE WHEN updated_at >= '2017-02-24' THEN 1 ELSE 0 END) "
+                "FROM service_case"
+            )
+        ).one()
     engine.dispose()
     assert newest < "2017-02-24"
     assert after == count + summary.inserts["xingzheng.service_case"]
-    assert today == summary.inserts["xingzheng.service_case"] + summary.updates[
-        "xingzheng.service_case"]
+    assert (
+        today
+        == summary.inserts["xingzheng.service_case"] + summary.updates["xingzheng.service_case"]
+    )

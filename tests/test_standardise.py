@@ -19,13 +19,16 @@ NAME = FieldDef(name="name", pii="name", level="conditional")
 CANONICAL_ID = "44070319850214123X"
 
 
-@pytest.mark.parametrize("dirty", [
-    "44070319850214123x",  # lowercase x
-    "４４０７０３１９８５０２１４１２３Ｘ",  # full-width
-    " 440703 19850214123X\t",  # stray spaces
-    "4407\u200b0319850214123X\ufeff",  # zero-width characters
-    "440703850214123",  # old 15-digit ID (born 1985, same body)
-])
+@pytest.mark.parametrize(
+    "dirty",
+    [
+        "44070319850214123x",  # lowercase x
+        "４４０７０３１９８５０２１４１２３Ｘ",  # full-width
+        " 440703 19850214123X\t",  # stray spaces
+        "4407\u200b0319850214123X\ufeff",  # zero-width characters
+        "440703850214123",  # old 15-digit ID (born 1985, same body)
+    ],
+)
 def test_resident_id_dirt_is_repaired(dirty: str) -> None:
     assert standardise_column(pa.array([dirty]), ID).to_pylist() == [CANONICAL_ID]
 
@@ -34,7 +37,9 @@ def test_unrepairable_values_are_left_as_delivered() -> None:
     wrong_check = "440703198502141230"
     assert standardise_column(pa.array([wrong_check]), ID).to_pylist() == [wrong_check]
     assert canonical_dates(pa.array(["2017-13-45", "soon"]), with_time=False).to_pylist() == [
-        "2017-13-45", "soon"]
+        "2017-13-45",
+        "soon",
+    ]
 
 
 def test_every_delivered_date_format_becomes_iso() -> None:
@@ -42,7 +47,10 @@ def test_every_delivered_date_format_becomes_iso() -> None:
     assert canonical_dates(dates, with_time=False).to_pylist() == ["2017-02-23"] * 5 + [None]
     times = pa.array(["2017/2/3 9:05", "2017-02-03 10:11:12", "2017-02-03"])
     assert canonical_dates(times, with_time=True).to_pylist() == [
-        "2017-02-03 09:05:00", "2017-02-03 10:11:12", "2017-02-03 00:00:00"]
+        "2017-02-03 09:05:00",
+        "2017-02-03 10:11:12",
+        "2017-02-03 00:00:00",
+    ]
 
 
 def test_phone_formats() -> None:
@@ -56,11 +64,13 @@ def test_names_lose_spaces_and_traditional_characters() -> None:
 
 
 def test_enterprise_names_get_one_normalised_spelling() -> None:
-    variants = pa.array([
-        "江门市蓬江区华美五金有限责任公司",
-        "蓬江区华美五金有限公司",
-        "江门市蓬江区华美五金有限公司",
-    ])
+    variants = pa.array(
+        [
+            "江门市蓬江区华美五金有限责任公司",
+            "蓬江区华美五金有限公司",
+            "江门市蓬江区华美五金有限公司",
+        ]
+    )
     assert set(normalised_enterprise_name(variants).to_pylist()) == {"蓬江区华美五金有限公司"}
     brackets = normalised_enterprise_name(pa.array(["华美（江门）五金有限公司"]))
     assert brackets.to_pylist() == ["华美(江门)五金有限公司"]

@@ -25,10 +25,23 @@ from tests.conftest import DEMO_DATE
 from tests.test_extract import connections
 
 CATALOG = load_catalog()
-REPAIRABLE = {"id15", "lower_x", "fullwidth", "spaces", "zero_width", "traditional",
-              "name_space", "date_format", "phone_format", "ent_name_variant"}
-PERSON_SOURCES = {"gongan.population": "person_no", "renshe.insured_person": "insured_no",
-                  "weiji.health_record": "record_no"}
+REPAIRABLE = {
+    "id15",
+    "lower_x",
+    "fullwidth",
+    "spaces",
+    "zero_width",
+    "traditional",
+    "name_space",
+    "date_format",
+    "phone_format",
+    "ent_name_variant",
+}
+PERSON_SOURCES = {
+    "gongan.population": "person_no",
+    "renshe.insured_person": "insured_no",
+    "weiji.health_record": "record_no",
+}
 
 
 class Night:
@@ -41,11 +54,23 @@ class Night:
         self.results = {}
         conns = connections(departments.out_dir)
         for ds in CATALOG.datasets:
-            extract_to_raw(ds, conns[ds.source.connection_id], DEMO_DATE, lake=self.lake,
-                           store=self.store, batch_id="t")
+            extract_to_raw(
+                ds,
+                conns[ds.source.connection_id],
+                DEMO_DATE,
+                lake=self.lake,
+                store=self.store,
+                batch_id="t",
+            )
             self.results[ds.id] = validate_partition(
-                ds, DEMO_DATE, lake=self.lake, store=self.store, run_id="t",
-                docs_dir=root / "docs" / ds.id, work_dir=root / "tmp")
+                ds,
+                DEMO_DATE,
+                lake=self.lake,
+                store=self.store,
+                run_id="t",
+                docs_dir=root / "docs" / ds.id,
+                work_dir=root / "tmp",
+            )
 
     def table(self, zone: str, dataset_id: str) -> pd.DataFrame:
         ds = CATALOG.dataset(dataset_id)
@@ -62,8 +87,9 @@ def night(departments, tmp_path_factory) -> Night:
 
 
 @pytest.mark.parametrize("dataset_id", [d.id for d in CATALOG.datasets])
-def test_every_delivered_row_is_clean_quarantined_or_collapsed(night: Night,
-                                                               dataset_id: str) -> None:
+def test_every_delivered_row_is_clean_quarantined_or_collapsed(
+    night: Night, dataset_id: str
+) -> None:
     result = night.results[dataset_id]
     raw = night.table("raw/sources", dataset_id)
     clean = night.table(RAW_CLEAN, dataset_id)
@@ -85,8 +111,9 @@ def test_repairable_dirt_is_repaired_and_bad_check_digits_quarantined(
     quarantined = set(night.table(RAW_QUARANTINE, dataset_id)[key])
     clean = set(night.table(RAW_CLEAN, dataset_id)[key])
     bad_check = {k for k, d in truth.items() if "bad_check" in d}
-    repairable_only = {k for k, d in truth.items()
-                       if set(d) & REPAIRABLE and not set(d) - REPAIRABLE - {""}}
+    repairable_only = {
+        k for k, d in truth.items() if set(d) & REPAIRABLE and not set(d) - REPAIRABLE - {""}
+    }
     assert bad_check and repairable_only
     assert quarantined == bad_check
     assert repairable_only <= clean
@@ -137,8 +164,11 @@ def test_quality_figures_are_stored(night: Night) -> None:
     assert set(figures) == {d.id for d in CATALOG.datasets}
     q = figures["gongan.population"]
     result = night.results["gongan.population"]
-    assert (q.delivered, q.clean, q.quarantined) == (result.delivered, result.clean,
-                                                     result.quarantined)
+    assert (q.delivered, q.clean, q.quarantined) == (
+        result.delivered,
+        result.clean,
+        result.quarantined,
+    )
     assert q.details["failures"]["id_no:resident_id"] == result.quarantined
     assert Path(result.docs).is_file() and "gongan.population" in Path(result.docs).read_text()
 
@@ -146,11 +176,14 @@ def test_quality_figures_are_stored(night: Night) -> None:
 def test_rerunning_validation_gives_the_same_partitions(night: Night, tmp_path: Path) -> None:
     ds = CATALOG.dataset("weiji.health_record")
     before = night.lake.read_manifest(
-        night.lake.partition_path(RAW_CLEAN, ds.department, ds.code, ds=DEMO_DATE))
-    again = validate_partition(ds, DEMO_DATE, lake=night.lake, store=night.store, run_id="t2",
-                               work_dir=tmp_path)
+        night.lake.partition_path(RAW_CLEAN, ds.department, ds.code, ds=DEMO_DATE)
+    )
+    again = validate_partition(
+        ds, DEMO_DATE, lake=night.lake, store=night.store, run_id="t2", work_dir=tmp_path
+    )
     after = night.lake.read_manifest(
-        night.lake.partition_path(RAW_CLEAN, ds.department, ds.code, ds=DEMO_DATE))
+        night.lake.partition_path(RAW_CLEAN, ds.department, ds.code, ds=DEMO_DATE)
+    )
     assert again.clean == before.rows == after.rows
     assert after.fingerprint == before.fingerprint
 
@@ -160,23 +193,31 @@ def test_repeated_keys_keep_the_newest_version_across_buckets(monkeypatch, tmp_p
 
     monkeypatch.setattr(dedup, "ROWS_PER_BUCKET", 7)  # force many on-disk buckets
     keys = [f"k{i % 20}" for i in range(60)]
-    table = pa.table({
-        "k": keys,
-        "updated_at": [f"2026-11-{10 + i // 20:02d} 00:00:00" for i in range(60)],
-        "v": ["same" if i % 3 else f"v{i}" for i in range(60)],
-        "_row_number": list(range(1, 61)),
-    })
+    table = pa.table(
+        {
+            "k": keys,
+            "updated_at": [f"2026-11-{10 + i // 20:02d} 00:00:00" for i in range(60)],
+            "v": ["same" if i % 3 else f"v{i}" for i in range(60)],
+            "_row_number": list(range(1, 61)),
+        }
+    )
     spool = dedup.BucketSpool(["k"], "updated_at", ["k", "v"], 60, tmp_path)
     assert spool.buckets == 9
     spool.add(table.slice(0, 30))
     spool.add(table.slice(30))
     kept = pa.concat_tables(list(spool.deduplicated())).to_pandas().set_index("k")
     assert len(kept) == 20 and spool.counts.collapsed == 40
+    frame = table.to_pandas()
+    newest = frame.sort_values("updated_at").groupby("k").tail(1).set_index("k")["v"]
+    older = frame[~frame["_row_number"].isin(kept["_row_number"])]
+    assert spool.counts.exact == int((older["v"].to_numpy() == newest[older["k"]].to_numpy()).sum())
+    assert 0 < spool.counts.exact < spool.counts.collapsed
     assert (kept["updated_at"] == "2026-11-12 00:00:00").all()  # the newest of each key
     assert not list(tmp_path.iterdir()), "bucket files are removed"
 
 
 # --- hostile deliveries: every kind has a defined outcome ---------------------------------
+
 
 def _hostile_night(departments, tmp_path: Path, dataset_id: str, kind: str):
     """Extract + validate one file drop after replacing it with a hostile delivery."""
@@ -184,25 +225,30 @@ def _hostile_night(departments, tmp_path: Path, dataset_id: str, kind: str):
     shutil.copytree(departments.out_dir, work)
     simulator.make_hostile_delivery(work, dataset_id, kind, DEMO_DATE)
     ds = CATALOG.dataset(dataset_id)
-    conn = SourceConnection(ds.source.connection_id, "fs",
-                            extra={"path": str(work / ds.department)})
+    conn = SourceConnection(
+        ds.source.connection_id, "fs", extra={"path": str(work / ds.department)}
+    )
     lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="h")
-    return validate_partition(ds, DEMO_DATE, lake=lake, store=store, run_id="h",
-                              work_dir=tmp_path / "tmp"), lake
+    return validate_partition(
+        ds, DEMO_DATE, lake=lake, store=store, run_id="h", work_dir=tmp_path / "tmp"
+    ), lake
 
 
-@pytest.mark.parametrize("dataset_id, kind, message", [
-    ("renshe.insured_person", "truncated", r"Row #\d+: Expected 13 columns, got \d+"),
-    ("zhijian.org_code", "truncated", r"Row #\d+: Expected 8 columns"),
-    ("weiji.health_record", "truncated", r"JSON parse error"),
-    ("guoshui.taxpayer", "truncated", r"not a readable \.xlsx"),
-    ("renshe.insured_person", "wrong_encoding", r"'gbk' codec can't decode"),
-    ("zhijian.org_code", "wrong_encoding", r"invalid UTF8 data"),
-    ("weiji.health_record", "wrong_encoding", r"line 1 is not JSON"),
-    ("renshe.insured_person", "empty", r"is empty \(0 bytes"),
-    ("guoshui.taxpayer", "empty", r"is empty \(0 bytes"),
-])
+@pytest.mark.parametrize(
+    "dataset_id, kind, message",
+    [
+        ("renshe.insured_person", "truncated", r"Row #\d+: Expected 13 columns, got \d+"),
+        ("zhijian.org_code", "truncated", r"Row #\d+: Expected 8 columns"),
+        ("weiji.health_record", "truncated", r"JSON parse error"),
+        ("guoshui.taxpayer", "truncated", r"not a readable \.xlsx"),
+        ("renshe.insured_person", "wrong_encoding", r"'gbk' codec can't decode"),
+        ("zhijian.org_code", "wrong_encoding", r"invalid UTF8 data"),
+        ("weiji.health_record", "wrong_encoding", r"line 1 is not JSON"),
+        ("renshe.insured_person", "empty", r"is empty \(0 bytes"),
+        ("guoshui.taxpayer", "empty", r"is empty \(0 bytes"),
+    ],
+)
 def test_unreadable_deliveries_fail_extraction_with_one_line(
     departments, tmp_path: Path, dataset_id: str, kind: str, message: str
 ) -> None:
@@ -213,12 +259,15 @@ def test_unreadable_deliveries_fail_extraction_with_one_line(
     assert not re.search(r"[0-9]{17}[0-9X]", text), "no ID numbers from the row in the error"
 
 
-@pytest.mark.parametrize("dataset_id, kind", [
-    ("renshe.insured_person", "missing_column"),
-    ("renshe.insured_person", "renamed_column"),
-    ("weiji.health_record", "missing_column"),
-    ("guoshui.taxpayer", "renamed_column"),
-])
+@pytest.mark.parametrize(
+    "dataset_id, kind",
+    [
+        ("renshe.insured_person", "missing_column"),
+        ("renshe.insured_person", "renamed_column"),
+        ("weiji.health_record", "missing_column"),
+        ("guoshui.taxpayer", "renamed_column"),
+    ],
+)
 def test_dropped_or_renamed_columns_trip_the_circuit_breaker(
     departments, tmp_path: Path, dataset_id: str, kind: str
 ) -> None:
@@ -227,7 +276,8 @@ def test_dropped_or_renamed_columns_trip_the_circuit_breaker(
     ds = CATALOG.dataset(dataset_id)
     lake = Lake(str(tmp_path / "lake"))
     quarantine = lake.read_partition(
-        lake.partition_path(RAW_QUARANTINE, ds.department, ds.code, ds=DEMO_DATE))
+        lake.partition_path(RAW_QUARANTINE, ds.department, ds.code, ds=DEMO_DATE)
+    )
     raw = lake.read_partition(raw_source_path(lake, ds, DEMO_DATE))
     assert quarantine.num_rows == raw.num_rows > 0  # written for people to inspect
     assert "missing from the delivery" in quarantine.column("_reason")[0].as_py()
@@ -236,14 +286,16 @@ def test_dropped_or_renamed_columns_trip_the_circuit_breaker(
 def test_added_column_is_kept_in_raw_and_noted(departments, tmp_path: Path) -> None:
     result, lake = _hostile_night(departments, tmp_path, "renshe.insured_person", "added_column")
     assert "column 'remark' not in the catalog: kept in raw only" in result.schema_notes
-    raw = lake.read_partition(raw_source_path(lake, CATALOG.dataset("renshe.insured_person"),
-                                              DEMO_DATE))
+    raw = lake.read_partition(
+        raw_source_path(lake, CATALOG.dataset("renshe.insured_person"), DEMO_DATE)
+    )
     assert "remark" in raw.column_names and result.conserved
     assert result.quarantined_share < 0.05
 
 
-@pytest.mark.parametrize("dataset_id", ["renshe.insured_person", "weiji.health_record",
-                                        "guoshui.taxpayer"])
+@pytest.mark.parametrize(
+    "dataset_id", ["renshe.insured_person", "weiji.health_record", "guoshui.taxpayer"]
+)
 def test_header_only_delivery_is_an_empty_night_not_an_error(
     departments, tmp_path: Path, dataset_id: str
 ) -> None:
@@ -252,15 +304,17 @@ def test_header_only_delivery_is_an_empty_night_not_an_error(
     assert "the delivery has no rows" in result.schema_notes
 
 
-@pytest.mark.parametrize("dataset_id", ["zhijian.org_code", "renshe.insured_person",
-                                        "guoshui.taxpayer"])
+@pytest.mark.parametrize(
+    "dataset_id", ["zhijian.org_code", "renshe.insured_person", "guoshui.taxpayer"]
+)
 def test_ten_megabyte_field_is_quarantined_with_a_short_reason(
     departments, tmp_path: Path, dataset_id: str
 ) -> None:
     result, lake = _hostile_night(departments, tmp_path, dataset_id, "huge_field")
     ds = CATALOG.dataset(dataset_id)
     quarantine = lake.read_partition(
-        lake.partition_path(RAW_QUARANTINE, ds.department, ds.code, ds=DEMO_DATE)).to_pandas()
+        lake.partition_path(RAW_QUARANTINE, ds.department, ds.code, ds=DEMO_DATE)
+    ).to_pandas()
     huge = quarantine[quarantine["_rules"].str.contains(":max_length")]
     assert len(huge) == 1 and result.conserved
     assert huge["_reason"].str.len().max() < 500  # not 10 MB
@@ -283,24 +337,44 @@ def test_mostly_broken_delivery_trips_the_breaker_but_writes_everything(
     conn = SourceConnection("zhijian_drop", "fs", extra={"path": str(work / "zhijian")})
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="b")
     with pytest.raises(QualityGateFailed, match=r"above the limit of 5%.*org_code:org_code"):
-        validate_partition(ds, DEMO_DATE, lake=lake, store=store, run_id="b",
-                           work_dir=tmp_path / "tmp")
+        validate_partition(
+            ds, DEMO_DATE, lake=lake, store=store, run_id="b", work_dir=tmp_path / "tmp"
+        )
     figures = store.quality(DEMO_DATE)[0]
     assert figures.quarantined >= len(frame) * 2 // 3 - 10
     assert figures.delivered == figures.clean + figures.quarantined + figures.collapsed
 
 
-@pytest.mark.parametrize("delivered, quarantined, trips", [
-    (8, 3, False),  # a small incremental night: quarantine the rows, publish the rest
-    (8, 5, True),  # most of it is broken
-    (1000, 60, True),  # 6 % > 5 %
-    (1000, 40, False),
-    (100, 9, False),  # 9 % but fewer than 10 rows
-    (0, 0, False),
-])
+@pytest.mark.parametrize(
+    "delivered, quarantined, trips",
+    [
+        (8, 3, False),  # a small incremental night: quarantine the rows, publish the rest
+        (8, 5, True),  # most of it is broken
+        (1000, 60, True),  # 6 % > 5 %
+        (1000, 40, False),
+        (100, 9, False),  # 9 % but fewer than 10 rows
+        (0, 0, False),
+    ],
+)
 def test_circuit_breaker_threshold(delivered: int, quarantined: int, trips: bool) -> None:
     from etl.validate import ValidationResult, breaker_trips
 
-    result = ValidationResult("x", DEMO_DATE, delivered=delivered, quarantined=quarantined,
-                              clean=delivered - quarantined)
+    result = ValidationResult(
+        "x", DEMO_DATE, delivered=delivered, quarantined=quarantined, clean=delivered - quarantined
+    )
     assert breaker_trips(result, CATALOG.dataset("dishui.taxpayer")) is trips
+
+
+def test_lake_status_shows_the_quality_figures(night: Night) -> None:
+    from click.testing import CliRunner
+
+    from etl.cli import main
+
+    night.store.start_run("t", DEMO_DATE)
+    night.store.finish_run("t", "success")
+    result = CliRunner().invoke(main, ["status"], env={"YIMEN_CATALOG_URL": night.store.url})
+    assert result.exit_code == 0, result.output
+    q = night.results["gongan.population"]
+    line = next(x for x in result.output.splitlines() if x.strip().startswith("gongan.population"))
+    assert f"{q.delivered:,}" in line and f"{q.clean:,}" in line and f"{q.quarantined:,}" in line
+    assert "id_no:resident_id" in result.output and "data docs:" in result.output
