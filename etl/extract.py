@@ -91,7 +91,7 @@ def extract_to_raw(
         (stamp(tracker(batch)) for batch in _checked(reader)),
         schema,
         private=True,
-        extra={
+        extra=lambda: {  # asked after the read, when the high watermark is known
             "dataset": dataset.id,
             "source": reader.location,
             "low_watermark": low,

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 
@@ -80,11 +80,12 @@ class Lake:
         schema: pa.Schema,
         *,
         private: bool = False,
-        extra: dict | None = None,
+        extra: dict | Callable[[], dict] | None = None,
     ) -> Manifest:
         """Write ``batches`` as the partition at ``path``; atomically replace what was there.
 
-        ``extra`` goes into the manifest (e.g. the watermark window or row arithmetic).
+        ``extra`` goes into the manifest (e.g. the watermark window or row arithmetic); a
+        callable is asked for it after the batches are written, so it can report on them.
         ``private`` makes files readable by the owner and group only (raw zone).
         """
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
@@ -97,7 +98,7 @@ class Lake:
                 files=files,
                 fingerprint=self._fingerprint(tmp, files),
                 written_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                extra=extra or {},
+                extra=(extra() if callable(extra) else extra) or {},
             )
             with self.fs.open_output_stream(f"{tmp}/{MANIFEST}") as out:
                 out.write(json.dumps(asdict(manifest), ensure_ascii=False, indent=1).encode())

@@ -146,6 +146,9 @@ def test_incremental_extraction_picks_up_exactly_the_changed_rows(
     source = delivered(out, "gongan.population", day2_date)
     changed = source[source["updated_at"] > day1.high_watermark]
     assert 0 < day2.rows == len(changed) < len(source)
+    manifest = Lake(settings.lake_root).read_manifest(day2.path)
+    assert manifest.extra["low_watermark"] == day1.high_watermark
+    assert manifest.extra["high_watermark"] == changed["updated_at"].max() == day2.high_watermark
     raw = Lake(settings.lake_root).read_partition(day2.path).to_pandas()
     assert set(raw["person_no"]) == set(changed["person_no"])
     assert raw["updated_at"].str.startswith(day2_date.isoformat()).all()
