@@ -191,6 +191,25 @@ class CatalogStore:
                 )
             )
 
+    def latest_ids(self) -> tuple[int, int]:
+        """The newest partition and error ids, to watch for what comes after them."""
+        with Session(self.engine) as s:
+            return (
+                s.scalar(select(func.max(Partition.id))) or 0,
+                s.scalar(select(func.max(RunError.id))) or 0,
+            )
+
+    def partitions_after(self, partition_id: int) -> list[Partition]:
+        with Session(self.engine) as s:
+            query = select(Partition).where(Partition.id > partition_id).order_by(Partition.id)
+            return list(s.scalars(query))
+
+    def errors_after(self, error_id: int) -> list[RunError]:
+        with Session(self.engine) as s:
+            return list(
+                s.scalars(select(RunError).where(RunError.id > error_id).order_by(RunError.id))
+            )
+
     def record_watermark(
         self, dataset_id: str, ds: date, low: str | None, high: str | None, rows: int, run_id: str
     ) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -84,11 +85,17 @@ def logical_date_for(ds: date) -> datetime:
     return datetime.combine(ds, time(2, 0), tzinfo=LAKE_TZ)
 
 
-def run_night(settings: LakeSettings, ds: date, log_file: Path | None = None) -> NightResult:
+def run_night(
+    settings: LakeSettings,
+    ds: date,
+    log_file: Path | None = None,
+    show_progress: bool = False,
+) -> NightResult:
     """Run the whole night for ``ds`` in-process with ``dag.test()``.
 
-    Airflow's task logs go to ``log_file`` when given (the CLI keeps the terminal for the
-    summary), else to the console as usual.
+    Airflow's task logs go to ``log_file`` when given (the CLI keeps the terminal for
+    progress and the summary), else to the console as usual. With ``show_progress`` every
+    partition written and step failed is reported on the terminal as it happens.
     """
     ensure_airflow_ready(settings)
     from airflow.dag_processing.dagbag import DagBag
@@ -99,7 +106,10 @@ def run_night(settings: LakeSettings, ds: date, log_file: Path | None = None) ->
         path, error = next(iter(bag.import_errors.items()))
         raise LakeError(f"DAG file {path} does not import: {error.strip().splitlines()[-1]}")
     dag = bag.dags[DAG_ID]
-    with _output_to(log_file):
+    with (
+        _output_to(log_file) as terminal,
+        _NightWatcher(settings, terminal if show_progress else None),
+    ):
         dag_run = dag.test(
             logical_date=logical_date_for(ds),
             run_conf={"ds": ds.isoformat(), "fail_fast": True},
@@ -113,10 +123,13 @@ def run_night(settings: LakeSettings, ds: date, log_file: Path | None = None) ->
 
 
 @contextmanager
-def _output_to(log_file: Path | None) -> Iterator[None]:
-    """Send this process's stdout/stderr (file descriptors, so Airflow's too) to a file."""
+def _output_to(log_file: Path | None) -> Iterator[Callable[[str], None]]:
+    """Send this process's stdout/stderr (file descriptors, so Airflow's too) to a file.
+
+    Yields a function that still writes a line to the terminal.
+    """
     if log_file is None:
-        yield
+        yield print
         return
     log_file.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -126,7 +139,7 @@ def _output_to(log_file: Path | None) -> Iterator[None]:
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
         try:
-            yield
+            yield lambda line: os.write(saved[0], (line + "\n").encode())
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -134,6 +147,43 @@ def _output_to(log_file: Path | None) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+class _NightWatcher:
+    """While a night runs, tells ``say`` about each partition written and step failed."""
+
+    def __init__(self, settings: LakeSettings, say: Callable[[str], None] | None) -> None:
+        self.say = say
+        self.stop = threading.Event()
+        if say is not None:
+            from catalog.store import CatalogStore
+
+            self.store = CatalogStore(settings.catalog_url)
+            self.seen_partition, self.seen_error = self.store.latest_ids()
+            self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> _NightWatcher:
+        if self.say is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.say is not None:
+            self.stop.set()
+            self.thread.join()
+            self._report()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(1.0):
+            self._report()
+
+    def _report(self) -> None:
+        for part in self.store.partitions_after(self.seen_partition):
+            self.seen_partition = part.id
+            self.say(f"  {part.zone:15s} {part.dataset_id:36s} {part.rows:>10,} rows")
+        for error in self.store.errors_after(self.seen_error):
+            self.seen_error = error.id
+            self.say(f"  FAILED {error.message}")
 
 
 def default_demo_date() -> date:

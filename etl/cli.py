@@ -114,14 +114,11 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
     log_file = settings.var / "airflow" / "logs" / f"lake-run-{ds}.log"
     click.echo(f"running night {ds} through Airflow (dag.test); Airflow's log: {log_file}")
     started = time.monotonic()
-    result = run_night(settings, ds, log_file=log_file)
+    result = run_night(settings, ds, log_file=log_file, show_progress=True)
     elapsed = time.monotonic() - started
+    click.echo(f"\nnight {ds}:")
     _print_night(settings, ds)
     if result.failed_tasks:
-        from catalog.store import CatalogStore
-
-        for err in CatalogStore(settings.catalog_url).errors(result.run_id):
-            click.secho(f"  FAILED {err.message}", fg="red", err=True)
         raise LakeError(
             f"night {ds} {result.state} after {elapsed:.0f}s; failed tasks: "
             + ", ".join(result.failed_tasks)
