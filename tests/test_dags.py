@@ -102,7 +102,7 @@ def test_a_night_without_deliveries_fails_naming_the_missing_file(
 
 
 def test_a_broken_delivery_trips_the_breaker_and_nothing_passes_the_gate(
-    departments, session_settings: LakeSettings
+    departments, session_settings: LakeSettings, tmp_path, capfd
 ) -> None:
     import shutil
 
@@ -120,7 +120,10 @@ def test_a_broken_delivery_trips_the_breaker_and_nothing_passes_the_gate(
     simulator.make_hostile_delivery(
         departments.out_dir, "renshe.insured_person", "renamed_column", night
     )
-    result = run_night(session_settings, night)
+    log_file = tmp_path / "night.log"
+    result = run_night(session_settings, night, log_file=log_file, show_progress=True)
+    shown = capfd.readouterr().out  # progress lines reach the terminal as the night runs
+    assert "FAILED renshe.insured_person" in shown and "raw/clean       weiji" in shown
     assert result.state == "failed"
     assert "renshe__insured_person.validate" in result.failed_tasks
     assert "quality_gate" in result.failed_tasks  # upstream_failed: unify/publish never run
