@@ -7,6 +7,7 @@ applied before any ``airflow`` import; the CLI does that first thing.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -43,6 +44,24 @@ def apply_airflow_environment(settings: LakeSettings) -> None:
         raise LakeError("Airflow was imported before its environment was set")
     os.environ.update(airflow_environment(settings))
     (settings.var / "airflow" / "logs").mkdir(parents=True, exist_ok=True)
+    # Scheduler, API server and workers must share these secrets (standalone runs them as
+    # separate processes). One random value per installation, kept out of git and config.
+    for variable, name in [
+        ("AIRFLOW__API_AUTH__JWT_SECRET", "jwt_secret"),
+        ("AIRFLOW__API__SECRET_KEY", "api_secret_key"),
+    ]:
+        if variable not in os.environ:
+            os.environ[variable] = _installation_secret(settings.var / "airflow" / name)
+
+
+def _installation_secret(path: Path) -> str:
+    """A random secret created once and readable by its owner only."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
 
 
 def ensure_airflow_ready(settings: LakeSettings) -> None:
