@@ -251,6 +251,10 @@ class CatalogStore:
         with Session(self.engine) as s, s.begin():
             s.add(RunError(run_id=run_id, step=step, message=message, at=_now()))
 
+    def clear_errors(self, run_id: str, step: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(RunError).where(RunError.run_id == run_id, RunError.step == step))
+
     def errors(self, run_id: str) -> list[RunError]:
         with Session(self.engine) as s:
             return list(s.scalars(select(RunError).where(RunError.run_id == run_id)))

@@ -3,8 +3,9 @@
 
 Built from the catalog (`catalog/definitions/*.yaml`): one task group per department
 dataset, each extracting that day's delivery into `raw/sources/<dept>/<dataset>/dt=<ds>/`.
-The partition date `ds` is the run's logical date in Asia/Shanghai (the night of 02:00 on
-D+1 processes day D), or `conf["ds"]` for runs without a logical date.
+The partition date `ds` is the start of the run's data interval in Asia/Shanghai (the run
+at 02:00 on D+1 processes day D; a manual trigger processes the last complete night), or
+`conf["ds"]` when given.
 
 Each dataset group extracts, then standardises, validates (Great Expectations suite from
 the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine/`. The
@@ -22,8 +23,9 @@ from airflow.sdk import TaskGroup, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from catalog.definitions import load_catalog
+from etl.settings import SOURCE_POOL
 
-SOURCE_POOL = "source_connections"
+FAILED_STATES = {"failed", "upstream_failed"}
 
 
 def _ds_and_run() -> tuple:
@@ -31,7 +33,8 @@ def _ds_and_run() -> tuple:
 
     ctx = get_current_context()
     dag_run = ctx["dag_run"]
-    return partition_date(ctx.get("logical_date"), dag_run.conf), dag_run.run_id
+    ds = partition_date(ctx.get("data_interval_start"), ctx.get("logical_date"), dag_run.conf)
+    return ds, dag_run.run_id
 
 
 def _fail_fast_if_asked(exc: Exception) -> None:
@@ -106,7 +109,10 @@ def yimen_nightly():
         from etl.nightly import close_night
 
         ds, run_id = _ds_and_run()
-        return close_night(run_id, ds)
+        ti = get_current_context()["ti"]
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
+        failed = [task for task, state in states.items() if state in FAILED_STATES]
+        return close_night(run_id, ds, failed)
 
     opened = open_night()
     gate = quality_gate()

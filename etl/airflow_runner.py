@@ -19,10 +19,9 @@ from pathlib import Path
 
 from etl.errors import LakeError
 from etl.nightly import LAKE_TZ
-from etl.settings import REPO_ROOT, LakeSettings
+from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
 
 DAG_ID = "yimen_nightly"
-SOURCE_POOL = "source_connections"
 SOURCE_POOL_SLOTS = 4
 
 

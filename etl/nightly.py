@@ -7,6 +7,7 @@ imports at module level: the DAG injects the connection lookup.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -24,20 +25,25 @@ from etl.zones import Lake
 LAKE_TZ = ZoneInfo("Asia/Shanghai")
 
 
-def partition_date(logical_date: datetime | None, conf: dict | None) -> date:
-    """The night's partition date: ``conf['ds']`` if given, else the logical date in Shanghai.
+def partition_date(
+    data_interval_start: datetime | None, logical_date: datetime | None, conf: dict | None
+) -> date:
+    """The night's partition date, in Asia/Shanghai.
 
-    Airflow 3 runs may have no logical date (asset-triggered or manual runs); those must
-    carry ``ds`` in their conf so every partition they write has a well-defined date.
+    ``conf['ds']`` wins when given. Otherwise the start of the run's data interval: for a
+    scheduled or backfilled run that is its logical date (02:00 on D processes day D), and
+    for a manual trigger the last complete night, whatever time it was triggered. Runs with
+    neither (asset-triggered) must carry ``ds`` in their conf.
     """
     if conf and conf.get("ds"):
         try:
             return date.fromisoformat(str(conf["ds"]))
         except ValueError as exc:
             raise LakeError(f"run conf 'ds' must be YYYY-MM-DD, got {conf['ds']!r}") from exc
-    if logical_date is None:
+    moment = data_interval_start or logical_date
+    if moment is None:
         raise LakeError('this run has no logical date; trigger it with conf {"ds": "YYYY-MM-DD"}')
-    return logical_date.astimezone(LAKE_TZ).date()
+    return moment.astimezone(LAKE_TZ).date()
 
 
 @contextmanager
@@ -49,9 +55,19 @@ def recorded_failure(store: CatalogStore, run_id: str, step: str) -> Iterator[No
         store.record_error(run_id, step, str(exc))
         raise
     except Exception as exc:  # a bug or an environment problem: still say it in one line
-        first = (str(exc).strip().splitlines() or [""])[0]
-        store.record_error(run_id, step, f"{step}: {type(exc).__name__}: {first}")
+        store.record_error(run_id, step, f"{step}: {one_line(exc)}")
         raise
+    store.clear_errors(run_id, step)  # a retry that succeeds leaves no failure behind
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an unexpected error, with quoted values masked.
+
+    Library errors quote the offending value (``Failed to parse string: '4407…'``): that
+    may be personal data, and run errors are shown to people and kept in the store.
+    """
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: " + re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", first)
 
 
 def open_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> str:
@@ -115,14 +131,14 @@ def quality_docs_dir(settings: LakeSettings, dataset_id: str) -> Path:
 
 
 def quality_gate(ds: date, run_id: str, settings: LakeSettings | None = None) -> dict:
-    """Pass only if every catalog dataset was validated for ``ds`` with rows conserved.
+    """Pass only if this run validated every catalog dataset of ``ds`` with rows conserved.
 
     Unification and publishing depend on this task: a tripped circuit breaker upstream
     (or a missing dataset) keeps the whole night from publishing.
     """
     settings = settings or LakeSettings.from_env()
     store = CatalogStore(settings.catalog_url)
-    figures = {q.dataset_id: q for q in store.quality(ds)}
+    figures = {q.dataset_id: q for q in store.quality(ds) if q.run_id == run_id}
     missing = [d.id for d in load_catalog().datasets if d.id not in figures]
     broken = [
         q.dataset_id
@@ -144,10 +160,14 @@ def quality_gate(ds: date, run_id: str, settings: LakeSettings | None = None) ->
     }
 
 
-def close_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> dict:
-    """Mark the run finished (failed if any step recorded an error); return rows per partition.
+def close_night(
+    run_id: str, ds: date, failed_tasks: list[str], settings: LakeSettings | None = None
+) -> dict:
+    """Record the night as success or failed and write the quality page.
 
-    Runs after every step whatever their outcome, so a failed night is recorded as failed.
+    Runs after every step whatever their outcome. ``failed_tasks`` comes from Airflow's
+    task states, so a task killed without a word (out of memory, timeout) still fails the
+    night; the store's error lines say why where a step could say it.
     """
     from etl.quality_report import write_quality_index
 
@@ -155,9 +175,9 @@ def close_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> 
     store = CatalogStore(settings.catalog_url)
     write_quality_index(store, settings.var / "quality" / "index.html")
     errors = store.errors(run_id)
-    store.finish_run(run_id, "failed" if errors else "success")
-    if errors:
-        raise LakeError(
-            f"night {ds}: {len(errors)} step(s) failed: " + "; ".join(e.step for e in errors)
-        )
+    failed = bool(errors or failed_tasks)
+    store.finish_run(run_id, "failed" if failed else "success")
+    if failed:
+        steps = sorted({e.step for e in errors} | set(failed_tasks))
+        raise LakeError(f"night {ds} failed: {', '.join(steps)}")
     return {f"{p.zone}:{p.dataset_id}": p.rows for p in store.partitions(ds=ds)}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_POOL = "source_connections"  # the Airflow pool for reads against department systems
 
 
 @dataclass(frozen=True)

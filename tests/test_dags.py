@@ -8,10 +8,10 @@ import pytest
 
 from catalog.definitions import load_catalog
 from catalog.store import CatalogStore
-from etl.airflow_runner import DAG_ID, SOURCE_POOL, logical_date_for, run_night
+from etl.airflow_runner import DAG_ID, logical_date_for, run_night
 from etl.errors import LakeError
 from etl.nightly import partition_date
-from etl.settings import REPO_ROOT, LakeSettings
+from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
 from etl.zones import Lake
 from tests.conftest import DEMO_DATE
 
@@ -43,13 +43,22 @@ def test_nightly_dag_is_built_from_the_catalog(dagbag) -> None:
 
 def test_partition_date_is_the_shanghai_date_or_the_conf_date() -> None:
     # 02:00 in Shanghai is 18:00 UTC the day before: the partition date must not slip a day
-    assert partition_date(logical_date_for(date(2026, 11, 28)), {}) == date(2026, 11, 28)
-    assert partition_date(datetime(2026, 11, 27, 18, 0, tzinfo=UTC), None) == date(2026, 11, 28)
-    assert partition_date(None, {"ds": "2026-10-01"}) == date(2026, 10, 1)
+    night = logical_date_for(date(2026, 11, 28))
+    assert partition_date(night, night, {}) == date(2026, 11, 28)
+    utc = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+    assert partition_date(None, utc, None) == date(2026, 11, 28)
+    assert partition_date(None, None, {"ds": "2026-10-01"}) == date(2026, 10, 1)
     with pytest.raises(LakeError, match="no logical date"):
-        partition_date(None, {})
+        partition_date(None, None, {})
     with pytest.raises(LakeError, match="YYYY-MM-DD"):
-        partition_date(None, {"ds": "yesterday"})
+        partition_date(None, None, {"ds": "yesterday"})
+
+
+def test_a_manual_trigger_processes_the_last_complete_night(dagbag) -> None:
+    # triggered by hand at 09:00 on the 29th (Shanghai): the night of the 28th
+    triggered = datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
+    interval = dagbag.dags[DAG_ID].timetable.infer_manual_data_interval(run_after=triggered)
+    assert partition_date(interval.start, triggered, {}) == date(2026, 11, 28)
 
 
 def test_backfill_range_maps_to_exactly_those_partition_dates(dagbag) -> None:
@@ -61,7 +70,7 @@ def test_backfill_range_maps_to_exactly_those_partition_dates(dagbag) -> None:
     runs = dag.iter_dagrun_infos_between(
         timezone.parse("2026-11-01"), timezone.parse("2026-11-03T02:00")
     )
-    dates = [partition_date(run.logical_date, {}) for run in runs]
+    dates = [partition_date(run.data_interval.start, run.logical_date, {}) for run in runs]
     assert dates == [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
 
 
