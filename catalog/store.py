@@ -178,18 +178,29 @@ class CatalogStore:
         with Session(self.engine) as s:
             return list(s.scalars(query))
 
-    def low_watermark(self, dataset_id: str, ds: date) -> str | None:
-        """Highest watermark reached by any extraction for an *earlier* date.
+    def extraction_window(self, dataset_id: str, ds: date) -> tuple[str | None, str | None]:
+        """The ``updated_at`` window ``(low, high]`` an incremental extraction of ``ds`` reads.
 
-        Keyed on dates, not on "the last run", so a rerun of a date reads the same window
-        again (idempotent) and a backfill of an old date does not skip anything.
+        A date extracted before keeps its recorded window, so a rerun reads exactly the same
+        rows even after later nights ran. A new date starts where the latest earlier date
+        stopped and ends where the next later date (if any, say after a gap) began; ``None``
+        means unbounded. Keyed on dates, not on "the last run", so backfills skip nothing.
         """
         with Session(self.engine) as s:
-            return s.scalar(
+            recorded = s.get(Watermark, (dataset_id, ds))
+            if recorded is not None:
+                return recorded.low, recorded.high
+            low = s.scalar(
                 select(func.max(Watermark.high)).where(
                     Watermark.dataset_id == dataset_id, Watermark.ds < ds
                 )
             )
+            high = s.scalar(
+                select(func.min(Watermark.low)).where(
+                    Watermark.dataset_id == dataset_id, Watermark.ds > ds
+                )
+            )
+            return low, high
 
     def latest_ids(self) -> tuple[int, int]:
         """The newest partition and error ids, to watch for what comes after them."""

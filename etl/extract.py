@@ -70,8 +70,9 @@ def extract_to_raw(
     batch_rows: int = 100_000,
 ) -> ExtractResult:
     """Read one dataset's delivery for ``ds`` and commit it as a raw partition."""
-    low = store.low_watermark(dataset.id, ds) if dataset.source.load == "incremental" else None
-    reader = open_source(dataset, connection, ds, low_watermark=low, batch_rows=batch_rows)
+    incremental = dataset.source.load == "incremental"
+    low, bound = store.extraction_window(dataset.id, ds) if incremental else (None, None)
+    reader = open_source(dataset, connection, ds, window=(low, bound), batch_rows=batch_rows)
     missing = [f for f in dataset.field_names if f not in reader.columns]
     added = [c for c in reader.columns if c not in dataset.field_names]
     if missing or added:
@@ -95,12 +96,12 @@ def extract_to_raw(
             "dataset": dataset.id,
             "source": reader.location,
             "low_watermark": low,
-            "high_watermark": tracker.high or low,
+            "high_watermark": bound or tracker.high or low,
             "missing_columns": missing,
             "added_columns": added,
         },
     )
-    high = tracker.high or low
+    high = bound or tracker.high or low  # a recorded window keeps its end on reruns
     store.record_partition(
         batch_id,
         PartitionRecord(
@@ -112,7 +113,7 @@ def extract_to_raw(
             fingerprint=manifest.fingerprint,
         ),
     )
-    if dataset.source.load == "incremental":
+    if incremental:
         store.record_watermark(dataset.id, ds, low, high, manifest.rows, batch_id)
     result = ExtractResult(
         dataset.id, ds, manifest.rows, path, reader.location, low, high, missing, added
@@ -143,14 +144,25 @@ def _without_row_content(exc: Exception) -> str:
 
 
 class _WatermarkTracker:
-    """Passes batches through and remembers the highest watermark value seen."""
+    """Passes batches through and remembers the highest well-formed watermark value seen.
+
+    Only ``YYYY-MM-DD HH:MM:SS`` values count: the window is compared as text in the
+    source, where a stray ``2026/11/29`` would sort above every ISO value and stop
+    incremental reads for good. Such rows are still extracted (and validated) as delivered.
+    """
+
+    ISO = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
 
     def __init__(self, column: str | None) -> None:
         self.column, self.high = column, None
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         if self.column and self.column in batch.schema.names and batch.num_rows:
-            batch_max = pc.max(batch.column(self.column)).as_py()
+            values = batch.column(self.column)
+            well_formed = values.filter(
+                pc.fill_null(pc.match_substring_regex(values, self.ISO), False)
+            )
+            batch_max = pc.max(well_formed).as_py() if len(well_formed) else None
             if batch_max is not None and (self.high is None or batch_max > self.high):
                 self.high = batch_max
         return batch

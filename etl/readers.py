@@ -40,13 +40,13 @@ def open_source(
     connection: SourceConnection,
     ds: date,
     *,
-    low_watermark: str | None = None,
+    window: tuple[str | None, str | None] = (None, None),
     batch_rows: int = 100_000,
 ) -> SourceReader:
     """The reader for this dataset's delivery on ``ds``; fails early if it is not there."""
     kind = dataset.source.kind
     if kind == "sql":
-        return SqlReader(dataset, connection, low_watermark, batch_rows)
+        return SqlReader(dataset, connection, window, batch_rows)
     path = drop_file(connection, dataset.source.path or "", ds)
     if not path.is_file():
         raise SourceError(f"{dataset.id}: no delivery for {ds}: {path} does not exist")
@@ -72,13 +72,13 @@ def _as_string_batch(names: list[str], columns: list[pa.Array]) -> pa.RecordBatc
 
 
 class SqlReader:
-    """Streams ``SELECT *`` (optionally ``WHERE <watermark> > :low``) with a server-side cursor."""
+    """Streams ``SELECT *`` (incremental: ``WHERE low < <watermark> <= high``), server-side."""
 
     def __init__(
         self,
         dataset: DatasetDef,
         connection: SourceConnection,
-        low_watermark: str | None,
+        window: tuple[str | None, str | None],
         batch_rows: int,
     ) -> None:
         self.dataset_id = dataset.id
@@ -86,7 +86,7 @@ class SqlReader:
         self.table = dataset.source.table or ""
         self.location = f"{self.url.render_as_string(hide_password=True)}#{self.table}"
         self.watermark = dataset.source.watermark_column
-        self.low = low_watermark
+        self.low, self.high = window
         self.batch_rows = batch_rows
         self.engine = create_engine(self.url)
         try:
@@ -106,6 +106,9 @@ class SqlReader:
         if self.low is not None and self.watermark:
             query = query.where(column(self.watermark) > bindparam("low"))
             params["low"] = self.low
+        if self.high is not None and self.watermark:
+            query = query.where(column(self.watermark) <= bindparam("high"))
+            params["high"] = self.high
         try:
             with self.engine.connect() as conn:
                 result = conn.execution_options(

@@ -125,9 +125,9 @@ def test_rerunning_a_date_replaces_only_that_partition(departments, settings: La
     assert [(p.dataset_id, p.run_id) for p in parts] == [("zhijian.org_code", "r2")]
 
 
-def test_incremental_extraction_picks_up_exactly_the_changed_rows(
-    tmp_path: Path, settings: LakeSettings
-) -> None:
+@pytest.fixture
+def two_days(tmp_path: Path):
+    """Departments at day 1, then advanced one day with plenty of changes."""
     import simulator
 
     out = tmp_path / "departments"
@@ -138,31 +138,97 @@ def test_incremental_extraction_picks_up_exactly_the_changed_rows(
         ground_truth_dir=tmp_path / "truth",
         daily=simulator.DailyRates(update=0.05, insert=0.01, delete=0.01),
     )
-    day1 = extract(settings, out, "gongan.population", DEMO_DATE)
+    return out
+
+
+def test_incremental_extraction_picks_up_exactly_the_changed_rows(
+    two_days: Path, settings: LakeSettings
+) -> None:
+    import simulator
+
+    day1 = extract(settings, two_days, "gongan.population", DEMO_DATE)
     assert day1.low_watermark is None and day1.rows > 0
-    simulator.advance_day(out)
+    changes = simulator.advance_day(two_days)
     day2_date = DEMO_DATE + timedelta(days=1)
-    day2 = extract(settings, out, "gongan.population", day2_date)
-    source = delivered(out, "gongan.population", day2_date)
-    changed = source[source["updated_at"] > day1.high_watermark]
-    assert 0 < day2.rows == len(changed) < len(source)
+    day2 = extract(settings, two_days, "gongan.population", day2_date)
+    # the simulator's own account of the day: updates, inserts and status-flag deletions
+    expected = sum(
+        changes.__dict__[k]["gongan.population"] for k in ("updates", "inserts", "deletes")
+    )
+    assert 0 < day2.rows == expected < day1.rows
+    raw = Lake(settings.lake_root).read_partition(day2.path).to_pandas()
+    assert raw["person_no"].is_unique
+    assert raw["updated_at"].str.startswith(day2_date.isoformat()).all()
+    assert (raw["status"] == "注销").sum() == changes.deletes["gongan.population"]
     manifest = Lake(settings.lake_root).read_manifest(day2.path)
     assert manifest.extra["low_watermark"] == day1.high_watermark
-    assert manifest.extra["high_watermark"] == changed["updated_at"].max() == day2.high_watermark
-    raw = Lake(settings.lake_root).read_partition(day2.path).to_pandas()
-    assert set(raw["person_no"]) == set(changed["person_no"])
-    assert raw["updated_at"].str.startswith(day2_date.isoformat()).all()
+    assert manifest.extra["high_watermark"] == raw["updated_at"].max() == day2.high_watermark
     for dataset in CATALOG.datasets:  # updated rows keep missing values as NULL, not "None"
         if dataset.source.kind == "sql":
-            changed_rows = extract(settings, out, dataset.id, day2_date).path
+            changed_rows = extract(settings, two_days, dataset.id, day2_date).path
             table = Lake(settings.lake_root).read_partition(changed_rows).to_pandas()
             assert not table.isin(["None", "nan", "<NA>"]).any().any(), dataset.id
-    # rerunning day 2 reads the same window again (idempotent), not an empty one
-    again = extract(settings, out, "gongan.population", day2_date, run="rerun")
-    assert again.rows == day2.rows and again.low_watermark == day2.low_watermark
     # snapshot drops: the new day's file is read whole, deletions are simply absent
-    snap = extract(settings, out, "renshe.insured_person", day2_date)
-    assert snap.rows == len(delivered(out, "renshe.insured_person", day2_date))
+    snap = extract(settings, two_days, "renshe.insured_person", day2_date)
+    assert snap.rows == len(delivered(two_days, "renshe.insured_person", day2_date))
+    assert snap.rows == changes.rows["renshe.insured_person"]
+
+
+def test_reruns_read_their_own_window_even_after_later_nights(
+    two_days: Path, settings: LakeSettings
+) -> None:
+    import simulator
+
+    day1 = extract(settings, two_days, "gongan.population", DEMO_DATE)
+    simulator.advance_day(two_days)
+    day2_date = DEMO_DATE + timedelta(days=1)
+    day2 = extract(settings, two_days, "gongan.population", day2_date)
+    simulator.advance_day(two_days)  # day 3 changes exist in the source before the reruns
+    again1 = extract(settings, two_days, "gongan.population", DEMO_DATE, run="rerun-1")
+    again2 = extract(settings, two_days, "gongan.population", day2_date, run="rerun-2")
+    day3 = extract(settings, two_days, "gongan.population", day2_date + timedelta(days=1))
+    # each date keeps its window; day 3 starts where day 2 ended
+    assert (again1.low_watermark, again1.high_watermark) == (None, day1.high_watermark)
+    assert (again2.low_watermark, again2.high_watermark) == (
+        day2.low_watermark,
+        day2.high_watermark,
+    )
+    assert day3.low_watermark == day2.high_watermark and day3.rows > 0
+    # no gap, no overlap: every current source row is in exactly one night's partition
+    lake = Lake(settings.lake_root)
+    nights = [
+        lake.read_partition(r.path).column("person_no").to_pylist() for r in (again1, again2, day3)
+    ]
+    everything = delivered(two_days, "gongan.population", day2_date)["person_no"]
+    assert sum(len(n) for n in nights) == len(everything)
+    assert set().union(*nights) == set(everything)
+
+
+def test_a_malformed_watermark_value_does_not_stall_incremental_reads(
+    two_days: Path, settings: LakeSettings
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    db = connections(two_days)["gongan_db"].sqlalchemy_url()
+    with create_engine(db).begin() as conn:  # one row with a slashed date
+        conn.execute(
+            text(
+                "UPDATE population SET updated_at = '2026/11/28 09:00:00' "
+                "WHERE person_no = (SELECT min(person_no) FROM population)"
+            )
+        )
+    day1 = extract(settings, two_days, "gongan.population", DEMO_DATE)
+    assert day1.high_watermark.startswith("2026-11-")  # the ISO maximum, not "2026/…"
+    with create_engine(db).begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE population SET updated_at = '2026-11-29 08:00:00' "
+                "WHERE person_no = (SELECT max(person_no) FROM population)"
+            )
+        )
+    day2 = extract(settings, two_days, "gongan.population", DEMO_DATE + timedelta(days=1))
+    keys = set(Lake(settings.lake_root).read_partition(day2.path).column("person_no").to_pylist())
+    assert len(keys) == 2  # the new change, and the malformed row read again (never lost)
 
 
 def test_missing_drop_file_is_one_clear_line(departments, settings: LakeSettings) -> None:
