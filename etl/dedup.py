@@ -51,6 +51,7 @@ class BucketSpool:
         self.dir = Path(tempfile.mkdtemp(prefix="dedup-", dir=workdir))
         self.writers: dict[int, pq.ParquetWriter] = {}
         self.counts = DedupCounts()
+        self.rows_out = 0
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -68,9 +69,17 @@ class BucketSpool:
             for writer in self.writers.values():
                 writer.close()
             for b in sorted(self.writers):
-                yield self._latest_per_key(pq.read_table(self.dir / f"{b}.parquet"))
+                latest = self._latest_per_key(pq.read_table(self.dir / f"{b}.parquet"))
+                self.rows_out += latest.num_rows
+                yield latest
         finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            self.close()
+
+    def close(self) -> None:
+        """Remove the bucket files (they hold personal data), whatever happened."""
+        for writer in self.writers.values():
+            writer.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def _latest_per_key(self, table: pa.Table) -> pa.Table:
         sort = [(k, "ascending") for k in self.key]
@@ -114,4 +123,10 @@ class RowSpill:
                 self.writer.close()
                 yield from pq.ParquetFile(self.dir / "rows.parquet").iter_batches(65_536)
         finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            self.close()
+
+    def close(self) -> None:
+        """Remove the spilled rows (they hold personal data), whatever happened."""
+        if self.writer is not None:
+            self.writer.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

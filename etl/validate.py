@@ -60,6 +60,10 @@ class ValidationResult:
     def quarantined_share(self) -> float:
         return self.quarantined / self.delivered if self.delivered else 0.0
 
+    def arithmetic(self) -> dict[str, int]:
+        """The row conservation figures, as written into both partitions' manifests."""
+        return {k: getattr(self, k) for k in ("delivered", "clean", "quarantined", "collapsed")}
+
     def summary(self) -> str:
         return (
             f"{self.dataset_id} {self.ds}: delivered {self.delivered:,} = clean {self.clean:,}"
@@ -117,51 +121,56 @@ def validate_partition(
     repaired = StandardiseReport()
     raw_schema: pa.Schema | None = None
     quarantined = RowSpill(work_dir)
+    try:
+        for raw in _raw_batches(lake, source, manifest.files):
+            raw_schema = raw.schema
+            conformed, notes = _conform_to_catalog(raw, dataset)
+            result.schema_notes += [n for n in notes if n not in result.schema_notes]
+            std, report = standardise(conformed, dataset)
+            repaired.add(report)
+            outcomes = suite.check(std.to_pandas(types_mapper=_string_mapper))
+            outcomes += _schema_outcomes(dataset, raw)
+            bad = np.zeros(raw.num_rows, dtype=bool)
+            for outcome in outcomes:
+                failed = len(outcome.failed_rows)
+                result.failures[outcome.name] = result.failures.get(outcome.name, 0) + failed
+                bad[outcome.failed_rows] = True
+            if bad.any():
+                quarantined.add(_quarantine_rows(raw, std, outcomes, bad))
+            spool.add(std.filter(pa.array(~bad)))
+        result.quarantined = quarantined.rows
+        result.repaired = repaired.repaired
+        if result.delivered == 0:
+            result.schema_notes.append("the delivery has no rows")
 
-    for raw in _raw_batches(lake, source, manifest.files):
-        raw_schema = raw.schema
-        conformed, notes = _conform_to_catalog(raw, dataset)
-        for note in notes:
-            if note not in result.schema_notes:
-                result.schema_notes.append(note)
-        std, report = standardise(conformed, dataset)
-        repaired.add(report)
-        outcomes = suite.check(std.to_pandas(types_mapper=_string_mapper))
-        outcomes += _schema_outcomes(dataset, raw)
-        bad = np.zeros(raw.num_rows, dtype=bool)
-        for outcome in outcomes:
-            result.failures[outcome.name] = result.failures.get(outcome.name, 0) + len(
-                outcome.failed_rows
-            )
-            bad[outcome.failed_rows] = True
-        if bad.any():
-            quarantined.add(_quarantine_rows(raw, std, outcomes, bad))
-        spool.add(std.filter(pa.array(~bad)))
+        # quarantine first: the clean partition is the commit point of the pair
+        q_manifest = lake.write_partition(
+            lake.partition_path(RAW_QUARANTINE, dataset.department, dataset.code, ds=ds),
+            quarantined.batches(),
+            quarantine_schema(raw_schema or pa.schema(METADATA_FIELDS)),
+            private=True,
+            extra={"dataset": dataset.id, "source": source, "failures": result.failures},
+        )
 
-    schema = clean_schema(dataset)
-    clean_manifest = lake.write_partition(
-        lake.partition_path(RAW_CLEAN, dataset.department, dataset.code, ds=ds),
-        (b for t in spool.deduplicated() for b in _typed(t, schema).to_batches()),
-        schema,
-        private=True,
-        extra={"dataset": dataset.id, "source": source},
-    )
-    result.clean = clean_manifest.rows
-    result.collapsed, result.exact_duplicates = spool.counts.collapsed, spool.counts.exact
-    result.quarantined = quarantined.rows
-    result.repaired = repaired.repaired
-    if result.delivered == 0:
-        result.schema_notes.append("the delivery has no rows")
-    q_schema = quarantine_schema(raw_schema or pa.schema(METADATA_FIELDS))
-    q_manifest = lake.write_partition(
-        lake.partition_path(RAW_QUARANTINE, dataset.department, dataset.code, ds=ds),
-        quarantined.batches(),
-        q_schema,
-        private=True,
-        extra={"dataset": dataset.id, "source": source, "failures": result.failures},
-    )
-    if not result.conserved:  # a bug, never a data condition: stop before anything publishes
-        raise LakeError(f"row conservation broken: {result.summary()}")
+        def conserved_rows() -> dict:
+            """Asked once the clean rows are written, before they replace the old ones."""
+            result.clean = spool.rows_out
+            result.collapsed, result.exact_duplicates = spool.counts.collapsed, spool.counts.exact
+            if not result.conserved:  # a bug, never a data condition: publish nothing
+                raise LakeError(f"row conservation broken: {result.summary()}")
+            return {"dataset": dataset.id, "source": source, **result.arithmetic()}
+
+        schema = clean_schema(dataset)
+        clean_manifest = lake.write_partition(
+            lake.partition_path(RAW_CLEAN, dataset.department, dataset.code, ds=ds),
+            (b for t in spool.deduplicated() for b in _typed(t, schema).to_batches()),
+            schema,
+            private=True,
+            extra=conserved_rows,
+        )
+    finally:
+        spool.close()
+        quarantined.close()
     result.docs = suite.build_docs()
     _record(store, run_id, result, dataset, clean_manifest, q_manifest)
     log.info(result.summary())

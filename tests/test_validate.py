@@ -340,6 +340,7 @@ def test_mostly_broken_delivery_trips_the_breaker_but_writes_everything(
         validate_partition(
             ds, DEMO_DATE, lake=lake, store=store, run_id="b", work_dir=tmp_path / "tmp"
         )
+    assert not list((tmp_path / "tmp").iterdir()), "no spilled rows are left behind"
     figures = store.quality(DEMO_DATE)[0]
     assert figures.quarantined >= len(frame) * 2 // 3 - 10
     assert figures.delivered == figures.clean + figures.quarantined + figures.collapsed
@@ -378,3 +379,37 @@ def test_lake_status_shows_the_quality_figures(night: Night) -> None:
     line = next(x for x in result.output.splitlines() if x.strip().startswith("gongan.population"))
     assert f"{q.delivered:,}" in line and f"{q.clean:,}" in line and f"{q.quarantined:,}" in line
     assert "id_no:resident_id" in result.output and "data docs:" in result.output
+
+
+def test_numbers_that_do_not_fit_the_clean_type_are_quarantined(
+    departments, tmp_path: Path
+) -> None:
+    work = tmp_path / "departments"
+    shutil.copytree(departments.out_dir, work)
+    path = work / "renshe" / f"insured_person_{DEMO_DATE:%Y%m%d}.csv"
+    frame = pd.read_csv(path, encoding="gbk", dtype=str, keep_default_na=False)
+    frame.loc[0, "monthly_base"] = "4500.555"  # three decimals: decimal(18, 2) would round
+    frame.loc[1, "monthly_base"] = "123456789012345678.50"  # too many digits
+    frame.to_csv(path, index=False, encoding="gbk")
+    ds = CATALOG.dataset("renshe.insured_person")
+    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    conn = SourceConnection("renshe_drop", "fs", extra={"path": str(work / "renshe")})
+    extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="n")
+    result = validate_partition(
+        ds, DEMO_DATE, lake=lake, store=store, run_id="n", work_dir=tmp_path / "tmp"
+    )
+    assert result.failures["monthly_base:type"] == 2 and result.conserved
+    quarantine = lake.read_partition(
+        lake.partition_path(RAW_QUARANTINE, ds.department, ds.code, ds=DEMO_DATE)
+    ).to_pandas()
+    reasons = quarantine.set_index("_row_number").loc[[1, 2], "_reason"]
+    assert reasons.str.contains("monthly_base is not a decimal number that fits").all()
+    assert not list((tmp_path / "tmp").iterdir()), "no spilled rows are left behind"
+    manifest = lake.read_manifest(
+        lake.partition_path(RAW_CLEAN, ds.department, ds.code, ds=DEMO_DATE)
+    )
+    assert manifest.extra == {
+        "dataset": ds.id,
+        "source": manifest.extra["source"],
+        **result.arithmetic(),
+    }
