@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 from sqlalchemy import bindparam, column, create_engine, literal_column, select, table
@@ -66,9 +67,23 @@ def drop_file(connection: SourceConnection, pattern: str, ds: date) -> Path:
 
 
 def _as_string_batch(names: list[str], columns: list[pa.Array]) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [c if c.type == pa.string() else c.cast(pa.string()) for c in columns], names=names
-    )
+    return pa.RecordBatch.from_arrays([_as_text(c) for c in columns], names=names)
+
+
+def _as_text(values: pa.Array) -> pa.Array:
+    """Typed database values as the text the lake reads everywhere else.
+
+    Timestamps become ``YYYY-MM-DD HH:MM:SS`` (time-zone-aware ones in Asia/Shanghai) and
+    dates ``YYYY-MM-DD``, the canonical forms validation expects; other types their
+    plain string form.
+    """
+    kind = values.type
+    if pa.types.is_timestamp(kind):
+        seconds = pa.timestamp("s", tz="Asia/Shanghai" if kind.tz else None)
+        return pc.strftime(values.cast(seconds, safe=False), format="%Y-%m-%d %H:%M:%S")
+    if pa.types.is_date(kind):
+        return pc.strftime(values, format="%Y-%m-%d")
+    return values if kind == pa.string() else values.cast(pa.string())
 
 
 class SqlReader:
@@ -161,6 +176,7 @@ class CsvReader:
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in self.columns},
+                null_values=[""],  # only empty cells are missing; "NULL" or "NA" stay text
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=False,
             ),
@@ -229,12 +245,20 @@ class ExcelReader:
         header = next(self.rows, None)
         if header is None:
             raise SourceError(f"{dataset_id}: {path} has no header row")
-        self.columns = [str(c).strip() for c in header]
+        names = [str(c).strip() if c is not None else "" for c in header]
+        while names and not names[-1]:  # calamine pads rows to the sheet's widest row
+            names.pop()
+        self.columns = names
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         width = len(self.columns)
         chunk: list[list] = []
-        for row in self.rows:
+        for number, row in enumerate(self.rows, start=2):
+            if len(row) > width and any(v not in (None, "") for v in row[width:]):
+                raise SourceError(
+                    f"{self.dataset_id}: {self.path} row {number} has values beyond the "
+                    f"{width} header columns"
+                )
             chunk.append([_cell(v) for v in row[:width]] + [None] * (width - len(row)))
             if len(chunk) >= self.batch_rows:
                 yield self._batch(chunk)

@@ -309,3 +309,112 @@ def test_connections_resolve_through_airflow(departments) -> None:
     assert drop.folder() == departments.out_dir.resolve() / "renshe"
     db = lookup_airflow_connection("dishui_db")
     assert db.sqlalchemy_url().drivername == "sqlite"
+
+
+@pytest.mark.skipif(postgres_url() is None, reason="no test PostgreSQL (make test starts one)")
+def test_typed_database_columns_arrive_as_canonical_text(settings: LakeSettings) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url())
+    with create_engine(url).begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS taxpayer"))
+        conn.execute(
+            text(
+                "CREATE TABLE taxpayer (taxpayer_id integer, tax_no text, taxpayer_name text, "
+                "legal_rep_name text, phone text, registered_date date, industry text, "
+                "status text, updated_at timestamptz)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO taxpayer VALUES (1, '91440703123456788M', '江门市华美有限公司', "
+                "'陈大文', NULL, DATE '2017-02-23', '制造业', '正常', "
+                "TIMESTAMPTZ '2026-11-28 02:30:05.123+00')"
+            )
+        )
+    conn_info = SourceConnection(
+        "dishui_db",
+        "postgres",
+        host=url.host,
+        port=url.port,
+        login=url.username,
+        password=url.password,
+        schema=url.database,
+    )
+    result = extract_to_raw(
+        CATALOG.dataset("dishui.taxpayer"),
+        conn_info,
+        DEMO_DATE,
+        lake=Lake(settings.lake_root),
+        store=CatalogStore(settings.catalog_url),
+        batch_id="t",
+    )
+    row = Lake(settings.lake_root).read_partition(result.path).to_pylist()[0]
+    assert row["taxpayer_id"] == "1" and row["registered_date"] == "2017-02-23"
+    assert row["updated_at"] == "2026-11-28 10:30:05"  # in Shanghai, whole seconds
+    assert row["phone"] is None
+    assert result.high_watermark == "2026-11-28 10:30:05"
+
+
+def test_csv_text_that_looks_like_null_is_kept(
+    departments, settings: LakeSettings, tmp_path: Path
+) -> None:
+    dataset = CATALOG.dataset("zhijian.org_code")
+    folder = tmp_path / "zhijian"
+    folder.mkdir()
+    target = folder / f"org_code_{DEMO_DATE:%Y%m%d}.csv"
+    target.write_text(
+        ",".join(dataset.field_names) + "\n"
+        "123456788,华美公司,企业法人,NULL,NA,,,2026-11-28 10:00:00\n",
+        encoding="utf-8-sig",
+    )
+    conn = SourceConnection("zhijian_drop", "fs", extra={"path": str(folder)})
+    result = extract_to_raw(
+        dataset,
+        conn,
+        DEMO_DATE,
+        lake=Lake(settings.lake_root),
+        store=CatalogStore(settings.catalog_url),
+        batch_id="t",
+    )
+    row = Lake(settings.lake_root).read_partition(result.path).to_pylist()[0]
+    assert (row["legal_rep_name"], row["address"], row["issued_date"]) == ("NULL", "NA", None)
+
+
+def test_excel_row_wider_than_its_header_is_an_error(
+    settings: LakeSettings, tmp_path: Path
+) -> None:
+    import xlsxwriter
+
+    dataset = CATALOG.dataset("guoshui.taxpayer")
+    folder = tmp_path / "guoshui"
+    folder.mkdir()
+    book = xlsxwriter.Workbook(folder / f"taxpayer_{DEMO_DATE:%Y%m%d}.xlsx")
+    sheet = book.add_worksheet()
+    sheet.write_row(0, 0, dataset.field_names)
+    sheet.write_row(
+        1,
+        0,
+        [
+            "91440703123456788M",
+            "华美公司",
+            "陈大文",
+            "一般纳税人",
+            "2017-02-23",
+            "蓬江区税务局",
+            "正常",
+            "2026-11-28 10:00:00",
+            "多余",
+        ],
+    )
+    book.close()
+    conn = SourceConnection("guoshui_drop", "fs", extra={"path": str(folder)})
+    with pytest.raises(SourceError, match=r"row 2 has values beyond the 8 header columns"):
+        extract_to_raw(
+            dataset,
+            conn,
+            DEMO_DATE,
+            lake=Lake(settings.lake_root),
+            store=CatalogStore(settings.catalog_url),
+            batch_id="t",
+        )
