@@ -147,6 +147,11 @@ class DatasetDef(_Strict):
         for column in [*self.key, self.source.watermark_column]:
             if column and column not in names:
                 raise ValueError(f"{column!r} is used as key/watermark but is not a declared field")
+        for f in self.fields:
+            if f.name in self.key and not f.required:
+                raise ValueError(f"key field {f.name!r} must be required (null keys would merge)")
+            if f.type in ("date", "datetime") and f.rule != f.type:
+                raise ValueError(f"field {f.name!r} of type {f.type} needs rule: {f.type}")
         for check in self.checks:
             unknown = [c for c in check.columns if c not in names]
             if unknown:

@@ -94,7 +94,8 @@ def downgrade_resident_id18(id18: np.ndarray | list[str]) -> np.ndarray:
 
 
 def is_valid_resident_id(ids: np.ndarray | list[str]) -> np.ndarray:
-    """True where a value is an 18-char resident ID with a correct check char and a real birth date.
+    """True where a value is an 18-char resident ID with a correct check char and a birth date
+    that exists and is not in the future.
 
     The division code is only checked for shape here (6 digits, not starting with 0):
     which division codes are real is a catalog-level rule.
@@ -106,7 +107,9 @@ def is_valid_resident_id(ids: np.ndarray | list[str]) -> np.ndarray:
         good = ids[shaped].to_numpy(dtype="U18")
         check_ok = resident_id_check_chars(_slice(good, 0, 17)) == _slice(good, 17, 18)
         birth = pd.to_datetime(pd.Series(_slice(good, 6, 14)), format="%Y%m%d", errors="coerce")
-        date_ok = birth.notna().to_numpy() & (birth.dt.year.to_numpy(na_value=0) >= 1880)
+        born = birth.notna().to_numpy()
+        date_ok = born & (birth.dt.year.to_numpy(na_value=0) >= 1880)
+        date_ok &= (birth <= pd.Timestamp.now()).to_numpy(dtype=bool, na_value=False)
         valid[np.flatnonzero(shaped)] = check_ok & date_ok
     return valid
 

@@ -160,14 +160,14 @@ def _without_spaces_in_cjk(values: pa.Array) -> pa.Array:
 
 
 def simplified_chinese(values: pa.Array) -> pa.Array:
-    """Traditional → simplified characters (OpenCC), converting only rows that need it."""
+    """Traditional-only characters → simplified (OpenCC's table), only in rows that have them."""
     needs = pc.fill_null(pc.match_substring_regex(values, _traditional_class()), False)
     if not pc.any(needs).as_py():
         return values
-    converter = _opencc()
+    table = _traditional_table()
     where = np.flatnonzero(needs.to_numpy(zero_copy_only=False))
     out = values.to_numpy(zero_copy_only=False).astype(object)
-    out[where] = [converter.convert(v) for v in out[where]]  # a few % of rows at most
+    out[where] = [v.translate(table) for v in out[where]]  # a few % of rows at most
     return pa.array(out, pa.string())
 
 
@@ -187,11 +187,37 @@ def _opencc():
 
 
 @cache
+def _traditional_table() -> dict[int, str]:
+    """Character → simplified character, for the traditional-only characters OpenCC changes.
+
+    Built once from OpenCC's t2s conversion of every CJK character, one by one, so a
+    character is never converted because of its neighbours.
+    """
+    converter = _opencc()
+    table = {}
+    for code in range(0x4E00, 0xA000):
+        char = chr(code)
+        simplified = converter.convert(char)
+        if simplified != char and len(simplified) == 1 and _traditional_only(char):
+            table[code] = simplified
+    return table
+
+
+@cache
 def _traditional_class() -> str:
-    """A regex character class of every CJK character OpenCC changes (built once)."""
-    chars = [chr(c) for c in range(0x4E00, 0xA000)]
-    converted = _opencc().convert("".join(chars))
-    if len(converted) != len(chars):  # multi-char mappings: fall back to one by one
-        converted = "".join(_opencc().convert(c)[:1] for c in chars)
-    changed = [a for a, b in zip(chars, converted, strict=True) if a != b]
-    return "[" + "".join(changed) + "]"
+    """A regex character class of the characters :func:`_traditional_table` converts."""
+    return "[" + "".join(chr(c) for c in _traditional_table()) + "]"
+
+
+def _traditional_only(char: str) -> bool:
+    """Not a character of simplified text (GB 2312) as well.
+
+    OpenCC maps 於→于 and 乾→干, but 於 and 乾 are also simplified-era surnames and given
+    names: converting them would change a correct name. Only characters that simplified
+    text never uses (陳, 黃, 張 …) are certain repairs.
+    """
+    try:
+        char.encode("gb2312")
+    except UnicodeEncodeError:
+        return True
+    return False

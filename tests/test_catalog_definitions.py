@@ -100,3 +100,25 @@ def test_csv_source_must_declare_its_encoding(tmp_path: Path) -> None:
     )
     with pytest.raises(CatalogError, match="renshe.yaml, dataset 'insured_person'.*must declare"):
         load_catalog(defs)
+
+
+def test_keys_must_be_required_and_dates_must_say_their_rule(tmp_path: Path) -> None:
+    defs = _copy_definitions(tmp_path)
+    path = defs / "dishui.yaml"
+    text = path.read_text(encoding="utf-8")
+    text = text.replace(
+        "{name: taxpayer_id, type: string, required: true,",
+        "{name: taxpayer_id, type: string, required: false,",
+    )
+    path.write_text(text, encoding="utf-8")
+    path = defs / "zhijian.yaml"
+    text = path.read_text(encoding="utf-8")
+    text = text.replace(
+        "{name: issued_date, type: date, rule: date,", "{name: issued_date, type: date,"
+    )
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CatalogError) as err:
+        load_catalog(defs)
+    assert "dishui.yaml, dataset 'taxpayer'" in str(err.value)
+    assert "key field 'taxpayer_id' must be required" in str(err.value)
+    assert "field 'issued_date' of type date needs rule: date" in str(err.value)

@@ -46,6 +46,12 @@ def test_resident_id_rule_agrees_with_stdnum_check_characters() -> None:
     assert not valid_resident_id(wrong).any()
 
 
+def test_resident_id_rule_rejects_future_birth_dates() -> None:
+    body = "44070320991231001"
+    future = body + ric.calc_check_digit(body + "0")
+    assert not valid_resident_id(pd.Series([future]))[0]
+
+
 def test_resident_id_rule_rejects_bad_dates_divisions_and_shapes() -> None:
     good = _ids(1)[0]
     bad_date = good[:10] + "1332" + good[14:17]

@@ -63,6 +63,12 @@ def test_names_lose_spaces_and_traditional_characters() -> None:
     assert standardise_column(names, NAME).to_pylist() == ["陈大文", "黄小明", "Li Ming", "张三"]
 
 
+def test_characters_simplified_text_also_uses_are_not_converted() -> None:
+    # OpenCC would turn 於 into 于 and 乾 into 干; both are real simplified-era names
+    names = pa.array(["於立新", "乾明", "陳於乾"])
+    assert standardise_column(names, NAME).to_pylist() == ["於立新", "乾明", "陈於乾"]
+
+
 def test_enterprise_names_get_one_normalised_spelling() -> None:
     variants = pa.array(
         [
