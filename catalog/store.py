@@ -24,7 +24,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from etl.errors import CatalogError
 
 
 class Base(DeclarativeBase):
@@ -137,7 +140,12 @@ class CatalogStore:
         self.engine: Engine = create_engine(url)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            shown = parsed.render_as_string(hide_password=True)
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise CatalogError(f"catalog store {shown} cannot be used: {reason}") from exc
 
     def start_run(self, run_id: str, ds: date) -> None:
         with Session(self.engine) as s, s.begin():

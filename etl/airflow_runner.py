@@ -41,7 +41,11 @@ def airflow_environment(settings: LakeSettings) -> dict[str, str]:
 def apply_airflow_environment(settings: LakeSettings) -> None:
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != str(REPO_ROOT):
         raise LakeError("Airflow was imported before its environment was set")
-    os.environ.update(airflow_environment(settings))
+    for variable, value in airflow_environment(settings).items():
+        if variable == "AIRFLOW_HOME":
+            os.environ[variable] = value  # the repo's airflow.cfg, whatever the shell says
+        else:
+            os.environ.setdefault(variable, value)  # a deployment's own settings win
     (settings.var / "airflow" / "logs").mkdir(parents=True, exist_ok=True)
     # Scheduler, API server and workers must share these secrets (standalone runs them as
     # separate processes). One random value per installation, kept out of git and config.
@@ -205,5 +209,5 @@ class _NightWatcher:
 
 
 def default_demo_date() -> date:
-    """Yesterday in Shanghai: the night that would run this morning."""
+    """Yesterday in Shanghai: the night that runs this morning."""
     return datetime.now(LAKE_TZ).date() - timedelta(days=1)

@@ -19,7 +19,8 @@ from etl.settings import LakeSettings
 
 
 class _LakeGroup(click.Group):
-    """Turns any LakeError into ``error: <one line>`` and exit code 1."""
+    """Turns a LakeError into ``error: <one line>`` (exit 1), anything else unexpected into
+    one line too (exit 2); ``--debug`` shows the traceback instead."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -29,6 +30,17 @@ class _LakeGroup(click.Group):
                 raise
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug or an environment problem: still one line
+            if ctx.params.get("debug"):
+                raise
+            from etl.nightly import one_line
+
+            click.secho(
+                f"error: unexpected {one_line(exc)} (--debug for the traceback)", fg="red", err=True
+            )
+            sys.exit(2)
 
 
 @click.group(cls=_LakeGroup)
@@ -100,11 +112,13 @@ def _simulate(settings: LakeSettings, scale: float, seed: int, ds: date | None, 
 
 
 @main.command()
-@date_option("the date the simulated departments are at")
+@date_option("yesterday in Shanghai")
 @click.pass_obj
 def run(settings: LakeSettings, ds: date | None) -> None:
     """Run one night for --date in-process through Airflow (dag.test())."""
-    _run_and_report(settings, ds or _latest_simulated_date(settings))
+    from etl.airflow_runner import default_demo_date
+
+    _run_and_report(settings, ds or default_demo_date())
 
 
 def _run_and_report(settings: LakeSettings, ds: date) -> None:
@@ -148,18 +162,6 @@ def _print_night(settings: LakeSettings, ds: date) -> None:
         click.echo(f"  {dataset_id:36s} {delivered:>10,} {figures}")
 
 
-def _latest_simulated_date(settings: LakeSettings) -> date:
-    import simulator
-
-    try:
-        return simulator.simulated_date(settings.departments_dir)
-    except FileNotFoundError as exc:
-        raise LakeError(
-            f"no simulated departments in {settings.departments_dir}; run `lake simulate` "
-            "first or pass --date"
-        ) from exc
-
-
 @main.command()
 @click.option("--from", "start", required=True, callback=_parse_date, help="First date.")
 @click.option("--to", "end", required=True, callback=_parse_date, help="Last date (included).")
@@ -193,18 +195,11 @@ def backfill(settings: LakeSettings, start: date, end: date) -> None:
 def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
     """Simulate the departments, run one night through Airflow, print where to look.
 
-    A demo starts from an empty lake (var/lake, var/catalog.db, var/quality are removed):
-    the departments are simulated afresh, so yesterday's watermarks would not fit them.
+    A demo starts from an empty lake: it removes var/lake, var/quality and the SQLite
+    catalog under var/ (the departments are simulated afresh, so older watermarks would
+    not fit them). It refuses when YIMEN_LAKE_ROOT or YIMEN_CATALOG_URL point elsewhere.
     """
-    import shutil
-
-    from sqlalchemy.engine import make_url
-
-    catalog_db = make_url(settings.catalog_url).database
-    for path in [Path(settings.lake_root), settings.var / "quality"]:
-        shutil.rmtree(path, ignore_errors=True)
-    if make_url(settings.catalog_url).get_backend_name() == "sqlite" and catalog_db:
-        Path(catalog_db).unlink(missing_ok=True)
+    _reset_demo_lake(settings)
     summary = _simulate(settings, scale, 20170223, ds, advance=False)
     click.echo(f"simulated {sum(summary.rows.values()):,} source records as of {summary.as_of}")
     _run_and_report(settings, summary.as_of)
@@ -214,10 +209,33 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
         f"dt={summary.as_of}/\n"
         f"  quality:     {settings.var / 'quality' / 'index.html'} (figures per dataset, links to "
         "the Great Expectations Data Docs)\n"
-        f"  catalog db:  {settings.catalog_url}\n"
+        f"  catalog db:  {_shown_url(settings.catalog_url)}\n"
         f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
         "  next:        `lake status`, `lake catalog list`, `make airflow` for the UI"
     )
+
+
+def _reset_demo_lake(settings: LakeSettings) -> None:
+    """Empty the demo's own lake and catalog; never touch a lake configured elsewhere."""
+    import shutil
+
+    from sqlalchemy.engine import make_url
+
+    demo = LakeSettings.under(settings.home)
+    if (settings.lake_root, settings.catalog_url) != (demo.lake_root, demo.catalog_url):
+        raise LakeError(
+            "lake demo starts from an empty lake and only resets the one under var/; "
+            "unset YIMEN_LAKE_ROOT / YIMEN_CATALOG_URL (or set YIMEN_HOME) to run it"
+        )
+    shutil.rmtree(settings.lake_root, ignore_errors=True)
+    shutil.rmtree(settings.var / "quality", ignore_errors=True)
+    Path(make_url(settings.catalog_url).database).unlink(missing_ok=True)
+
+
+def _shown_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @main.group()

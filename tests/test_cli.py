@@ -31,3 +31,34 @@ def test_catalog_check_reports_broken_directory(tmp_path) -> None:
     result = CliRunner().invoke(main, ["catalog", "check", str(tmp_path)])
     assert result.exit_code == 1
     assert "gongan.yaml:" in result.output and "not valid YAML" in result.output
+
+
+def test_unreachable_catalog_store_is_one_line_without_the_password() -> None:
+    env = {"YIMEN_CATALOG_URL": "postgresql+psycopg://lake:s3cret@127.0.0.1:1/catalog"}
+    result = CliRunner().invoke(main, ["status"], env=env)
+    assert result.exit_code == 1
+    assert result.output.startswith("error: catalog store postgresql+psycopg://lake:***@")
+    assert "s3cret" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_demo_refuses_to_wipe_a_lake_configured_elsewhere(tmp_path) -> None:
+    keep = tmp_path / "production-lake"
+    keep.mkdir()
+    (keep / "precious.parquet").write_text("x")
+    result = CliRunner().invoke(main, ["demo"], env={"YIMEN_LAKE_ROOT": str(keep)})
+    assert result.exit_code == 1 and "only resets the one under var/" in result.output
+    assert (keep / "precious.parquet").exists()
+
+
+def test_unexpected_errors_are_one_line_too(monkeypatch) -> None:
+    import catalog.definitions
+
+    def broken(*_args):
+        raise RuntimeError("disk on fire at '/secret/path'\nmore detail")
+
+    monkeypatch.setattr(catalog.definitions, "load_catalog", broken)
+    result = CliRunner().invoke(main, ["catalog", "list"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: unexpected RuntimeError: disk on fire at '…' (--debug for the traceback)"
+    )
