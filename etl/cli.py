@@ -297,7 +297,8 @@ def airflow(settings: LakeSettings, args: tuple[str, ...]) -> None:
 
     The metadata DB is migrated and the source pool created first; connections come from
     var/departments/connections.json. Examples: `lake airflow dags list`, `lake airflow
-    backfill create --dag-id yimen_nightly --from-date 2026-11-01 --to-date 2026-11-03`.
+    backfill create --dag-id yimen_nightly --from-date 2026-11-01 --to-date 2026-11-03T02:00`
+    (the nights of 1–3 November: runs are at 02:00 Shanghai).
     """
     import os
 
