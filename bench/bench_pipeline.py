@@ -115,8 +115,11 @@ def validate_step(workdir: Path, dataset_id: str, ds: date) -> None:
             work_dir=settings.var / "tmp",
         )
         rows, quarantined = result.delivered, result.quarantined
-    except QualityGateFailed as exc:  # still a full validation pass; report it
-        rows, quarantined = -1, str(exc)
+    except QualityGateFailed:  # still a full validation pass: report its figures
+        (figures,) = [
+            q for q in CatalogStore(settings.catalog_url).quality(ds) if q.dataset_id == dataset_id
+        ]
+        rows, quarantined = figures.delivered, f"{figures.quarantined} (breaker tripped)"
     seconds = time.perf_counter() - started
     print(
         json.dumps(

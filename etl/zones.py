@@ -104,6 +104,7 @@ class Lake:
                 out.write(json.dumps(asdict(manifest), ensure_ascii=False, indent=1).encode())
             if private and self.is_local:
                 _restrict_permissions(tmp)
+                _restrict_ancestors(path, self.root)
             self._swap_into_place(tmp, path)
         except BaseException:
             self.fs.delete_dir(tmp) if _exists(self.fs, tmp) else None
@@ -187,3 +188,11 @@ def _restrict_permissions(folder: str) -> None:
     os.chmod(folder, RAW_DIR_MODE)
     for name in os.listdir(folder):
         os.chmod(os.path.join(folder, name), RAW_FILE_MODE)
+
+
+def _restrict_ancestors(path: str, root: str) -> None:
+    """The zone folders above a private partition (``raw/``, ``raw/sources/<dept>`` …) too."""
+    parent = os.path.dirname(path)
+    while parent.startswith(root + "/"):
+        os.chmod(parent, RAW_DIR_MODE)
+        parent = os.path.dirname(parent)

@@ -66,9 +66,24 @@ def test_org_code_and_uscc_check_chars_agree_with_stdnum() -> None:
     assert all(uscc.is_valid(c) for c in codes)
 
 
-@pytest.mark.parametrize("body, check", [("12345678", "8"), ("D2143569", "X")])
+@pytest.mark.parametrize(
+    "body, check",
+    [
+        # 1·3+2·7+3·9+4·10+5·5+6·8+7·4+8·2 = 201; 201 mod 11 = 3; 11−3 = 8
+        ("12345678", "8"),
+        # letters count A=10 … Z=35: M22·3+A10·7+4·9+W32·10+2·5+X33·8+3·4+B11·2 = 800;
+        # 800 mod 11 = 8; 11−8 = 3
+        ("MA4W2X3B", "3"),
+        # 9·3+9·7+9·9+9·10+9·5+9·8+9·4+9·2 = 432; 432 mod 11 = 3; 11−3 = 8
+        ("99999999", "8"),
+        # all zeros: sum 0; 11−0 = 11, written "0"
+        ("00000000", "0"),
+        # D13·3+2·7+1·9+4·10+3·5+5·8+6·4+9·2 = 199; 199 mod 11 = 1; 11−1 = 10, written "X"
+        ("D2143569", "X"),
+    ],
+)
 def test_org_code_known_values(body: str, check: str) -> None:
-    # worked examples of GB 11714 (including a letter and the X case)
+    # worked by hand from GB 11714 (weights 3 7 9 10 5 8 4 2), independent of the code
     assert org_code_check_chars(np.array([body]))[0] == check
 
 

@@ -25,23 +25,6 @@ from tests.conftest import DEMO_DATE
 from tests.test_extract import connections
 
 CATALOG = load_catalog()
-REPAIRABLE = {
-    "id15",
-    "lower_x",
-    "fullwidth",
-    "spaces",
-    "zero_width",
-    "traditional",
-    "name_space",
-    "date_format",
-    "phone_format",
-    "ent_name_variant",
-}
-PERSON_SOURCES = {
-    "gongan.population": "person_no",
-    "renshe.insured_person": "insured_no",
-    "weiji.health_record": "record_no",
-}
 
 
 class Night:
@@ -102,21 +85,27 @@ def test_every_delivered_row_is_clean_quarantined_or_collapsed(
     assert len(set(raw["_row_number"]) - clean_rows - bad_rows) == result.collapsed
 
 
-@pytest.mark.parametrize("dataset_id", sorted(PERSON_SOURCES))
-def test_repairable_dirt_is_repaired_and_bad_check_digits_quarantined(
+@pytest.mark.parametrize("dataset_id", [d.id for d in CATALOG.datasets])
+def test_every_dirt_kind_is_repaired_or_quarantined_for_the_right_reason(
     night: Night, dataset_id: str
 ) -> None:
-    key = PERSON_SOURCES[dataset_id]
-    truth = night.truth(dataset_id).set_index("source_key")["dirt"].str.split(";")
-    quarantined = set(night.table(RAW_QUARANTINE, dataset_id)[key])
-    clean = set(night.table(RAW_CLEAN, dataset_id)[key])
-    bad_check = {k for k, d in truth.items() if "bad_check" in d}
-    repairable_only = {
-        k for k, d in truth.items() if set(d) & REPAIRABLE and not set(d) - REPAIRABLE - {""}
-    }
-    assert bad_check and repairable_only
-    assert quarantined == bad_check
-    assert repairable_only <= clean
+    """Ground truth says which dirt each delivered row got; only bad check digits are
+    beyond repair, so exactly those rows are quarantined, each for an ID rule."""
+    key = CATALOG.dataset(dataset_id).key[0]
+    raw = night.table("raw/sources", dataset_id).set_index(key)["_row_number"]
+    dirt = night.truth(dataset_id).set_index("source_key")["dirt"].str.split(";")
+    rows = {kind: set() for kind in ("bad_check", "repairable")}
+    for source_key, kinds in dirt.items():
+        kind = "bad_check" if "bad_check" in kinds else "repairable"
+        rows[kind].add(int(raw[source_key]))
+    quarantine = night.table(RAW_QUARANTINE, dataset_id).set_index("_row_number")
+    assert set(quarantine.index) == rows["bad_check"]
+    assert quarantine["_rules"].str.contains(r":resident_id|:applicant_id").all()
+    kinds_seen = {k for kinds in dirt for k in kinds if k}
+    assert kinds_seen - {"bad_check"}, "the delivery had repairable dirt to test"
+    clean = set(night.table(RAW_CLEAN, dataset_id)["_row_number"])
+    collapsed = rows["repairable"] - clean
+    assert len(collapsed) == night.results[dataset_id].collapsed
 
 
 def test_clean_values_are_canonical_and_typed(night: Night) -> None:

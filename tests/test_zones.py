@@ -76,5 +76,6 @@ def test_private_partition_is_not_world_readable(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
     path = lake.partition_path("raw/sources", "x", "y", ds=date(2026, 11, 28))
     lake.write_partition(path, _batches(100), SCHEMA, private=True)
-    for entry in [path, *(os.path.join(path, f) for f in os.listdir(path))]:
-        assert not os.stat(entry).st_mode & stat.S_IROTH, entry
+    folders = [str(tmp_path / "lake" / "raw"), str(tmp_path / "lake" / "raw" / "sources" / "x")]
+    for entry in [path, *folders, *(os.path.join(path, f) for f in os.listdir(path))]:
+        assert not os.stat(entry).st_mode & (stat.S_IROTH | stat.S_IXOTH), entry
