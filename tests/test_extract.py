@@ -37,9 +37,21 @@ def extract(
     settings: LakeSettings, departments_dir: Path, dataset_id: str, ds: date, run: str = "test-run"
 ):
     dataset = CATALOG.dataset(dataset_id)
-    conn = connections(departments_dir)[dataset.source.connection_id]
+    return extract_from(
+        settings, dataset_id, connections(departments_dir)[dataset.source.connection_id], ds, run
+    )
+
+
+def extract_from(
+    settings: LakeSettings,
+    dataset_id: str,
+    conn: SourceConnection,
+    ds: date = DEMO_DATE,
+    run: str = "t",
+):
+    """Extract one dataset through the given connection into the test's own lake."""
     return extract_to_raw(
-        dataset,
+        CATALOG.dataset(dataset_id),
         conn,
         ds,
         lake=Lake(settings.lake_root),
@@ -251,14 +263,7 @@ def test_unreachable_database_is_one_clear_line(settings: LakeSettings, tmp_path
         schema="nope",
     )
     with pytest.raises(SourceError) as err:
-        extract_to_raw(
-            dataset,
-            missing,
-            DEMO_DATE,
-            lake=Lake(settings.lake_root),
-            store=CatalogStore(settings.catalog_url),
-            batch_id="t",
-        )
+        extract_from(settings, dataset.id, missing)
     message = str(err.value)
     assert message.startswith("dishui.taxpayer: cannot read postgresql+psycopg://x:***@127.0.0.1:1")
     assert "secret" not in message and "\n" not in message
@@ -279,16 +284,9 @@ def test_file_in_another_encoding_than_declared_is_one_clear_line(
     )
     header = "org_code,name,org_type,legal_rep_name,address,issued_date,valid_until,updated_at\n"
     target.write_bytes(header.encode() + gbk_file.read_bytes().split(b"\n", 1)[1])
-    dataset = CATALOG.dataset("zhijian.org_code")
+    drop = SourceConnection("zhijian_drop", "fs", extra={"path": str(folder)})
     with pytest.raises(SourceError, match=r"zhijian.org_code: cannot read .*org_code_\d+\.csv"):
-        extract_to_raw(
-            dataset,
-            SourceConnection("zhijian_drop", "fs", extra={"path": str(folder)}),
-            DEMO_DATE,
-            lake=Lake(settings.lake_root),
-            store=CatalogStore(settings.catalog_url),
-            batch_id="t",
-        )
+        extract_from(settings, "zhijian.org_code", drop)
 
 
 def test_unknown_connection_id_is_one_clear_line() -> None:
@@ -341,14 +339,7 @@ def test_typed_database_columns_arrive_as_canonical_text(settings: LakeSettings)
         password=url.password,
         schema=url.database,
     )
-    result = extract_to_raw(
-        CATALOG.dataset("dishui.taxpayer"),
-        conn_info,
-        DEMO_DATE,
-        lake=Lake(settings.lake_root),
-        store=CatalogStore(settings.catalog_url),
-        batch_id="t",
-    )
+    result = extract_from(settings, "dishui.taxpayer", conn_info)
     row = Lake(settings.lake_root).read_partition(result.path).to_pylist()[0]
     assert row["taxpayer_id"] == "1" and row["registered_date"] == "2017-02-23"
     assert row["updated_at"] == "2026-11-28 10:30:05"  # in Shanghai, whole seconds
@@ -369,14 +360,7 @@ def test_csv_text_that_looks_like_null_is_kept(
         encoding="utf-8-sig",
     )
     conn = SourceConnection("zhijian_drop", "fs", extra={"path": str(folder)})
-    result = extract_to_raw(
-        dataset,
-        conn,
-        DEMO_DATE,
-        lake=Lake(settings.lake_root),
-        store=CatalogStore(settings.catalog_url),
-        batch_id="t",
-    )
+    result = extract_from(settings, dataset.id, conn)
     row = Lake(settings.lake_root).read_partition(result.path).to_pylist()[0]
     assert (row["legal_rep_name"], row["address"], row["issued_date"]) == ("NULL", "NA", None)
 
@@ -410,11 +394,4 @@ def test_excel_row_wider_than_its_header_is_an_error(
     book.close()
     conn = SourceConnection("guoshui_drop", "fs", extra={"path": str(folder)})
     with pytest.raises(SourceError, match=r"row 2 has values beyond the 8 header columns"):
-        extract_to_raw(
-            dataset,
-            conn,
-            DEMO_DATE,
-            lake=Lake(settings.lake_root),
-            store=CatalogStore(settings.catalog_url),
-            batch_id="t",
-        )
+        extract_from(settings, dataset.id, conn)
