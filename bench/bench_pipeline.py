@@ -183,7 +183,10 @@ def main() -> None:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     print(f"scale {args.scale} in {args.workdir}")
-    if not args.skip_simulate:
+    if args.skip_simulate:  # same departments, but a first night: fresh lake and catalog
+        for leftover in ("lake", "catalog.db", "tmp", "quality"):
+            subprocess.run(["rm", "-rf", str(args.workdir / "var" / leftover)], check=True)
+    else:
         subprocess.run(["rm", "-rf", str(args.workdir / "var")], check=True)
         sim = child("--step", "simulate")
         print(
