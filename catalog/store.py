@@ -100,6 +100,11 @@ class QualityResult(Base):
     details: Mapped[dict] = mapped_column(JSON)
     validated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
+    @property
+    def conserved(self) -> bool:
+        """Every delivered row is clean, quarantined or a collapsed older version."""
+        return self.delivered == self.clean + self.quarantined + self.collapsed
+
 
 @dataclass(frozen=True)
 class QualityRecord:

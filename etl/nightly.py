@@ -140,11 +140,7 @@ def quality_gate(ds: date, run_id: str, settings: LakeSettings | None = None) ->
     store = CatalogStore(settings.catalog_url)
     figures = {q.dataset_id: q for q in store.quality(ds) if q.run_id == run_id}
     missing = [d.id for d in load_catalog().datasets if d.id not in figures]
-    broken = [
-        q.dataset_id
-        for q in figures.values()
-        if q.delivered != q.clean + q.quarantined + q.collapsed
-    ]
+    broken = [q.dataset_id for q in figures.values() if not q.conserved]
     if missing or broken:
         message = f"quality gate for {ds}: not validated: {missing or 'none'}; rows not conserved: "
         store.record_error(run_id, "quality gate", message + f"{broken or 'none'}")
