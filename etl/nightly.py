@@ -141,19 +141,14 @@ def quality_gate(ds: date, run_id: str, settings: LakeSettings | None = None) ->
     figures = {q.dataset_id: q for q in store.quality(ds) if q.run_id == run_id}
     missing = [d.id for d in load_catalog().datasets if d.id not in figures]
     broken = [q.dataset_id for q in figures.values() if not q.conserved]
-    if missing or broken:
-        message = f"quality gate for {ds}: not validated: {missing or 'none'}; rows not conserved: "
-        store.record_error(run_id, "quality gate", message + f"{broken or 'none'}")
-        raise LakeError(message + f"{broken or 'none'}")
-    return {
-        k: {
-            "delivered": q.delivered,
-            "clean": q.clean,
-            "quarantined": q.quarantined,
-            "collapsed": q.collapsed,
-        }
-        for k, q in figures.items()
-    }
+    with recorded_failure(store, run_id, "quality gate"):
+        if missing or broken:
+            raise LakeError(
+                f"quality gate for {ds}: not validated: {missing or 'none'}; "
+                f"rows not conserved: {broken or 'none'}"
+            )
+    figures_shown = ("delivered", "clean", "quarantined", "collapsed")
+    return {k: {f: getattr(q, f) for f in figures_shown} for k, q in figures.items()}
 
 
 def close_night(

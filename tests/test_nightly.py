@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from catalog.store import CatalogStore
@@ -31,3 +33,34 @@ def test_unexpected_errors_are_one_line_without_quoted_values(tmp_path) -> None:
     (error,) = store.errors("run")
     assert error.message == "validate x: ValueError: Failed to parse string: '…' as a scalar"
     assert one_line(KeyError("name")) == "KeyError: '…'"
+
+
+def test_quality_gate_needs_every_dataset_validated_by_this_run(tmp_path) -> None:
+    from datetime import date
+
+    from catalog.definitions import load_catalog
+    from catalog.store import QualityRecord
+    from etl.nightly import quality_gate
+    from etl.settings import LakeSettings
+
+    settings = LakeSettings.under(tmp_path)
+    store = CatalogStore(settings.catalog_url)
+    night = date(2026, 11, 28)
+
+    def validated(dataset_id: str, run: str, clean: int = 10) -> None:
+        store.record_quality(run, QualityRecord(dataset_id, night, 10, clean, 0, 0, 5, 0, {}))
+
+    datasets = [d.id for d in load_catalog().datasets]
+    for dataset_id in datasets[1:]:
+        validated(dataset_id, "this-run")
+    validated(datasets[0], "an-earlier-run")  # stale figures do not count
+    with pytest.raises(LakeError, match=re.escape(f"not validated: ['{datasets[0]}']")):
+        quality_gate(night, "this-run", settings)
+    assert store.errors("this-run")[0].step == "quality gate"
+    validated(datasets[0], "this-run", clean=9)  # one row unaccounted for
+    with pytest.raises(LakeError, match=re.escape(f"rows not conserved: ['{datasets[0]}']")):
+        quality_gate(night, "this-run", settings)
+    validated(datasets[0], "this-run")
+    figures = quality_gate(night, "this-run", settings)
+    assert figures[datasets[0]] == {"delivered": 10, "clean": 10, "quarantined": 0, "collapsed": 0}
+    assert store.errors("this-run") == []  # passing clears the gate's earlier failure
