@@ -185,10 +185,11 @@ class CsvReader:
 
 
 class JsonLinesReader:
-    """A JSON Lines drop. The first record's keys are the delivered columns, read as strings.
+    """A JSON Lines drop. The first record's keys are the delivered columns.
 
-    A record with a key the first one lacks is an error (never silently dropped); a file of
-    blank lines is a delivery with no records.
+    A record with a key the first one lacks, or a value of another JSON type than the
+    first record's, is an error (never silently dropped or coerced); a file of blank lines
+    is a delivery with no records.
     """
 
     def __init__(self, dataset_id: str, path: Path, field_names: list[str]) -> None:
@@ -197,7 +198,11 @@ class JsonLinesReader:
         first = self._first_record()
         self.empty = first is None
         self.columns = list(first) if first is not None else list(field_names)
-        self.schema = pa.schema([pa.field(n, pa.string()) for n in self.columns])
+        # values are read as the first record types them (text stays text, so IDs keep
+        # their leading zeros and X), then turned into text like every other source
+        self.schema = pa.schema(
+            [pa.field(n, _json_type((first or {}).get(n))) for n in self.columns]
+        )
 
     def _first_record(self) -> dict | None:
         with open(self.path, "rb") as f:
@@ -227,6 +232,16 @@ class JsonLinesReader:
         )
         for batch in reader:
             yield _as_string_batch(self.columns, [batch.column(c) for c in self.columns])
+
+
+def _json_type(value: object) -> pa.DataType:
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, int):
+        return pa.int64()
+    if isinstance(value, float):
+        return pa.float64()
+    return pa.string()
 
 
 class ExcelReader:

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from sqlalchemy import create_engine, text
@@ -395,3 +396,39 @@ def test_excel_row_wider_than_its_header_is_an_error(
     conn = SourceConnection("guoshui_drop", "fs", extra={"path": str(folder)})
     with pytest.raises(SourceError, match=r"row 2 has values beyond the 8 header columns"):
         extract_from(settings, dataset.id, conn)
+
+
+def test_json_numbers_and_booleans_arrive_as_text(settings: LakeSettings, tmp_path: Path) -> None:
+    import json
+
+    dataset = CATALOG.dataset("weiji.health_record")
+    folder = tmp_path / "weiji"
+    folder.mkdir()
+    record = {f: None for f in dataset.field_names}
+    records = [
+        record
+        | {
+            "record_no": "JK001",
+            "name": "陈大文",
+            "blood_type": 1,
+            "clinic": True,
+            "updated_at": "2026-11-28 10:00:00",
+        },
+        record
+        | {
+            "record_no": "JK002",
+            "name": "李四",
+            "blood_type": 2,
+            "clinic": False,
+            "updated_at": "2026-11-28 11:00:00",
+        },
+    ]
+    lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+    (folder / f"health_record_{DEMO_DATE:%Y%m%d}.jsonl").write_text(lines, encoding="utf-8")
+    drop = SourceConnection("weiji_drop", "fs", extra={"path": str(folder)})
+    result = extract_from(settings, "weiji.health_record", drop)
+    table = Lake(settings.lake_root).read_partition(result.path)
+    assert table.schema.field("blood_type").type == pa.string()
+    assert table.column("blood_type").to_pylist() == ["1", "2"]
+    assert table.column("clinic").to_pylist() == ["true", "false"]
+    assert table.column("name").to_pylist() == ["陈大文", "李四"]
