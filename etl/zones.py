@@ -162,6 +162,19 @@ class Lake:
             raise
         if had_old:
             self.fs.delete_dir(old)
+        self._remove_leftovers(path)
+
+    def _remove_leftovers(self, path: str) -> None:
+        """Temporary and replaced copies a crashed earlier write of ``path`` left behind.
+
+        Readers never trust them (no manifest at the partition path), but they hold data
+        and would otherwise pile up.
+        """
+        parent, name = path.rsplit("/", 1)
+        siblings = self.fs.get_file_info(pafs.FileSelector(parent))
+        for info in siblings:
+            if info.base_name.startswith((f"{name}.tmp-", f"{name}.old-")):
+                self.fs.delete_dir(info.path)
 
 
 def _rebatch(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:

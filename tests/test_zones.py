@@ -79,3 +79,16 @@ def test_private_partition_is_not_world_readable(tmp_path: Path) -> None:
     folders = [str(tmp_path / "lake" / "raw"), str(tmp_path / "lake" / "raw" / "sources" / "x")]
     for entry in [path, *folders, *(os.path.join(path, f) for f in os.listdir(path))]:
         assert not os.stat(entry).st_mode & (stat.S_IROTH | stat.S_IXOTH), entry
+
+
+def test_leftovers_of_a_crashed_write_are_removed_by_the_next_one(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    path = lake.partition_path("raw/sources", "x", "y", ds=date(2026, 11, 28))
+    lake.write_partition(path, _batches(100), SCHEMA)
+    for leftover in ("dt=2026-11-28.tmp-dead00000000", "dt=2026-11-28.old-dead00000000"):
+        (Path(path).parent / leftover).mkdir()
+        (Path(path).parent / leftover / "part-00000.parquet").write_text("half written")
+    (Path(path).parent / "dt=2026-11-29").mkdir()  # another date is not a leftover
+    lake.write_partition(path, _batches(200), SCHEMA)
+    assert sorted(os.listdir(Path(path).parent)) == ["dt=2026-11-28", "dt=2026-11-29"]
+    assert lake.read_partition(path).num_rows == 200
