@@ -127,6 +127,8 @@ def yimen_nightly():
             extracted >> validated
         opened >> extracted
         validated >> gate
+        # close only when every step is done, whatever its outcome (not at the first failure)
+        [extracted, validated] >> closed
     # unification and publishing plug in after `gate`, before `closed`
     gate >> closed
 

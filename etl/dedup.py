@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROWS_PER_BUCKET = 1_000_000
+REJECTED = "_rejected"  # rows that take part in "which version is newest" but are never kept
 
 
 def key_hash(table: pa.Table, key: list[str]) -> np.ndarray:
@@ -29,12 +30,16 @@ def key_hash(table: pa.Table, key: list[str]) -> np.ndarray:
 
 @dataclass
 class DedupCounts:
-    collapsed: int = 0  # older versions of a key dropped in favour of the newest
-    exact: int = 0  # of which identical to the kept row in every catalog field
+    collapsed: int = 0  # older (not rejected) versions of a key that are not published
+    exact: int = 0  # of which identical to the newest version in every catalog field
 
 
 class BucketSpool:
-    """Spools tables into ``n`` on-disk hash buckets of the key; yields them deduplicated."""
+    """Spools tables into ``n`` on-disk hash buckets of the key; yields them deduplicated.
+
+    Rows flagged in a ``_rejected`` column (quarantined ones) still count when deciding
+    which version of a key is the newest, so a stale version never passes for current.
+    """
 
     def __init__(
         self,
@@ -88,17 +93,25 @@ class BucketSpool:
         sort.append(("_row_number", "descending"))
         table = table.sort_by(sort)
         hashes = key_hash(table, self.key)
-        first = np.ones(len(hashes), dtype=bool)
-        first[1:] = hashes[1:] != hashes[:-1]
-        dropped = int((~first).sum())
-        if dropped:
-            self.counts.collapsed += dropped
+        newest = np.ones(len(hashes), dtype=bool)
+        newest[1:] = hashes[1:] != hashes[:-1]
+        rejected = (
+            table.column(REJECTED).to_numpy(zero_copy_only=False).astype(bool)
+            if REJECTED in table.column_names
+            else np.zeros(len(hashes), dtype=bool)
+        )
+        # a key whose newest version was rejected publishes none: an older one is not current
+        kept = newest & ~rejected
+        older = ~newest & ~rejected
+        if older.any():
+            self.counts.collapsed += int(older.sum())
             content = pd.util.hash_pandas_object(
                 table.select(self.fields).to_pandas().astype("string"), index=False
             ).to_numpy()
-            group_start = np.maximum.accumulate(np.where(first, np.arange(len(first)), 0))
-            self.counts.exact += int(((content == content[group_start]) & ~first).sum())
-        return table.filter(pa.array(first)) if dropped else table
+            group_start = np.maximum.accumulate(np.where(newest, np.arange(len(newest)), 0))
+            self.counts.exact += int(((content == content[group_start]) & older).sum())
+        table = table.filter(pa.array(kept))
+        return table.drop_columns([REJECTED]) if REJECTED in table.column_names else table
 
 
 class RowSpill:

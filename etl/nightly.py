@@ -164,10 +164,10 @@ def close_night(
 
     settings = settings or LakeSettings.from_env()
     store = CatalogStore(settings.catalog_url)
-    write_quality_index(store, settings.var / "quality" / "index.html")
     errors = store.errors(run_id)
     failed = bool(errors or failed_tasks)
     store.finish_run(run_id, "failed" if failed else "success")
+    write_quality_index(store, settings.var / "quality" / "index.html")
     if failed:
         steps = sorted({e.step for e in errors} | set(failed_tasks))
         raise LakeError(f"night {ds} failed: {', '.join(steps)}")

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from catalog.definitions import DatasetDef
 from catalog.store import CatalogStore, PartitionRecord, QualityRecord
-from etl.dedup import BucketSpool, RowSpill
+from etl.dedup import REJECTED, BucketSpool, RowSpill
 from etl.errors import LakeError, QualityGateFailed
 from etl.extract import METADATA_FIELDS, raw_source_path
 from etl.quality import CheckOutcome, QualitySuite
@@ -137,7 +137,7 @@ def validate_partition(
                 bad[outcome.failed_rows] = True
             if bad.any():
                 quarantined.add(_quarantine_rows(raw, std, outcomes, bad))
-            spool.add(std.filter(pa.array(~bad)))
+            spool.add(std.append_column(REJECTED, pa.array(bad)))
         result.quarantined = quarantined.rows
         result.repaired = repaired.repaired
         if result.delivered == 0:

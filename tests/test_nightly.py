@@ -64,3 +64,17 @@ def test_quality_gate_needs_every_dataset_validated_by_this_run(tmp_path) -> Non
     figures = quality_gate(night, "this-run", settings)
     assert figures[datasets[0]] == {"delivered": 10, "clean": 10, "quarantined": 0, "collapsed": 0}
     assert store.errors("this-run") == []  # passing clears the gate's earlier failure
+
+
+def test_a_task_that_died_without_a_word_still_fails_the_night(tmp_path) -> None:
+    from datetime import date
+
+    from etl.nightly import close_night, open_night
+    from etl.settings import LakeSettings
+
+    settings = LakeSettings.under(tmp_path)
+    open_night("run", date(2026, 11, 28), settings)
+    with pytest.raises(LakeError, match="night 2026-11-28 failed: renshe__insured_person.extract"):
+        close_night("run", date(2026, 11, 28), ["renshe__insured_person.extract"], settings)
+    assert CatalogStore(settings.catalog_url).runs(1)[0].status == "failed"
+    assert (settings.var / "quality" / "index.html").exists()

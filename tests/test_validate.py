@@ -402,3 +402,28 @@ def test_numbers_that_do_not_fit_the_clean_type_are_quarantined(
         "source": manifest.extra["source"],
         **result.arithmetic(),
     }
+
+
+def test_a_key_whose_newest_version_is_quarantined_publishes_no_older_one(tmp_path) -> None:
+    from etl.dedup import REJECTED, BucketSpool
+
+    table = pa.table(
+        {
+            "k": ["a", "a", "b", "b"],
+            "updated_at": ["2026-11-27 09:00:00", "2026-11-28 09:00:00"] * 2,
+            "v": ["old", "new but broken", "old", "new"],
+            "_row_number": [1, 2, 3, 4],
+            REJECTED: [False, True, False, False],
+        }
+    )
+    spool = BucketSpool(["k"], "updated_at", ["k", "v"], 4, tmp_path)
+    spool.add(table)
+    kept = pa.concat_tables(list(spool.deduplicated()))
+    assert kept.to_pydict() == {
+        "k": ["b"],
+        "updated_at": ["2026-11-28 09:00:00"],
+        "v": ["new"],
+        "_row_number": [4],
+    }
+    # a's old version and b's old version are collapsed; a's broken one is quarantined
+    assert spool.counts.collapsed == 2 and spool.rows_out == 1
