@@ -208,12 +208,19 @@ class CatalogStore:
                     Watermark.dataset_id == dataset_id, Watermark.ds < ds
                 )
             )
-            high = s.scalar(
-                select(func.min(Watermark.low)).where(
-                    Watermark.dataset_id == dataset_id, Watermark.ds > ds
-                )
-            )
-            return low, high
+            later = s.execute(
+                select(Watermark.low, Watermark.high)
+                .where(Watermark.dataset_id == dataset_id, Watermark.ds > ds)
+                .order_by(Watermark.ds)
+                .limit(1)
+            ).first()
+            if later is None:
+                return low, None
+            if later.low is None and later.high is not None:
+                # the next night was a first full load: it already holds everything up to
+                # its end, so this earlier date gets an empty window
+                return later.high, later.high
+            return low, later.low
 
     def latest_ids(self) -> tuple[int, int]:
         """The newest partition and error ids, to watch for what comes after them."""

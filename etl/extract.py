@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef
 from catalog.store import CatalogStore, PartitionRecord
@@ -83,25 +82,25 @@ def extract_to_raw(
             missing or "none",
             added or "none",
         )
-    tracker = _WatermarkTracker(dataset.source.watermark_column)
     schema = pa.schema([pa.field(c, pa.string()) for c in reader.columns] + METADATA_FIELDS)
     stamp = _MetadataStamp(dataset.id, batch_id)
     path = raw_source_path(lake, dataset, ds)
     manifest = lake.write_partition(
         path,
-        (stamp(tracker(batch)) for batch in _checked(reader)),
+        (stamp(batch) for batch in _checked(reader)),
         schema,
         private=True,
         extra=lambda: {  # asked after the read, when the high watermark is known
             "dataset": dataset.id,
             "source": reader.location,
             "low_watermark": low,
-            "high_watermark": bound or tracker.high or low,
+            "high_watermark": bound or getattr(reader, "high_watermark", None) or low,
             "missing_columns": missing,
             "added_columns": added,
         },
     )
-    high = bound or tracker.high or low  # a recorded window keeps its end on reruns
+    # a recorded window keeps its end on reruns; file drops have no watermark
+    high = bound or getattr(reader, "high_watermark", None) or low
     store.record_partition(
         batch_id,
         PartitionRecord(
@@ -141,31 +140,6 @@ def _without_row_content(exc: Exception) -> str:
     if match:
         return f"CSV parse error: {match.group(0)} (truncated or malformed row)"
     return text
-
-
-class _WatermarkTracker:
-    """Passes batches through and remembers the highest well-formed watermark value seen.
-
-    Only ``YYYY-MM-DD HH:MM:SS`` values count: the window is compared as text in the
-    source, where a stray ``2026/11/29`` would sort above every ISO value and stop
-    incremental reads for good. Such rows are still extracted (and validated) as delivered.
-    """
-
-    ISO = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$"
-
-    def __init__(self, column: str | None) -> None:
-        self.column, self.high = column, None
-
-    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        if self.column and self.column in batch.schema.names and batch.num_rows:
-            values = batch.column(self.column)
-            well_formed = values.filter(
-                pc.fill_null(pc.match_substring_regex(values, self.ISO), False)
-            )
-            batch_max = pc.max(well_formed).as_py() if len(well_formed) else None
-            if batch_max is not None and (self.high is None or batch_max > self.high):
-                self.high = batch_max
-        return batch
 
 
 class _MetadataStamp:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,6 +27,7 @@ from etl.connections import SourceConnection
 from etl.errors import SourceError
 
 BLOCK_SIZE = 16 << 20  # bytes per CSV / JSON block
+LAKE_TZ = ZoneInfo("Asia/Shanghai")
 
 
 class SourceReader(Protocol):
@@ -102,6 +104,7 @@ class SqlReader:
         self.location = f"{self.url.render_as_string(hide_password=True)}#{self.table}"
         self.watermark = dataset.source.watermark_column
         self.low, self.high = window
+        self._newest: object = None  # the largest well-formed watermark value read so far
         self.batch_rows = batch_rows
         self.engine = create_engine(self.url)
         try:
@@ -130,15 +133,68 @@ class SqlReader:
                     stream_results=True, yield_per=self.batch_rows
                 ).execute(query, params)
                 for rows in result.partitions(self.batch_rows):
-                    columns = list(zip(*rows, strict=True))
-                    yield _as_string_batch(
-                        self.columns, [pa.array(c, from_pandas=True) for c in columns]
-                    )
+                    arrays = [_as_arrow(c) for c in zip(*rows, strict=True)]
+                    if self.watermark in self.columns:
+                        self._track(arrays[self.columns.index(self.watermark)])
+                    yield _as_string_batch(self.columns, arrays)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
             raise SourceError(f"{self.dataset_id}: cannot read {self.location}: {reason}") from exc
         finally:
             self.engine.dispose()
+
+    def _track(self, values: pa.Array) -> None:
+        """Remember the largest watermark value that is well formed and not in the future.
+
+        Typed columns are compared as typed (microseconds and time zone kept); text columns
+        only by their ``YYYY-MM-DD HH:MM:SS…`` values, since a stray ``2026/11/29`` sorts
+        above every ISO value as text. A value beyond tomorrow is a clock or typing error:
+        taken as the mark it would stop every later night from reading anything.
+        """
+        if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
+            values = values.filter(pc.less_equal(values, _tomorrow_like(values.type)))
+        else:
+            values = values.cast(pa.string())
+            ok = pc.fill_null(pc.match_substring_regex(values, ISO_DATETIME), False)
+            values = values.filter(ok).filter(
+                pc.less_equal(values.filter(ok), _tomorrow_like(pa.string()))
+            )
+        newest = pc.max(values).as_py() if len(values) else None
+        if newest is not None and (self._newest is None or newest > self._newest):
+            self._newest = newest
+
+    @property
+    def high_watermark(self) -> str | None:
+        """The newest watermark read, as text the source compares exactly (ISO, tz kept)."""
+        value = self._newest
+        if value is None or isinstance(value, str):
+            return value
+        return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
+
+
+ISO_DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}"
+
+
+def _tomorrow_like(kind: pa.DataType) -> pa.Scalar:
+    """The end of tomorrow in Shanghai, typed like a watermark column for comparison."""
+    end = (datetime.now(LAKE_TZ) + timedelta(days=2)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    if pa.types.is_timestamp(kind):
+        if kind.tz is None:
+            return pa.scalar(end.replace(tzinfo=None), kind)
+        return pa.scalar(end, kind)
+    if pa.types.is_date(kind):
+        return pa.scalar(end.date(), kind)
+    return pa.scalar(end.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _as_arrow(values: tuple) -> pa.Array:
+    """A column of database values; a column mixing types (SQLite allows it) becomes text."""
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 class CsvReader:

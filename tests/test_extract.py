@@ -223,15 +223,22 @@ def test_a_malformed_watermark_value_does_not_stall_incremental_reads(
     from sqlalchemy import create_engine, text
 
     db = connections(two_days)["gongan_db"].sqlalchemy_url()
-    with create_engine(db).begin() as conn:  # one row with a slashed date
+    with create_engine(db).begin() as conn:  # a slashed date, and a clock far ahead
         conn.execute(
             text(
                 "UPDATE population SET updated_at = '2026/11/28 09:00:00' "
                 "WHERE person_no = (SELECT min(person_no) FROM population)"
             )
         )
+        conn.execute(
+            text(
+                "UPDATE population SET updated_at = '2099-01-01 00:00:00' "
+                "WHERE person_no = (SELECT min(person_no) FROM population WHERE person_no > "
+                "(SELECT min(person_no) FROM population))"
+            )
+        )
     day1 = extract(settings, two_days, "gongan.population", DEMO_DATE)
-    assert day1.high_watermark.startswith("2026-11-")  # the ISO maximum, not "2026/…"
+    assert day1.high_watermark.startswith("2026-11-")  # not "2026/…", not 2099
     with create_engine(db).begin() as conn:
         conn.execute(
             text(
@@ -241,7 +248,8 @@ def test_a_malformed_watermark_value_does_not_stall_incremental_reads(
         )
     day2 = extract(settings, two_days, "gongan.population", DEMO_DATE + timedelta(days=1))
     keys = set(Lake(settings.lake_root).read_partition(day2.path).column("person_no").to_pylist())
-    assert len(keys) == 2  # the new change, and the malformed row read again (never lost)
+    # the new change, and the two odd rows read again: never lost, never a stalled night
+    assert len(keys) == 3
 
 
 def test_missing_drop_file_is_one_clear_line(departments, settings: LakeSettings) -> None:
@@ -345,7 +353,20 @@ def test_typed_database_columns_arrive_as_canonical_text(settings: LakeSettings)
     assert row["taxpayer_id"] == "1" and row["registered_date"] == "2017-02-23"
     assert row["updated_at"] == "2026-11-28 10:30:05"  # in Shanghai, whole seconds
     assert row["phone"] is None
-    assert result.high_watermark == "2026-11-28 10:30:05"
+    # the mark keeps the source's own precision and time zone, so the next night compares
+    # exactly: a change at 05:00 UTC is read, one a few milliseconds earlier is not again
+    assert result.high_watermark == "2026-11-28 02:30:05.123000+00:00"
+    with create_engine(url).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO taxpayer (taxpayer_id, tax_no, taxpayer_name, status, updated_at) "
+                "VALUES (2, 'x', '新公司', '正常', TIMESTAMPTZ '2026-11-28 05:00:00+00'), "
+                "(3, 'y', '旧公司', '正常', TIMESTAMPTZ '2026-11-28 02:30:05.100+00')"
+            )
+        )
+    night2 = extract_from(settings, "dishui.taxpayer", conn_info, DEMO_DATE + timedelta(days=1))
+    ids = Lake(settings.lake_root).read_partition(night2.path).column("taxpayer_id").to_pylist()
+    assert ids == ["2"]
 
 
 def test_csv_text_that_looks_like_null_is_kept(
@@ -432,3 +453,12 @@ def test_json_numbers_and_booleans_arrive_as_text(settings: LakeSettings, tmp_pa
     assert table.column("blood_type").to_pylist() == ["1", "2"]
     assert table.column("clinic").to_pylist() == ["true", "false"]
     assert table.column("name").to_pylist() == ["陈大文", "李四"]
+
+
+def test_backfilling_a_date_before_the_first_load_reads_nothing_twice(
+    two_days: Path, settings: LakeSettings
+) -> None:
+    first = extract(settings, two_days, "gongan.population", DEMO_DATE)
+    before = extract(settings, two_days, "gongan.population", DEMO_DATE - timedelta(days=1))
+    assert first.rows > 0 and before.rows == 0  # the first load already holds every row
+    assert (before.low_watermark, before.high_watermark) == (first.high_watermark,) * 2
