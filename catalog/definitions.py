@@ -80,6 +80,10 @@ class SourceDef(_Strict):
             raise ValueError(f"a {self.kind} file drop needs 'path'")
         if self.kind == "csv" and not self.encoding:
             raise ValueError("a csv source must declare its 'encoding' (e.g. gbk, utf-8-sig)")
+        if self.kind != "csv" and self.encoding:
+            raise ValueError(
+                f"'encoding' applies to csv sources only ({self.kind} is read as its format says)"
+            )
         if self.load == "incremental" and not self.watermark_column:
             raise ValueError("an incremental source needs 'watermark_column'")
         if self.load == "incremental" and self.kind != "sql":

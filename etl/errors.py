@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class LakeError(Exception):
     """Base class: the message is meant for people and names the file/dataset/field."""
@@ -25,3 +27,9 @@ class PartitionError(LakeError):
 
 class QualityGateFailed(LakeError):
     """Too much of a delivery was quarantined: nothing downstream publishes for that night."""
+
+
+def without_quoted_values(text: str) -> str:
+    """Mask what a library error quotes (``could not convert '陈大文…'``): it may be personal
+    data, and error lines are shown to people and kept in the catalog store."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)

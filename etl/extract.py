@@ -20,7 +20,7 @@ import pyarrow as pa
 from catalog.definitions import DatasetDef
 from catalog.store import CatalogStore, PartitionRecord
 from etl.connections import SourceConnection
-from etl.errors import SourceError
+from etl.errors import SourceError, without_quoted_values
 from etl.readers import SourceReader, open_source
 from etl.zones import Lake
 
@@ -127,7 +127,7 @@ def _checked(reader: SourceReader) -> Iterator[pa.RecordBatch]:
         yield from reader.batches()
     except SourceError:
         raise
-    except (pa.ArrowInvalid, UnicodeDecodeError, ValueError, OSError) as exc:
+    except (pa.ArrowException, UnicodeDecodeError, ValueError, TypeError, OSError) as exc:
         raise SourceError(
             f"{reader.dataset_id}: cannot read {reader.location}: {_without_row_content(exc)}"
         ) from exc
@@ -139,6 +139,8 @@ def _without_row_content(exc: Exception) -> str:
     match = re.search(r"(Row #\d+: )?Expected \d+ columns, got \d+", text)
     if match:
         return f"CSV parse error: {match.group(0)} (truncated or malformed row)"
+    if isinstance(exc, (pa.ArrowException, TypeError)):  # these quote the offending value
+        return without_quoted_values(re.sub(r"couldn't parse:.*$", "couldn't parse: …", text))
     return text
 
 

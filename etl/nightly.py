@@ -7,7 +7,6 @@ imports at module level: the DAG injects the connection lookup.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -17,7 +16,7 @@ from zoneinfo import ZoneInfo
 from catalog.definitions import load_catalog
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
-from etl.errors import LakeError
+from etl.errors import LakeError, without_quoted_values
 from etl.extract import extract_to_raw
 from etl.settings import LakeSettings
 from etl.zones import Lake
@@ -67,7 +66,7 @@ def one_line(exc: BaseException) -> str:
     may be personal data, and run errors are shown to people and kept in the store.
     """
     first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: " + re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", first)
+    return f"{type(exc).__name__}: {without_quoted_values(first)}"
 
 
 def open_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> str:

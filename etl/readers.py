@@ -59,7 +59,9 @@ def open_source(
         return CsvReader(dataset.id, path, dataset.source.encoding or "utf-8")
     if kind == "jsonl":
         return JsonLinesReader(dataset.id, path, dataset.field_names)
-    return ExcelReader(dataset.id, path, batch_rows)
+    if kind == "excel":
+        return ExcelReader(dataset.id, path, batch_rows)
+    raise SourceError(f"{dataset.id}: no reader for source kind '{kind}'")
 
 
 def drop_file(connection: SourceConnection, pattern: str, ds: date) -> Path:
@@ -325,6 +327,8 @@ class ExcelReader:
         width = len(self.columns)
         chunk: list[list] = []
         for number, row in enumerate(self.rows, start=2):
+            if all(v in (None, "") for v in row):
+                continue  # a blank line in the sheet, as CSV and JSON Lines skip them
             if len(row) > width and any(v not in (None, "") for v in row[width:]):
                 raise SourceError(
                     f"{self.dataset_id}: {self.path} row {number} has values beyond the "

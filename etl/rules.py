@@ -137,16 +137,20 @@ def valid_phone(values: pd.Series) -> np.ndarray:
 
 
 def valid_date(values: pd.Series) -> np.ndarray:
+    """An existing date in canonical ``YYYY-MM-DD`` form (what standardisation produces)."""
     values = _strings(values)
     parsed = pd.to_datetime(values, format="%Y-%m-%d", errors="coerce")
     ok = parsed.notna().to_numpy() & (parsed.dt.year.between(1900, 2100)).to_numpy(dtype=bool)
+    ok &= _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
     return _passes(values, ok)
 
 
 def valid_datetime(values: pd.Series) -> np.ndarray:
+    """An existing moment in canonical ``YYYY-MM-DD HH:MM:SS`` form (it is compared as text)."""
     values = _strings(values)
     parsed = pd.to_datetime(values, format="%Y-%m-%d %H:%M:%S", errors="coerce")
     ok = parsed.notna().to_numpy() & (parsed.dt.year.between(1900, 2100)).to_numpy(dtype=bool)
+    ok &= _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
     return _passes(values, ok)
 
 

@@ -462,3 +462,31 @@ def test_backfilling_a_date_before_the_first_load_reads_nothing_twice(
     before = extract(settings, two_days, "gongan.population", DEMO_DATE - timedelta(days=1))
     assert first.rows > 0 and before.rows == 0  # the first load already holds every row
     assert (before.low_watermark, before.high_watermark) == (first.high_watermark,) * 2
+
+
+def test_blank_excel_rows_are_not_delivered_rows(settings: LakeSettings, tmp_path: Path) -> None:
+    import xlsxwriter
+
+    dataset = CATALOG.dataset("guoshui.taxpayer")
+    folder = tmp_path / "guoshui"
+    folder.mkdir()
+    book = xlsxwriter.Workbook(folder / f"taxpayer_{DEMO_DATE:%Y%m%d}.xlsx")
+    sheet = book.add_worksheet()
+    sheet.write_row(0, 0, dataset.field_names)
+    row = [
+        "91440703123456788M",
+        "华美公司",
+        "陈大文",
+        "一般纳税人",
+        "2017-02-23",
+        "蓬江区税务局",
+        "正常",
+        "2026-11-28 10:00:00",
+    ]
+    sheet.write_row(1, 0, row)
+    sheet.write_row(3, 0, ["440703123456788", *row[1:]])  # row 3 of the sheet left blank
+    book.close()
+    drop = SourceConnection("guoshui_drop", "fs", extra={"path": str(folder)})
+    result = extract_from(settings, "guoshui.taxpayer", drop)
+    table = Lake(settings.lake_root).read_partition(result.path)
+    assert table.column("tax_no").to_pylist() == ["91440703123456788M", "440703123456788"]

@@ -101,6 +101,17 @@ def test_org_codes_tax_numbers_and_registration_numbers() -> None:
     ]
 
 
+def test_dates_and_times_must_be_canonical() -> None:
+    from etl.rules import valid_date, valid_datetime
+
+    times = pd.Series(
+        ["2026-11-28 10:00:00", "2026-11-28\t10:00:00", "2026-11-28 1:0:0", "2026-11-28", None]
+    )
+    assert valid_datetime(times).tolist() == [True, False, False, False, True]
+    dates = pd.Series(["2026-11-28", "2026-2-3", "2026-02-30", "20261128", None])
+    assert valid_date(dates).tolist() == [True, False, False, False, True]
+
+
 def test_phones() -> None:
     phones = pd.Series(["13812345678", "07503123456", "12812345678", "1381234567", None])
     assert valid_phone(phones).tolist() == [True, True, False, False, True]
