@@ -121,6 +121,7 @@ def validate_partition(
     repaired = StandardiseReport()
     raw_schema: pa.Schema | None = None
     quarantined = RowSpill(work_dir)
+    quarantine_staged = clean_staged = None
     try:
         for raw in _raw_batches(lake, source, manifest.files):
             raw_schema = raw.schema
@@ -143,8 +144,8 @@ def validate_partition(
         if result.delivered == 0:
             result.schema_notes.append("the delivery has no rows")
 
-        # quarantine first: the clean partition is the commit point of the pair
-        q_manifest = lake.write_partition(
+        # both partitions are staged completely, then committed together (or neither)
+        quarantine_staged = lake.stage_partition(
             lake.partition_path(RAW_QUARANTINE, dataset.department, dataset.code, ds=ds),
             quarantined.batches(),
             quarantine_schema(raw_schema or pa.schema(METADATA_FIELDS)),
@@ -161,16 +162,21 @@ def validate_partition(
             return {"dataset": dataset.id, "source": source, **result.arithmetic()}
 
         schema = clean_schema(dataset)
-        clean_manifest = lake.write_partition(
+        clean_staged = lake.stage_partition(
             lake.partition_path(RAW_CLEAN, dataset.department, dataset.code, ds=ds),
             (b for t in spool.deduplicated() for b in _typed(t, schema).to_batches()),
             schema,
             private=True,
             extra=conserved_rows,
         )
+        lake.commit([quarantine_staged, clean_staged])
+    except BaseException:
+        lake.discard([s for s in (quarantine_staged, clean_staged) if s is not None])
+        raise
     finally:
         spool.close()
         quarantined.close()
+    q_manifest, clean_manifest = quarantine_staged.manifest, clean_staged.manifest
     result.docs = suite.build_docs()
     _record(store, run_id, result, dataset, clean_manifest, q_manifest)
     log.info(result.summary())

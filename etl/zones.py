@@ -39,6 +39,14 @@ class Manifest:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StagedPartition:
+    """A fully written partition waiting beside its final path for :meth:`Lake.commit`."""
+
+    tmp: str
+    manifest: Manifest | None
+
+
 class Lake:
     """The lake root: builds zone paths and opens the right filesystem for them."""
 
@@ -88,6 +96,24 @@ class Lake:
         callable is asked for it after the batches are written, so it can report on them.
         ``private`` makes files readable by the owner and group only (raw zone).
         """
+        staged = self.stage_partition(path, batches, schema, private=private, extra=extra)
+        self.commit([staged])
+        return staged.manifest
+
+    def stage_partition(
+        self,
+        path: str,
+        batches: Iterable[pa.RecordBatch],
+        schema: pa.Schema,
+        *,
+        private: bool = False,
+        extra: dict | Callable[[], dict] | None = None,
+    ) -> StagedPartition:
+        """Write a complete partition (files, then manifest) beside ``path``, not yet live.
+
+        Several staged partitions are then committed together, so a step that writes a pair
+        (clean + quarantine) replaces both or neither if anything fails before the commit.
+        """
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
         self.fs.create_dir(tmp, recursive=True)
         try:
@@ -105,11 +131,21 @@ class Lake:
             if private and self.is_local:
                 _restrict_permissions(tmp)
                 _restrict_ancestors(path, self.root)
-            self._swap_into_place(tmp, path)
         except BaseException:
-            self.fs.delete_dir(tmp) if _exists(self.fs, tmp) else None
+            self.discard([StagedPartition(tmp, None)])
             raise
-        return manifest
+        return StagedPartition(tmp, manifest)
+
+    def commit(self, staged: list[StagedPartition]) -> None:
+        """Move staged partitions into place, replacing earlier versions of the same dates."""
+        for one in staged:
+            self._swap_into_place(one.tmp, one.manifest.path)
+
+    def discard(self, staged: list[StagedPartition]) -> None:
+        """Remove staged partitions that will not be committed."""
+        for one in staged:
+            if _exists(self.fs, one.tmp):
+                self.fs.delete_dir(one.tmp)
 
     def _write_files(
         self, tmp: str, batches: Iterator[pa.RecordBatch], schema: pa.Schema

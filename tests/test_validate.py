@@ -427,3 +427,32 @@ def test_a_key_whose_newest_version_is_quarantined_publishes_no_older_one(tmp_pa
     }
     # a's old version and b's old version are collapsed; a's broken one is quarantined
     assert spool.counts.collapsed == 2 and spool.rows_out == 1
+
+
+def test_clean_and_quarantine_are_replaced_together_or_not_at_all(
+    departments, tmp_path: Path, monkeypatch
+) -> None:
+    import etl.validate
+
+    ds = CATALOG.dataset("gongan.population")
+    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    conn = connections(departments.out_dir)["gongan_db"]
+    extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="one")
+    validate_partition(ds, DEMO_DATE, lake=lake, store=store, run_id="one")
+    paths = [
+        lake.partition_path(z, ds.department, ds.code, ds=DEMO_DATE)
+        for z in (RAW_QUARANTINE, RAW_CLEAN)
+    ]
+    before = [lake.read_manifest(p).fingerprint for p in paths]
+
+    def disk_full(*_args):
+        raise OSError("No space left on device")
+
+    # a re-extraction (new batch id, so new quarantine content), then the clean write fails
+    extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="two")
+    monkeypatch.setattr(etl.validate, "_typed", disk_full)
+    with pytest.raises(OSError):
+        validate_partition(ds, DEMO_DATE, lake=lake, store=store, run_id="two")
+    assert [lake.read_manifest(p).fingerprint for p in paths] == before
+    leftovers = [p for p in Path(paths[0]).parent.iterdir() if ".tmp-" in p.name]
+    assert not leftovers
