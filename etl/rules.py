@@ -136,22 +136,23 @@ def valid_phone(values: pd.Series) -> np.ndarray:
     return _passes(values, _matches(values, r"1[3-9][0-9]{9}|0[1-9][0-9]{8,10}"))
 
 
+def _canonical_moment(values: pd.Series, strptime: str, pattern: str) -> np.ndarray:
+    values = _strings(values)
+    parsed = pd.to_datetime(values, format=strptime, errors="coerce")
+    ok = parsed.notna().to_numpy() & (parsed.dt.year.between(1900, 2100)).to_numpy(dtype=bool)
+    return _passes(values, ok & _matches(values, pattern))
+
+
 def valid_date(values: pd.Series) -> np.ndarray:
     """An existing date in canonical ``YYYY-MM-DD`` form (what standardisation produces)."""
-    values = _strings(values)
-    parsed = pd.to_datetime(values, format="%Y-%m-%d", errors="coerce")
-    ok = parsed.notna().to_numpy() & (parsed.dt.year.between(1900, 2100)).to_numpy(dtype=bool)
-    ok &= _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-    return _passes(values, ok)
+    return _canonical_moment(values, "%Y-%m-%d", r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def valid_datetime(values: pd.Series) -> np.ndarray:
     """An existing moment in canonical ``YYYY-MM-DD HH:MM:SS`` form (it is compared as text)."""
-    values = _strings(values)
-    parsed = pd.to_datetime(values, format="%Y-%m-%d %H:%M:%S", errors="coerce")
-    ok = parsed.notna().to_numpy() & (parsed.dt.year.between(1900, 2100)).to_numpy(dtype=bool)
-    ok &= _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
-    return _passes(values, ok)
+    return _canonical_moment(
+        values, "%Y-%m-%d %H:%M:%S", r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}"
+    )
 
 
 def valid_enterprise_name(values: pd.Series) -> np.ndarray:

@@ -387,36 +387,38 @@ def test_csv_text_that_looks_like_null_is_kept(
     assert (row["legal_rep_name"], row["address"], row["issued_date"]) == ("NULL", "NA", None)
 
 
-def test_excel_row_wider_than_its_header_is_an_error(
-    settings: LakeSettings, tmp_path: Path
-) -> None:
+TAXPAYER_ROW = [
+    "91440703123456788M",
+    "华美公司",
+    "陈大文",
+    "一般纳税人",
+    "2017-02-23",
+    "蓬江区税务局",
+    "正常",
+    "2026-11-28 10:00:00",
+]
+
+
+def _taxpayer_drop(folder: Path, rows: dict[int, list[str]]) -> SourceConnection:
+    """A national-tax .xlsx drop with the catalog header and ``rows`` at the given sheet rows."""
     import xlsxwriter
 
-    dataset = CATALOG.dataset("guoshui.taxpayer")
-    folder = tmp_path / "guoshui"
     folder.mkdir()
     book = xlsxwriter.Workbook(folder / f"taxpayer_{DEMO_DATE:%Y%m%d}.xlsx")
     sheet = book.add_worksheet()
-    sheet.write_row(0, 0, dataset.field_names)
-    sheet.write_row(
-        1,
-        0,
-        [
-            "91440703123456788M",
-            "华美公司",
-            "陈大文",
-            "一般纳税人",
-            "2017-02-23",
-            "蓬江区税务局",
-            "正常",
-            "2026-11-28 10:00:00",
-            "多余",
-        ],
-    )
+    sheet.write_row(0, 0, CATALOG.dataset("guoshui.taxpayer").field_names)
+    for number, row in rows.items():
+        sheet.write_row(number, 0, row)
     book.close()
-    conn = SourceConnection("guoshui_drop", "fs", extra={"path": str(folder)})
+    return SourceConnection("guoshui_drop", "fs", extra={"path": str(folder)})
+
+
+def test_excel_row_wider_than_its_header_is_an_error(
+    settings: LakeSettings, tmp_path: Path
+) -> None:
+    drop = _taxpayer_drop(tmp_path / "guoshui", {1: [*TAXPAYER_ROW, "多余"]})
     with pytest.raises(SourceError, match=r"row 2 has values beyond the 8 header columns"):
-        extract_from(settings, dataset.id, conn)
+        extract_from(settings, "guoshui.taxpayer", drop)
 
 
 def test_json_numbers_and_booleans_arrive_as_text(settings: LakeSettings, tmp_path: Path) -> None:
@@ -465,28 +467,9 @@ def test_backfilling_a_date_before_the_first_load_reads_nothing_twice(
 
 
 def test_blank_excel_rows_are_not_delivered_rows(settings: LakeSettings, tmp_path: Path) -> None:
-    import xlsxwriter
-
-    dataset = CATALOG.dataset("guoshui.taxpayer")
-    folder = tmp_path / "guoshui"
-    folder.mkdir()
-    book = xlsxwriter.Workbook(folder / f"taxpayer_{DEMO_DATE:%Y%m%d}.xlsx")
-    sheet = book.add_worksheet()
-    sheet.write_row(0, 0, dataset.field_names)
-    row = [
-        "91440703123456788M",
-        "华美公司",
-        "陈大文",
-        "一般纳税人",
-        "2017-02-23",
-        "蓬江区税务局",
-        "正常",
-        "2026-11-28 10:00:00",
-    ]
-    sheet.write_row(1, 0, row)
-    sheet.write_row(3, 0, ["440703123456788", *row[1:]])  # row 3 of the sheet left blank
-    book.close()
-    drop = SourceConnection("guoshui_drop", "fs", extra={"path": str(folder)})
+    # sheet row 3 is left blank between the two taxpayers
+    other = ["440703123456788", *TAXPAYER_ROW[1:]]
+    drop = _taxpayer_drop(tmp_path / "guoshui", {1: TAXPAYER_ROW, 3: other})
     result = extract_from(settings, "guoshui.taxpayer", drop)
     table = Lake(settings.lake_root).read_partition(result.path)
     assert table.column("tax_no").to_pylist() == ["91440703123456788M", "440703123456788"]
