@@ -6,6 +6,7 @@ applied before any ``airflow`` import; the CLI does that first thing.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -32,8 +33,8 @@ def airflow_environment(settings: LakeSettings) -> dict[str, str]:
         "AIRFLOW_HOME": str(REPO_ROOT),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_var / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_var / "logs"),
-        "AIRFLOW__SECRETS__BACKEND_KWARGS": (
-            '{"connections_file_path": "%s"}' % (settings.departments_dir / "connections.json")
+        "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
+            {"connections_file_path": str(settings.departments_dir / "connections.json")}
         ),
     }
 
@@ -68,14 +69,16 @@ def _installation_secret(path: Path) -> str:
 
 
 def ensure_airflow_ready(settings: LakeSettings) -> None:
-    """Migrate the metadata DB (once per Airflow version) and create the source pool."""
+    """Migrate the metadata DB (once per Airflow version) and create the source pool.
+
+    Call :func:`apply_airflow_environment` first: the migration runs in that environment.
+    """
     import airflow
 
     marker = settings.var / "airflow" / f".migrated-{airflow.__version__}"
     if not marker.exists():
-        done = subprocess.run(
+        done = subprocess.run(  # inherits the environment apply_airflow_environment set
             [sys.executable, "-m", "airflow", "db", "migrate"],
-            env={**os.environ, **airflow_environment(settings)},
             capture_output=True,
             text=True,
         )
