@@ -94,8 +94,8 @@ def extract_step(workdir: Path, dataset_id: str, ds: date) -> None:
 
 def validate_step(workdir: Path, dataset_id: str, ds: date) -> None:
     from catalog.definitions import load_catalog
+    from catalog.errors import BreakerTripped
     from catalog.store import CatalogStore
-    from etl.errors import QualityGateFailed
     from etl.validate import validate_partition
     from etl.zones import Lake
 
@@ -115,7 +115,7 @@ def validate_step(workdir: Path, dataset_id: str, ds: date) -> None:
             work_dir=settings.var / "tmp",
         )
         rows, quarantined = result.delivered, result.quarantined
-    except QualityGateFailed:  # still a full validation pass: report its figures
+    except BreakerTripped:  # still a full validation pass: report its figures
         (figures,) = [
             q for q in CatalogStore(settings.catalog_url).quality(ds) if q.dataset_id == dataset_id
         ]

@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from etl.errors import CatalogError
+from catalog.errors import CatalogError
 
 DEFINITIONS_DIR = Path(__file__).parent / "definitions"
 

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from etl.errors import CatalogError
+from catalog.errors import CatalogError, database_reason, shown_url
 
 
 class Base(DeclarativeBase):
@@ -148,8 +148,8 @@ class CatalogStore:
         try:
             Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
-            shown = parsed.render_as_string(hide_password=True)
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            shown = shown_url(parsed)
+            reason = database_reason(exc)
             raise CatalogError(f"catalog store {shown} cannot be used: {reason}") from exc
 
     def start_run(self, run_id: str, ds: date) -> None:

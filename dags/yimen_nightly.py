@@ -83,13 +83,13 @@ def yimen_nightly():
 
     @task(retries=1)
     def validate(dataset_id: str) -> dict:
-        from etl.errors import QualityGateFailed
+        from catalog.errors import BreakerTripped
         from etl.nightly import validate_dataset
 
         ds, run_id = _ds_and_run()
         try:
             return validate_dataset(dataset_id, ds, run_id)
-        except QualityGateFailed as exc:  # a data problem: retrying cannot help
+        except BreakerTripped as exc:  # a data problem: retrying cannot help
             from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(str(exc)) from exc

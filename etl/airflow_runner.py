@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
-from etl.errors import LakeError
+from catalog.errors import LakeError
 from etl.nightly import LAKE_TZ
 from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from etl.errors import LakeError
+from catalog.errors import LakeError, shown_url
 from etl.settings import LakeSettings
 
 
@@ -35,7 +35,7 @@ class _LakeGroup(click.Group):
         except Exception as exc:  # a bug or an environment problem: still one line
             if ctx.params.get("debug"):
                 raise
-            from etl.nightly import one_line
+            from catalog.errors import one_line
 
             click.secho(
                 f"error: unexpected {one_line(exc)} (--debug for the traceback)", fg="red", err=True
@@ -95,8 +95,15 @@ def simulate(
 
 
 def _simulate(settings: LakeSettings, scale: float, seed: int, ds: date | None, advance: bool):
-    import simulator
     from etl.airflow_runner import default_demo_date
+
+    try:  # deferred: a production install has no simulator (pip install 'yimen-lake[simulator]')
+        import simulator
+    except ImportError as exc:
+        raise LakeError(
+            f"the department simulator is not installed ({exc.name} missing); "
+            "install it with: pip install 'yimen-lake[simulator]'"
+        ) from exc
 
     progress = lambda msg: click.echo(f"  … {msg}", err=True)  # noqa: E731
     if advance:
@@ -209,7 +216,7 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
         f"dt={summary.as_of}/\n"
         f"  quality:     {settings.var / 'quality' / 'index.html'} (figures per dataset, links to "
         "the Great Expectations Data Docs)\n"
-        f"  catalog db:  {_shown_url(settings.catalog_url)}\n"
+        f"  catalog db:  {shown_url(settings.catalog_url)}\n"
         f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
         "  next:        `lake status`, `lake catalog list`, `make airflow` for the UI"
     )
@@ -231,11 +238,6 @@ def _reset_demo_lake(settings: LakeSettings) -> None:
     shutil.rmtree(settings.var / "quality", ignore_errors=True)
     Path(make_url(settings.catalog_url).database).unlink(missing_ok=True)
 
-
-def _shown_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @main.group()

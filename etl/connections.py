@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from etl.errors import ConnectionNotFound, SourceError
+from catalog.errors import ConnectionNotFound, SourceError
 
 _SQLALCHEMY_DRIVERS = {
     "sqlite": "sqlite",

@@ -10,7 +10,6 @@ watermark are read incrementally; file drops are full snapshots.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -18,9 +17,9 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 
 from catalog.definitions import DatasetDef
+from catalog.errors import SourceError, without_row_content
 from catalog.store import CatalogStore, PartitionRecord
 from etl.connections import SourceConnection
-from etl.errors import SourceError, without_quoted_values
 from etl.readers import SourceReader, open_source
 from etl.zones import Lake
 
@@ -129,19 +128,9 @@ def _checked(reader: SourceReader) -> Iterator[pa.RecordBatch]:
         raise
     except (pa.ArrowException, UnicodeDecodeError, ValueError, TypeError, OSError) as exc:
         raise SourceError(
-            f"{reader.dataset_id}: cannot read {reader.location}: {_without_row_content(exc)}"
+            f"{reader.dataset_id}: cannot read {reader.location}: {without_row_content(exc)}"
         ) from exc
 
-
-def _without_row_content(exc: Exception) -> str:
-    """The parser's message in one line, without the row text it quotes (personal data)."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    match = re.search(r"(Row #\d+: )?Expected \d+ columns, got \d+", text)
-    if match:
-        return f"CSV parse error: {match.group(0)} (truncated or malformed row)"
-    if isinstance(exc, (pa.ArrowException, TypeError)):  # these quote the offending value
-        return without_quoted_values(re.sub(r"couldn't parse:.*$", "couldn't parse: …", text))
-    return text
 
 
 class _MetadataStamp:

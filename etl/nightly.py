@@ -14,9 +14,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from catalog.definitions import load_catalog
+from catalog.errors import LakeError, one_line
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
-from etl.errors import LakeError, without_quoted_values
 from etl.extract import extract_to_raw
 from etl.settings import LakeSettings
 from etl.zones import Lake
@@ -58,15 +58,6 @@ def recorded_failure(store: CatalogStore, run_id: str, step: str) -> Iterator[No
         raise
     store.clear_errors(run_id, step)  # a retry that succeeds leaves no failure behind
 
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line`` of an unexpected error, with quoted values masked.
-
-    Library errors quote the offending value (``Failed to parse string: '4407…'``): that
-    may be personal data, and run errors are shown to people and kept in the store.
-    """
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {without_quoted_values(first)}"
 
 
 def open_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> str:

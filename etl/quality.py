@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from catalog.definitions import DatasetDef
-from etl.errors import LakeError
+from catalog.errors import LakeError
 from etl.rules import CROSS_FIELD_RULES, FIELD_RULES, Rule
 
 log = logging.getLogger(__name__)

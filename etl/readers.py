@@ -23,8 +23,8 @@ from sqlalchemy import bindparam, column, create_engine, literal_column, select,
 from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.definitions import DatasetDef
+from catalog.errors import SourceError, database_reason, shown_url
 from etl.connections import SourceConnection
-from etl.errors import SourceError
 
 BLOCK_SIZE = 16 << 20  # bytes per CSV / JSON block
 LAKE_TZ = ZoneInfo("Asia/Shanghai")
@@ -103,7 +103,7 @@ class SqlReader:
         self.dataset_id = dataset.id
         self.url = connection.sqlalchemy_url()
         self.table = dataset.source.table or ""
-        self.location = f"{self.url.render_as_string(hide_password=True)}#{self.table}"
+        self.location = f"{shown_url(self.url)}#{self.table}"
         self.watermark = dataset.source.watermark_column
         self.low, self.high = window
         self._newest: object = None  # the largest well-formed watermark value read so far
@@ -117,7 +117,7 @@ class SqlReader:
                 self.columns = list(result.keys())
         except SQLAlchemyError as exc:
             self.engine.dispose()
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            reason = database_reason(exc)
             raise SourceError(f"{self.dataset_id}: cannot read {self.location}: {reason}") from exc
 
     def batches(self) -> Iterator[pa.RecordBatch]:
@@ -140,7 +140,7 @@ class SqlReader:
                         self._track(arrays[self.columns.index(self.watermark)])
                     yield _as_string_batch(self.columns, arrays)
         except SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            reason = database_reason(exc)
             raise SourceError(f"{self.dataset_id}: cannot read {self.location}: {reason}") from exc
         finally:
             self.engine.dispose()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etl.identifiers import (
+from catalog.identifiers import (
     _slice,
     business_reg_no_check_digits,
     is_valid_resident_id,

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef, FieldDef
-from etl.identifiers import upgrade_resident_id15
+from catalog.identifiers import upgrade_resident_id15
 
 ZERO_WIDTH = "[\u200b\u200c\u200d\u2060\ufeff\u00ad]"
 _DATE = r"(?P<y>\d{4})(?:[-/.年](?P<m>\d{1,2})[-/.月](?P<d>\d{1,2})日?|(?P<m2>\d{2})(?P<d2>\d{2}))"

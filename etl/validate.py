@@ -23,9 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from catalog.definitions import DatasetDef
+from catalog.errors import BreakerTripped, LakeError
 from catalog.store import CatalogStore, PartitionRecord, QualityRecord
 from etl.dedup import REJECTED, BucketSpool, RowSpill
-from etl.errors import LakeError, QualityGateFailed
 from etl.extract import METADATA_FIELDS, raw_source_path
 from etl.quality import CheckOutcome, QualitySuite
 from etl.standardise import NORMALISED_SUFFIX, StandardiseReport, standardise
@@ -181,7 +181,7 @@ def validate_partition(
     _record(store, run_id, result, dataset, clean_manifest, q_manifest)
     log.info(result.summary())
     if breaker_trips(result, dataset):
-        raise QualityGateFailed(
+        raise BreakerTripped(
             f"{dataset.id} {ds}: {result.quarantined:,} of {result.delivered:,} rows "
             f"({result.quarantined_share:.1%}) quarantined, above the limit of "
             f"{dataset.quarantine_limit:.0%}; top reasons: {_top_failures(result)}. "

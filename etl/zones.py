@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from etl.errors import PartitionError
+from catalog.errors import PartitionError
 
 MANIFEST = "_manifest.json"
 ROWS_PER_FILE = 2_000_000

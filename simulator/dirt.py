@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from etl.identifiers import downgrade_resident_id18
+from catalog.identifiers import downgrade_resident_id18
 from simulator import vocab
 from simulator.rates import DirtRates
 

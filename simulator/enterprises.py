@@ -13,7 +13,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from etl.identifiers import USCC_ALPHABET, make_business_reg_nos, make_org_codes, make_usccs
+from catalog.identifiers import USCC_ALPHABET, make_business_reg_nos, make_org_codes, make_usccs
 from simulator import vocab
 from simulator.fmt import day_number
 

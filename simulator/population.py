@@ -12,7 +12,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from etl.identifiers import make_resident_ids
+from catalog.identifiers import make_resident_ids
 from simulator import vocab
 from simulator.fmt import day_number, iso_dates, yyyymmdd
 

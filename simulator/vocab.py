@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from etl.identifiers import JIANGMEN_DIVISIONS
+from catalog.identifiers import JIANGMEN_DIVISIONS
 
 # --- geography ---------------------------------------------------------------------------
 
@@ -70,7 +70,7 @@ OUTSIDE_DIVISIONS: np.ndarray = np.array([
     "450102", "450921", "430124", "431102", "510122", "511102", "360121", "420102",
     "411302", "350102", "520102", "530102",
 ])
-# Retired Jiangmen codes (etl.identifiers.JIANGMEN_RETIRED_DIVISIONS) by current district.
+# Retired Jiangmen codes (catalog.identifiers.JIANGMEN_RETIRED_DIVISIONS) by current district.
 RETIRED_BY_DISTRICT: dict[str, list[str]] = {
     "440703": ["440702", "440711"],
     "440704": ["440711"],

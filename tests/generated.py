@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from etl.identifiers import make_org_codes, make_resident_ids, make_usccs
+from catalog.identifiers import make_org_codes, make_resident_ids, make_usccs
 
 USCC_ALPHABET = list("0123456789ABCDEFGHJKLMNPQRTUWXY")
 

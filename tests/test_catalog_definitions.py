@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from catalog.definitions import DEFINITIONS_DIR, load_catalog
-from etl.errors import CatalogError
+from catalog.errors import CatalogError
 
 DESIGN_DATASETS = {
     "gongan.population": "sql",

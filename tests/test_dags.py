@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from catalog.definitions import load_catalog
+from catalog.errors import LakeError
 from catalog.store import CatalogStore
 from etl.airflow_runner import DAG_ID, logical_date_for, run_night
-from etl.errors import LakeError
 from etl.nightly import partition_date
 from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
 from etl.zones import Lake

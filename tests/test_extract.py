@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from catalog.definitions import load_catalog
+from catalog.errors import SourceError
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
-from etl.errors import SourceError
 from etl.extract import METADATA_FIELDS, extract_to_raw, raw_source_path
 from etl.readers import drop_file
 from etl.settings import LakeSettings
@@ -299,8 +299,8 @@ def test_file_in_another_encoding_than_declared_is_one_clear_line(
 
 
 def test_unknown_connection_id_is_one_clear_line() -> None:
+    from catalog.errors import ConnectionNotFound
     from etl.connections import lookup_airflow_connection
-    from etl.errors import ConnectionNotFound
 
     with pytest.raises(ConnectionNotFound) as err:
         lookup_airflow_connection("no_such_system")

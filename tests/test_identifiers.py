@@ -7,7 +7,7 @@ import pytest
 from stdnum.cn import ric, uscc
 from stdnum.iso7064 import mod_11_10
 
-from etl.identifiers import (
+from catalog.identifiers import (
     JIANGMEN_DIVISIONS,
     business_reg_no_check_digits,
     downgrade_resident_id18,

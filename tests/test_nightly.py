@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from catalog.errors import LakeError, one_line
 from catalog.store import CatalogStore
-from etl.errors import LakeError
-from etl.nightly import one_line, recorded_failure
+from etl.nightly import recorded_failure
 
 
 def test_a_retry_that_succeeds_clears_the_failure(tmp_path) -> None:

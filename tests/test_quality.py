@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from catalog.definitions import load_catalog
-from etl.errors import LakeError
+from catalog.errors import LakeError
 from etl.quality import QualitySuite
 from etl.rules import FIELD_RULES
 

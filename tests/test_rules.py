@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from stdnum.cn import ric, uscc
 
-from etl.identifiers import JIANGMEN_DIVISIONS, JIANGMEN_RETIRED_DIVISIONS, make_org_codes
+from catalog.identifiers import JIANGMEN_DIVISIONS, JIANGMEN_RETIRED_DIVISIONS, make_org_codes
 from etl.rules import (
     division_codes,
     id_agrees_with_birth_date_and_sex,

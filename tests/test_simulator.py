@@ -18,7 +18,7 @@ import pytest
 from stdnum.cn import ric, uscc
 from stdnum.iso7064 import mod_11_10
 
-from etl.identifiers import org_code_check_chars
+from catalog.identifiers import org_code_check_chars
 from simulator import (
     HOSTILE_KINDS,
     DailyRates,

@@ -13,9 +13,9 @@ import pytest
 
 import simulator
 from catalog.definitions import load_catalog
+from catalog.errors import BreakerTripped, SourceError
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
-from etl.errors import QualityGateFailed, SourceError
 from etl.extract import extract_to_raw, raw_source_path
 from etl.rules import valid_phone, valid_resident_id
 from etl.standardise import _traditional_class
@@ -260,7 +260,7 @@ def test_unreadable_deliveries_fail_extraction_with_one_line(
 def test_dropped_or_renamed_columns_trip_the_circuit_breaker(
     departments, tmp_path: Path, dataset_id: str, kind: str
 ) -> None:
-    with pytest.raises(QualityGateFailed, match=r"100\.0%\) quarantined.*delivery:schema"):
+    with pytest.raises(BreakerTripped, match=r"100\.0%\) quarantined.*delivery:schema"):
         _hostile_night(departments, tmp_path, dataset_id, kind)
     ds = CATALOG.dataset(dataset_id)
     lake = Lake(str(tmp_path / "lake"))
@@ -325,7 +325,7 @@ def test_mostly_broken_delivery_trips_the_breaker_but_writes_everything(
     lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
     conn = SourceConnection("zhijian_drop", "fs", extra={"path": str(work / "zhijian")})
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="b")
-    with pytest.raises(QualityGateFailed, match=r"above the limit of 5%.*org_code:org_code"):
+    with pytest.raises(BreakerTripped, match=r"above the limit of 5%.*org_code:org_code"):
         validate_partition(
             ds, DEMO_DATE, lake=lake, store=store, run_id="b", work_dir=tmp_path / "tmp"
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from etl.errors import PartitionError
+from catalog.errors import PartitionError
 from etl.zones import MANIFEST, Lake
 
 SCHEMA = pa.schema([("id", pa.string()), ("n", pa.int64())])
