@@ -239,7 +239,6 @@ def _reset_demo_lake(settings: LakeSettings) -> None:
     Path(make_url(settings.catalog_url).database).unlink(missing_ok=True)
 
 
-
 @main.group()
 def catalog() -> None:
     """Inspect the dataset catalog (catalog/definitions/*.yaml)."""

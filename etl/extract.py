@@ -132,7 +132,6 @@ def _checked(reader: SourceReader) -> Iterator[pa.RecordBatch]:
         ) from exc
 
 
-
 class _MetadataStamp:
     """Adds the raw-zone metadata columns; ``_row_number`` counts across batches from 1."""
 

@@ -59,7 +59,6 @@ def recorded_failure(store: CatalogStore, run_id: str, step: str) -> Iterator[No
     store.clear_errors(run_id, step)  # a retry that succeeds leaves no failure behind
 
 
-
 def open_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> str:
     settings = settings or LakeSettings.from_env()
     CatalogStore(settings.catalog_url).start_run(run_id, ds)

@@ -46,9 +46,15 @@ class SimulationSummary:
 
 
 def build_departments(
-    out_dir: Path, *, scale: float = 0.005, seed: int = 20170223, as_of: date,
-    dirt: DirtRates | None = None, sql_urls: dict[str, str] | None = None,
-    ground_truth_dir: Path | None = None, progress: Callable[[str], None] | None = None,
+    out_dir: Path,
+    *,
+    scale: float = 0.005,
+    seed: int = 20170223,
+    as_of: date,
+    dirt: DirtRates | None = None,
+    sql_urls: dict[str, str] | None = None,
+    ground_truth_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
     daily: DailyRates | None = None,
 ) -> SimulationSummary:
     """Draw the world for ``seed``/``scale`` and write every department's system as of ``as_of``.
@@ -79,16 +85,34 @@ def build_departments(
         rows[ds_id] = n
         datasets[ds_id] = {"index": index, "rows": n, "next_key": n}
     write_connections(out_dir, catalog.values(), sql_urls)
-    write_json(state_dir / "meta.json", {
-        "seed": seed, "scale": scale, "as_of": as_of.isoformat(), "day": 0,
-        "dirt": rates.as_dict(), "daily": (daily or DailyRates()).as_dict(),
-        "sql_urls": sql_urls, "ground_truth_dir": str(gt_dir), "datasets": datasets,
-    })
+    write_json(
+        state_dir / "meta.json",
+        {
+            "seed": seed,
+            "scale": scale,
+            "as_of": as_of.isoformat(),
+            "day": 0,
+            "dirt": rates.as_dict(),
+            "daily": (daily or DailyRates()).as_dict(),
+            "sql_urls": sql_urls,
+            "ground_truth_dir": str(gt_dir),
+            "datasets": datasets,
+        },
+    )
     return SimulationSummary(as_of, rows, out_dir, gt_dir)
 
 
-def _build_dataset(plan: Plan, view: DatasetView, ctx: Context, seed: int, index: int,
-                   scale: float, out_dir: Path, gt_dir: Path, sql_urls: dict[str, str]) -> int:
+def _build_dataset(
+    plan: Plan,
+    view: DatasetView,
+    ctx: Context,
+    seed: int,
+    index: int,
+    scale: float,
+    out_dir: Path,
+    gt_dir: Path,
+    sql_urls: dict[str, str],
+) -> int:
     n_rows = max(1, round(plan.full_rows * scale))
     n_dup = round(n_rows * ctx.rates.duplicate)
     codes = plan.draw(ctx, n_rows - n_dup, np.random.default_rng([seed, 1, index]))
@@ -99,7 +123,7 @@ def _build_dataset(plan: Plan, view: DatasetView, ctx: Context, seed: int, index
     written = 0
     try:
         for batch, start in enumerate(range(0, len(codes), BATCH_ROWS)):
-            chunk = codes[start:start + BATCH_ROWS]
+            chunk = codes[start : start + BATCH_ROWS]
             dups = round((start + len(chunk)) * ratio) - round(start * ratio)
             rng = np.random.default_rng([seed, 2, index, batch])
             frame, truth = render(plan, view, ctx, chunk, rng, written, dups)
@@ -116,13 +140,21 @@ def _build_dataset(plan: Plan, view: DatasetView, ctx: Context, seed: int, index
     return written
 
 
-def render(plan: Plan, view: DatasetView, ctx: Context, codes: np.ndarray,
-           rng: np.random.Generator, first_key: int, dups: int = 0
-           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def render(
+    plan: Plan,
+    view: DatasetView,
+    ctx: Context,
+    codes: np.ndarray,
+    rng: np.random.Generator,
+    first_key: int,
+    dups: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows (catalog columns, dirt applied) and their ground truth for entity ``codes``."""
     if len(codes) == 0:  # e.g. a small system with no new rows today
-        return (pd.DataFrame({name: pd.array([], dtype="str") for name in view.fields}),
-                pd.DataFrame({name: pd.array([], dtype="str") for name in GT_COLUMNS}))
+        return (
+            pd.DataFrame({name: pd.array([], dtype="str") for name in view.fields}),
+            pd.DataFrame({name: pd.array([], dtype="str") for name in GT_COLUMNS}),
+        )
     cols, tags = plan.make(ctx, codes, rng, False)
     if dups:
         pool = np.arange(len(codes))
@@ -131,11 +163,16 @@ def render(plan: Plan, view: DatasetView, ctx: Context, codes: np.ndarray,
         src = np.sort(rng.choice(pool, min(dups, len(pool)), replace=False))
         dcols, dtags = plan.make(ctx, codes[src], rng, True)
         dtags["duplicate"] = np.ones(len(src), dtype=bool)
-        cols = {k: np.concatenate([np.asarray(v, dtype=object), np.asarray(dcols[k], dtype=object)])
-                for k, v in cols.items()}
-        tags = {k: np.concatenate([tags.get(k, np.zeros(len(codes), bool)),
-                                   dtags.get(k, np.zeros(len(src), bool))])
-                for k in tags.keys() | dtags.keys()}
+        cols = {
+            k: np.concatenate([np.asarray(v, dtype=object), np.asarray(dcols[k], dtype=object)])
+            for k, v in cols.items()
+        }
+        tags = {
+            k: np.concatenate(
+                [tags.get(k, np.zeros(len(codes), bool)), dtags.get(k, np.zeros(len(src), bool))]
+            )
+            for k in tags.keys() | dtags.keys()
+        }
         codes = np.concatenate([codes, codes[src]])
     n = len(codes)
     if plan.key_prefix:
@@ -144,15 +181,18 @@ def render(plan: Plan, view: DatasetView, ctx: Context, codes: np.ndarray,
     unknown = set(cols) - set(view.fields)
     if unknown:
         raise KeyError(f"{view.id}: columns not in the catalog: {sorted(unknown)}")
-    frame = pd.DataFrame({name: pd.array(np.asarray(cols[name], dtype=object), dtype="str")
-                          for name in view.fields})
+    frame = pd.DataFrame(
+        {name: pd.array(np.asarray(cols[name], dtype=object), dtype="str") for name in view.fields}
+    )
     tags |= apply_dirt(frame, plan.targets, ctx.rates, rng)
-    truth = pd.DataFrame({
-        "source_key": frame[view.key].to_numpy(dtype=object),
-        "entity_id": entity_ids(codes),
-        "entity_kind": entity_kinds(codes),
-        "dirt": labels(tags, n),
-    })
+    truth = pd.DataFrame(
+        {
+            "source_key": frame[view.key].to_numpy(dtype=object),
+            "entity_id": entity_ids(codes),
+            "entity_kind": entity_kinds(codes),
+            "dirt": labels(tags, n),
+        }
+    )
     return frame, truth
 
 
@@ -186,8 +226,9 @@ def open_sink(out_dir: Path, view: DatasetView, sql_urls: dict[str, str], ds: da
     if source.kind == "sql":
         assert source.table
         if source.connection_id in sql_urls:
-            return SqlAlchemySink(sql_urls[source.connection_id], source.table,
-                                  list(view.fields), view.key)
+            return SqlAlchemySink(
+                sql_urls[source.connection_id], source.table, list(view.fields), view.key
+            )
         return SqliteSink(sqlite_path(out_dir, view), source.table, list(view.fields), view.key)
     path = drop_path(out_dir, view, ds)
     if source.kind == "csv":

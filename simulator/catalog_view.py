@@ -46,10 +46,19 @@ def _catalog_datasets() -> list[DatasetView]:
         from catalog.definitions import load_catalog
 
         return [
-            DatasetView(d.department, d.code,
-                        SourceView(d.source.kind, d.source.connection_id, d.source.table,
-                                   d.source.path, d.source.encoding),
-                        d.key[0], tuple(f.name for f in d.fields))
+            DatasetView(
+                d.department,
+                d.code,
+                SourceView(
+                    d.source.kind,
+                    d.source.connection_id,
+                    d.source.table,
+                    d.source.path,
+                    d.source.encoding,
+                ),
+                d.key[0],
+                tuple(f.name for f in d.fields),
+            )
             for d in load_catalog().datasets
         ]
     except Exception:  # noqa: BLE001 - any problem there: read the YAML ourselves
@@ -63,12 +72,21 @@ def _from_yaml() -> list[DatasetView]:
         dept = data["department"]["code"]
         for d in data["datasets"]:
             s = d["source"]
-            out.append(DatasetView(
-                dept, d["code"],
-                SourceView(s["kind"], s["connection_id"], s.get("table"), s.get("path"),
-                           s.get("encoding")),
-                d["key"][0], tuple(f["name"] for f in d["fields"]),
-            ))
+            out.append(
+                DatasetView(
+                    dept,
+                    d["code"],
+                    SourceView(
+                        s["kind"],
+                        s["connection_id"],
+                        s.get("table"),
+                        s.get("path"),
+                        s.get("encoding"),
+                    ),
+                    d["key"][0],
+                    tuple(f["name"] for f in d["fields"]),
+                )
+            )
     return out
 
 

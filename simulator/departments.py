@@ -47,8 +47,9 @@ class Context:
     def live_companies(self) -> np.ndarray:
         """Enterprise rows that are companies still in business (employers)."""
         e = self.world.enterprises
-        return np.flatnonzero((e["ent_type"].to_numpy() != vocab.ENT_INDIVIDUAL)
-                              & (e["status"].to_numpy() == 0))
+        return np.flatnonzero(
+            (e["ent_type"].to_numpy() != vocab.ENT_INDIVIDUAL) & (e["status"].to_numpy() == 0)
+        )
 
     def updated_at(self, start_days: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.fresh:
@@ -91,8 +92,10 @@ def _money(amount: np.ndarray) -> np.ndarray:
     cents = np.round(np.asarray(amount) * 100).astype(np.int64)
     if cents.size == 0:  # np.strings.zfill cannot size an empty array
         return np.array([], dtype="U16")
-    return np.strings.add(np.strings.add((cents // 100).astype("U12"), "."),
-                          np.strings.zfill((cents % 100).astype("U2"), 2))
+    return np.strings.add(
+        np.strings.add((cents // 100).astype("U12"), "."),
+        np.strings.zfill((cents % 100).astype("U2"), 2),
+    )
 
 
 def _hash_unit(codes: np.ndarray, salt: int) -> np.ndarray:
@@ -122,8 +125,10 @@ def _enterprise_codes(rows: np.ndarray) -> np.ndarray:
 
 # --- 公安 population ---------------------------------------------------------------------
 
-def _gongan_make(ctx: Context, idx: np.ndarray, rng: np.random.Generator,
-                 dup: bool) -> tuple[Columns, Tags]:
+
+def _gongan_make(
+    ctx: Context, idx: np.ndarray, rng: np.random.Generator, dup: bool
+) -> tuple[Columns, Tags]:
     p = _persons(ctx, idx)
     n = len(idx)
     birth = p["birth_day"].to_numpy()
@@ -144,8 +149,10 @@ def _moved_address(ctx: Context, n: int, rng: np.random.Generator) -> pd.DataFra
 
 def _gongan_update(ctx: Context, n: int, rng: np.random.Generator) -> Columns:
     moved = _moved_address(ctx, n, rng)  # the resident moved within Jiangmen
-    return {"address": pop.addresses(moved),
-            "division_code": np.array(vocab.DISTRICT_CODES)[moved["district"].to_numpy()]}
+    return {
+        "address": pop.addresses(moved),
+        "division_code": np.array(vocab.DISTRICT_CODES)[moved["district"].to_numpy()],
+    }
 
 
 # --- 人社 insured persons ----------------------------------------------------------------
@@ -155,19 +162,22 @@ INSURANCE_P = [0.6, 0.08, 0.2, 0.07, 0.05]
 INSURED_STATUS = np.array(["参保缴费", "暂停缴费", "终止"])
 
 
-def _renshe_make(ctx: Context, idx: np.ndarray, rng: np.random.Generator,
-                 dup: bool) -> tuple[Columns, Tags]:
+def _renshe_make(
+    ctx: Context, idx: np.ndarray, rng: np.random.Generator, dup: bool
+) -> tuple[Columns, Tags]:
     p = _persons(ctx, idx)
     n = len(idx)
     firms = ctx.world.enterprises
     employer = rng.choice(ctx.live_companies, n)
     kind = rng.choice(len(INSURANCE), n, p=INSURANCE_P)
     resident = kind == 1
-    earliest = np.maximum.reduce([
-        p["birth_day"].to_numpy() + int(18 * YEAR),
-        firms["established"].to_numpy()[employer],
-        np.full(n, day_number(date(1995, 1, 1))),
-    ])
+    earliest = np.maximum.reduce(
+        [
+            p["birth_day"].to_numpy() + int(18 * YEAR),
+            firms["established"].to_numpy()[employer],
+            np.full(n, day_number(date(1995, 1, 1))),
+        ]
+    )
     start = earliest + (rng.random(n) * np.maximum(ctx.today - earliest, 0)).astype(np.int64)
     start = np.minimum(start, ctx.today)
     return {
@@ -184,20 +194,25 @@ def _renshe_make(ctx: Context, idx: np.ndarray, rng: np.random.Generator,
 
 
 def _renshe_update(ctx: Context, n: int, rng: np.random.Generator) -> Columns:
-    return {"monthly_base": _money(np.exp(rng.normal(np.log(4800), 0.45, n))),
-            "status": INSURED_STATUS[rng.choice(3, n, p=[0.7, 0.2, 0.1])]}
+    return {
+        "monthly_base": _money(np.exp(rng.normal(np.log(4800), 0.45, n))),
+        "status": INSURED_STATUS[rng.choice(3, n, p=[0.7, 0.2, 0.1])],
+    }
 
 
 # --- 卫计 health records -----------------------------------------------------------------
 
-def _weiji_make(ctx: Context, idx: np.ndarray, rng: np.random.Generator,
-                dup: bool) -> tuple[Columns, Tags]:
+
+def _weiji_make(
+    ctx: Context, idx: np.ndarray, rng: np.random.Generator, dup: bool
+) -> tuple[Columns, Tags]:
     p = _persons(ctx, idx)
     n = len(idx)
     age = pop.ages(p, ctx.as_of)
     town = p["town"].to_numpy()
-    clinic = np.strings.add(vocab.TOWN_NAMES[town],
-                            np.where(vocab.TOWN_IS_STREET[town], "社区卫生服务中心", "卫生院"))
+    clinic = np.strings.add(
+        vocab.TOWN_NAMES[town], np.where(vocab.TOWN_IS_STREET[town], "社区卫生服务中心", "卫生院")
+    )
     chronic_p = np.where(age >= 60, 0.45, np.where(age >= 40, 0.2, 0.03))
     count = (rng.random(n) < chronic_p).astype(int) + (rng.random(n) < chronic_p / 3)
     first = vocab.CHRONIC[rng.choice(len(vocab.CHRONIC), n, p=vocab.CHRONIC_WEIGHTS)]
@@ -224,8 +239,10 @@ def _weiji_update(ctx: Context, n: int, rng: np.random.Generator) -> Columns:
 
 # --- 工商 enterprise registration -----------------------------------------------------
 
-def _gongshang_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
-                    dup: bool) -> tuple[Columns, Tags]:
+
+def _gongshang_make(
+    ctx: Context, codes: np.ndarray, rng: np.random.Generator, dup: bool
+) -> tuple[Columns, Tags]:
     e = _ents(ctx, codes)
     rep = _persons(ctx, e["legal_rep"].to_numpy())
     established = e["established"].to_numpy()
@@ -251,14 +268,18 @@ def _gongshang_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
 
 def _gongshang_update(ctx: Context, n: int, rng: np.random.Generator) -> Columns:
     moved = ent.draw_enterprises(n, rng, ctx.as_of, np.arange(1))
-    return {"address": ent.addresses(moved),
-            "registered_capital": _money(moved["capital"].to_numpy())}
+    return {
+        "address": ent.addresses(moved),
+        "registered_capital": _money(moved["capital"].to_numpy()),
+    }
 
 
 # --- 质监 organisation codes --------------------------------------------------------------
 
-def _zhijian_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
-                  dup: bool) -> tuple[Columns, Tags]:
+
+def _zhijian_make(
+    ctx: Context, codes: np.ndarray, rng: np.random.Generator, dup: bool
+) -> tuple[Columns, Tags]:
     e = _ents(ctx, codes)
     n = len(codes)
     rep = _persons(ctx, e["legal_rep"].to_numpy())
@@ -266,8 +287,9 @@ def _zhijian_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
     plain = _hash_unit(codes, 5) < ctx.rates.org_code_no_hyphen
     if dup:  # the same certificate keyed in again, the other way round
         plain = ~plain
-    hyphen = np.strings.add(np.strings.add(np.strings.slice(org, 0, 8), "-"),
-                            np.strings.slice(org, 8, 9))
+    hyphen = np.strings.add(
+        np.strings.add(np.strings.slice(org, 0, 8), "-"), np.strings.slice(org, 8, 9)
+    )
     issued = e["established"].to_numpy() + rng.integers(0, 30, n)
     terms = np.maximum(np.ceil((ctx.today - issued) / (4 * YEAR)), 1)
     individual = e["ent_type"].to_numpy() == vocab.ENT_INDIVIDUAL
@@ -310,16 +332,19 @@ def _tax_numbers(ctx: Context, codes: np.ndarray, dup: bool) -> tuple[np.ndarray
 
 def _tax_can_duplicate(ctx: Context, codes: np.ndarray) -> np.ndarray:
     e = _ents(ctx, codes)
-    return ((e["established"].to_numpy() < ent.REFORM_DAY)
-            | (e["ent_type"].to_numpy() == vocab.ENT_INDIVIDUAL))
+    return (e["established"].to_numpy() < ent.REFORM_DAY) | (
+        e["ent_type"].to_numpy() == vocab.ENT_INDIVIDUAL
+    )
 
 
-def _tax_common(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
-                dup: bool) -> tuple[pd.DataFrame, Columns, Tags, np.ndarray]:
+def _tax_common(
+    ctx: Context, codes: np.ndarray, rng: np.random.Generator, dup: bool
+) -> tuple[pd.DataFrame, Columns, Tags, np.ndarray]:
     e = _ents(ctx, codes)
     tax_no, legacy = _tax_numbers(ctx, codes, dup)
-    registered = np.minimum(e["established"].to_numpy() + rng.integers(3, 60, len(codes)),
-                            ctx.today)
+    registered = np.minimum(
+        e["established"].to_numpy() + rng.integers(3, 60, len(codes)), ctx.today
+    )
     status = TAX_STATUS[e["status"].to_numpy()]
     status[(status == "正常") & (rng.random(len(codes)) < 0.04)] = "非正常"
     cols = {
@@ -335,8 +360,9 @@ def _tax_common(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
 _CITY_PREFIX = ent.CITY_PREFIX
 
 
-def _guoshui_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
-                  dup: bool) -> tuple[Columns, Tags]:
+def _guoshui_make(
+    ctx: Context, codes: np.ndarray, rng: np.random.Generator, dup: bool
+) -> tuple[Columns, Tags]:
     e, cols, tags, registered = _tax_common(ctx, codes, rng, dup)
     general = (e["ent_type"].to_numpy() != vocab.ENT_INDIVIDUAL) & (rng.random(len(codes)) < 0.3)
     cols |= {
@@ -347,8 +373,9 @@ def _guoshui_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
     return cols, tags
 
 
-def _dishui_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
-                 dup: bool) -> tuple[Columns, Tags]:
+def _dishui_make(
+    ctx: Context, codes: np.ndarray, rng: np.random.Generator, dup: bool
+) -> tuple[Columns, Tags]:
     e, cols, tags, registered = _tax_common(ctx, codes, rng, dup)
     cols |= {
         "phone": pop.phones(_persons(ctx, e["legal_rep"].to_numpy())),
@@ -359,13 +386,17 @@ def _dishui_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
 
 
 def _guoshui_update(ctx: Context, n: int, rng: np.random.Generator) -> Columns:
-    return {"taxpayer_type": np.where(rng.random(n) < 0.5, "一般纳税人", "小规模纳税人"),
-            "status": np.where(rng.random(n) < 0.7, "正常", "非正常")}
+    return {
+        "taxpayer_type": np.where(rng.random(n) < 0.5, "一般纳税人", "小规模纳税人"),
+        "status": np.where(rng.random(n) < 0.7, "正常", "非正常"),
+    }
 
 
 def _dishui_update(ctx: Context, n: int, rng: np.random.Generator) -> Columns:
-    return {"phone": pop.phones(pop.draw_persons(n, rng, date(1990, 1, 1))),
-            "status": np.where(rng.random(n) < 0.7, "正常", "非正常")}
+    return {
+        "phone": pop.phones(pop.draw_persons(n, rng, date(1990, 1, 1))),
+        "status": np.where(rng.random(n) < 0.7, "正常", "非正常"),
+    }
 
 
 # --- 行政服务中心 service cases --------------------------------------------------------
@@ -382,8 +413,9 @@ def _xingzheng_draw(ctx: Context, n: int, rng: np.random.Generator) -> np.ndarra
     return rng.permutation(np.concatenate([persons, firms]))
 
 
-def _xingzheng_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
-                    dup: bool) -> tuple[Columns, Tags]:
+def _xingzheng_make(
+    ctx: Context, codes: np.ndarray, rng: np.random.Generator, dup: bool
+) -> tuple[Columns, Tags]:
     n = len(codes)
     person = codes < ENTERPRISE_BASE
     p = _persons(ctx, codes[person])
@@ -408,8 +440,11 @@ def _xingzheng_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
         day = np.where(dow == 5, day - 1, np.where(dow == 6, day + 1, day))
         day = np.where(day > ctx.today, day - 3, day)
     accepted = office_seconds(day, rng)
-    completed = accepted + (rng.gamma(1.5, 2.0, n) * 86400).astype(np.int64) + rng.integers(
-        600, 4 * 3600, n)
+    completed = (
+        accepted
+        + (rng.gamma(1.5, 2.0, n) * 86400).astype(np.int64)
+        + rng.integers(600, 4 * 3600, n)
+    )
     pending = (completed > ctx.today * 86400 + 86399) | ctx.fresh
     returned = ~pending & (rng.random(n) < 0.02)
     rated = ~pending & ~returned & (rng.random(n) < 0.85)
@@ -422,8 +457,9 @@ def _xingzheng_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
         "phone": mix(pop.phones(p), pop.phones(rep)),
         "department": item[:, 0],
         "item_name": item[:, 1],
-        "district_code": mix(np.array(vocab.DISTRICT_CODES)[p["district"].to_numpy()],
-                             text(e, "division")),
+        "district_code": mix(
+            np.array(vocab.DISTRICT_CODES)[p["district"].to_numpy()], text(e, "division")
+        ),
         "channel": vocab.CHANNELS[rng.choice(3, n, p=vocab.CHANNEL_WEIGHTS)],
         "accepted_at": iso_datetimes(accepted),
         "completed_at": _nullable(iso_datetimes(completed), pending),
@@ -436,11 +472,15 @@ def _xingzheng_make(ctx: Context, codes: np.ndarray, rng: np.random.Generator,
 def _xingzheng_update(ctx: Context, n: int, rng: np.random.Generator) -> Columns:
     """Daily update of a case: it is completed today."""
     done = office_seconds(np.full(n, ctx.today), rng)
-    return {"completed_at": iso_datetimes(done), "status": np.full(n, "办结"),
-            "satisfaction": vocab.SATISFACTION[rng.choice(4, n, p=vocab.SATISFACTION_WEIGHTS)]}
+    return {
+        "completed_at": iso_datetimes(done),
+        "status": np.full(n, "办结"),
+        "satisfaction": vocab.SATISFACTION[rng.choice(4, n, p=vocab.SATISFACTION_WEIGHTS)],
+    }
 
 
 # --- the plans ----------------------------------------------------------------------------
+
 
 def _all_persons(ctx: Context, n: int, rng: np.random.Generator) -> np.ndarray:
     return _without_replacement(np.arange(len(ctx.world.persons)), n, rng)
@@ -462,36 +502,123 @@ def _pre_reform_firms(ctx: Context, n: int, rng: np.random.Generator) -> np.ndar
 _ID_DIRT = {"code": "id_no", "person_id": "id_no", "person_name": "name"}
 _TAX_DIRT = {"code": "tax_no", "ent_name": "taxpayer_name", "dates": ("registered_date",)}
 
-PLANS: dict[str, Plan] = {p.id: p for p in [
-    Plan("gongan.population", 3_000_000, "person_no", "RK",
-         DirtTargets(**_ID_DIRT, dates=("birth_date",)),
-         _all_persons, _gongan_make, _gongan_update, delete=("status", "注销")),
-    Plan("renshe.insured_person", 2_000_000, "insured_no", "SB",
-         DirtTargets(**_ID_DIRT, no_id=True, phone="phone", ent_name="employer_name",
-                     dates=("birth_date", "start_date"), zero_width=False),
-         _working_age, _renshe_make, _renshe_update),
-    Plan("weiji.health_record", 1_800_000, "record_no", "JK",
-         DirtTargets(**_ID_DIRT, no_id=True, phone="phone",
-                     dates=("birth_date", "last_visit_date")),
-         _all_persons, _weiji_make, _weiji_update),
-    Plan("gongshang.enterprise_registration", 250_000, "reg_id", "DJ",
-         DirtTargets(code="uscc", person_id="legal_rep_id_no", person_name="legal_rep_name",
-                     ent_name="name", dates=("established_date",)),
-         _all_firms, _gongshang_make, _gongshang_update, delete=("status", "注销")),
-    Plan("zhijian.org_code", 150_000, "org_code", None,
-         DirtTargets(code="org_code", person_name="legal_rep_name", ent_name="name",
-                     dates=("issued_date", "valid_until")),
-         _pre_reform_firms, _zhijian_make, _zhijian_update),
-    Plan("guoshui.taxpayer", 200_000, "tax_no", None,
-         DirtTargets(**_TAX_DIRT, person_name="legal_rep_name"),
-         _all_firms, _guoshui_make, _guoshui_update, can_duplicate=_tax_can_duplicate),
-    Plan("dishui.taxpayer", 200_000, "taxpayer_id", "DS",
-         DirtTargets(**_TAX_DIRT, person_name="legal_rep_name", phone="phone"),
-         _all_firms, _dishui_make, _dishui_update, delete=("status", "注销"),
-         can_duplicate=_tax_can_duplicate),
-    Plan("xingzheng.service_case", 441_326, "case_no", "BJ",
-         DirtTargets(code="applicant_id_no", person_id="applicant_id_no", no_id=True,
-                     person_name="applicant_name", ent_name="applicant_name", phone="phone",
-                     dates=("applicant_birth_date",), person_rows="applicant_type"),
-         _xingzheng_draw, _xingzheng_make, _xingzheng_update, pending_filter="status = '受理'"),
-]}
+PLANS: dict[str, Plan] = {
+    p.id: p
+    for p in [
+        Plan(
+            "gongan.population",
+            3_000_000,
+            "person_no",
+            "RK",
+            DirtTargets(**_ID_DIRT, dates=("birth_date",)),
+            _all_persons,
+            _gongan_make,
+            _gongan_update,
+            delete=("status", "注销"),
+        ),
+        Plan(
+            "renshe.insured_person",
+            2_000_000,
+            "insured_no",
+            "SB",
+            DirtTargets(
+                **_ID_DIRT,
+                no_id=True,
+                phone="phone",
+                ent_name="employer_name",
+                dates=("birth_date", "start_date"),
+                zero_width=False,
+            ),
+            _working_age,
+            _renshe_make,
+            _renshe_update,
+        ),
+        Plan(
+            "weiji.health_record",
+            1_800_000,
+            "record_no",
+            "JK",
+            DirtTargets(
+                **_ID_DIRT, no_id=True, phone="phone", dates=("birth_date", "last_visit_date")
+            ),
+            _all_persons,
+            _weiji_make,
+            _weiji_update,
+        ),
+        Plan(
+            "gongshang.enterprise_registration",
+            250_000,
+            "reg_id",
+            "DJ",
+            DirtTargets(
+                code="uscc",
+                person_id="legal_rep_id_no",
+                person_name="legal_rep_name",
+                ent_name="name",
+                dates=("established_date",),
+            ),
+            _all_firms,
+            _gongshang_make,
+            _gongshang_update,
+            delete=("status", "注销"),
+        ),
+        Plan(
+            "zhijian.org_code",
+            150_000,
+            "org_code",
+            None,
+            DirtTargets(
+                code="org_code",
+                person_name="legal_rep_name",
+                ent_name="name",
+                dates=("issued_date", "valid_until"),
+            ),
+            _pre_reform_firms,
+            _zhijian_make,
+            _zhijian_update,
+        ),
+        Plan(
+            "guoshui.taxpayer",
+            200_000,
+            "tax_no",
+            None,
+            DirtTargets(**_TAX_DIRT, person_name="legal_rep_name"),
+            _all_firms,
+            _guoshui_make,
+            _guoshui_update,
+            can_duplicate=_tax_can_duplicate,
+        ),
+        Plan(
+            "dishui.taxpayer",
+            200_000,
+            "taxpayer_id",
+            "DS",
+            DirtTargets(**_TAX_DIRT, person_name="legal_rep_name", phone="phone"),
+            _all_firms,
+            _dishui_make,
+            _dishui_update,
+            delete=("status", "注销"),
+            can_duplicate=_tax_can_duplicate,
+        ),
+        Plan(
+            "xingzheng.service_case",
+            441_326,
+            "case_no",
+            "BJ",
+            DirtTargets(
+                code="applicant_id_no",
+                person_id="applicant_id_no",
+                no_id=True,
+                person_name="applicant_name",
+                ent_name="applicant_name",
+                phone="phone",
+                dates=("applicant_birth_date",),
+                person_rows="applicant_type",
+            ),
+            _xingzheng_draw,
+            _xingzheng_make,
+            _xingzheng_update,
+            pending_filter="status = '受理'",
+        ),
+    ]
+}

@@ -41,8 +41,9 @@ class DirtTargets:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def apply_dirt(df: pd.DataFrame, targets: DirtTargets, rates: DirtRates,
-               rng: np.random.Generator) -> dict[str, np.ndarray]:
+def apply_dirt(
+    df: pd.DataFrame, targets: DirtTargets, rates: DirtRates, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Dirty ``df`` in place; return one boolean mask per dirt kind applied."""
     n = len(df)
     tags: dict[str, np.ndarray] = {}
@@ -56,14 +57,18 @@ def apply_dirt(df: pd.DataFrame, targets: DirtTargets, rates: DirtRates,
     if targets.person_name:
         _name_dirt(df, targets.person_name, rates, rng, person, tags)
     if targets.ent_name:
-        has = notna(df, targets.ent_name) & ~person if targets.person_rows else notna(
-            df, targets.ent_name)
-        tags["ent_name_variant"] = _ent_name_variant(df, targets.ent_name,
-                                                     has & (rng.random(n) < rates.ent_name_variant))
+        has = (
+            notna(df, targets.ent_name) & ~person
+            if targets.person_rows
+            else notna(df, targets.ent_name)
+        )
+        tags["ent_name_variant"] = _ent_name_variant(
+            df, targets.ent_name, has & (rng.random(n) < rates.ent_name_variant)
+        )
     if targets.phone:
-        tags["phone_format"] = _phone_format(df, targets.phone,
-                                             notna(df, targets.phone)
-                                             & (rng.random(n) < rates.phone_format), rng)
+        tags["phone_format"] = _phone_format(
+            df, targets.phone, notna(df, targets.phone) & (rng.random(n) < rates.phone_format), rng
+        )
     if targets.dates:
         chosen = rng.random(n) < rates.date_format
         tags["date_format"] = _date_format(df, targets.dates, chosen, rng)
@@ -79,9 +84,14 @@ def _set(df: pd.DataFrame, column: str, mask: np.ndarray, values: pd.Series | np
         df.loc[mask, column] = values
 
 
-def _resident_id_dirt(df: pd.DataFrame, t: DirtTargets, rates: DirtRates,
-                      rng: np.random.Generator, person: np.ndarray,
-                      tags: dict[str, np.ndarray]) -> None:
+def _resident_id_dirt(
+    df: pd.DataFrame,
+    t: DirtTargets,
+    rates: DirtRates,
+    rng: np.random.Generator,
+    person: np.ndarray,
+    tags: dict[str, np.ndarray],
+) -> None:
     col = t.person_id
     n = len(df)
     has = notna(df, col) & person
@@ -106,8 +116,13 @@ def _resident_id_dirt(df: pd.DataFrame, t: DirtTargets, rates: DirtRates,
     _set(df, col, tags["lower_x"], df.loc[tags["lower_x"], col].str.lower())
 
 
-def _code_dirt(df: pd.DataFrame, t: DirtTargets, rates: DirtRates, rng: np.random.Generator,
-               tags: dict[str, np.ndarray]) -> None:
+def _code_dirt(
+    df: pd.DataFrame,
+    t: DirtTargets,
+    rates: DirtRates,
+    rng: np.random.Generator,
+    tags: dict[str, np.ndarray],
+) -> None:
     col = t.code
     n = len(df)
     has = notna(df, col)
@@ -129,8 +144,14 @@ def _code_dirt(df: pd.DataFrame, t: DirtTargets, rates: DirtRates, rng: np.rando
             df.loc[tags["zero_width"], col] = np.where(start, mark + values, values + mark)
 
 
-def _name_dirt(df: pd.DataFrame, col: str, rates: DirtRates, rng: np.random.Generator,
-               person: np.ndarray, tags: dict[str, np.ndarray]) -> None:
+def _name_dirt(
+    df: pd.DataFrame,
+    col: str,
+    rates: DirtRates,
+    rng: np.random.Generator,
+    person: np.ndarray,
+    tags: dict[str, np.ndarray],
+) -> None:
     n = len(df)
     has = notna(df, col) & person
     given = df[col].str.slice(1)
@@ -173,21 +194,26 @@ def _ent_name_variant(df: pd.DataFrame, col: str, mask: np.ndarray) -> np.ndarra
     return result
 
 
-def _phone_format(df: pd.DataFrame, col: str, mask: np.ndarray,
-                  rng: np.random.Generator) -> np.ndarray:
+def _phone_format(
+    df: pd.DataFrame, col: str, mask: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     if not mask.any():
         return mask
     p = df.loc[mask, col]
     a, b, c = p.str.slice(0, 3), p.str.slice(3, 7), p.str.slice(7, 11)
     style = rng.integers(0, 3, len(p))
-    out = np.where(style == 0, "+86 " + a + "-" + b + "-" + c,
-                   np.where(style == 1, a + " " + b + " " + c, "86-" + p))
+    out = np.where(
+        style == 0,
+        "+86 " + a + "-" + b + "-" + c,
+        np.where(style == 1, a + " " + b + " " + c, "86-" + p),
+    )
     df.loc[mask, col] = out
     return mask
 
 
-def _date_format(df: pd.DataFrame, columns: tuple[str, ...], mask: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray:
+def _date_format(
+    df: pd.DataFrame, columns: tuple[str, ...], mask: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Rewrite the ISO dates of the chosen rows in one of three legacy styles (per row)."""
     style = rng.integers(0, 3, len(df))
     touched = np.zeros(len(df), dtype=bool)
@@ -199,8 +225,11 @@ def _date_format(df: pd.DataFrame, columns: tuple[str, ...], mask: np.ndarray,
         y, m, dd = d.str.slice(0, 4), d.str.slice(5, 7), d.str.slice(8, 10)
         m1, d1 = m.str.lstrip("0"), dd.str.lstrip("0")
         s = style[rows]
-        out = np.where(s == 0, y + "/" + m1 + "/" + d1,
-                       np.where(s == 1, y + m + dd, y + "年" + m1 + "月" + d1 + "日"))
+        out = np.where(
+            s == 0,
+            y + "/" + m1 + "/" + d1,
+            np.where(s == 1, y + m + dd, y + "年" + m1 + "月" + d1 + "日"),
+        )
         df.loc[rows, col] = out
         touched |= rows
     return touched

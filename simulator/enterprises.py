@@ -27,8 +27,13 @@ _SHOP_PREFIX = np.array(["蓬江区", "江海区", "新会区", "台山市", "�
 
 
 def draw_enterprises(
-    n: int, rng: np.random.Generator, as_of: date, owners: np.ndarray, *,
-    taken: pd.DataFrame | None = None, established_today: bool = False,
+    n: int,
+    rng: np.random.Generator,
+    as_of: date,
+    owners: np.ndarray,
+    *,
+    taken: pd.DataFrame | None = None,
+    established_today: bool = False,
 ) -> pd.DataFrame:
     """``n`` enterprises; ``owners`` are person row numbers eligible as legal representative.
 
@@ -61,31 +66,35 @@ def draw_enterprises(
     reg_no = _unique_reg_nos(division, individual, pre_reform, rng, taken_reg)
 
     legal_rep = rng.choice(owners, n).astype(np.int64)
-    capital = np.round(np.exp(rng.normal(np.where(individual, 1.5, 4.6),
-                                         np.where(individual, 0.8, 1.2))), 2)
+    capital = np.round(
+        np.exp(rng.normal(np.where(individual, 1.5, 4.6), np.where(individual, 0.8, 1.2))), 2
+    )
     capital[ent_type == 1] *= 20  # 股份有限公司 are large
     status = rng.choice(3, n, p=[0.88, 0.08, 0.04]).astype(np.int8)
     status[established > today - 180] = 0
     town_count = np.bincount(vocab.TOWN_DISTRICT, minlength=len(vocab.DISTRICT_CODES))
     town_offset = np.concatenate([[0], np.cumsum(town_count)[:-1]])
-    frame = pd.DataFrame({
-        "name": names,
-        "ent_type": ent_type.astype(np.int8),
-        "district": district.astype(np.int8),
-        "division": division,
-        "org_code": org,
-        "uscc": uscc,
-        "reg_no": reg_no,
-        "legal_rep": legal_rep,
-        "capital": capital,
-        "established": established.astype(np.int32),
-        "status": status,
-        "industry": industry,
-        "town": (town_offset[district] + (rng.random(n) * town_count[district]).astype(int)
-                 ).astype(np.int16),
-        "road": rng.integers(0, len(vocab.ROADS), n).astype(np.int16),
-        "house": rng.integers(1, 300, n).astype(np.int16),
-    })
+    frame = pd.DataFrame(
+        {
+            "name": names,
+            "ent_type": ent_type.astype(np.int8),
+            "district": district.astype(np.int8),
+            "division": division,
+            "org_code": org,
+            "uscc": uscc,
+            "reg_no": reg_no,
+            "legal_rep": legal_rep,
+            "capital": capital,
+            "established": established.astype(np.int32),
+            "status": status,
+            "industry": industry,
+            "town": (
+                town_offset[district] + (rng.random(n) * town_count[district]).astype(int)
+            ).astype(np.int16),
+            "road": rng.integers(0, len(vocab.ROADS), n).astype(np.int16),
+            "house": rng.integers(1, 300, n).astype(np.int16),
+        }
+    )
     frame["owner_seq"] = _owner_sequence(frame, taken)
     return frame
 
@@ -104,24 +113,32 @@ def _compose_names(
     prefix = np.where(u < 0.55, "江门市", CITY_PREFIX[district])
     form = np.select(
         [ent_type == 0, ent_type == 1, ent_type == 2, ent_type == 3],
-        [np.where(rng.random(n) < 0.85, "有限公司", "有限责任公司"), "股份有限公司",
-         np.where(rng.random(n) < 0.5, "厂", "商行"), "合伙企业（普通合伙）"],
+        [
+            np.where(rng.random(n) < 0.85, "有限公司", "有限责任公司"),
+            "股份有限公司",
+            np.where(rng.random(n) < 0.5, "厂", "商行"),
+            "合伙企业（普通合伙）",
+        ],
         "",
     )
     body = np.strings.add(np.strings.add(prefix, trade), np.strings.add(industry, form))
     # some firms are branches of outside groups: 字号（江门）industry有限公司
     branch = (ent_type == 0) & (u > 0.93)
-    body[branch] = np.strings.add(np.strings.add(trade[branch], "（江门）"),
-                                  np.strings.add(industry[branch], form[branch]))
+    body[branch] = np.strings.add(
+        np.strings.add(trade[branch], "（江门）"), np.strings.add(industry[branch], form[branch])
+    )
     shop = ent_type == vocab.ENT_INDIVIDUAL
     suffix = vocab.SHOP_SUFFIXES[rng.integers(0, len(vocab.SHOP_SUFFIXES), n)]
-    body[shop] = np.strings.add(np.strings.add(_SHOP_PREFIX[district[shop]], trade[shop]),
-                                np.strings.add(industry[shop], suffix[shop]))
+    body[shop] = np.strings.add(
+        np.strings.add(_SHOP_PREFIX[district[shop]], trade[shop]),
+        np.strings.add(industry[shop], suffix[shop]),
+    )
     return body, industry_idx
 
 
-def _unique_names(ent_type: np.ndarray, district: np.ndarray, rng: np.random.Generator,
-                  taken: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _unique_names(
+    ent_type: np.ndarray, district: np.ndarray, rng: np.random.Generator, taken: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     names, industry = _compose_names(ent_type, district, rng)
     names = names.astype(object)
     for _ in range(50):
@@ -132,8 +149,9 @@ def _unique_names(ent_type: np.ndarray, district: np.ndarray, rng: np.random.Gen
     raise RuntimeError("could not draw unique enterprise names")
 
 
-def _unique_org_codes(pre_reform: np.ndarray, rng: np.random.Generator,
-                      taken: np.ndarray) -> np.ndarray:
+def _unique_org_codes(
+    pre_reform: np.ndarray, rng: np.random.Generator, taken: np.ndarray
+) -> np.ndarray:
     n = len(pre_reform)
     body = np.empty(n, dtype="U8")
     redo = np.ones(n, dtype=bool)
@@ -150,8 +168,13 @@ def _unique_org_codes(pre_reform: np.ndarray, rng: np.random.Generator,
     raise RuntimeError("could not draw unique organisation codes")
 
 
-def _unique_reg_nos(division: np.ndarray, individual: np.ndarray, pre_reform: np.ndarray,
-                    rng: np.random.Generator, taken: np.ndarray) -> np.ndarray:
+def _unique_reg_nos(
+    division: np.ndarray,
+    individual: np.ndarray,
+    pre_reform: np.ndarray,
+    rng: np.random.Generator,
+    taken: np.ndarray,
+) -> np.ndarray:
     """15-digit registration numbers for pre-reform firms, '' for the others."""
     n = len(division)
     out = np.full(n, "", dtype="U15")

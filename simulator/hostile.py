@@ -19,16 +19,31 @@ from simulator.build import STATE_DIR, drop_path
 from simulator.catalog_view import DatasetView, catalog_by_id
 from simulator.writers import CsvSink, JsonlSink, Sink, XlsxSink
 
-HostileKind = Literal["truncated", "wrong_encoding", "added_column", "missing_column",
-                      "renamed_column", "empty", "header_only", "huge_field"]
+HostileKind = Literal[
+    "truncated",
+    "wrong_encoding",
+    "added_column",
+    "missing_column",
+    "renamed_column",
+    "empty",
+    "header_only",
+    "huge_field",
+]
 HOSTILE_KINDS: tuple[str, ...] = get_args(HostileKind)
 HUGE_FIELD_BYTES = 10 * 1024 * 1024
 ADDED_COLUMN = "remark"
 HUGE_MARKER = "@@HUGE@@"
 # how a clerk renames a column when the vendor "upgrades" the export
-RENAMES = {"id_no": "sfzh", "name": "xm", "tax_no": "nsrsbh", "org_code": "jgdm",
-           "taxpayer_name": "nsrmc", "phone": "lxdh", "insured_no": "grbh",
-           "record_no": "dabh"}
+RENAMES = {
+    "id_no": "sfzh",
+    "name": "xm",
+    "tax_no": "nsrsbh",
+    "org_code": "jgdm",
+    "taxpayer_name": "nsrmc",
+    "phone": "lxdh",
+    "insured_no": "grbh",
+    "record_no": "dabh",
+}
 
 
 def make_hostile_delivery(out_dir: Path, dataset: str, kind: HostileKind, ds: date) -> Path:
@@ -43,8 +58,7 @@ def make_hostile_delivery(out_dir: Path, dataset: str, kind: HostileKind, ds: da
     if kind == "empty":
         path.write_bytes(b"")
         return path
-    frame = pd.read_parquet(out_dir / STATE_DIR / f"{view.id}.parquet",
-                            columns=list(view.fields))
+    frame = pd.read_parquet(out_dir / STATE_DIR / f"{view.id}.parquet", columns=list(view.fields))
     if kind == "header_only" and view.source.kind == "jsonl":
         path.write_bytes(b"\n")  # JSON Lines has no header: a blank line, no records
     elif kind == "header_only":
@@ -79,7 +93,8 @@ def renamed(column: str) -> str:
 def _find(dataset: str) -> DatasetView:
     views = catalog_by_id()
     view = views.get(dataset) or next(
-        (v for v in views.values() if v.source.connection_id == dataset), None)
+        (v for v in views.values() if v.source.connection_id == dataset), None
+    )
     if view is None:
         raise KeyError(f"unknown dataset or connection {dataset!r}")
     if view.source.kind == "sql":
@@ -93,7 +108,7 @@ def _deliver(view: DatasetView, path: Path, frame: pd.DataFrame, ds: date) -> No
     sink = _sink_at(view, path, ds)
     try:
         for start in range(0, max(len(frame), 1), 200_000):
-            sink.write(frame.iloc[start:start + 200_000])
+            sink.write(frame.iloc[start : start + 200_000])
     finally:
         sink.close()
 
@@ -123,8 +138,9 @@ def _wrong_encoding(view: DatasetView, path: Path, frame: pd.DataFrame) -> None:
     """GBK declared -> UTF-8 written; UTF-8 declared -> GBK written (.xlsx: a GBK CSV)."""
     declared = (view.source.encoding or "utf-8").lower()
     actual = "utf-8" if declared == "gbk" else "gbk"
-    frame = frame.map(lambda v: v.replace("\u200b", "").replace("\ufeff", "")
-                      if isinstance(v, str) else v)
+    frame = frame.map(
+        lambda v: v.replace("\u200b", "").replace("\ufeff", "") if isinstance(v, str) else v
+    )
     if view.source.kind == "jsonl":
         text = frame.to_json(orient="records", lines=True, force_ascii=False)
         path.write_bytes(text.encode(actual))

@@ -28,7 +28,11 @@ _XINHUI = vocab.DISTRICT_CODES.index("440705")
 
 
 def draw_persons(
-    n: int, rng: np.random.Generator, as_of: date, *, taken_ids: np.ndarray | None = None,
+    n: int,
+    rng: np.random.Generator,
+    as_of: date,
+    *,
+    taken_ids: np.ndarray | None = None,
     newborn_share: float = 0.0,
 ) -> pd.DataFrame:
     """``n`` persons living in Jiangmen on ``as_of``, with unique resident IDs.
@@ -43,7 +47,7 @@ def draw_persons(
     birth_day = (today - age_days).astype(np.int32)
     sex = (rng.random(n) < 0.49).astype(np.int8)  # 1 = female, ~51/49
     district = rng.choice(len(vocab.DISTRICT_CODES), n, p=vocab.normalised(vocab.DISTRICT_WEIGHTS))
-    town = (_TOWN_OFFSET[district] + (rng.random(n) * _TOWN_COUNT[district]).astype(int))
+    town = _TOWN_OFFSET[district] + (rng.random(n) * _TOWN_COUNT[district]).astype(int)
     birth_year = yyyymmdd(birth_day) // 10000
 
     division = np.array(vocab.DISTRICT_CODES)[district]
@@ -52,8 +56,13 @@ def draw_persons(
     retired = ~outside & (birth_year < 1994) & (rng.random(n) < 0.35)
     pick = (rng.random(n) * _RETIRED_COUNT[district]).astype(int)
     division[retired] = _RETIRED_TABLE[district[retired], pick[retired]]
-    xinhui_city = (~outside & (district == _XINHUI) & (birth_year >= 1992) & (birth_year <= 2002)
-                   & (rng.random(n) < 0.6))
+    xinhui_city = (
+        ~outside
+        & (district == _XINHUI)
+        & (birth_year >= 1992)
+        & (birth_year <= 2002)
+        & (rng.random(n) < 0.6)
+    )
     division[xinhui_city] = vocab.XINHUI_CITY_CODE
 
     ids = _unique_ids(division, yyyymmdd(birth_day), sex, rng, taken_ids)
@@ -63,32 +72,41 @@ def draw_persons(
     given2[rng.random(n) < 0.25] = -1
     surname = rng.choice(len(vocab.SURNAME_CHARS), n, p=vocab.normalised(vocab.SURNAME_WEIGHTS))
 
-    phone = (rng.choice(vocab.MOBILE_PREFIXES, n).astype(np.int64) * 10**8
-             + rng.integers(0, 10**8, n))
+    phone = rng.choice(vocab.MOBILE_PREFIXES, n).astype(np.int64) * 10**8 + rng.integers(
+        0, 10**8, n
+    )
     no_phone = (rng.random(n) < 0.05) | ((age_days < 12 * 365) & (rng.random(n) < 0.9))
     phone[no_phone] = 0
     street = vocab.TOWN_IS_STREET[town]
     household = np.where(rng.random(n) < np.where(street, 0.85, 0.25), 0, 1).astype(np.int8)
-    return pd.DataFrame({
-        "id_no": ids,
-        "sex": sex,
-        "birth_day": birth_day,
-        "district": district.astype(np.int8),
-        "town": town.astype(np.int16),
-        "road": rng.integers(0, len(vocab.ROADS), n).astype(np.int16),
-        "house": (rng.geometric(0.02, n) % 400 + 1).astype(np.int16),
-        "surname": surname.astype(np.int16),
-        "given1": given1.astype(np.int16),
-        "given2": given2.astype(np.int16),
-        "phone": phone,
-        "ethnicity": rng.choice(len(vocab.ETHNICITIES), n,
-                                p=vocab.normalised(vocab.ETHNICITY_WEIGHTS)).astype(np.int8),
-        "household": household,
-    })
+    return pd.DataFrame(
+        {
+            "id_no": ids,
+            "sex": sex,
+            "birth_day": birth_day,
+            "district": district.astype(np.int8),
+            "town": town.astype(np.int16),
+            "road": rng.integers(0, len(vocab.ROADS), n).astype(np.int16),
+            "house": (rng.geometric(0.02, n) % 400 + 1).astype(np.int16),
+            "surname": surname.astype(np.int16),
+            "given1": given1.astype(np.int16),
+            "given2": given2.astype(np.int16),
+            "phone": phone,
+            "ethnicity": rng.choice(
+                len(vocab.ETHNICITIES), n, p=vocab.normalised(vocab.ETHNICITY_WEIGHTS)
+            ).astype(np.int8),
+            "household": household,
+        }
+    )
 
 
-def _unique_ids(division: np.ndarray, birth: np.ndarray, sex: np.ndarray,
-                rng: np.random.Generator, taken: np.ndarray | None) -> np.ndarray:
+def _unique_ids(
+    division: np.ndarray,
+    birth: np.ndarray,
+    sex: np.ndarray,
+    rng: np.random.Generator,
+    taken: np.ndarray | None,
+) -> np.ndarray:
     """Resident IDs; a sequence number is redrawn until no two persons share an ID.
 
     Uniqueness is checked on the 17-digit body as an int64 (the check char follows from
@@ -97,8 +115,11 @@ def _unique_ids(division: np.ndarray, birth: np.ndarray, sex: np.ndarray,
     n = len(division)
     prefix = division.astype(np.int64) * 10**11 + np.asarray(birth, dtype=np.int64) * 1000
     seq = rng.integers(0, 500, n) * 2 + (1 - sex)  # odd = male
-    taken_body = (np.strings.slice(np.asarray(taken, dtype="U18"), 0, 17).astype(np.int64)
-                  if taken is not None and len(taken) else None)
+    taken_body = (
+        np.strings.slice(np.asarray(taken, dtype="U18"), 0, 17).astype(np.int64)
+        if taken is not None and len(taken)
+        else None
+    )
     for _ in range(50):
         body = prefix + seq
         _, first = np.unique(body, return_index=True)
@@ -114,8 +135,10 @@ def _unique_ids(division: np.ndarray, birth: np.ndarray, sex: np.ndarray,
 
 def names(persons: pd.DataFrame) -> np.ndarray:
     """Full names (surname + one or two given characters)."""
-    given = np.strings.add(vocab.GIVEN_CHARS[persons["given1"].to_numpy()],
-                           _GIVEN_WITH_EMPTY[persons["given2"].to_numpy()])
+    given = np.strings.add(
+        vocab.GIVEN_CHARS[persons["given1"].to_numpy()],
+        _GIVEN_WITH_EMPTY[persons["given2"].to_numpy()],
+    )
     return np.strings.add(vocab.SURNAME_CHARS[persons["surname"].to_numpy()], given)
 
 

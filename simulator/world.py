@@ -30,8 +30,10 @@ class World:
 
     @classmethod
     def load(cls, state_dir: Path) -> World:
-        return cls(pd.read_parquet(state_dir / "persons.parquet"),
-                   pd.read_parquet(state_dir / "enterprises.parquet"))
+        return cls(
+            pd.read_parquet(state_dir / "persons.parquet"),
+            pd.read_parquet(state_dir / "enterprises.parquet"),
+        )
 
 
 def build_world(seed: int, scale: float, as_of: date) -> World:

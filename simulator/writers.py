@@ -101,7 +101,8 @@ class SqlAlchemySink:
         t = self.table
         with self.engine.begin() as conn:
             conn.exec_driver_sql(
-                f"CREATE INDEX {quote('ix_' + t + '_updated_at')} ON {quote(t)} (updated_at)")
+                f"CREATE INDEX {quote('ix_' + t + '_updated_at')} ON {quote(t)} (updated_at)"
+            )
         self.engine.dispose()
 
 
@@ -152,8 +153,9 @@ class XlsxSink:
 
     def __init__(self, path: Path, columns: list[str], created: date) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.book = xlsxwriter.Workbook(str(path), {"constant_memory": True,
-                                                    "strings_to_numbers": False})
+        self.book = xlsxwriter.Workbook(
+            str(path), {"constant_memory": True, "strings_to_numbers": False}
+        )
         # a fixed creation time keeps the file byte-identical for the same seed
         self.book.set_properties({"created": datetime.combine(created, time(23, 0))})
         self.sheet = self.book.add_worksheet("taxpayer")
@@ -202,7 +204,10 @@ def sql_connection_entry(url: str) -> dict[str, object]:
         return {"conn_type": "sqlite", "host": u.database}
     return {
         "conn_type": "postgres" if backend.startswith("postgres") else backend,
-        "host": u.host, "port": u.port, "login": u.username, "password": u.password,
+        "host": u.host,
+        "port": u.port,
+        "login": u.username,
+        "password": u.password,
         "schema": u.database,
     }
 
