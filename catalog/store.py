@@ -6,7 +6,7 @@ Runs, the partitions each run wrote, and per-dataset extraction watermarks. SQLi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from catalog.errors import CatalogError, database_reason, shown_url
+from catalog.figures import QualityFigures
 
 
 class Base(DeclarativeBase):
@@ -99,24 +100,6 @@ class QualityResult(Base):
     failed_checks: Mapped[int] = mapped_column(Integer)
     details: Mapped[dict] = mapped_column(JSON)
     validated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-    @property
-    def conserved(self) -> bool:
-        """Every delivered row is clean, quarantined or a collapsed older version."""
-        return self.delivered == self.clean + self.quarantined + self.collapsed
-
-
-@dataclass(frozen=True)
-class QualityRecord:
-    dataset_id: str
-    ds: date
-    delivered: int
-    clean: int
-    quarantined: int
-    collapsed: int
-    checks: int
-    failed_checks: int
-    details: dict
 
 
 @dataclass(frozen=True)
@@ -251,15 +234,17 @@ class CatalogStore:
                 )
             )
 
-    def record_quality(self, run_id: str, record: QualityRecord) -> None:
+    def record_quality(self, run_id: str, figures: QualityFigures) -> None:
+        values = {f.name: getattr(figures, f.name) for f in fields(figures)} | {"run_id": run_id}
         with Session(self.engine) as s, s.begin():
-            s.merge(QualityResult(run_id=run_id, validated_at=_now(), **record.__dict__))
+            s.merge(QualityResult(validated_at=_now(), **values))
 
-    def quality(self, ds: date) -> list[QualityResult]:
+    def quality(self, ds: date) -> list[QualityFigures]:
         with Session(self.engine) as s:
-            return list(s.scalars(select(QualityResult).where(QualityResult.ds == ds)))
+            rows = s.scalars(select(QualityResult).where(QualityResult.ds == ds))
+            return [_figures(q) for q in rows]
 
-    def latest_quality(self) -> list[QualityResult]:
+    def latest_quality(self) -> list[QualityFigures]:
         """The most recent validation figures of every dataset."""
         with Session(self.engine) as s:
             newest = (
@@ -276,7 +261,7 @@ class CatalogStore:
                 )
                 .order_by(QualityResult.dataset_id)
             )
-            return list(s.scalars(query))
+            return [_figures(q) for q in s.scalars(query)]
 
     def record_error(self, run_id: str, step: str, message: str) -> None:
         with Session(self.engine) as s, s.begin():
@@ -293,6 +278,10 @@ class CatalogStore:
     def runs(self, limit: int = 20) -> list[Run]:
         with Session(self.engine) as s:
             return list(s.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)))
+
+
+def _figures(row: QualityResult) -> QualityFigures:
+    return QualityFigures(**{f.name: getattr(row, f.name) for f in fields(QualityFigures)})
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API object

@@ -28,13 +28,15 @@ from etl.settings import SOURCE_POOL
 FAILED_STATES = {"failed", "upstream_failed"}
 
 
-def _ds_and_run() -> tuple:
-    from etl.nightly import partition_date
+def _night():
+    """The task's :class:`etl.nightly.Night`: settings read here, at the edge, once."""
+    from etl.nightly import Night, partition_date
+    from etl.settings import LakeSettings
 
     ctx = get_current_context()
     dag_run = ctx["dag_run"]
     ds = partition_date(ctx.get("data_interval_start"), ctx.get("logical_date"), dag_run.conf)
-    return ds, dag_run.run_id
+    return Night.open(ds, dag_run.run_id, LakeSettings.from_env())
 
 
 def _fail_fast_if_asked(exc: Exception) -> None:
@@ -60,8 +62,7 @@ def yimen_nightly():
     def open_night() -> str:
         from etl.nightly import open_night
 
-        ds, run_id = _ds_and_run()
-        return open_night(run_id, ds)
+        return open_night(_night())
 
     @task(
         pool=SOURCE_POOL,
@@ -74,9 +75,10 @@ def yimen_nightly():
         from etl.connections import lookup_airflow_connection
         from etl.nightly import extract_dataset
 
-        ds, run_id = _ds_and_run()
+        night = _night()
         try:
-            return extract_dataset(dataset_id, ds, run_id, lookup_airflow_connection)
+            conn_id = night.catalog.dataset(dataset_id).source.connection_id
+            return extract_dataset(night, dataset_id, lookup_airflow_connection(conn_id))
         except Exception as exc:
             _fail_fast_if_asked(exc)
             raise
@@ -86,9 +88,9 @@ def yimen_nightly():
         from catalog.errors import BreakerTripped
         from etl.nightly import validate_dataset
 
-        ds, run_id = _ds_and_run()
+        night = _night()
         try:
-            return validate_dataset(dataset_id, ds, run_id)
+            return validate_dataset(night, dataset_id)
         except BreakerTripped as exc:  # a data problem: retrying cannot help
             from airflow.sdk.exceptions import AirflowFailException
 
@@ -101,18 +103,17 @@ def yimen_nightly():
     def quality_gate() -> dict:
         from etl.nightly import quality_gate
 
-        ds, run_id = _ds_and_run()
-        return quality_gate(ds, run_id)
+        return quality_gate(_night())
 
     @task(trigger_rule="all_done", retries=0)
     def close_night() -> dict:
         from etl.nightly import close_night
 
-        ds, run_id = _ds_and_run()
+        night = _night()
         ti = get_current_context()["ti"]
-        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[night.run_id]).get(night.run_id, {})
         failed = [task for task, state in states.items() if state in FAILED_STATES]
-        return close_night(run_id, ds, failed)
+        return close_night(night, failed)
 
     opened = open_night()
     gate = quality_gate()

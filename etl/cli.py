@@ -150,9 +150,10 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
 def _print_night(settings: LakeSettings, ds: date) -> None:
     """One line per dataset: delivered = clean + quarantined + collapsed, and where it is."""
     from catalog.store import CatalogStore
+    from etl.zones import RAW_SOURCES
 
     store = CatalogStore(settings.catalog_url)
-    raw = {p.dataset_id: p.rows for p in store.partitions(ds=ds, zone="raw/sources")}
+    raw = {p.dataset_id: p.rows for p in store.partitions(ds=ds, zone=RAW_SOURCES)}
     quality = {q.dataset_id: q for q in store.quality(ds)}
     click.echo(
         f"  {'dataset':36s} {'delivered':>10s} {'clean':>10s} {'quarantined':>12s} "
@@ -334,17 +335,13 @@ def status(settings: LakeSettings) -> None:
     if latest:
         click.echo("\nlatest quality figures per dataset:")
         for q in latest:
-            share = q.quarantined / q.delivered if q.delivered else 0.0
-            failing = {k: v for k, v in q.details.get("failures", {}).items() if v}
-            top = ", ".join(
-                f"{k} {v:,}" for k, v in sorted(failing.items(), key=lambda kv: -kv[1])[:3]
-            )
+            top = ", ".join(f"{k} {v:,}" for k, v in q.top_failures(3))
             click.echo(
                 f"  {q.dataset_id:36s} {q.ds}  {q.checks:3d} checks, {q.failed_checks:2d} failing, "
-                f"{share:6.2%} quarantined  {top}"
+                f"{q.quarantined_share:6.2%} quarantined  {top}"
             )
-            if q.details.get("docs"):
-                click.echo(f"  {'':36s} data docs: {q.details['docs']}")
+            if q.docs:
+                click.echo(f"  {'':36s} data docs: {q.docs}")
 
 
 if __name__ == "__main__":

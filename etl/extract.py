@@ -21,17 +21,9 @@ from catalog.errors import SourceError, without_row_content
 from catalog.store import CatalogStore, PartitionRecord
 from etl.connections import SourceConnection
 from etl.readers import SourceReader, open_source
-from etl.zones import Lake
+from etl.zones import METADATA_FIELDS, RAW_SOURCES, Lake, raw_schema
 
 log = logging.getLogger(__name__)
-
-RAW_SOURCES = "raw/sources"
-METADATA_FIELDS = [
-    pa.field("_source", pa.string()),
-    pa.field("_batch_id", pa.string()),
-    pa.field("_extracted_at", pa.timestamp("us", tz="UTC")),
-    pa.field("_row_number", pa.int64()),
-]
 
 
 @dataclass(frozen=True)
@@ -51,10 +43,6 @@ class ExtractResult:
         if self.low_watermark or self.high_watermark:
             window = f", updated_at in ({self.low_watermark or '-∞'}, {self.high_watermark}]"
         return f"{self.dataset_id}: {self.rows:,} rows from {self.location}{window}"
-
-
-def raw_source_path(lake: Lake, dataset: DatasetDef, ds: date) -> str:
-    return lake.partition_path(RAW_SOURCES, dataset.department, dataset.code, ds=ds)
 
 
 def extract_to_raw(
@@ -81,9 +69,9 @@ def extract_to_raw(
             missing or "none",
             added or "none",
         )
-    schema = pa.schema([pa.field(c, pa.string()) for c in reader.columns] + METADATA_FIELDS)
+    schema = raw_schema(reader.columns)
     stamp = _MetadataStamp(dataset.id, batch_id)
-    path = raw_source_path(lake, dataset, ds)
+    path = lake.dataset_partition(RAW_SOURCES, dataset, ds)
     manifest = lake.write_partition(
         path,
         (stamp(batch) for batch in _checked(reader)),

@@ -1,19 +1,21 @@
 """The steps of one night, as plain functions the DAG tasks (and tests) call.
 
-Each step takes the catalog dataset id, the partition date and the run id, opens what it
-needs from :class:`LakeSettings`, and returns a small JSON-able dict for XCom. No Airflow
-imports at module level: the DAG injects the connection lookup.
+Each step takes a :class:`Night` (built once per task at the DAG/CLI edge: settings, store,
+lake, catalog, date, run id) and returns a small JSON-able dict for XCom. Secrets — source
+connections today, the masking key next — are looked up at that edge and handed in; nothing
+here reads the environment. No Airflow imports: the DAG does the Airflow side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from catalog.definitions import load_catalog
+from catalog.definitions import Catalog, load_catalog
 from catalog.errors import LakeError, one_line
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
@@ -59,31 +61,52 @@ def recorded_failure(store: CatalogStore, run_id: str, step: str) -> Iterator[No
     store.clear_errors(run_id, step)  # a retry that succeeds leaves no failure behind
 
 
-def open_night(run_id: str, ds: date, settings: LakeSettings | None = None) -> str:
-    settings = settings or LakeSettings.from_env()
-    CatalogStore(settings.catalog_url).start_run(run_id, ds)
-    return ds.isoformat()
+@dataclass(frozen=True)
+class Night:
+    """What every step of one night needs, opened once per task instead of in every step."""
 
+    ds: date
+    run_id: str
+    settings: LakeSettings
+    store: CatalogStore
+    lake: Lake
+    catalog: Catalog
 
-def extract_dataset(
-    dataset_id: str,
-    ds: date,
-    run_id: str,
-    lookup_connection: Callable[[str], SourceConnection],
-    settings: LakeSettings | None = None,
-) -> dict:
-    """Extract one catalog dataset's delivery for ``ds`` into the raw zone."""
-    settings = settings or LakeSettings.from_env()
-    dataset = load_catalog().dataset(dataset_id)
-    store = CatalogStore(settings.catalog_url)
-    with recorded_failure(store, run_id, f"extract {dataset_id}"):
-        result = extract_to_raw(
-            dataset,
-            lookup_connection(dataset.source.connection_id),
-            ds,
+    @classmethod
+    def open(cls, ds: date, run_id: str, settings: LakeSettings) -> Night:
+        return cls(
+            ds=ds,
+            run_id=run_id,
+            settings=settings,
+            store=CatalogStore(settings.catalog_url),
             lake=Lake(settings.lake_root),
-            store=store,
-            batch_id=run_id,
+            catalog=load_catalog(),
+        )
+
+    @property
+    def work_dir(self) -> Path:
+        """Spill files (key buckets, quarantined rows) of this machine's steps."""
+        return self.settings.var / "tmp"
+
+    def quality_docs_dir(self, dataset_id: str) -> Path:
+        """Where a dataset's Great Expectations Data Docs go (one site per dataset)."""
+        return self.settings.var / "quality" / "docs" / dataset_id
+
+    def failure_recorded(self, step: str) -> AbstractContextManager[None]:
+        return recorded_failure(self.store, self.run_id, step)
+
+
+def open_night(night: Night) -> str:
+    night.store.start_run(night.run_id, night.ds)
+    return night.ds.isoformat()
+
+
+def extract_dataset(night: Night, dataset_id: str, connection: SourceConnection) -> dict:
+    """Extract one catalog dataset's delivery into the raw zone, through ``connection``."""
+    dataset = night.catalog.dataset(dataset_id)
+    with night.failure_recorded(f"extract {dataset_id}"):
+        result = extract_to_raw(
+            dataset, connection, night.ds, lake=night.lake, store=night.store, batch_id=night.run_id
         )
     return {
         "dataset": dataset_id,
@@ -93,56 +116,43 @@ def extract_dataset(
     }
 
 
-def validate_dataset(
-    dataset_id: str, ds: date, run_id: str, settings: LakeSettings | None = None
-) -> dict:
+def validate_dataset(night: Night, dataset_id: str) -> dict:
     """Standardise, validate, quarantine and deduplicate one dataset's raw partition."""
     from etl.validate import validate_partition
 
-    settings = settings or LakeSettings.from_env()
-    store = CatalogStore(settings.catalog_url)
-    with recorded_failure(store, run_id, f"validate {dataset_id}"):
+    with night.failure_recorded(f"validate {dataset_id}"):
         result = validate_partition(
-            load_catalog().dataset(dataset_id),
-            ds,
-            lake=Lake(settings.lake_root),
-            store=store,
-            run_id=run_id,
-            docs_dir=quality_docs_dir(settings, dataset_id),
-            work_dir=settings.var / "tmp",
+            night.catalog.dataset(dataset_id),
+            night.ds,
+            lake=night.lake,
+            store=night.store,
+            run_id=night.run_id,
+            docs_dir=night.quality_docs_dir(dataset_id),
+            work_dir=night.work_dir,
         )
     return {"dataset": dataset_id, "summary": result.summary(), "docs": result.docs}
 
 
-def quality_docs_dir(settings: LakeSettings, dataset_id: str) -> Path:
-    """Where a dataset's Great Expectations Data Docs go (one site per dataset)."""
-    return settings.var / "quality" / "docs" / dataset_id
-
-
-def quality_gate(ds: date, run_id: str, settings: LakeSettings | None = None) -> dict:
-    """Pass only if this run validated every catalog dataset of ``ds`` with rows conserved.
+def quality_gate(night: Night) -> dict:
+    """Pass only if this run validated every catalog dataset of the night with rows conserved.
 
     Unification and publishing depend on this task: a tripped circuit breaker upstream
     (or a missing dataset) keeps the whole night from publishing.
     """
-    settings = settings or LakeSettings.from_env()
-    store = CatalogStore(settings.catalog_url)
-    figures = {q.dataset_id: q for q in store.quality(ds) if q.run_id == run_id}
-    missing = [d.id for d in load_catalog().datasets if d.id not in figures]
+    figures = {q.dataset_id: q for q in night.store.quality(night.ds) if q.run_id == night.run_id}
+    missing = [d.id for d in night.catalog.datasets if d.id not in figures]
     broken = [q.dataset_id for q in figures.values() if not q.conserved]
-    with recorded_failure(store, run_id, "quality gate"):
+    with night.failure_recorded("quality gate"):
         if missing or broken:
             raise LakeError(
-                f"quality gate for {ds}: not validated: {missing or 'none'}; "
+                f"quality gate for {night.ds}: not validated: {missing or 'none'}; "
                 f"rows not conserved: {broken or 'none'}"
             )
     figures_shown = ("delivered", "clean", "quarantined", "collapsed")
     return {k: {f: getattr(q, f) for f in figures_shown} for k, q in figures.items()}
 
 
-def close_night(
-    run_id: str, ds: date, failed_tasks: list[str], settings: LakeSettings | None = None
-) -> dict:
+def close_night(night: Night, failed_tasks: list[str]) -> dict:
     """Record the night as success or failed and write the quality page.
 
     Runs after every step whatever their outcome. ``failed_tasks`` comes from Airflow's
@@ -151,13 +161,12 @@ def close_night(
     """
     from etl.quality_report import write_quality_index
 
-    settings = settings or LakeSettings.from_env()
-    store = CatalogStore(settings.catalog_url)
-    errors = store.errors(run_id)
+    store = night.store
+    errors = store.errors(night.run_id)
     failed = bool(errors or failed_tasks)
-    store.finish_run(run_id, "failed" if failed else "success")
-    write_quality_index(store, settings.var / "quality" / "index.html")
+    store.finish_run(night.run_id, "failed" if failed else "success")
+    write_quality_index(store, night.settings.var / "quality" / "index.html")
     if failed:
         steps = sorted({e.step for e in errors} | set(failed_tasks))
-        raise LakeError(f"night {ds} failed: {', '.join(steps)}")
-    return {f"{p.zone}:{p.dataset_id}": p.rows for p in store.partitions(ds=ds)}
+        raise LakeError(f"night {night.ds} failed: {', '.join(steps)}")
+    return {f"{p.zone}:{p.dataset_id}": p.rows for p in store.partitions(ds=night.ds)}

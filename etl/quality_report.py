@@ -12,17 +12,13 @@ def write_quality_index(store: CatalogStore, path: Path) -> Path:
     """Write ``index.html``: one row per dataset, conservation arithmetic and top failures."""
     rows = []
     for q in store.latest_quality():
-        failing = sorted(
-            ((k, v) for k, v in q.details.get("failures", {}).items() if v), key=lambda kv: -kv[1]
-        )
-        top = "<br>".join(f"{escape(k)}: {v:,}" for k, v in failing[:5]) or "—"
-        notes = "<br>".join(escape(n) for n in q.details.get("schema_notes", [])) or ""
-        docs = q.details.get("docs")
-        link = f'<a href="{escape(Path(docs).as_uri())}">Data Docs</a>' if docs else ""
-        share = q.quarantined / q.delivered if q.delivered else 0.0
+        top = "<br>".join(f"{escape(k)}: {v:,}" for k, v in q.top_failures(5)) or "—"
+        notes = "<br>".join(escape(n) for n in q.schema_notes)
+        link = f'<a href="{escape(Path(q.docs).as_uri())}">Data Docs</a>' if q.docs else ""
         rows.append(
             f"<tr><td>{escape(q.dataset_id)}</td><td>{q.ds}</td><td>{q.delivered:,}</td>"
-            f"<td>{q.clean:,}</td><td>{q.quarantined:,} ({share:.2%})</td><td>{q.collapsed:,}</td>"
+            f"<td>{q.clean:,}</td><td>{q.quarantined:,} ({q.quarantined_share:.2%})</td>"
+            f"<td>{q.collapsed:,}</td>"
             f"<td>{q.checks}</td><td>{top}</td><td>{notes}</td><td>{link}</td></tr>"
         )
     head = (

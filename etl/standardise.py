@@ -21,11 +21,11 @@ import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef, FieldDef
 from catalog.identifiers import upgrade_resident_id15
+from etl.zones import NORMALISED_SUFFIX
 
 ZERO_WIDTH = "[\u200b\u200c\u200d\u2060\ufeff\u00ad]"
 _DATE = r"(?P<y>\d{4})(?:[-/.年](?P<m>\d{1,2})[-/.月](?P<d>\d{1,2})日?|(?P<m2>\d{2})(?P<d2>\d{2}))"
 _TIME = r"(?:[ T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?)?"
-NORMALISED_SUFFIX = "_norm"
 
 
 @dataclass

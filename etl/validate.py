@@ -12,7 +12,6 @@ trips the circuit breaker *after* everything is written, so people can inspect i
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -20,21 +19,26 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from catalog.definitions import DatasetDef
 from catalog.errors import BreakerTripped, LakeError
-from catalog.store import CatalogStore, PartitionRecord, QualityRecord
+from catalog.figures import QualityFigures
+from catalog.store import CatalogStore, PartitionRecord
 from etl.dedup import REJECTED, BucketSpool, RowSpill
-from etl.extract import METADATA_FIELDS, raw_source_path
 from etl.quality import CheckOutcome, QualitySuite
-from etl.standardise import NORMALISED_SUFFIX, StandardiseReport, standardise
-from etl.zones import Lake
+from etl.standardise import StandardiseReport, standardise
+from etl.zones import (
+    METADATA_FIELDS,
+    RAW_CLEAN,
+    RAW_QUARANTINE,
+    RAW_SOURCES,
+    Lake,
+    clean_schema,
+    quarantine_schema,
+)
 
 log = logging.getLogger(__name__)
 
-RAW_CLEAN, RAW_QUARANTINE = "raw/clean", "raw/quarantine"
-BATCH_ROWS = 250_000
 SCHEMA_CHECK = "delivery:schema"
 
 
@@ -53,44 +57,76 @@ class ValidationResult:
     docs: str | None = None
 
     @property
+    def figures(self) -> QualityFigures:
+        """The figures everyone else reads (store, CLI, quality page, gate, breaker)."""
+        return QualityFigures(
+            dataset_id=self.dataset_id,
+            ds=self.ds,
+            delivered=self.delivered,
+            clean=self.clean,
+            quarantined=self.quarantined,
+            collapsed=self.collapsed,
+            checks=len(self.failures),
+            failed_checks=sum(1 for n in self.failures.values() if n),
+            details=asdict(self) | {"ds": self.ds.isoformat()},
+        )
+
+    @property
     def conserved(self) -> bool:
-        return self.delivered == self.clean + self.quarantined + self.collapsed
+        return self.figures.conserved
 
     @property
     def quarantined_share(self) -> float:
-        return self.quarantined / self.delivered if self.delivered else 0.0
+        return self.figures.quarantined_share
 
     def arithmetic(self) -> dict[str, int]:
         """The row conservation figures, as written into both partitions' manifests."""
         return {k: getattr(self, k) for k in ("delivered", "clean", "quarantined", "collapsed")}
 
     def summary(self) -> str:
-        return (
-            f"{self.dataset_id} {self.ds}: delivered {self.delivered:,} = clean {self.clean:,}"
-            f" + quarantined {self.quarantined:,} + collapsed duplicates {self.collapsed:,}"
-        )
+        return self.figures.summary()
+
+    def add_batch(self, checked: CheckedBatch) -> None:
+        """Fold one batch's failures, repairs and schema notes into the partition's figures."""
+        for outcome in checked.outcomes:
+            failed = len(outcome.failed_rows)
+            self.failures[outcome.name] = self.failures.get(outcome.name, 0) + failed
+        for name, count in checked.repaired.repaired.items():
+            self.repaired[name] = self.repaired.get(name, 0) + count
+        self.schema_notes += [n for n in checked.notes if n not in self.schema_notes]
 
 
-def clean_schema(dataset: DatasetDef) -> pa.Schema:
-    """Typed schema of the clean zone, from the catalog field types."""
-    types = {
-        "string": pa.string(),
-        "date": pa.date32(),
-        "datetime": pa.timestamp("ms"),  # Parquet stores seconds as ms anyway
-        "integer": pa.int64(),
-        "decimal": pa.decimal128(18, 2),
-    }
-    fields = []
-    for f in dataset.fields:
-        fields.append(pa.field(f.name, types[f.type], metadata={"level": f.level}))
-        if f.rule == "enterprise_name":
-            fields.append(pa.field(f.name + NORMALISED_SUFFIX, pa.string()))
-    return pa.schema(fields + METADATA_FIELDS)
+@dataclass(frozen=True)
+class CheckedBatch:
+    """One raw batch, checked: the pure core's output (no I/O, no store, no files)."""
+
+    standardised: pa.Table  # catalog columns, canonical text, + metadata + ``REJECTED``
+    outcomes: list[CheckOutcome]
+    quarantined: pa.Table | None  # the failing rows as delivered, with ``_rules``/``_reason``
+    repaired: StandardiseReport
+    notes: list[str]
 
 
-def quarantine_schema(raw_schema: pa.Schema) -> pa.Schema:
-    return raw_schema.append(pa.field("_rules", pa.string())).append(
-        pa.field("_reason", pa.string())
+def check_batch(raw: pa.Table, dataset: DatasetDef, suite: QualitySuite) -> CheckedBatch:
+    """Standardise one delivered batch, run the dataset's checks, split good from bad.
+
+    The pure core of validation: a table in, tables out, so it can be tested on a few rows
+    and mapped over batches (or buckets) by whatever shell reads and writes them.
+    """
+    conformed, notes = _conform_to_catalog(raw, dataset)
+    std, repaired = standardise(conformed, dataset)
+    outcomes = suite.check(std.to_pandas(types_mapper=_string_mapper))
+    outcomes += _schema_outcomes(dataset, raw)
+    bad = np.zeros(raw.num_rows, dtype=bool)
+    for outcome in outcomes:
+        bad[outcome.failed_rows] = True
+    quarantined = _quarantine_rows(raw, std, outcomes, bad) if bad.any() else None
+    return CheckedBatch(
+        standardised=std.append_column(REJECTED, pa.array(bad)),
+        outcomes=outcomes,
+        quarantined=quarantined,
+        repaired=repaired,
+        notes=notes,
     )
 
 
@@ -104,8 +140,13 @@ def validate_partition(
     docs_dir: Path | None = None,
     work_dir: Path | None = None,
 ) -> ValidationResult:
-    """Validate one delivered partition into clean + quarantine partitions (see module doc)."""
-    source = raw_source_path(lake, dataset, ds)
+    """Validate one delivered partition into clean + quarantine partitions (see module doc).
+
+    The I/O shell around :func:`check_batch`: stream the raw partition, spool passing rows
+    into key buckets and failing rows to disk, stage both partitions, commit them together,
+    record the figures, and only then let the breaker speak.
+    """
+    source = lake.dataset_partition(RAW_SOURCES, dataset, ds)
     manifest = lake.read_manifest(source)
     if manifest is None:
         raise LakeError(f"{dataset.id}: no raw partition for {ds} at {source}; extract it first")
@@ -118,37 +159,56 @@ def validate_partition(
         manifest.rows,
         work_dir,
     )
-    repaired = StandardiseReport()
-    raw_schema: pa.Schema | None = None
     quarantined = RowSpill(work_dir)
-    quarantine_staged = clean_staged = None
+    delivered_schema: pa.Schema | None = None
     try:
-        for raw in _raw_batches(lake, source, manifest.files):
-            raw_schema = raw.schema
-            conformed, notes = _conform_to_catalog(raw, dataset)
-            result.schema_notes += [n for n in notes if n not in result.schema_notes]
-            std, report = standardise(conformed, dataset)
-            repaired.add(report)
-            outcomes = suite.check(std.to_pandas(types_mapper=_string_mapper))
-            outcomes += _schema_outcomes(dataset, raw)
-            bad = np.zeros(raw.num_rows, dtype=bool)
-            for outcome in outcomes:
-                failed = len(outcome.failed_rows)
-                result.failures[outcome.name] = result.failures.get(outcome.name, 0) + failed
-                bad[outcome.failed_rows] = True
-            if bad.any():
-                quarantined.add(_quarantine_rows(raw, std, outcomes, bad))
-            spool.add(std.append_column(REJECTED, pa.array(bad)))
+        for raw in lake.partition_batches(source):
+            delivered_schema = raw.schema
+            checked = check_batch(raw, dataset, suite)
+            result.add_batch(checked)
+            if checked.quarantined is not None:
+                quarantined.add(checked.quarantined)
+            spool.add(checked.standardised)
         result.quarantined = quarantined.rows
-        result.repaired = repaired.repaired
         if result.delivered == 0:
             result.schema_notes.append("the delivery has no rows")
+        q_manifest, clean_manifest = _commit_clean_and_quarantine(
+            lake, dataset, ds, result, source, spool, quarantined, delivered_schema
+        )
+    finally:
+        spool.close()
+        quarantined.close()
+    result.docs = suite.build_docs()
+    _record(store, run_id, result, dataset, clean_manifest, q_manifest)
+    log.info(result.summary())
+    figures = result.figures
+    if breaker_trips(figures, dataset):
+        raise BreakerTripped(
+            f"{dataset.id} {ds}: {figures.quarantined:,} of {figures.delivered:,} rows "
+            f"({figures.quarantined_share:.1%}) quarantined, above the limit of "
+            f"{dataset.quarantine_limit:.0%}; top reasons: {figures.top_failures_text()}. "
+            f"Inspect {q_manifest.path}"
+        )
+    return result
 
-        # both partitions are staged completely, then committed together (or neither)
+
+def _commit_clean_and_quarantine(
+    lake: Lake,
+    dataset: DatasetDef,
+    ds: date,
+    result: ValidationResult,
+    source: str,
+    spool: BucketSpool,
+    quarantined: RowSpill,
+    delivered_schema: pa.Schema | None,
+):
+    """Stage both partitions completely, then commit them together (or neither)."""
+    quarantine_staged = clean_staged = None
+    try:
         quarantine_staged = lake.stage_partition(
-            lake.partition_path(RAW_QUARANTINE, dataset.department, dataset.code, ds=ds),
+            lake.dataset_partition(RAW_QUARANTINE, dataset, ds),
             quarantined.batches(),
-            quarantine_schema(raw_schema or pa.schema(METADATA_FIELDS)),
+            quarantine_schema(delivered_schema),
             private=True,
             extra={"dataset": dataset.id, "source": source, "failures": result.failures},
         )
@@ -163,7 +223,7 @@ def validate_partition(
 
         schema = clean_schema(dataset)
         clean_staged = lake.stage_partition(
-            lake.partition_path(RAW_CLEAN, dataset.department, dataset.code, ds=ds),
+            lake.dataset_partition(RAW_CLEAN, dataset, ds),
             (b for t in spool.deduplicated() for b in _typed(t, schema).to_batches()),
             schema,
             private=True,
@@ -173,31 +233,17 @@ def validate_partition(
     except BaseException:
         lake.discard([s for s in (quarantine_staged, clean_staged) if s is not None])
         raise
-    finally:
-        spool.close()
-        quarantined.close()
-    q_manifest, clean_manifest = quarantine_staged.manifest, clean_staged.manifest
-    result.docs = suite.build_docs()
-    _record(store, run_id, result, dataset, clean_manifest, q_manifest)
-    log.info(result.summary())
-    if breaker_trips(result, dataset):
-        raise BreakerTripped(
-            f"{dataset.id} {ds}: {result.quarantined:,} of {result.delivered:,} rows "
-            f"({result.quarantined_share:.1%}) quarantined, above the limit of "
-            f"{dataset.quarantine_limit:.0%}; top reasons: {_top_failures(result)}. "
-            f"Inspect {q_manifest.path}"
-        )
-    return result
+    return quarantine_staged.manifest, clean_staged.manifest
 
 
-def breaker_trips(result: ValidationResult, dataset: DatasetDef) -> bool:
+def breaker_trips(figures: QualityFigures, dataset: DatasetDef) -> bool:
     """Too much of the delivery failed: above the share limit, and not just a handful of rows.
 
     A small incremental night (8 changed rows, 3 with a bad phone) should quarantine those
     rows, not stop the city's publication; a delivery where most rows fail always trips.
     """
-    share = result.quarantined_share
-    enough = result.quarantined >= dataset.quarantine_min_rows or share > 0.5
+    share = figures.quarantined_share
+    enough = figures.quarantined >= dataset.quarantine_min_rows or share > 0.5
     return share > dataset.quarantine_limit and enough
 
 
@@ -209,13 +255,6 @@ def _string_mapper(arrow_type: pa.DataType):
     import pandas as pd
 
     return pd.StringDtype() if pa.types.is_string(arrow_type) else None
-
-
-def _raw_batches(lake: Lake, path: str, files: list[str]) -> Iterator[pa.Table]:
-    for name in files:
-        with lake.fs.open_input_file(f"{path}/{name}") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS):
-                yield pa.Table.from_batches([batch])
 
 
 def _conform_to_catalog(raw: pa.Table, dataset: DatasetDef) -> tuple[pa.Table, list[str]]:
@@ -271,8 +310,7 @@ def _quarantine_rows(
         reasons[rows] = [
             t if r is None else f"{r}; {t}" for r, t in zip(reasons[rows], text, strict=True)
         ]
-    where = pa.array(np.flatnonzero(bad))
-    out = raw.take(where)
+    out = raw.take(pa.array(np.flatnonzero(bad)))
     out = out.append_column("_rules", pa.array(rules[bad], pa.string()))
     return out.append_column("_reason", pa.array(reasons[bad], pa.string()))
 
@@ -290,11 +328,6 @@ def _typed(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _top_failures(result: ValidationResult, n: int = 3) -> str:
-    top = sorted(((k, v) for k, v in result.failures.items() if v), key=lambda kv: -kv[1])[:n]
-    return ", ".join(f"{name} ({count:,})" for name, count in top) or "none"
-
-
 def _record(
     store: CatalogStore, run_id: str, result: ValidationResult, dataset: DatasetDef, *manifests
 ) -> None:
@@ -310,18 +343,4 @@ def _record(
                 fingerprint=manifest.fingerprint,
             ),
         )
-    details = asdict(result) | {"ds": result.ds.isoformat()}
-    store.record_quality(
-        run_id,
-        QualityRecord(
-            dataset_id=dataset.id,
-            ds=result.ds,
-            delivered=result.delivered,
-            clean=result.clean,
-            quarantined=result.quarantined,
-            collapsed=result.collapsed,
-            checks=len(result.failures),
-            failed_checks=sum(1 for n in result.failures.values() if n),
-            details=details,
-        ),
-    )
+    store.record_quality(run_id, result.figures)

@@ -1,4 +1,9 @@
-"""Atomic, manifested Parquet partitions in the lake's zones (DESIGN §5, §10).
+"""The one home for the lake's zones: names, paths, metadata columns, schemas and I/O.
+
+Zones (docs/architecture.md §5): ``raw/sources`` (as delivered), ``raw/clean``,
+``raw/quarantine`` and ``raw/unified`` (platform team only), ``shared/<consumer>`` (masked
+extracts per grant) and ``public`` (open data). Every step builds its paths and schemas here,
+never in another step.
 
 A partition is written under a temporary prefix, its manifest (row count, files,
 fingerprint) is written last, and only then is it moved into place, replacing any earlier
@@ -21,7 +26,34 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from catalog.definitions import DatasetDef, FieldDef
 from catalog.errors import PartitionError
+
+RAW_SOURCES = "raw/sources"
+RAW_CLEAN = "raw/clean"
+RAW_QUARANTINE = "raw/quarantine"
+RAW_UNIFIED = "raw/unified"
+SHARED = "shared"
+PUBLIC = "public"
+RAW_ZONES = (RAW_SOURCES, RAW_CLEAN, RAW_QUARANTINE, RAW_UNIFIED)
+
+METADATA_FIELDS = [  # added at extraction, carried through every raw zone
+    pa.field("_source", pa.string()),
+    pa.field("_batch_id", pa.string()),
+    pa.field("_extracted_at", pa.timestamp("us", tz="UTC")),
+    pa.field("_row_number", pa.int64()),
+]
+QUARANTINE_FIELDS = [pa.field("_rules", pa.string()), pa.field("_reason", pa.string())]
+NORMALISED_SUFFIX = "_norm"  # the matching form of an enterprise name, beside the name
+READ_BATCH_ROWS = 250_000
+
+_CLEAN_TYPES = {
+    "string": pa.string(),
+    "date": pa.date32(),
+    "datetime": pa.timestamp("ms"),  # Parquet stores seconds as ms anyway
+    "integer": pa.int64(),
+    "decimal": pa.decimal128(18, 2),
+}
 
 MANIFEST = "_manifest.json"
 ROWS_PER_FILE = 2_000_000
@@ -64,6 +96,32 @@ class Lake:
 
     def partition_path(self, zone: str, *parts: str, ds: date) -> str:
         return "/".join([self.root, zone, *parts, f"dt={ds.isoformat()}"])
+
+    def dataset_partition(self, zone: str, dataset: DatasetDef, ds: date) -> str:
+        """``<zone>/<dept>/<dataset>/dt=<ds>`` of a raw zone (sources, clean, quarantine)."""
+        return self.partition_path(zone, dataset.department, dataset.code, ds=ds)
+
+    def unified_partition(self, table: str, ds: date) -> str:
+        """``raw/unified/<table>/dt=<ds>`` (person, enterprise, their crosswalks …)."""
+        return self.partition_path(RAW_UNIFIED, table, ds=ds)
+
+    def shared_partition(self, consumer: str, dataset: DatasetDef, ds: date) -> str:
+        """``shared/<consumer>/<dataset id>/dt=<ds>``: one consumer department's extract."""
+        return self.partition_path(SHARED, consumer, dataset.id, ds=ds)
+
+    def public_partition(self, name: str, ds: date) -> str:
+        """``public/<name>/dt=<ds>``: open microdata or a statistics table."""
+        return self.partition_path(PUBLIC, name, ds=ds)
+
+    def partition_batches(self, path: str, batch_rows: int = READ_BATCH_ROWS) -> Iterator[pa.Table]:
+        """Stream a committed partition in bounded batches (only the files its manifest lists)."""
+        manifest = self.read_manifest(path)
+        if manifest is None:
+            raise PartitionError(f"partition {path} has no manifest: it is incomplete or missing")
+        for name in manifest.files:
+            with self.fs.open_input_file(f"{path}/{name}") as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
+                    yield pa.Table.from_batches([batch])
 
     def read_manifest(self, path: str) -> Manifest | None:
         """The manifest of a committed partition, or None when there is none."""
@@ -211,6 +269,47 @@ class Lake:
         for info in siblings:
             if info.base_name.startswith((f"{name}.tmp-", f"{name}.old-")):
                 self.fs.delete_dir(info.path)
+
+
+def field_metadata(
+    field: FieldDef, operator: str | None = None, key_id: str | None = None
+) -> dict[str, str]:
+    """What a Parquet field says about itself: openness level, PII kind, masking applied.
+
+    Written into every zone's schema so a file read on its own still tells a consumer (or a
+    leak scan) how each column was treated. Never a key, only the key's public id.
+    """
+    meta = {"level": field.level}
+    if field.pii:
+        meta["pii"] = field.pii
+    if operator:
+        meta["masking"] = operator
+    if key_id:
+        meta["key_id"] = key_id
+    return meta
+
+
+def clean_schema(dataset: DatasetDef) -> pa.Schema:
+    """Typed schema of ``raw/clean`` (and what later zones start from), from the catalog."""
+    fields = []
+    for f in dataset.fields:
+        fields.append(pa.field(f.name, _CLEAN_TYPES[f.type], metadata=field_metadata(f)))
+        if f.rule == "enterprise_name":
+            fields.append(pa.field(f.name + NORMALISED_SUFFIX, pa.string()))
+    return pa.schema(fields + METADATA_FIELDS)
+
+
+def raw_schema(columns: list[str]) -> pa.Schema:
+    """``raw/sources``: every delivered column as text, plus the metadata columns."""
+    return pa.schema([pa.field(c, pa.string()) for c in columns] + METADATA_FIELDS)
+
+
+def quarantine_schema(delivered: pa.Schema | None) -> pa.Schema:
+    """``raw/quarantine``: the delivered columns as sent, plus the rules broken and why."""
+    base = delivered if delivered is not None else pa.schema(METADATA_FIELDS)
+    for extra in QUARANTINE_FIELDS:
+        base = base.append(extra)
+    return base
 
 
 def _rebatch(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:

@@ -16,10 +16,10 @@ from catalog.definitions import load_catalog
 from catalog.errors import SourceError
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
-from etl.extract import METADATA_FIELDS, extract_to_raw, raw_source_path
+from etl.extract import extract_to_raw
 from etl.readers import drop_file
 from etl.settings import LakeSettings
-from etl.zones import Lake
+from etl.zones import METADATA_FIELDS, RAW_SOURCES, Lake
 from tests.conftest import DEMO_DATE, postgres_url
 
 CATALOG = load_catalog()
@@ -120,7 +120,9 @@ def test_rerunning_a_date_replaces_only_that_partition(departments, settings: La
     first = extract(settings, departments.out_dir, "zhijian.org_code", DEMO_DATE, run="r1")
     other_day = DEMO_DATE - timedelta(days=1)
     other_dir = Path(
-        raw_source_path(Lake(settings.lake_root), CATALOG.dataset("zhijian.org_code"), other_day)
+        Lake(settings.lake_root).dataset_partition(
+            RAW_SOURCES, CATALOG.dataset("zhijian.org_code"), other_day
+        )
     )
     other_dir.mkdir(parents=True)
     (other_dir / "keep.txt").write_text("untouched")

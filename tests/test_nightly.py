@@ -39,29 +39,30 @@ def test_quality_gate_needs_every_dataset_validated_by_this_run(tmp_path) -> Non
     from datetime import date
 
     from catalog.definitions import load_catalog
-    from catalog.store import QualityRecord
-    from etl.nightly import quality_gate
+    from catalog.figures import QualityFigures
+    from etl.nightly import Night, quality_gate
     from etl.settings import LakeSettings
 
     settings = LakeSettings.under(tmp_path)
     store = CatalogStore(settings.catalog_url)
     night = date(2026, 11, 28)
+    this_run = Night.open(night, "this-run", settings)
 
     def validated(dataset_id: str, run: str, clean: int = 10) -> None:
-        store.record_quality(run, QualityRecord(dataset_id, night, 10, clean, 0, 0, 5, 0, {}))
+        store.record_quality(run, QualityFigures(dataset_id, night, 10, clean, 0, 0, 5, 0, {}))
 
     datasets = [d.id for d in load_catalog().datasets]
     for dataset_id in datasets[1:]:
         validated(dataset_id, "this-run")
     validated(datasets[0], "an-earlier-run")  # stale figures do not count
     with pytest.raises(LakeError, match=re.escape(f"not validated: ['{datasets[0]}']")):
-        quality_gate(night, "this-run", settings)
+        quality_gate(this_run)
     assert store.errors("this-run")[0].step == "quality gate"
     validated(datasets[0], "this-run", clean=9)  # one row unaccounted for
     with pytest.raises(LakeError, match=re.escape(f"rows not conserved: ['{datasets[0]}']")):
-        quality_gate(night, "this-run", settings)
+        quality_gate(this_run)
     validated(datasets[0], "this-run")
-    figures = quality_gate(night, "this-run", settings)
+    figures = quality_gate(this_run)
     assert figures[datasets[0]] == {"delivered": 10, "clean": 10, "quarantined": 0, "collapsed": 0}
     assert store.errors("this-run") == []  # passing clears the gate's earlier failure
 
@@ -69,12 +70,13 @@ def test_quality_gate_needs_every_dataset_validated_by_this_run(tmp_path) -> Non
 def test_a_task_that_died_without_a_word_still_fails_the_night(tmp_path) -> None:
     from datetime import date
 
-    from etl.nightly import close_night, open_night
+    from etl.nightly import Night, close_night, open_night
     from etl.settings import LakeSettings
 
     settings = LakeSettings.under(tmp_path)
-    open_night("run", date(2026, 11, 28), settings)
+    night = Night.open(date(2026, 11, 28), "run", settings)
+    open_night(night)
     with pytest.raises(LakeError, match="night 2026-11-28 failed: renshe__insured_person.extract"):
-        close_night("run", date(2026, 11, 28), ["renshe__insured_person.extract"], settings)
+        close_night(night, ["renshe__insured_person.extract"])
     assert CatalogStore(settings.catalog_url).runs(1)[0].status == "failed"
     assert (settings.var / "quality" / "index.html").exists()

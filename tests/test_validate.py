@@ -16,11 +16,11 @@ from catalog.definitions import load_catalog
 from catalog.errors import BreakerTripped, SourceError
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
-from etl.extract import extract_to_raw, raw_source_path
+from etl.extract import extract_to_raw
 from etl.rules import valid_phone, valid_resident_id
 from etl.standardise import _traditional_class
-from etl.validate import RAW_CLEAN, RAW_QUARANTINE, validate_partition
-from etl.zones import Lake
+from etl.validate import validate_partition
+from etl.zones import RAW_CLEAN, RAW_QUARANTINE, RAW_SOURCES, Lake
 from tests.conftest import DEMO_DATE
 from tests.test_extract import connections
 
@@ -164,15 +164,11 @@ def test_quality_figures_are_stored(night: Night) -> None:
 
 def test_rerunning_validation_gives_the_same_partitions(night: Night, tmp_path: Path) -> None:
     ds = CATALOG.dataset("weiji.health_record")
-    before = night.lake.read_manifest(
-        night.lake.partition_path(RAW_CLEAN, ds.department, ds.code, ds=DEMO_DATE)
-    )
+    before = night.lake.read_manifest(night.lake.dataset_partition(RAW_CLEAN, ds, DEMO_DATE))
     again = validate_partition(
         ds, DEMO_DATE, lake=night.lake, store=night.store, run_id="t2", work_dir=tmp_path
     )
-    after = night.lake.read_manifest(
-        night.lake.partition_path(RAW_CLEAN, ds.department, ds.code, ds=DEMO_DATE)
-    )
+    after = night.lake.read_manifest(night.lake.dataset_partition(RAW_CLEAN, ds, DEMO_DATE))
     assert again.clean == before.rows == after.rows
     assert after.fingerprint == before.fingerprint
 
@@ -264,10 +260,8 @@ def test_dropped_or_renamed_columns_trip_the_circuit_breaker(
         _hostile_night(departments, tmp_path, dataset_id, kind)
     ds = CATALOG.dataset(dataset_id)
     lake = Lake(str(tmp_path / "lake"))
-    quarantine = lake.read_partition(
-        lake.partition_path(RAW_QUARANTINE, ds.department, ds.code, ds=DEMO_DATE)
-    )
-    raw = lake.read_partition(raw_source_path(lake, ds, DEMO_DATE))
+    quarantine = lake.read_partition(lake.dataset_partition(RAW_QUARANTINE, ds, DEMO_DATE))
+    raw = lake.read_partition(lake.dataset_partition(RAW_SOURCES, ds, DEMO_DATE))
     assert quarantine.num_rows == raw.num_rows > 0  # written for people to inspect
     assert "missing from the delivery" in quarantine.column("_reason")[0].as_py()
 
@@ -276,7 +270,7 @@ def test_added_column_is_kept_in_raw_and_noted(departments, tmp_path: Path) -> N
     result, lake = _hostile_night(departments, tmp_path, "renshe.insured_person", "added_column")
     assert "column 'remark' not in the catalog: kept in raw only" in result.schema_notes
     raw = lake.read_partition(
-        raw_source_path(lake, CATALOG.dataset("renshe.insured_person"), DEMO_DATE)
+        lake.dataset_partition(RAW_SOURCES, CATALOG.dataset("renshe.insured_person"), DEMO_DATE)
     )
     assert "remark" in raw.column_names and result.conserved
     assert result.quarantined_share < 0.05
@@ -302,7 +296,7 @@ def test_ten_megabyte_field_is_quarantined_with_a_short_reason(
     result, lake = _hostile_night(departments, tmp_path, dataset_id, "huge_field")
     ds = CATALOG.dataset(dataset_id)
     quarantine = lake.read_partition(
-        lake.partition_path(RAW_QUARANTINE, ds.department, ds.code, ds=DEMO_DATE)
+        lake.dataset_partition(RAW_QUARANTINE, ds, DEMO_DATE)
     ).to_pandas()
     huge = quarantine[quarantine["_rules"].str.contains(":max_length")]
     assert len(huge) == 1 and result.conserved
@@ -352,7 +346,7 @@ def test_circuit_breaker_threshold(delivered: int, quarantined: int, trips: bool
     result = ValidationResult(
         "x", DEMO_DATE, delivered=delivered, quarantined=quarantined, clean=delivered - quarantined
     )
-    assert breaker_trips(result, CATALOG.dataset("dishui.taxpayer")) is trips
+    assert breaker_trips(result.figures, CATALOG.dataset("dishui.taxpayer")) is trips
 
 
 def test_lake_status_shows_the_quality_figures(night: Night) -> None:
@@ -389,14 +383,12 @@ def test_numbers_that_do_not_fit_the_clean_type_are_quarantined(
     )
     assert result.failures["monthly_base:type"] == 2 and result.conserved
     quarantine = lake.read_partition(
-        lake.partition_path(RAW_QUARANTINE, ds.department, ds.code, ds=DEMO_DATE)
+        lake.dataset_partition(RAW_QUARANTINE, ds, DEMO_DATE)
     ).to_pandas()
     reasons = quarantine.set_index("_row_number").loc[[1, 2], "_reason"]
     assert reasons.str.contains("monthly_base is not a decimal number that fits").all()
     assert not list((tmp_path / "tmp").iterdir()), "no spilled rows are left behind"
-    manifest = lake.read_manifest(
-        lake.partition_path(RAW_CLEAN, ds.department, ds.code, ds=DEMO_DATE)
-    )
+    manifest = lake.read_manifest(lake.dataset_partition(RAW_CLEAN, ds, DEMO_DATE))
     assert manifest.extra == {
         "dataset": ds.id,
         "source": manifest.extra["source"],
@@ -439,10 +431,7 @@ def test_clean_and_quarantine_are_replaced_together_or_not_at_all(
     conn = connections(departments.out_dir)["gongan_db"]
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="one")
     validate_partition(ds, DEMO_DATE, lake=lake, store=store, run_id="one")
-    paths = [
-        lake.partition_path(z, ds.department, ds.code, ds=DEMO_DATE)
-        for z in (RAW_QUARANTINE, RAW_CLEAN)
-    ]
+    paths = [lake.dataset_partition(z, ds, DEMO_DATE) for z in (RAW_QUARANTINE, RAW_CLEAN)]
     before = [lake.read_manifest(p).fingerprint for p in paths]
 
     def disk_full(*_args):

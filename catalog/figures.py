@@ -1,0 +1,61 @@
+"""The figures a step reports about one dataset and date, on one object each.
+
+The CLI, the quality page, the quality gate and the circuit breaker all read these objects,
+so a share or a conservation check is computed in exactly one place. Unification and
+publishing add their own figures (crosswalk counts, achieved k, suppression) the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+
+@dataclass(frozen=True)
+class QualityFigures:
+    """Validation of one dataset's delivery: row arithmetic and the checks that failed."""
+
+    dataset_id: str
+    ds: date
+    delivered: int
+    clean: int
+    quarantined: int
+    collapsed: int
+    checks: int
+    failed_checks: int
+    details: dict = field(default_factory=dict)  # failures, repaired, schema_notes, docs …
+    run_id: str | None = None
+
+    @property
+    def conserved(self) -> bool:
+        """Every delivered row is clean, quarantined or a collapsed older version."""
+        return self.delivered == self.clean + self.quarantined + self.collapsed
+
+    @property
+    def quarantined_share(self) -> float:
+        return self.quarantined / self.delivered if self.delivered else 0.0
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """Failing rows per check (checks that found nothing are left out)."""
+        return {k: v for k, v in self.details.get("failures", {}).items() if v}
+
+    def top_failures(self, n: int = 3) -> list[tuple[str, int]]:
+        return sorted(self.failures.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+    def top_failures_text(self, n: int = 3) -> str:
+        return ", ".join(f"{name} ({count:,})" for name, count in self.top_failures(n)) or "none"
+
+    @property
+    def schema_notes(self) -> list[str]:
+        return list(self.details.get("schema_notes", []))
+
+    @property
+    def docs(self) -> str | None:
+        return self.details.get("docs")
+
+    def summary(self) -> str:
+        return (
+            f"{self.dataset_id} {self.ds}: delivered {self.delivered:,} = clean {self.clean:,}"
+            f" + quarantined {self.quarantined:,} + collapsed duplicates {self.collapsed:,}"
+        )
