@@ -20,10 +20,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	scripts/test-postgres.sh start
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## bench: simulate, extract, validate at ~1 million records (SCALE=1.0 for the full 8 million)
 SCALE ?= 0.125

@@ -25,7 +25,7 @@ PiiKind = Literal[
     "id_no", "name", "phone", "address", "birth_date", "amount", "health", "free_text"
 ]
 FieldType = Literal["string", "date", "datetime", "integer", "decimal"]
-Rule = Literal[
+RuleName = Literal[  # implemented in etl/rules.py FIELD_RULES (a test ties the two)
     "resident_id",
     "uscc",
     "org_code",
@@ -38,6 +38,9 @@ Rule = Literal[
     "division_code",
     "enterprise_name",
 ]
+CheckName = Literal[  # implemented in etl/rules.py CROSS_FIELD_RULES (a test ties the two)
+    "id_matches_birth_date_and_sex", "not_before", "id_kind_matches_applicant_type"
+]
 SourceKind = Literal["sql", "csv", "jsonl", "excel"]
 
 
@@ -46,12 +49,12 @@ class _Strict(BaseModel):
 
 
 class FieldDef(_Strict):
-    """One column of a dataset, with its openness level and PII kind (DESIGN §6)."""
+    """One column of a dataset, with its openness level and PII kind (docs/architecture.md §6)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     type: FieldType = "string"
     required: bool = False
-    rule: Rule | None = None
+    rule: RuleName | None = None
     allowed: list[str] | None = None
     max_length: int = Field(default=200, gt=0)  # longer values are quarantined
     level: Level
@@ -108,7 +111,7 @@ CROSS_FIELD_ARITY = {
 class CheckDef(_Strict):
     """A rule across fields of one row, e.g. a case is not completed before it was accepted."""
 
-    rule: Literal["id_matches_birth_date_and_sex", "not_before", "id_kind_matches_applicant_type"]
+    rule: CheckName
     columns: list[str]
     description: str = ""
 
@@ -170,12 +173,6 @@ class DatasetDef(_Strict):
     @property
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
-
-    def field(self, name: str) -> FieldDef:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise CatalogError(f"dataset '{self.id}' has no field '{name}'")
 
 
 class DepartmentDef(_Strict):

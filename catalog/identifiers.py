@@ -1,4 +1,4 @@
-"""Chinese identifier rules (DESIGN §4), vectorised over whole columns.
+"""Chinese identifier rules (docs/architecture.md §4), vectorised over whole columns.
 
 Every function takes and returns numpy arrays so that generating or checking millions of
 identifiers costs a few matrix operations, not a Python loop per row. Inputs to the

@@ -1,7 +1,7 @@
 """Connection details of department systems, decoupled from Airflow's Connection class.
 
-Sources are reached through Airflow connection ids (DESIGN §8). The DAG looks the id up
-through the Task SDK and hands a :class:`SourceConnection` to the extractors, so the
+Sources are reached through Airflow connection ids (docs/architecture.md §8). The DAG looks
+the id up through the Task SDK and hands a :class:`SourceConnection` to the extractors, so the
 extractors stay plain functions that tests can call with a SQLite file or a folder.
 """
 

@@ -1,7 +1,7 @@
 """Collapse repeated keys inside one source to their latest version, in bounded memory.
 
-Valid rows are spooled into hash buckets of the key on disk (DESIGN §9); each bucket is
-then deduplicated on its own, so memory holds one bucket, never the whole dataset. The
+Valid rows are spooled into hash buckets of the key on disk (docs/architecture.md §9); each
+bucket is then deduplicated on its own, so memory holds one bucket, never the whole dataset. The
 same buckets are the unit of parallel work when this runs on more machines.
 """
 

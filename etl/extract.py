@@ -1,4 +1,4 @@
-"""Extract a department dataset into the raw zone, as delivered (DESIGN §3, §5).
+"""Extract a department dataset into the raw zone, as delivered (docs/architecture.md §3, §5).
 
 One reader per source kind streams the delivery in record batches of strings (the raw zone
 keeps values exactly as the department sent them; standardising is a later step). The

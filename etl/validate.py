@@ -1,4 +1,6 @@
-"""Standardise, validate, quarantine and deduplicate one raw partition (DESIGN §5, §9).
+"""Standardise, validate, quarantine and deduplicate one raw partition.
+
+See docs/architecture.md §5 (zones) and §9 (quality bars).
 
 Reads ``raw/sources/<dept>/<dataset>/dt=<ds>/`` batch by batch; each batch is
 standardised, checked with the dataset's Great Expectations suite, and split: failing rows

@@ -1,4 +1,4 @@
-"""Synthetic department systems of Jiangmen with ground truth (DESIGN §3-4).
+"""Synthetic department systems of Jiangmen with ground truth (docs/architecture.md §3-4).
 
 ``build_departments`` draws one true world of persons and enterprises for a seed and
 writes each department's view of it (SQL tables, GBK CSV, JSON Lines, BOM CSV, .xlsx)

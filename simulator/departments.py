@@ -315,7 +315,7 @@ TAX_STATUS = np.array(["正常", "注销", "非正常"])  # by enterprise status
 
 
 def _tax_numbers(ctx: Context, codes: np.ndarray, dup: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Tax number per DESIGN §4 and whether it is a legacy 15-character number."""
+    """Tax number per docs/architecture.md §4 and whether it is a legacy 15-character number."""
     e = _ents(ctx, codes)
     individual = e["ent_type"].to_numpy() == vocab.ENT_INDIVIDUAL
     pre = e["established"].to_numpy() < ent.REFORM_DAY

@@ -1,7 +1,7 @@
 """The true set of enterprises and individual businesses, with their codes and owners.
 
 Names are composed as [江门市 | district] + 2-character 字号 + industry + legal form, and
-made unique (a registrar never registers the same name twice). Codes follow DESIGN §4:
+made unique (a registrar never registers the same name twice). Codes follow docs/architecture.md §4:
 firms set up before 2015-10-01 (多证合一) carry a 15-digit registration number and an old
 numeric organisation code; later ones only a USCC whose org-code part starts with ``MA``.
 """

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 
 @dataclass(frozen=True)
 class DirtRates:
-    """Share of eligible rows that get each kind of dirt (DESIGN §3).
+    """Share of eligible rows that get each kind of dirt (docs/architecture.md §3).
 
     "Eligible" means rows where the dirt can exist at all: ``id15`` only for IDs of
     people born 1900-1999, ``lower_x`` only for IDs ending in X, ``traditional`` only for

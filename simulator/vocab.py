@@ -1,7 +1,7 @@
 """Curated vocabularies for a realistic Jiangmen: places, names, firms, service items.
 
-Faker zh_CN is not realistic enough (DESIGN §4): its addresses mix provinces at random and
-its company names repeat. These lists are small and hand-picked so that whole columns can
+Faker zh_CN is not realistic enough (docs/architecture.md §4): its addresses mix provinces at
+random and its company names repeat. These lists are small and hand-picked so that whole columns can
 be drawn with one ``rng.choice`` each. Every character here is encodable in GBK, because
 the 人社 drop is written in GBK.
 """

@@ -24,6 +24,7 @@ for _name in (
 
 from etl.airflow_runner import apply_airflow_environment  # noqa: E402
 from etl.settings import LakeSettings  # noqa: E402
+from tests.helpers import DEMO_DATE, TEST_SCALE, postgres_url  # noqa: E402
 
 apply_airflow_environment(LakeSettings.from_env())
 
@@ -38,19 +39,6 @@ def session_settings() -> LakeSettings:
 def settings(tmp_path: Path) -> LakeSettings:
     """A fresh, private lake home for one test."""
     return LakeSettings.under(tmp_path)
-
-
-DEMO_DATE = __import__("datetime").date(2026, 11, 28)
-TEST_SCALE = 0.002  # ≈ 16k source records: every source kind, every kind of dirt, seconds to build
-
-
-def postgres_url() -> str | None:
-    """URL of the test PostgreSQL server that `make test` starts, if there is one."""
-    url_file = Path(__file__).resolve().parent.parent / "var" / "test-postgres.url"
-    url = os.environ.get("YIMEN_TEST_PG_URL") or (
-        url_file.read_text().strip() if url_file.exists() else None
-    )
-    return url or None
 
 
 @pytest.fixture(scope="session")

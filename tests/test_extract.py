@@ -20,18 +20,9 @@ from etl.extract import extract_to_raw
 from etl.readers import drop_file
 from etl.settings import LakeSettings
 from etl.zones import METADATA_FIELDS, RAW_SOURCES, Lake
-from tests.conftest import DEMO_DATE, postgres_url
+from tests.helpers import DEMO_DATE, connections, postgres_url
 
 CATALOG = load_catalog()
-
-
-def connections(departments_dir: Path) -> dict[str, SourceConnection]:
-    """The simulator's connections.json, read the way Airflow's file backend reads it."""
-    raw = json.loads((departments_dir / "connections.json").read_text())
-    return {
-        conn_id: SourceConnection(conn_id=conn_id, **{k: v for k, v in spec.items()})
-        for conn_id, spec in raw.items()
-    }
 
 
 def extract(
@@ -424,7 +415,6 @@ def test_excel_row_wider_than_its_header_is_an_error(
 
 
 def test_json_numbers_and_booleans_arrive_as_text(settings: LakeSettings, tmp_path: Path) -> None:
-    import json
 
     dataset = CATALOG.dataset("weiji.health_record")
     folder = tmp_path / "weiji"

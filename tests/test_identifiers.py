@@ -1,4 +1,4 @@
-"""Identifier rules (DESIGN §4) against python-stdnum as an outside oracle."""
+"""Identifier rules (docs/architecture.md §4) against python-stdnum as an outside oracle."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from catalog.identifiers import (
     upgrade_resident_id15,
     uscc_check_chars,
 )
-from tests.generated import resident_ids
+from tests.helpers import resident_ids
 
 N = 5000
 rng = np.random.default_rng(7)

@@ -19,7 +19,7 @@ from etl.rules import (
     valid_tax_no,
     valid_uscc,
 )
-from tests.generated import resident_ids, usccs
+from tests.helpers import resident_ids, usccs
 
 N = 3000
 rng = np.random.default_rng(11)
@@ -133,3 +133,17 @@ def test_cross_field_rules() -> None:
     applicants = pd.Series([ids[0], _usccs(1)[0], _usccs(1)[0], ids[0]])
     kinds = pd.Series(["自然人", "法人", "自然人", "法人"])
     assert id_kind_matches_applicant_type(applicants, kinds).tolist() == [True, True, False, False]
+
+
+def test_rule_names_the_catalog_accepts_are_the_rules_that_exist() -> None:
+    """A rule named in the catalog has a function behind it, and every function a name."""
+    from typing import get_args
+
+    from catalog.definitions import CROSS_FIELD_ARITY, CheckName, RuleName
+    from etl.rules import CROSS_FIELD_RULES, FIELD_RULES
+
+    assert set(get_args(RuleName)) == set(FIELD_RULES)
+    assert set(get_args(CheckName)) == set(CROSS_FIELD_RULES) == set(CROSS_FIELD_ARITY)
+    for name, rule in CROSS_FIELD_RULES.items():  # the arity the catalog checks is the real one
+        params = rule.check.__code__.co_argcount
+        assert params == CROSS_FIELD_ARITY[name], name

@@ -33,7 +33,7 @@ from simulator.hostile import ADDED_COLUMN, HUGE_FIELD_BYTES, renamed, victim
 from simulator.population import names as person_names
 from simulator.vocab import TRADITIONAL
 from simulator.writers import sql_connection_entry
-from tests.conftest import postgres_url
+from tests.helpers import postgres_url
 
 AS_OF = date(2017, 2, 23)
 NEXT = date(2017, 2, 24)

@@ -21,8 +21,7 @@ from etl.rules import valid_phone, valid_resident_id
 from etl.standardise import _traditional_class
 from etl.validate import validate_partition
 from etl.zones import RAW_CLEAN, RAW_QUARANTINE, RAW_SOURCES, Lake
-from tests.conftest import DEMO_DATE
-from tests.test_extract import connections
+from tests.helpers import DEMO_DATE, connections
 
 CATALOG = load_catalog()
 

@@ -1,0 +1,56 @@
+"""Helpers shared by the tests: the session's dates and scale, the test PostgreSQL server,
+the simulator's connections, and random valid identifiers (python-stdnum is the oracle there).
+
+Tests import from here, never from each other or from ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from catalog.identifiers import make_org_codes, make_resident_ids, make_usccs
+from etl.connections import SourceConnection
+
+DEMO_DATE = date(2026, 11, 28)
+TEST_SCALE = 0.002  # ≈ 16k source records: every source kind, every kind of dirt, seconds to build
+REPO = Path(__file__).resolve().parent.parent
+
+
+def postgres_url() -> str | None:
+    """URL of the test PostgreSQL server that `make test` starts, if there is one."""
+    url_file = REPO / "var" / "test-postgres.url"
+    url = os.environ.get("YIMEN_TEST_PG_URL") or (
+        url_file.read_text().strip() if url_file.exists() else None
+    )
+    return url or None
+
+
+def connections(departments_dir: Path) -> dict[str, SourceConnection]:
+    """The simulator's connections.json, read the way Airflow's file backend reads it."""
+    raw = json.loads((departments_dir / "connections.json").read_text())
+    return {
+        conn_id: SourceConnection(conn_id=conn_id, **{k: v for k, v in spec.items()})
+        for conn_id, spec in raw.items()
+    }
+
+
+USCC_ALPHABET = list("0123456789ABCDEFGHJKLMNPQRTUWXY")
+
+
+def resident_ids(rng: np.random.Generator, n: int, divisions: list[str]) -> np.ndarray:
+    """IDs of people born 1930–2019 under the given division codes."""
+    days = rng.integers(0, 365 * 90, n).astype("timedelta64[D]") + np.datetime64("1930-01-01")
+    births = np.char.replace(days.astype("U10"), "-", "").astype(np.int64)
+    codes = rng.choice([int(c) for c in divisions], n)
+    return make_resident_ids(codes, births, rng.integers(0, 1000, n))
+
+
+def usccs(rng: np.random.Generator, n: int, divisions: list[str]) -> np.ndarray:
+    bodies = ["".join(r) for r in rng.choice(USCC_ALPHABET, (n, 8))]
+    orgs = make_org_codes(np.array(bodies))
+    return make_usccs(rng.choice(["91", "92", "93"], n), rng.choice(divisions, n), orgs)
