@@ -77,3 +77,8 @@ def shown_url(url: object) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+class PublicationBlocked(LakeError):
+    """A publication gate failed (k-anonymity past the suppression limit): nothing is
+    published for that dataset and the previous publication stays in place."""
