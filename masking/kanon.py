@@ -159,10 +159,10 @@ def _code_prefix(length: int) -> Generalise:
     return prefix
 
 
-def birth_date_hierarchy() -> Hierarchy:
+def birth_date_hierarchy(name: str = "birth_date") -> Hierarchy:
     """birth date → year → 5-year band → 10-year band → ``*`` (DESIGN §6 public rule)."""
     return Hierarchy(
-        "birth_date",
+        name,
         (
             Level("date", AS_IS),
             Level("year", _year),
@@ -228,7 +228,7 @@ def categorical_hierarchy(name: str) -> Hierarchy:
 def hierarchy_for(field_def: FieldDef) -> Hierarchy:
     """The default hierarchy of a catalog field, by PII kind, rule and type."""
     if field_def.pii == "birth_date":
-        return birth_date_hierarchy()
+        return birth_date_hierarchy(field_def.name)
     if field_def.rule == "division_code":
         return division_hierarchy(field_def.name)
     if field_def.type in ("date", "datetime"):
@@ -317,6 +317,8 @@ def _encoded(column: pa.Array | pd.Series) -> tuple[np.ndarray, pa.Array]:
         if pa.types.is_dictionary(values.type):
             values = values.dictionary_decode()
         return codes.astype(np.int64), values
+    if isinstance(column, pa.ChunkedArray):  # what some kernels return for empty input
+        column = column.combine_chunks()
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
     encoded = column.dictionary_encode(null_encoding="encode")
@@ -604,7 +606,7 @@ def _published(
         for qi, level, codes in zip(qis, node, row_codes, strict=True):
             if level:
                 values = qi.labels[level].take(pa.array(qi.codes[level][codes[keep]]))
-                out[qi.name] = pd.Series(values.to_pandas(), index=out.index)
+                out[qi.name] = pd.Series(values.to_pandas().array, index=out.index)
         return out
     out = table.filter(pa.array(keep))
     for qi, level, codes in zip(qis, node, row_codes, strict=True):
