@@ -336,12 +336,12 @@ def _group_ids(
             key, uniques = pd.factorize(key)
             card = len(uniques)
         key, card = key * max(values_card, 1) + values, card * max(values_card, 1)
-    if card <= 4 * size + 1024:  # small key space: counting beats hashing
+    if card <= size // 4 + 1024:  # small key space: counting beats sorting or hashing
         present = np.bincount(key, minlength=card) > 0
         dense = np.cumsum(present) - 1
         return dense[key], int(present.sum())
-    ids, uniques = pd.factorize(key)
-    return ids.astype(np.int64), len(uniques)
+    uniques, ids = np.unique(key, return_inverse=True)
+    return ids.astype(np.int64, copy=False), len(uniques)
 
 
 @dataclass
