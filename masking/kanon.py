@@ -416,6 +416,8 @@ def _lifted(qi: _QI, code: np.ndarray, start: int, level: int) -> np.ndarray:
 
 def _rolled_up(source: _Classes, node: tuple[int, ...], qis: list[_QI]) -> _Classes:
     """The classes at ``node`` from those of a specialisation (each level ≥ the source's)."""
+    if node == source.node:
+        return source
     codes = [
         _lifted(qi, code, start, level)
         for qi, code, start, level in zip(qis, source.codes, source.node, node, strict=True)
@@ -539,6 +541,8 @@ def k_anonymise(
     """
     names = list(quasi_identifiers)
     _checked(table, names, k, max_suppression)
+    if risk_threshold is not None and not 0.0 <= risk_threshold <= 1.0:
+        raise CatalogError(f"Risk threshold must be in [0, 1], got {risk_threshold}")
     records = len(table)
     row_codes, uniques = _base(table, names)
     qis = [
@@ -576,7 +580,9 @@ def k_anonymise(
     keep_rows = (class_sizes >= k)[ids][row_class]
     published = _published(table, qis, node, row_codes, keep_rows)
     suppressed = int(records - keep_rows.sum())
-    risk = _risk(class_sizes[class_sizes >= k], risk_threshold or 1.0 / k)
+    risk = _risk(
+        class_sizes[class_sizes >= k], 1.0 / k if risk_threshold is None else risk_threshold
+    )
     return KAnonResult(
         table=published,
         k=k,
