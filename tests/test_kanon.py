@@ -439,3 +439,21 @@ def test_a_minimal_node_wins_over_a_coarser_one_with_less_loss() -> None:
     assert result.levels == {"kind": "value"}
     assert result.suppressed_rows == 10
     assert result.information_loss == pytest.approx(0.10)
+
+
+@pytest.mark.parametrize("form", ["datetime64", "iso-string", "arrow-timestamp"])
+def test_birth_dates_in_other_forms_generalise_alike(form: str) -> None:
+    frame = people(2000, seed=5, null_share=0.0)
+    expected = k_anonymise(frame, hierarchies())
+    other = frame.copy()
+    if form == "datetime64":
+        other["birth_date"] = pd.to_datetime(other["birth_date"])
+    elif form == "iso-string":
+        other["birth_date"] = other["birth_date"].map(date.isoformat)
+    else:
+        other = pa.Table.from_pandas(
+            other.assign(birth_date=pd.to_datetime(other["birth_date"])), preserve_index=False
+        )
+    result = k_anonymise(other, hierarchies())
+    assert result.report() == expected.report()
+    assert list(output_frame(result.table)["birth_date"]) == list(expected.table["birth_date"])
