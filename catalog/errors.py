@@ -77,3 +77,7 @@ def shown_url(url: object) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+class MaskingKeyError(LakeError):
+    """The masking master key is missing or malformed. Messages never carry key material."""
