@@ -191,6 +191,9 @@ class Keep(Operator):
 
     op: ClassVar[str] = "keep"
 
+    def describe(self, example: Any = None) -> str:
+        return "keep() → clear"
+
     def apply(self, values: Values, context: Context = NO_CONTEXT) -> pa.Array:
         return as_array(values)
 
@@ -559,7 +562,8 @@ class Fake(Operator):
     not valid IDs get a hash-derived fake (which may, rarely, collide). Not
     de-identification: use Token or Mask for anything that leaves the platform team.
     ``phone``: a mobile number with the same 3-digit prefix, the last 8 digits permuted by
-    key. ``name``: a plausible Chinese name of the same length in characters (2 or 3).
+    key (never the original). ``name``: a plausible Chinese name of 2 or 3 characters, as
+    long as the original (a 1-character name gets 2, a 4-character one 3).
     """
 
     kind: Literal["id_no", "name", "phone"]
@@ -625,7 +629,8 @@ def _permuted_ids(key: DerivedKey, ids: np.ndarray) -> np.ndarray:
 
     Within each (birth date, sex) group, Jiangmen IDs map through an affine permutation of
     the 7 divisions x 500 same-sex sequence numbers; other IDs keep their division and
-    permute the sequence only. A bijection, so distinct IDs stay distinct.
+    permute the sequence only. A bijection without fixed points: distinct IDs stay distinct
+    and no one keeps their own ID (a fake may still equal another resident's real ID).
     """
     digits = np.frombuffer(ids.astype("S18").tobytes(), dtype=np.uint8).reshape(-1, 18)
     digits = digits[:, :17].astype(np.int64) - 48
@@ -636,9 +641,10 @@ def _permuted_ids(key: DerivedKey, ids: np.ndarray) -> np.ndarray:
     groups, inverse = np.unique(birth8 * 2 + sex, return_inverse=True)
     digests = _digests(key, b"id-perm|", pa.array(groups.astype(str)))
     a_jm = _UNITS_3500[_pick(digests, 0, len(_UNITS_3500))][inverse]
-    b_jm = _pick(digests, 8, 3500)[inverse]
+    # an odd shift: a - 1 is even, so a*x + b = x has no solution and nobody keeps their ID
+    b_jm = (_pick(digests, 8, 1750) * 2 + 1)[inverse]
     a_other = _UNITS_500[_pick(digests, 16, len(_UNITS_500))][inverse]
-    b_other = _pick(digests, 24, 500)[inverse]
+    b_other = (_pick(digests, 24, 250) * 2 + 1)[inverse]
     jm_codes = _JIANGMEN_CODES.astype(np.int64)
     jm_index = np.searchsorted(jm_codes, division)  # codes are sorted
     in_jm = jm_codes[np.minimum(jm_index, len(jm_codes) - 1)] == division
@@ -674,7 +680,7 @@ def _fake_phones(key: DerivedKey, dictionary: pa.Array) -> pa.Array:
         digests = _digests(key, b"phone-perm|", pa.array(prefixes.astype(str)))
         # a multiplier coprime to 10^8 (odd, not a multiple of 5) makes a bijection
         a = _pick(digests, 0, 10**8 // 10) * 10 + np.array([1, 3, 7, 9])[_pick(digests, 8, 4)]
-        b = _pick(digests, 16, 10**8)
+        b = _pick(digests, 16, 10**8 // 2) * 2 + 1  # odd: no number maps to itself
         permuted = (a[inverse] * rest + b[inverse]) % 10**8  # < 10^16: fits int64
         out[mobile] = np.char.add(prefix.astype("U3"), np.char.zfill(permuted.astype("U8"), 8))
     if (~mobile).any():
