@@ -56,7 +56,7 @@ def _key_id(secret: bytes) -> str:
     return hashlib.sha256(_KEY_ID_LABEL + secret).hexdigest()[:8]
 
 
-def _no_pickle(self: object) -> NoReturn:
+def _no_pickle(self: object, *protocol: object) -> NoReturn:
     raise TypeError(f"{type(self).__name__} holds key material and is not serialisable")
 
 
