@@ -246,6 +246,14 @@ class Mask(Operator):
             return arr
         byte_len = np.diff(offsets)
         ascii_only = not (data >= 0x80).any()
+        char = self.char.encode("utf-8")
+        width = int(byte_len[0])
+        if ascii_only and len(char) == 1 and (byte_len == width).all():
+            # fixed-width ASCII (ID numbers, mobiles): one slice of a (rows, width) view
+            first, last = _revealed(np.array([width]), self.keep_first, self.keep_last)
+            out = data.copy().reshape(len(arr), width)
+            out[:, int(first[0]) : width - int(last[0])] = char[0]
+            return _string_array(arr.type, offsets, out.reshape(-1), validity)
         if ascii_only:
             n_chars = byte_len
         else:
@@ -265,7 +273,6 @@ class Mask(Operator):
         delta[hide_from[rows]] += 1
         delta[hide_to[rows]] -= 1
         in_hidden = np.cumsum(delta[:-1], dtype=np.int8).view(bool)
-        char = self.char.encode("utf-8")
         if ascii_only and len(char) == 1:  # same length: overwrite in place
             out = np.where(in_hidden, np.uint8(char[0]), data)
             return _string_array(arr.type, offsets, out, validity)

@@ -272,3 +272,17 @@ def test_fake_phones_are_a_derangement_within_a_prefix() -> None:
     assert len(set(fakes)) == len(originals)
     assert all(f.startswith("139") for f in fakes)
     assert not any(f == o for f, o in zip(fakes, originals, strict=True))
+
+
+def test_mask_of_fixed_width_columns_matches_the_general_path() -> None:
+    """Same-length ASCII values take a faster path; it must agree with the general one."""
+    phones = ["13812345678", "13900001111", "13512340000"]
+    fixed = Mask(keep_first=3, keep_last=4).apply(pa.array([*phones, None]).slice(0, 3))
+    general = Mask(keep_first=3, keep_last=4).apply(pa.array([*phones, "1"]))
+    assert (
+        fixed.to_pylist()
+        == general.to_pylist()[:3]
+        == ["138****5678", "139****1111", "135****0000"]
+    )
+    assert Mask(keep_first=1, keep_last=1).apply(pa.array(["ab", "cd"])).to_pylist() == ["a*", "c*"]
+    assert Mask(keep_first=1).apply(pa.array(["ab", None, "cd"])).to_pylist() == ["a*", None, "c*"]
