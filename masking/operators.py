@@ -458,7 +458,13 @@ def _year_month_day(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _labels(codes: np.ndarray, mask: np.ndarray, label: Any) -> pa.Array:
     """String labels for integer codes: one Python call per distinct code, then ``take``."""
-    distinct, index = np.unique(codes, return_inverse=True)
+    if len(codes) == 0:
+        return pa.array([], pa.string())
+    low, high = int(codes.min()), int(codes.max())
+    if high - low < 100_000:  # a narrow range (months, age bands): index it, no sort
+        distinct, index = np.arange(low, high + 1), codes - low
+    else:
+        distinct, index = np.unique(codes, return_inverse=True)
     names = pa.array([label(int(c)) for c in distinct], pa.string())
     return names.take(pa.array(index.astype(np.int32), mask=mask))
 
