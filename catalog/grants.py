@@ -9,7 +9,7 @@ The tables live in the catalog store's database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from sqlalchemy import JSON, Boolean, Date, DateTime, Integer, String, Text, or_, select
@@ -27,7 +27,8 @@ class Grant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     consumer: Mapped[str] = mapped_column(String(60), index=True)
     dataset_id: Mapped[str] = mapped_column(String(120), index=True)
-    fields: Mapped[list] = mapped_column(JSON)
+    fields: Mapped[list] = mapped_column(JSON)  # delivered, as the policy says
+    clear_fields: Mapped[list] = mapped_column(JSON, default=list)  # approved in clear (有条件)
     purpose: Mapped[str] = mapped_column(Text)
     legal_basis: Mapped[str] = mapped_column(Text)
     valid_from: Mapped[date] = mapped_column(Date)
@@ -49,8 +50,9 @@ class Grant(Base):
     def describe(self) -> str:
         until = self.valid_to.isoformat() if self.valid_to else "open-ended"
         state = f"revoked {self.revoked_at:%Y-%m-%d}" if self.revoked_at else "active"
+        clear = f" clear: [{', '.join(self.clear_fields)}]" if self.clear_fields else ""
         return (
-            f"#{self.id} {self.consumer} ← {self.dataset_id} [{', '.join(self.fields)}] "
+            f"#{self.id} {self.consumer} ← {self.dataset_id} [{', '.join(self.fields)}]{clear} "
             f"{self.valid_from}..{until} ({state}); purpose: {self.purpose}; "
             f"basis: {self.legal_basis}"
         )
@@ -99,6 +101,7 @@ class GrantRequest:
     valid_from: date
     valid_to: date | None = None
     csv_encoding: str = "utf-8-sig"
+    clear_fields: list[str] = field(default_factory=list)
 
 
 class GrantRegistry:
@@ -116,6 +119,7 @@ class GrantRegistry:
             consumer=request.consumer,
             dataset_id=catalog.dataset(request.dataset_id).id,
             fields=list(request.fields),
+            clear_fields=list(request.clear_fields),
             purpose=request.purpose,
             legal_basis=request.legal_basis,
             valid_from=request.valid_from,
@@ -195,6 +199,12 @@ def _check_request(request: GrantRequest, catalog: Catalog) -> None:
         raise CatalogError(
             f"grant on {dataset.id}: unknown field(s) {', '.join(unknown) or '(none given)'}"
             f"; fields: {', '.join(dataset.field_names)}"
+        )
+    not_requested = [f for f in request.clear_fields if f not in request.fields]
+    if not_requested:
+        raise CatalogError(
+            f"grant on {dataset.id}: clear field(s) {', '.join(not_requested)} are not among "
+            "the granted fields"
         )
     if request.valid_to is not None and request.valid_to < request.valid_from:
         raise CatalogError(
