@@ -315,6 +315,36 @@ def airflow(settings: LakeSettings, args: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.argument("dataset_id")
+@click.option("--date", "ds", required=True, callback=_parse_date, help="The night YYYY-MM-DD.")
+@click.option("--reason", required=True, help="Why the smaller delivery is real (recorded).")
+@click.pass_obj
+def accept(settings: LakeSettings, dataset_id: str, ds: date, reason: str) -> None:
+    """Accept once that DATASET's delivery of --date really shrank (or is really empty).
+
+    The volume check then lets that night's extraction through; who, when and why are
+    recorded in the catalog store. Run the night again afterwards (`lake run --date`).
+    """
+    import getpass
+
+    from catalog.definitions import load_catalog
+    from catalog.store import CatalogStore
+
+    dataset = load_catalog().dataset(dataset_id)
+    if not reason.strip():
+        raise click.BadParameter("say why the smaller delivery is real", param_hint="--reason")
+    store = CatalogStore(settings.catalog_url)
+    who = getpass.getuser()
+    store.record_acceptance(dataset.id, ds, who, reason.strip())
+    last = store.last_good_delivery(dataset.id, ds)
+    before = f" (last good night {last[0]}: {last[1]:,} rows)" if last else ""
+    click.echo(
+        f"accepted {dataset.id} {ds} by {who}{before}: {reason.strip()}\n"
+        f"run the night again: lake run --date {ds}"
+    )
+
+
+@main.command()
 @click.pass_obj
 def status(settings: LakeSettings) -> None:
     """Latest runs and their errors, the latest night, quality figures per dataset."""
