@@ -270,8 +270,13 @@ def catalog_show(dataset_id: str) -> None:
     click.echo(f"  {ds.description}")
     click.echo(
         f"  source: {src.kind} via connection '{src.connection_id}' ({where}), "
-        f"{src.load}" + (f", encoding {src.encoding}" if src.encoding else "")
+        f"{src.load}"
+        + (f", encoding {src.encoding}" if src.encoding else "")
+        + (f", sheet '{src.sheet}'" if src.sheet else "")
+        + (", control file " + (src.control_file or "required") if src.kind != "sql" else "")
     )
+    if src.load == "snapshot":
+        click.echo(f"  volume check: may shrink by at most {ds.shrink_limit:.0%} a night")
     click.echo(f"  key: {', '.join(ds.key)}   share: {ds.share_type}   open: {ds.open_type}")
     click.echo(f"  {'field':22s} {'type':9s} {'req':4s} {'rule':16s} {'level':12s} {'pii':11s} qi")
     for f in ds.fields:
