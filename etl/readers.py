@@ -311,10 +311,12 @@ def _json_type(value: object) -> pa.DataType:
 class ExcelReader:
     """The catalog's data sheet of an .xlsx drop, chosen by name, into bounded batches.
 
-    By name, never by position: clerks put a notes sheet in front of the data. calamine
-    (python-calamine 0.9) has no streaming reader: opening a sheet loads its cells into
-    memory (Rust values, ~1 GB at 2M rows × 8 text columns); ``iter_rows`` then hands out
-    one Python row at a time, so the Python objects stay bounded by ``batch_rows``.
+    By name, never by position: clerks put a notes sheet in front of the data.
+    python-calamine 0.9 has no streaming reader: opening a sheet loads all its cells into
+    calamine's memory (measured: +105 MB RSS for the full-scale 200k-row × 8-column
+    taxpayer sheet, 195 MB peak while iterating; linear in cells). ``iter_rows`` then
+    hands out one Python row at a time, so the Python objects stay bounded by
+    ``batch_rows``. A province-size workbook needs a streaming xlsx reader.
     """
 
     def __init__(self, dataset_id: str, path: Path, sheet: str, batch_rows: int) -> None:
