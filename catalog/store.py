@@ -298,7 +298,9 @@ class CatalogStore:
         a step of this dataset (steps are named ``<step> <dataset id>``), so a night whose
         breaker tripped is not a good night even though its figures were written.
         """
-        failed = select(RunError.run_id).where(RunError.step.like(f"% {dataset_id}"))
+        failed = select(RunError.run_id).where(
+            RunError.step.endswith(f" {dataset_id}", autoescape=True)
+        )
         query = (
             select(QualityResult.ds, QualityResult.delivered)
             .where(
