@@ -102,6 +102,22 @@ class QualityResult(Base):
     validated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class Acceptance(Base):
+    """A person's word that one date's delivery really is that small (``lake accept``).
+
+    The volume check lets that date's extraction through once a row exists; every
+    acceptance is kept (who, when, why), the newest one counts.
+    """
+
+    __tablename__ = "acceptances"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(String(120), index=True)
+    ds: Mapped[date] = mapped_column(Date, index=True)
+    accepted_by: Mapped[str] = mapped_column(String(120))
+    accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)
+
+
 @dataclass(frozen=True)
 class PartitionRecord:
     zone: str
@@ -274,6 +290,52 @@ class CatalogStore:
     def errors(self, run_id: str) -> list[RunError]:
         with Session(self.engine) as s:
             return list(s.scalars(select(RunError).where(RunError.run_id == run_id)))
+
+    def last_good_delivery(self, dataset_id: str, before: date) -> tuple[date, int] | None:
+        """The latest date before ``before`` whose run succeeded for this dataset, and its rows.
+
+        Succeeded: its validation figures are recorded and that run has no error line for
+        a step of this dataset (steps are named ``<step> <dataset id>``), so a night whose
+        breaker tripped is not a good night even though its figures were written.
+        """
+        failed = select(RunError.run_id).where(
+            RunError.step.endswith(f" {dataset_id}", autoescape=True)
+        )
+        query = (
+            select(QualityResult.ds, QualityResult.delivered)
+            .where(
+                QualityResult.dataset_id == dataset_id,
+                QualityResult.ds < before,
+                QualityResult.run_id.not_in(failed),
+            )
+            .order_by(QualityResult.ds.desc())
+            .limit(1)
+        )
+        with Session(self.engine) as s:
+            row = s.execute(query).first()
+        return (row.ds, row.delivered) if row else None
+
+    def record_acceptance(self, dataset_id: str, ds: date, accepted_by: str, reason: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.add(
+                Acceptance(
+                    dataset_id=dataset_id,
+                    ds=ds,
+                    accepted_by=accepted_by,
+                    accepted_at=_now(),
+                    reason=reason,
+                )
+            )
+
+    def acceptance(self, dataset_id: str, ds: date) -> Acceptance | None:
+        """The newest acceptance of this dataset's delivery on ``ds``, if a person gave one."""
+        with Session(self.engine) as s:
+            return s.scalars(
+                select(Acceptance)
+                .where(Acceptance.dataset_id == dataset_id, Acceptance.ds == ds)
+                .order_by(Acceptance.id.desc())
+                .limit(1)
+            ).first()
 
     def runs(self, limit: int = 20) -> list[Run]:
         with Session(self.engine) as s:

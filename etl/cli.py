@@ -329,8 +329,13 @@ def catalog_show(settings: LakeSettings, dataset_id: str, consumer: str | None) 
     click.echo(f"  {ds.description}")
     click.echo(
         f"  source: {src.kind} via connection '{src.connection_id}' ({where}), "
-        f"{src.load}" + (f", encoding {src.encoding}" if src.encoding else "")
+        f"{src.load}"
+        + (f", encoding {src.encoding}" if src.encoding else "")
+        + (f", sheet '{src.sheet}'" if src.sheet else "")
+        + (", control file " + (src.control_file or "required") if src.kind != "sql" else "")
     )
+    if src.load == "snapshot":
+        click.echo(f"  volume check: may shrink by at most {ds.shrink_limit:.0%} a night")
     click.echo(f"  key: {', '.join(ds.key)}   share: {ds.share_type}   open: {ds.open_type}")
     click.echo(f"  {'field':22s} {'type':9s} {'req':4s} {'rule':16s} {'level':12s} {'pii':11s} qi")
     for f in ds.fields:
@@ -526,6 +531,36 @@ def airflow(settings: LakeSettings, args: tuple[str, ...]) -> None:
     bin_dir = os.path.dirname(sys.executable)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     os.execvp(sys.executable, [sys.executable, "-m", "airflow", *args])
+
+
+@main.command()
+@click.argument("dataset_id")
+@click.option("--date", "ds", required=True, callback=_parse_date, help="The night YYYY-MM-DD.")
+@click.option("--reason", required=True, help="Why the smaller delivery is real (recorded).")
+@click.pass_obj
+def accept(settings: LakeSettings, dataset_id: str, ds: date, reason: str) -> None:
+    """Accept once that DATASET's delivery of --date really shrank (or is really empty).
+
+    The volume check then lets that night's extraction through; who, when and why are
+    recorded in the catalog store. Run the night again afterwards (`lake run --date`).
+    """
+    import getpass
+
+    from catalog.definitions import load_catalog
+    from catalog.store import CatalogStore
+
+    dataset = load_catalog().dataset(dataset_id)
+    if not reason.strip():
+        raise click.BadParameter("say why the smaller delivery is real", param_hint="--reason")
+    store = CatalogStore(settings.catalog_url)
+    who = getpass.getuser()
+    store.record_acceptance(dataset.id, ds, who, reason.strip())
+    last = store.last_good_delivery(dataset.id, ds)
+    before = f" (last good night {last[0]}: {last[1]:,} rows)" if last else ""
+    click.echo(
+        f"accepted {dataset.id} {ds} by {who}{before}: {reason.strip()}\n"
+        f"run the night again: lake run --date {ds}"
+    )
 
 
 @main.command()

@@ -20,7 +20,7 @@ from etl.extract import extract_to_raw
 from etl.readers import drop_file
 from etl.settings import LakeSettings
 from etl.zones import METADATA_FIELDS, RAW_SOURCES, Lake
-from tests.helpers import DEMO_DATE, connections, postgres_url
+from tests.helpers import DEMO_DATE, connections, postgres_url, with_control_file
 
 CATALOG = load_catalog()
 
@@ -286,6 +286,7 @@ def test_file_in_another_encoding_than_declared_is_one_clear_line(
     )
     header = "org_code,name,org_type,legal_rep_name,address,issued_date,valid_until,updated_at\n"
     target.write_bytes(header.encode() + gbk_file.read_bytes().split(b"\n", 1)[1])
+    with_control_file(target, departments.rows["renshe.insured_person"])
     drop = SourceConnection("zhijian_drop", "fs", extra={"path": str(folder)})
     with pytest.raises(SourceError, match=r"zhijian.org_code: cannot read .*org_code_\d+\.csv"):
         extract_from(settings, "zhijian.org_code", drop)
@@ -374,6 +375,7 @@ def test_csv_text_that_looks_like_null_is_kept(
         "123456788,华美公司,企业法人,NULL,NA,,,2026-11-28 10:00:00\n",
         encoding="utf-8-sig",
     )
+    with_control_file(target, 1)
     conn = SourceConnection("zhijian_drop", "fs", extra={"path": str(folder)})
     result = extract_from(settings, dataset.id, conn)
     row = Lake(settings.lake_root).read_partition(result.path).to_pylist()[0]
@@ -397,12 +399,14 @@ def _taxpayer_drop(folder: Path, rows: dict[int, list[str]]) -> SourceConnection
     import xlsxwriter
 
     folder.mkdir()
-    book = xlsxwriter.Workbook(folder / f"taxpayer_{DEMO_DATE:%Y%m%d}.xlsx")
-    sheet = book.add_worksheet()
+    path = folder / f"taxpayer_{DEMO_DATE:%Y%m%d}.xlsx"
+    book = xlsxwriter.Workbook(path)
+    sheet = book.add_worksheet(CATALOG.dataset("guoshui.taxpayer").source.sheet)
     sheet.write_row(0, 0, CATALOG.dataset("guoshui.taxpayer").field_names)
     for number, row in rows.items():
         sheet.write_row(number, 0, row)
     book.close()
+    with_control_file(path, len(rows))
     return SourceConnection("guoshui_drop", "fs", extra={"path": str(folder)})
 
 
@@ -439,7 +443,9 @@ def test_json_numbers_and_booleans_arrive_as_text(settings: LakeSettings, tmp_pa
         },
     ]
     lines = "\n".join(json.dumps(r, ensure_ascii=False) for r in records)
-    (folder / f"health_record_{DEMO_DATE:%Y%m%d}.jsonl").write_text(lines, encoding="utf-8")
+    path = folder / f"health_record_{DEMO_DATE:%Y%m%d}.jsonl"
+    path.write_text(lines, encoding="utf-8")
+    with_control_file(path, len(records))
     drop = SourceConnection("weiji_drop", "fs", extra={"path": str(folder)})
     result = extract_from(settings, "weiji.health_record", drop)
     table = Lake(settings.lake_root).read_partition(result.path)
