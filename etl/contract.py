@@ -10,7 +10,8 @@ contract", decision 0008):
 - **header**: catalog columns missing, a column named twice, a header cell that looks
   like data — checked on the header alone, so also on 0-row deliveries;
 - **volume**: a snapshot that shrank past the catalog's ``shrink_limit`` against the last
-  good night, or 0 rows after a night with rows, unless a person accepted that date.
+  good night, or 0 rows after a night with rows, unless a person accepted that date
+  (full snapshots; an empty incremental window is a quiet day).
 
 Messages are one line naming the dataset and file. They never quote a delivered header
 cell or value (it may be an ID, a name or a phone number): positions and catalog names only.
@@ -213,15 +214,16 @@ class LastGoodNight:
 def volume_problem(dataset: DatasetDef, rows: int, last: LastGoodNight | None) -> str | None:
     """Why ``rows`` is not a believable delivery after ``last``, or ``None`` if it is.
 
-    0 rows after a night with rows, for any dataset; for a full snapshot, a shrink of more
-    than ``shrink_limit`` (default 10 %): a cut export looks exactly like mass deletions.
+    Full snapshots only: 0 rows after a night with rows, or a shrink of more than
+    ``shrink_limit`` (default 10 %) — a cut export looks exactly like mass deletions. An
+    incremental window holds what changed, so an empty one is a quiet day (decision 0008).
     """
-    if last is None or last.rows == 0:
+    if last is None or last.rows == 0 or dataset.source.load != "snapshot":
         return None
     if rows == 0:
         return f"0 rows delivered, {last.rows:,} on the last good night {last.ds}"
     shrink = 1 - rows / last.rows
-    if dataset.source.load == "snapshot" and shrink > dataset.shrink_limit:
+    if shrink > dataset.shrink_limit:
         return (
             f"snapshot shrank by {shrink:.1%} ({rows:,} rows, {last.rows:,} on the last good "
             f"night {last.ds}), more than the limit of {dataset.shrink_limit:.0%}"
