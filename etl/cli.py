@@ -7,6 +7,7 @@ shows the traceback too.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from datetime import date
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from catalog.errors import LakeError, shown_url
+from catalog.errors import LakeError, one_line, shown_error, shown_url
+from catalog.files import OWNER_ONLY_UMASK
 from etl.settings import LakeSettings
 
 
@@ -28,15 +30,13 @@ class _LakeGroup(click.Group):
         except LakeError as exc:
             if ctx.params.get("debug"):
                 raise
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {shown_error(exc)}", fg="red", err=True)
             sys.exit(1)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug or an environment problem: still one line
             if ctx.params.get("debug"):
                 raise
-            from catalog.errors import one_line
-
             click.secho(
                 f"error: unexpected {one_line(exc)} (--debug for the traceback)", fg="red", err=True
             )
@@ -48,6 +48,7 @@ class _LakeGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """yimen-lake: the city's nightly data lake (simulate, run, inspect)."""
+    os.umask(OWNER_ONLY_UMASK)  # logs, the catalog database, pages, spill files: owner-only
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s"
     )
@@ -190,7 +191,7 @@ def backfill(settings: LakeSettings, start: date, end: date) -> None:
         try:
             _run_and_report(settings, ds)
         except LakeError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {shown_error(exc)}", fg="red", err=True)
             failed.append(ds.isoformat())
     if failed:
         raise LakeError(f"backfill finished; failed nights: {', '.join(failed)}")

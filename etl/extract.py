@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 
 from catalog.definitions import DatasetDef
-from catalog.errors import SourceError, without_row_content
+from catalog.errors import SourceError, shown_column, without_row_content
 from catalog.store import CatalogStore, PartitionRecord
 from etl.connections import SourceConnection
 from etl.readers import SourceReader, open_source
@@ -60,7 +60,12 @@ def extract_to_raw(
     low, bound = store.extraction_window(dataset.id, ds) if incremental else (None, None)
     reader = open_source(dataset, connection, ds, window=(low, bound), batch_rows=batch_rows)
     missing = [f for f in dataset.field_names if f not in reader.columns]
-    added = [c for c in reader.columns if c not in dataset.field_names]
+    # a header cell outside the catalog may be a data row or a notes cell: named by position
+    added = [
+        shown_column(c, i, dataset.field_names)
+        for i, c in enumerate(reader.columns, start=1)
+        if c not in dataset.field_names
+    ]
     if missing or added:
         log.warning(
             "%s: delivery %s differs from the catalog: missing %s, added %s",

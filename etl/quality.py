@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from catalog.definitions import DatasetDef
 from catalog.errors import LakeError
+from catalog.files import owner_only_tree
 from etl.rules import CROSS_FIELD_RULES, FIELD_RULES, Rule
 
 log = logging.getLogger(__name__)
@@ -260,10 +261,11 @@ class QualitySuite:
         return outcomes
 
     def build_docs(self) -> str | None:
-        """Render Data Docs for this dataset's results; the path of its index.html."""
+        """Render Data Docs for this dataset's results (owner-only); the path of its index.html."""
         if self.docs_dir is None:
             return None
         self.context.build_data_docs()
+        owner_only_tree(self.docs_dir)
         return str(self.docs_dir / "index.html")
 
 
