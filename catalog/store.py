@@ -183,6 +183,8 @@ class CatalogStore:
         rows even after later nights ran. A new date starts where the latest earlier date
         stopped and ends where the next later date (if any, say after a gap) began; ``None``
         means unbounded. Keyed on dates, not on "the last run", so backfills skip nothing.
+        Rows with no ``updated_at`` are outside every window; the reader adds them to each
+        one (docs/decisions/0009-null-watermarks.md), so a rerun still reads what it read.
         """
         with Session(self.engine) as s:
             recorded = s.get(Watermark, (dataset_id, ds))

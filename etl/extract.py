@@ -37,11 +37,14 @@ class ExtractResult:
     high_watermark: str | None
     missing_columns: list[str] = field(default_factory=list)
     added_columns: list[str] = field(default_factory=list)
+    null_watermark_rows: int = 0  # read by every night until the source fills them in
 
     def summary(self) -> str:
         window = ""
         if self.low_watermark or self.high_watermark:
             window = f", updated_at in ({self.low_watermark or '-∞'}, {self.high_watermark}]"
+        if self.null_watermark_rows:
+            window += f" + {self.null_watermark_rows:,} with no updated_at"
         return f"{self.dataset_id}: {self.rows:,} rows from {self.location}{window}"
 
 
@@ -89,6 +92,7 @@ def extract_to_raw(
             "high_watermark": bound or getattr(reader, "high_watermark", None) or low,
             "missing_columns": missing,
             "added_columns": added,
+            "null_watermark_rows": getattr(reader, "null_watermark_rows", 0),
         },
     )
     # a recorded window keeps its end on reruns; file drops have no watermark
@@ -106,10 +110,18 @@ def extract_to_raw(
     )
     if incremental:
         store.record_watermark(dataset.id, ds, low, high, manifest.rows, batch_id)
+    nulls = getattr(reader, "null_watermark_rows", 0)
     result = ExtractResult(
-        dataset.id, ds, manifest.rows, path, reader.location, low, high, missing, added
+        dataset.id, ds, manifest.rows, path, reader.location, low, high, missing, added, nulls
     )
     log.info(result.summary())
+    if nulls:
+        log.warning(
+            "%s: %s rows have no %s: delivered every night until the source fills it in",
+            dataset.id,
+            f"{nulls:,}",
+            dataset.source.watermark_column,
+        )
     return result
 
 
