@@ -24,7 +24,7 @@ import pyarrow as pa
 from catalog.definitions import DatasetDef
 from catalog.errors import LakeError
 from catalog.files import owner_only_tree
-from etl.rules import CROSS_FIELD_RULES, FIELD_RULES, Rule
+from etl.rules import CROSS_FIELD_RULES, FIELD_RULES, TEXT_RULES, Rule, text_rules
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _rule_expectations() -> dict[str, type]:
     )
 
     classes: dict[str, type] = {}
-    for rule in FIELD_RULES.values():
+    for rule in [*FIELD_RULES.values(), *TEXT_RULES.values()]:
         metric = f"column_values.lake_{rule.name}"
 
         def _pandas(cls, column: pd.Series, _rule: Rule = rule, **kwargs) -> pd.Series:
@@ -178,6 +178,9 @@ def build_suite(dataset: DatasetDef):
                 f"is longer than {f.max_length} characters",
                 [f.name],
             )
+            for text_rule in text_rules(dataset.source.encoding):  # decoding damage
+                name = text_rule.name
+                add(rules[name](column=f.name), f"{f.name}:{name}", text_rule.reason, [f.name])
         if f.type in TYPE_PATTERNS:
             add(
                 gxe.ExpectColumnValuesToMatchRegex(column=f.name, regex=TYPE_PATTERNS[f.type]),

@@ -529,7 +529,12 @@ def test_hostile_deliveries(tmp_path: Path, clean_run: Path, dataset: str) -> No
     good = out / view.department / view.file_name("20170223")
     header, rows = _read_any(good, dataset)
     assert header == fields and len(rows) == round(PLANS[dataset].full_rows * SCALE)
+    good_text = good.read_bytes() if view.source.kind != "excel" else b""
     for kind in HOSTILE_KINDS:
+        if kind in ("mixed_encoding", "nul_in_name") and view.source.kind == "excel":
+            with pytest.raises(ValueError, match="text files"):
+                make_hostile_delivery(out, dataset, kind, AS_OF)
+            continue
         path = make_hostile_delivery(out, dataset, kind, AS_OF)
         assert path == good
         if kind == "empty":
@@ -574,6 +579,19 @@ def test_hostile_deliveries(tmp_path: Path, clean_run: Path, dataset: str) -> No
             header, rows = _read_any(path, dataset)
             longest = max(len(str(v).encode("utf-8")) for row in rows for v in row)
             assert longest >= HUGE_FIELD_BYTES
+        elif kind == "mixed_encoding":
+            data = path.read_bytes()
+            declared = view.source.encoding or "utf-8"
+            if declared.lower() == "gbk":  # UTF-8 fields that still decode: mojibake
+                text = data.decode("gbk")
+                assert len(text.splitlines()) == round(PLANS[dataset].full_rows * SCALE) + 1
+                assert data != good_text  # written again, then mixed
+            else:  # GBK rows inside a UTF-8 file
+                with pytest.raises(UnicodeDecodeError):
+                    data.decode("utf-8")
+        elif kind == "nul_in_name":
+            header, rows = _read_any(path, dataset)
+            assert "\x00" in "".join(str(v) for v in rows[0])
 
 
 def test_hostile_rejects_sql_and_unknown_kind(clean_run: Path) -> None:

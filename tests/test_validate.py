@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import simulator
@@ -228,6 +229,7 @@ def _hostile_night(departments, tmp_path: Path, dataset_id: str, kind: str):
         ("guoshui.taxpayer", "truncated", r"not a readable \.xlsx"),
         ("renshe.insured_person", "wrong_encoding", r"'gbk' codec can't decode"),
         ("zhijian.org_code", "wrong_encoding", r"invalid UTF8 data"),
+        ("zhijian.org_code", "mixed_encoding", r"invalid UTF8 data"),  # GBK rows in UTF-8
         ("weiji.health_record", "wrong_encoding", r"line 1 is not JSON"),
         ("renshe.insured_person", "empty", r"is empty \(0 bytes"),
         ("guoshui.taxpayer", "empty", r"is empty \(0 bytes"),
@@ -263,6 +265,35 @@ def test_dropped_or_renamed_columns_trip_the_circuit_breaker(
     raw = lake.read_partition(lake.dataset_partition(RAW_SOURCES, ds, DEMO_DATE))
     assert quarantine.num_rows == raw.num_rows > 0  # written for people to inspect
     assert "missing from the delivery" in quarantine.column("_reason")[0].as_py()
+
+
+def test_text_in_another_encoding_or_with_a_nul_is_quarantined(departments, tmp_path: Path) -> None:
+    from simulator.hostile import MIXED_ENCODING_ROWS
+
+    result, lake = _hostile_night(
+        departments, tmp_path / "mixed", "renshe.insured_person", "mixed_encoding"
+    )
+    dataset = CATALOG.dataset("renshe.insured_person")
+    quarantine = lake.read_partition(lake.dataset_partition(RAW_QUARANTINE, dataset, DEMO_DATE))
+    mojibake = quarantine.filter(pc.match_substring(quarantine.column("_rules"), "mojibake_gbk"))
+    assert mojibake.num_rows == MIXED_ENCODING_ROWS  # every mixed row, nothing else
+    assert "decodes differently as UTF-8 and as the declared GBK" in mojibake["_reason"][0].as_py()
+    clean = lake.read_partition(lake.dataset_partition(RAW_CLEAN, dataset, DEMO_DATE))
+    assert not set(mojibake["insured_no"].to_pylist()) & set(clean["insured_no"].to_pylist())
+    assert result.conserved
+
+    for dataset_id in ("renshe.insured_person", "weiji.health_record", "zhijian.org_code"):
+        result, lake = _hostile_night(departments, tmp_path / dataset_id, dataset_id, "nul_in_name")
+        failed = {k: v for k, v in result.failures.items() if k.endswith(":intact_text") and v}
+        assert list(failed.values()) == [1], (dataset_id, failed)
+        dataset = CATALOG.dataset(dataset_id)
+        quarantine = lake.read_partition(lake.dataset_partition(RAW_QUARANTINE, dataset, DEMO_DATE))
+        reasons = quarantine.filter(pc.match_substring(quarantine.column("_rules"), "intact_text"))
+        row = reasons.to_pylist()[0]  # the raw quarantine keeps it as delivered
+        assert any("\x00" in v for v in row.values() if isinstance(v, str))
+        clean = lake.read_partition(lake.dataset_partition(RAW_CLEAN, dataset, DEMO_DATE))
+        names = [c for c in clean.column_names if c == "name" or c.endswith("_name")]
+        assert not any("\x00" in (v or "") for c in names for v in clean[c].to_pylist())
 
 
 def test_added_column_is_kept_in_raw_and_noted(departments, tmp_path: Path) -> None:
