@@ -66,7 +66,7 @@ _LOOKS_PERSONAL = re.compile(
 _CJK_TEXT = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+")
 
 
-def impersonal(text: str) -> str:
+def impersonal(text: str, *, quoted: bool = True) -> str:
     """The one masking function for any text that leaves the raw zone.
 
     Header names, exception texts, sheet notes and reasons pass through here before any
@@ -74,9 +74,12 @@ def impersonal(text: str) -> str:
     that looks like an ID number, a USCC, a phone number or another long number, and
     Chinese text (a name, an address, a notes cell); control characters become spaces so
     the text stays one line. What is left says what went wrong, not about whom.
+    ``quoted=False`` keeps quoted words: the lake's own messages quote names it knows
+    (``unknown dataset 'nope'``, ``connection 'gongan_db'``) and mask values themselves.
     """
     text = re.sub(r"[\x00-\x1f\x7f]+", " ", text)
-    text = without_quoted_values(text)
+    if quoted:
+        text = without_quoted_values(text)
     text = _LOOKS_PERSONAL.sub("…", text)
     return _CJK_TEXT.sub("…", text)
 
@@ -104,7 +107,7 @@ def shown_error(exc: BaseException) -> str:
     """What people see of any error, in one masked line: a lake error's own message (it
     names the dataset and file), anything else as ``Type: first line``."""
     if isinstance(exc, LakeError):
-        return impersonal(" ".join(str(exc).split()))
+        return impersonal(" ".join(str(exc).split()), quoted=False)
     return one_line(exc)
 
 
@@ -122,8 +125,10 @@ def without_row_content(exc: Exception) -> str:
 
 
 def database_reason(exc: BaseException) -> str:
-    """The driver's own first line of a database error (SQLAlchemy wraps it in ``orig``)."""
-    return (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
+    """The driver's own first line of a database error (SQLAlchemy wraps it in ``orig``),
+    with what it quotes masked (``invalid input syntax for type date: "…"``)."""
+    first = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
+    return without_quoted_values(first)
 
 
 def shown_url(url: object) -> str:

@@ -269,8 +269,9 @@ class CatalogStore:
 
     def record_error(self, run_id: str, step: str, message: str) -> None:
         """Keep a step's one-line error (masked again here: the store is not the raw zone)."""
+        message = impersonal(message, quoted=False)  # quoted names stay: values are gone
         with Session(self.engine) as s, s.begin():
-            s.add(RunError(run_id=run_id, step=step, message=impersonal(message), at=_now()))
+            s.add(RunError(run_id=run_id, step=step, message=message, at=_now()))
 
     def clear_errors(self, run_id: str, step: str) -> None:
         with Session(self.engine) as s, s.begin():

@@ -139,7 +139,7 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
     result = run_night(settings, ds, log_file=log_file, show_progress=True)
     elapsed = time.monotonic() - started
     click.echo(f"\nnight {ds}:")
-    _print_night(settings, ds)
+    _print_night(settings, ds, result.run_id)
     if result.failed_tasks:
         raise LakeError(
             f"night {ds} {result.state} after {elapsed:.0f}s; failed tasks: "
@@ -148,27 +148,41 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
     click.echo(f"night {ds}: {result.state} in {elapsed:.0f}s (run {result.run_id})")
 
 
-def _print_night(settings: LakeSettings, ds: date) -> None:
-    """One line per dataset: delivered = clean + quarantined + collapsed, and where it is."""
+def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
+    """One line per dataset: delivered = clean + quarantined + collapsed, from this run only.
+
+    A dataset that failed in this run is marked with the step that failed; figures an
+    earlier run of the same date left in the store are never shown as this run's.
+    """
     from catalog.store import CatalogStore
     from etl.zones import RAW_SOURCES
 
     store = CatalogStore(settings.catalog_url)
-    raw = {p.dataset_id: p.rows for p in store.partitions(ds=ds, zone=RAW_SOURCES)}
-    quality = {q.dataset_id: q for q in store.quality(ds)}
+    raw = {
+        p.dataset_id: p.rows
+        for p in store.partitions(ds=ds, zone=RAW_SOURCES)
+        if p.run_id == run_id
+    }
+    quality = {q.dataset_id: q for q in store.quality(ds) if q.run_id == run_id}
+    failed: dict[str, list[str]] = {}
+    for error in store.errors(run_id):  # steps are "extract <dataset>", "validate <dataset>"
+        step, _, dataset_id = error.step.partition(" ")
+        if "." in dataset_id:
+            failed.setdefault(dataset_id, []).append(step)
     click.echo(
         f"  {'dataset':36s} {'delivered':>10s} {'clean':>10s} {'quarantined':>12s} "
         f"{'collapsed':>10s}"
     )
-    for dataset_id in sorted(raw.keys() | quality.keys()):
+    for dataset_id in sorted(raw.keys() | quality.keys() | failed.keys()):
         q = quality.get(dataset_id)
-        delivered = q.delivered if q else raw.get(dataset_id, 0)
-        figures = (
-            f"{q.clean:>10,} {q.quarantined:>12,} {q.collapsed:>10,}"
-            if q
-            else f"{'-':>10s} {'-':>12s} {'-':>10s}"
+        delivered = q.delivered if q else raw.get(dataset_id)
+        figures = [delivered] + ([q.clean, q.quarantined, q.collapsed] if q else [None] * 3)
+        shown = [f"{v:,}" if v is not None else "-" for v in figures]
+        mark = f"  FAILED ({', '.join(failed[dataset_id])})" if dataset_id in failed else ""
+        click.echo(
+            f"  {dataset_id:36s} {shown[0]:>10s} {shown[1]:>10s} {shown[2]:>12s} "
+            f"{shown[3]:>10s}{mark}"
         )
-        click.echo(f"  {dataset_id:36s} {delivered:>10,} {figures}")
 
 
 @main.command()
@@ -330,8 +344,8 @@ def status(settings: LakeSettings) -> None:
         click.echo(f"{r.ds}  {r.status:8s} {r.run_id}")
         for err in store.errors(r.run_id):
             click.echo(f"    failed: {err.message}")
-    click.echo(f"\nlatest night {runs[0].ds}:")
-    _print_night(settings, runs[0].ds)
+    click.echo(f"\nlatest night {runs[0].ds} (run {runs[0].run_id}):")
+    _print_night(settings, runs[0].ds, runs[0].run_id)
     latest = store.latest_quality()
     if latest:
         click.echo("\nlatest quality figures per dataset:")

@@ -123,7 +123,7 @@ class SqlReader:
         self._newest: object = None  # the largest well-formed watermark value read so far
         self.null_watermark_rows = 0  # rows with no watermark, read by every window
         self.batch_rows = batch_rows
-        self.engine = create_engine(self.url)
+        self.engine = create_engine(self.url, connect_args=connection.connect_args())
         try:
             with self.engine.connect() as conn:
                 result = conn.execute(
