@@ -197,3 +197,23 @@ def test_the_airflow_ui_listens_on_localhost_with_a_fernet_key_per_installation(
     from airflow.cli.cli_config import ARG_API_SERVER_HOSTNAME  # `airflow api-server --host`
 
     assert ARG_API_SERVER_HOSTNAME.kwargs["default"] == "127.0.0.1"
+
+
+def test_a_staged_raw_partition_is_closed_to_others_while_it_is_written(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    path = f"{tmp_path}/lake/raw/sources/renshe/insured_person/dt=2026-11-28"
+    seen: list[int] = []
+
+    def batches():
+        yield pa.record_batch({"name": ["陈大文"]})
+        staged = next(Path(path).parent.glob("dt=2026-11-28.tmp-*"))  # mid-write
+        seen.append(stat.S_IMODE(staged.stat().st_mode))
+        yield pa.record_batch({"name": ["何军荣"]})
+
+    before = os.umask(0o022)  # a caller with a loose umask (a cron shell, a test runner)
+    try:
+        lake.write_partition(path, batches(), pa.schema([("name", pa.string())]), private=True)
+    finally:
+        os.umask(before)
+    assert seen == [0o700]  # nobody else can reach the files before their final modes
+    assert stat.S_IMODE(Path(path).stat().st_mode) == 0o750
