@@ -6,6 +6,7 @@ Runs, the partitions each run wrote, and per-dataset extraction watermarks. SQLi
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,8 +28,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from catalog.errors import CatalogError, database_reason, shown_url
+from catalog.errors import CatalogError, database_reason, impersonal, shown_url
 from catalog.figures import QualityFigures
+from catalog.files import OWNER_FILE_MODE, new_owner_file
 
 
 class Base(DeclarativeBase):
@@ -140,7 +142,7 @@ class CatalogStore:
         self.url = url
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _owner_only_sqlite_file(Path(parsed.database))
         self.engine: Engine = create_engine(url)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -197,6 +199,8 @@ class CatalogStore:
         rows even after later nights ran. A new date starts where the latest earlier date
         stopped and ends where the next later date (if any, say after a gap) began; ``None``
         means unbounded. Keyed on dates, not on "the last run", so backfills skip nothing.
+        Rows with no ``updated_at`` are outside every window; the reader adds them to each
+        one (docs/decisions/0009-null-watermarks.md), so a rerun still reads what it read.
         """
         with Session(self.engine) as s:
             recorded = s.get(Watermark, (dataset_id, ds))
@@ -280,6 +284,8 @@ class CatalogStore:
             return [_figures(q) for q in s.scalars(query)]
 
     def record_error(self, run_id: str, step: str, message: str) -> None:
+        """Keep a step's one-line error (masked again here: the store is not the raw zone)."""
+        message = impersonal(message, quoted=False)  # quoted names stay: values are gone
         with Session(self.engine) as s, s.begin():
             s.add(RunError(run_id=run_id, step=step, message=message, at=_now()))
 
@@ -344,6 +350,16 @@ class CatalogStore:
 
 def _figures(row: QualityResult) -> QualityFigures:
     return QualityFigures(**{f.name: getattr(row, f.name) for f in fields(QualityFigures)})
+
+
+def _owner_only_sqlite_file(path: Path) -> None:
+    """The catalog database is the owner's alone (runs, errors, figures about people's
+    deliveries). SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        new_owner_file(path)
+    else:
+        os.chmod(path, OWNER_FILE_MODE)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API object

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 
 from catalog.definitions import DatasetDef
-from catalog.errors import SourceError, without_row_content
+from catalog.errors import SourceError, shown_column, without_row_content
 from catalog.store import CatalogStore, PartitionRecord
 from etl.connections import SourceConnection
 from etl.contract import (
@@ -51,11 +51,14 @@ class ExtractResult:
     high_watermark: str | None
     missing_columns: list[str] = field(default_factory=list)
     added_columns: list[str] = field(default_factory=list)
+    null_watermark_rows: int = 0  # read by every night until the source fills them in
 
     def summary(self) -> str:
         window = ""
         if self.low_watermark or self.high_watermark:
             window = f", updated_at in ({self.low_watermark or '-∞'}, {self.high_watermark}]"
+        if self.null_watermark_rows:
+            window += f" + {self.null_watermark_rows:,} with no updated_at"
         return f"{self.dataset_id}: {self.rows:,} rows from {self.location}{window}"
 
 
@@ -83,7 +86,12 @@ def extract_to_raw(
     reader = open_source(dataset, connection, ds, window=(low, bound), batch_rows=batch_rows)
     check_header(dataset, reader.location, reader.columns)
     missing = [f for f in dataset.field_names if f not in reader.columns]
-    added = [c for c in reader.columns if c not in dataset.field_names]
+    # a header cell outside the catalog may be a data row or a notes cell: named by position
+    added = [
+        shown_column(c, i, dataset.field_names)
+        for i, c in enumerate(reader.columns, start=1)
+        if c not in dataset.field_names
+    ]
     if missing or added:
         log.warning(
             "%s: delivery %s differs from the catalog: missing %s, added %s",
@@ -109,6 +117,7 @@ def extract_to_raw(
             "added_columns": added,
             "control_file": control.as_extra() if control else None,
             "volume": _delivery_checked(dataset, ds, reader.location, rows, control, store),
+            "null_watermark_rows": getattr(reader, "null_watermark_rows", 0),
         }
 
     batches = (stamp(batch) for batch in _checked(reader))
@@ -128,10 +137,18 @@ def extract_to_raw(
     )
     if incremental:
         store.record_watermark(dataset.id, ds, low, high, manifest.rows, batch_id)
+    nulls = getattr(reader, "null_watermark_rows", 0)
     result = ExtractResult(
-        dataset.id, ds, manifest.rows, path, reader.location, low, high, missing, added
+        dataset.id, ds, manifest.rows, path, reader.location, low, high, missing, added, nulls
     )
     log.info(result.summary())
+    if nulls:
+        log.warning(
+            "%s: %s rows have no %s: delivered every night until the source fills it in",
+            dataset.id,
+            f"{nulls:,}",
+            dataset.source.watermark_column,
+        )
     return result
 
 

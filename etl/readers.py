@@ -19,7 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
-from sqlalchemy import bindparam, column, create_engine, literal_column, select, table
+from sqlalchemy import (
+    and_,
+    bindparam,
+    column,
+    create_engine,
+    literal_column,
+    or_,
+    select,
+    table,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from catalog.definitions import DatasetDef
@@ -97,7 +106,12 @@ def _as_text(values: pa.Array) -> pa.Array:
 
 
 class SqlReader:
-    """Streams ``SELECT *`` (incremental: ``WHERE low < <watermark> <= high``), server-side."""
+    """Streams ``SELECT *`` (incremental: ``WHERE low < <watermark> <= high``), server-side.
+
+    Rows whose watermark is NULL are read by every window, first load, rerun or later
+    night alike, and counted (``null_watermark_rows``): they are delivered every night
+    until the source fixes them (docs/decisions/0009-null-watermarks.md).
+    """
 
     def __init__(
         self,
@@ -113,8 +127,9 @@ class SqlReader:
         self.watermark = dataset.source.watermark_column
         self.low, self.high = window
         self._newest: object = None  # the largest well-formed watermark value read so far
+        self.null_watermark_rows = 0  # rows with no watermark, read by every window
         self.batch_rows = batch_rows
-        self.engine = create_engine(self.url)
+        self.engine = create_engine(self.url, connect_args=connection.connect_args())
         try:
             with self.engine.connect() as conn:
                 result = conn.execute(
@@ -128,13 +143,16 @@ class SqlReader:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         query = select(literal_column("*")).select_from(table(self.table))
-        params = {}
+        params, window = {}, []
         if self.low is not None and self.watermark:
-            query = query.where(column(self.watermark) > bindparam("low"))
+            window.append(column(self.watermark) > bindparam("low"))
             params["low"] = self.low
         if self.high is not None and self.watermark:
-            query = query.where(column(self.watermark) <= bindparam("high"))
+            window.append(column(self.watermark) <= bindparam("high"))
             params["high"] = self.high
+        if window:  # rows with no watermark belong to no window: every night reads them
+            query = query.where(or_(and_(*window), column(self.watermark).is_(None)))
+        self.null_watermark_rows = 0
         try:
             with self.engine.connect() as conn:
                 result = conn.execution_options(
@@ -143,7 +161,9 @@ class SqlReader:
                 for rows in result.partitions(self.batch_rows):
                     arrays = [_as_arrow(c) for c in zip(*rows, strict=True)]
                     if self.watermark in self.columns:
-                        self._track(arrays[self.columns.index(self.watermark)])
+                        marks = arrays[self.columns.index(self.watermark)]
+                        self.null_watermark_rows += marks.null_count
+                        self._track(marks)
                     yield _as_string_batch(self.columns, arrays)
         except SQLAlchemyError as exc:
             reason = database_reason(exc)

@@ -14,6 +14,8 @@ tool that counted before it lost rows), ``none`` (no control file). Cuts default
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
 import json
 import zipfile
@@ -43,6 +45,8 @@ HostileKind = Literal[
     "empty",
     "header_only",
     "huge_field",
+    "mixed_encoding",
+    "nul_in_name",
 ]
 HOSTILE_KINDS: tuple[str, ...] = get_args(HostileKind)
 ControlMode = Literal["fresh", "stale", "wrong_rows", "none"]
@@ -52,6 +56,7 @@ NOTES = ["导出说明: 纳税人登记, 每日导出", "导出人: 陈大文 13
 HUGE_FIELD_BYTES = 10 * 1024 * 1024
 ADDED_COLUMN = "remark"
 HUGE_MARKER = "@@HUGE@@"
+MIXED_ENCODING_ROWS = 3  # rows a mixed_encoding delivery writes in the other encoding
 # how a clerk renames a column when the vendor "upgrades" the export
 RENAMES = {
     "id_no": "sfzh",
@@ -104,6 +109,8 @@ FORMATS = {
     "notes_sheet": ("excel",),
     "headerless": ("csv", "excel"),
     "duplicated_column": ("csv", "excel"),
+    "mixed_encoding": ("csv", "jsonl"),
+    "nul_in_name": ("csv", "jsonl"),
 }
 
 
@@ -154,6 +161,11 @@ def _write_kind(
         _deliver(view, path, frame.rename(columns={column: renamed(column)}), ds)
     elif kind == "huge_field":
         _huge_field(view, path, frame, ds)
+    elif kind == "mixed_encoding":
+        _deliver(view, path, frame, ds)
+        _mix_encodings(view, path)
+    elif kind == "nul_in_name":
+        _deliver(view, path, _nul_in_name(view, frame), ds)
 
 
 def _settle_control(
@@ -314,6 +326,58 @@ def _wrong_encoding(view: DatasetView, path: Path, frame: pd.DataFrame) -> None:
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
     path.write_bytes(buf.getvalue().encode(actual))
+
+
+def _mix_encodings(view: DatasetView, path: Path) -> None:
+    """A few rows carry text in another encoding than the rest of the file.
+
+    In a GBK file: the row's fields whose UTF-8 bytes still decode as GBK are written in
+    UTF-8 (values pasted from another system): they decode into mojibake (张三 → 寮犱笁),
+    the kind that passes the decoder. In a UTF-8 file: whole GBK rows, invalid UTF-8. The
+    rows are taken near a quarter, half and three quarters of the file.
+    """
+    declared = view.source.encoding or "utf-8"
+    into_gbk = not codecs.lookup(declared).name.startswith("utf")
+    data = path.read_bytes()
+    bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
+    lines = data[len(bom) :].decode(declared).splitlines(keepends=True)
+    data_rows = len(lines) - (0 if view.source.kind == "jsonl" else 1)
+    first = len(lines) - data_rows
+    encoded = [line.encode(declared) for line in lines]
+    for part in range(1, MIXED_ENCODING_ROWS + 1):
+        for i in range(first + data_rows * part // (MIXED_ENCODING_ROWS + 1), len(lines)):
+            mixed = _utf8_fields(lines[i], declared) if into_gbk else lines[i].encode("gbk")
+            if mixed != encoded[i]:
+                encoded[i] = mixed
+                break
+    path.write_bytes(bom + b"".join(encoded))
+
+
+def _utf8_fields(line: str, encoding: str) -> bytes:
+    """A CSV line in ``encoding`` whose fields that survive being read so are in UTF-8."""
+    out = line.encode(encoding)
+    for value in next(csv.reader([line])):
+        as_utf8 = value.encode("utf-8")
+        if as_utf8 != value.encode(encoding) and _decodes(as_utf8, encoding) is not None:
+            out = out.replace(value.encode(encoding), as_utf8, 1)
+    return out
+
+
+def _decodes(data: bytes, encoding: str) -> str | None:
+    """``data`` decoded strictly, or None where it is not valid in ``encoding``."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def _nul_in_name(view: DatasetView, frame: pd.DataFrame) -> pd.DataFrame:
+    """A NUL byte inside the first row's name (a C export that forgot where strings end)."""
+    column = next(f for f in view.fields if f == "name" or f.endswith("_name"))
+    frame = frame.copy()
+    value = str(frame.loc[frame.index[0], column])
+    frame.loc[frame.index[0], column] = value[:1] + "\x00" + value[1:]
+    return frame
 
 
 def _huge_field(view: DatasetView, path: Path, frame: pd.DataFrame, ds: date) -> None:

@@ -540,6 +540,7 @@ def test_hostile_deliveries(tmp_path: Path, clean_run: Path, dataset: str) -> No
     full = round(PLANS[dataset].full_rows * SCALE)
     assert header == fields and len(rows) == full
     first_row = rows[0]
+    good_text = good.read_bytes() if view.source.kind != "excel" else b""
     assert _control(good) == {"file": good.name, "rows": full, "sha256": file_sha256(good)}
     assert set(hostile_kinds(dataset)) <= set(HOSTILE_KINDS)
     for kind in hostile_kinds(dataset):
@@ -611,6 +612,20 @@ def test_hostile_deliveries(tmp_path: Path, clean_run: Path, dataset: str) -> No
         elif kind == "duplicated_column":
             header = _raw_header(path, dataset)
             assert len(header) == len(fields) and len(set(header)) == len(fields) - 1
+
+        elif kind == "mixed_encoding":
+            data = path.read_bytes()
+            declared = view.source.encoding or "utf-8"
+            if declared.lower() == "gbk":  # UTF-8 fields that still decode: mojibake
+                text = data.decode("gbk")
+                assert len(text.splitlines()) == round(PLANS[dataset].full_rows * SCALE) + 1
+                assert data != good_text  # written again, then mixed
+            else:  # GBK rows inside a UTF-8 file
+                with pytest.raises(UnicodeDecodeError):
+                    data.decode("utf-8")
+        elif kind == "nul_in_name":
+            header, rows = _read_any(path, dataset)
+            assert "\x00" in "".join(str(v) for v in rows[0])
 
 
 def _control(path: Path) -> dict:

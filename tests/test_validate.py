@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from catalog.definitions import load_catalog
@@ -233,6 +234,7 @@ STALE_CONTROL = r"does not match its control file .*\.ctl: SHA-256 differs"
         ("guoshui.taxpayer", "truncated", None, STALE_CONTROL),
         ("renshe.insured_person", "wrong_encoding", None, r"'gbk' codec can't decode"),
         ("zhijian.org_code", "wrong_encoding", None, r"invalid UTF8 data"),
+        ("zhijian.org_code", "mixed_encoding", None, r"invalid UTF8 data"),  # GBK rows in UTF-8
         ("weiji.health_record", "wrong_encoding", None, r"line 1 is not JSON"),
         ("renshe.insured_person", "empty", None, r"is empty \(0 bytes"),
         ("guoshui.taxpayer", "empty", None, r"is empty \(0 bytes"),
@@ -275,9 +277,40 @@ def test_dropped_renamed_or_duplicated_columns_fail_extraction(
     assert lake.read_manifest(raw) is None, "no raw partition from a broken header"
 
 
+def test_text_in_another_encoding_or_with_a_nul_is_quarantined(departments, tmp_path: Path) -> None:
+    from simulator.hostile import MIXED_ENCODING_ROWS
+
+    result, lake = _hostile_night(
+        departments, tmp_path / "mixed", "renshe.insured_person", "mixed_encoding"
+    )
+    dataset = CATALOG.dataset("renshe.insured_person")
+    quarantine = lake.read_partition(lake.dataset_partition(RAW_QUARANTINE, dataset, DEMO_DATE))
+    mojibake = quarantine.filter(pc.match_substring(quarantine.column("_rules"), "mojibake_gbk"))
+    assert mojibake.num_rows == MIXED_ENCODING_ROWS  # every mixed row, nothing else
+    assert "decodes differently as UTF-8 and as the declared GBK" in mojibake["_reason"][0].as_py()
+    clean = lake.read_partition(lake.dataset_partition(RAW_CLEAN, dataset, DEMO_DATE))
+    assert not set(mojibake["insured_no"].to_pylist()) & set(clean["insured_no"].to_pylist())
+    assert result.conserved
+
+    for dataset_id in ("renshe.insured_person", "weiji.health_record", "zhijian.org_code"):
+        result, lake = _hostile_night(departments, tmp_path / dataset_id, dataset_id, "nul_in_name")
+        failed = {k: v for k, v in result.failures.items() if k.endswith(":intact_text") and v}
+        assert list(failed.values()) == [1], (dataset_id, failed)
+        dataset = CATALOG.dataset(dataset_id)
+        quarantine = lake.read_partition(lake.dataset_partition(RAW_QUARANTINE, dataset, DEMO_DATE))
+        reasons = quarantine.filter(pc.match_substring(quarantine.column("_rules"), "intact_text"))
+        row = reasons.to_pylist()[0]  # the raw quarantine keeps it as delivered
+        assert any("\x00" in v for v in row.values() if isinstance(v, str))
+        clean = lake.read_partition(lake.dataset_partition(RAW_CLEAN, dataset, DEMO_DATE))
+        names = [c for c in clean.column_names if c == "name" or c.endswith("_name")]
+        assert not any("\x00" in (v or "") for c in names for v in clean[c].to_pylist())
+
+
 def test_added_column_is_kept_in_raw_and_noted(departments, tmp_path: Path) -> None:
     result, lake = _hostile_night(departments, tmp_path, "renshe.insured_person", "added_column")
-    assert "column 'remark' not in the catalog: kept in raw only" in result.schema_notes
+    width = len(CATALOG.dataset("renshe.insured_person").fields)
+    # a header outside the catalog is named by its position, never by its text
+    assert f"column {width + 1} (not in the catalog): kept in raw only" in result.schema_notes
     raw = lake.read_partition(
         lake.dataset_partition(RAW_SOURCES, CATALOG.dataset("renshe.insured_person"), DEMO_DATE)
     )
