@@ -2,10 +2,11 @@
 
 A real night through Airflow (`lake run` in its own process) on deliveries with an ID
 number, a name and a mobile number planted in every path that leads out of the raw zone:
-a headerless CSV (its first data row becomes the header), an added column whose header is
-a notes cell, a value that breaks a rule (its reason names it), and a malformed row whose
-parser error quotes it. Then the Airflow log, every table of the catalog store, the
-manifests and ``var/quality/`` are searched for them.
+a headerless CSV (its first data row becomes the header), a notes cell beside an .xlsx
+header (an added column named "导出人: 陈大文 13812345678"), a value that breaks a rule (its
+quarantine reason quotes it) and a malformed row whose parser error quotes it. Then the
+Airflow log, `lake run`'s output, every table of the catalog store, the manifests and
+``var/quality/`` are searched for them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from catalog.errors import impersonal, shown_column
 from catalog.store import CatalogStore
 from etl.settings import LakeSettings
 from etl.zones import Lake
+from simulator.writers import XlsxSink
 from tests.helpers import DEMO_DATE, REPO
 
 NIGHT = DEMO_DATE + timedelta(days=7)
@@ -195,9 +197,10 @@ def test_what_a_night_writes_outside_the_lake_is_owner_only(
         mode = stat.S_IMODE(os.stat(path).st_mode)
         assert mode & 0o077 == 0, f"{path} is {mode:o}"
     # the raw zone stays readable by the platform team's group, never by others
+    assert stat.S_IMODE(os.stat(session_settings.lake_root).st_mode) == 0o750
     for part in CatalogStore(session_settings.catalog_url).partitions(ds=NIGHT):
         for file in Path(part.path).iterdir():
-            assert stat.S_IMODE(file.stat().st_mode) & 0o007 == 0
+            assert stat.S_IMODE(file.stat().st_mode) == 0o640
 
 
 def test_impersonal_masks_what_looks_personal_and_keeps_the_rest() -> None:
