@@ -30,7 +30,6 @@ from catalog.errors import impersonal, shown_column
 from catalog.store import CatalogStore
 from etl.settings import LakeSettings
 from etl.zones import Lake
-from simulator.writers import XlsxSink
 from tests.helpers import DEMO_DATE, REPO
 
 NIGHT = DEMO_DATE + timedelta(days=7)
