@@ -7,8 +7,9 @@ standardised, checked with the dataset's Great Expectations suite, and split: fa
 go to ``raw/quarantine/…`` with the original values, the rules they broke and a readable
 reason; passing rows are spooled into key buckets and collapsed to their newest version,
 then written typed to ``raw/clean/…``. Row conservation is checked and recorded:
-delivered = clean + quarantined + collapsed. A quarantine share above the dataset's limit
-trips the circuit breaker *after* everything is written, so people can inspect it.
+delivered = clean + quarantined + collapsed. A quarantine too large to be chance at the
+dataset's limit (``etl/breaker.py``) trips the circuit breaker *after* everything is
+written, so people can inspect it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from catalog.definitions import DatasetDef
 from catalog.errors import BreakerTripped, LakeError
 from catalog.figures import QualityFigures
 from catalog.store import CatalogStore, PartitionRecord
+from etl.breaker import breaker_trips
 from etl.dedup import REJECTED, BucketSpool, RowSpill
 from etl.quality import CheckOutcome, QualitySuite
 from etl.standardise import StandardiseReport, standardise
@@ -153,7 +155,7 @@ def validate_partition(
     if manifest is None:
         raise LakeError(f"{dataset.id}: no raw partition for {ds} at {source}; extract it first")
     result = ValidationResult(dataset.id, ds, delivered=manifest.rows)
-    suite = QualitySuite(dataset, docs_dir)
+    suite = QualitySuite(dataset, ds, docs_dir)  # ds: the one "now" of every dated rule
     spool = BucketSpool(
         dataset.key,
         dataset.source.watermark_column or _updated_at(dataset),
@@ -184,12 +186,14 @@ def validate_partition(
     _record(store, run_id, result, dataset, clean_manifest, q_manifest)
     log.info(result.summary())
     figures = result.figures
-    if breaker_trips(figures, dataset):
+    schema_broken = result.failures.get(SCHEMA_CHECK, 0) > 0
+    if breaker_trips(figures, dataset.quarantine_limit, schema_broken=schema_broken):
+        why = "a catalog column is missing" if schema_broken else "more than chance allows"
         raise BreakerTripped(
             f"{dataset.id} {ds}: {figures.quarantined:,} of {figures.delivered:,} rows "
             f"({figures.quarantined_share:.1%}) quarantined, above the limit of "
-            f"{dataset.quarantine_limit:.0%}; top reasons: {figures.top_failures_text()}. "
-            f"Inspect {q_manifest.path}"
+            f"{dataset.quarantine_limit:.0%} ({why}); top reasons: "
+            f"{figures.top_failures_text()}. Inspect {q_manifest.path}"
         )
     return result
 
@@ -236,17 +240,6 @@ def _commit_clean_and_quarantine(
         lake.discard([s for s in (quarantine_staged, clean_staged) if s is not None])
         raise
     return quarantine_staged.manifest, clean_staged.manifest
-
-
-def breaker_trips(figures: QualityFigures, dataset: DatasetDef) -> bool:
-    """Too much of the delivery failed: above the share limit, and not just a handful of rows.
-
-    A small incremental night (8 changed rows, 3 with a bad phone) should quarantine those
-    rows, not stop the city's publication; a delivery where most rows fail always trips.
-    """
-    share = figures.quarantined_share
-    enough = figures.quarantined >= dataset.quarantine_min_rows or share > 0.5
-    return share > dataset.quarantine_limit and enough
 
 
 def _updated_at(dataset: DatasetDef) -> str | None:
