@@ -28,6 +28,7 @@ from catalog.errors import BreakerTripped, LakeError
 from catalog.figures import QualityFigures
 from catalog.store import CatalogStore, PartitionRecord
 from etl.breaker import breaker_trips
+from etl.changes import plan_changes
 from etl.dedup import REJECTED, BucketSpool, RowSpill
 from etl.quality import CheckOutcome, QualitySuite
 from etl.standardise import StandardiseReport, standardise
@@ -59,6 +60,10 @@ class ValidationResult:
     repaired: dict[str, int] = field(default_factory=dict)  # field -> values repaired
     schema_notes: list[str] = field(default_factory=list)
     docs: str | None = None
+    unchanged: int = 0  # carried forward from the last good night (snapshot drops)
+    deleted: int = 0  # keys gone from the snapshot since then
+    changes: dict = field(default_factory=dict)  # compared_with, inserted, updated, revalidated
+    breaker_tripped: bool = False
 
     @property
     def figures(self) -> QualityFigures:
@@ -70,6 +75,8 @@ class ValidationResult:
             clean=self.clean,
             quarantined=self.quarantined,
             collapsed=self.collapsed,
+            unchanged=self.unchanged,
+            deleted=self.deleted,
             checks=len(self.failures),
             failed_checks=sum(1 for n in self.failures.values() if n),
             details=asdict(self) | {"ds": self.ds.isoformat()},
@@ -85,7 +92,8 @@ class ValidationResult:
 
     def arithmetic(self) -> dict[str, int]:
         """The row conservation figures, as written into both partitions' manifests."""
-        return {k: getattr(self, k) for k in ("delivered", "clean", "quarantined", "collapsed")}
+        names = ("delivered", "unchanged", "clean", "quarantined", "collapsed", "deleted")
+        return {k: getattr(self, k) for k in names}
 
     def summary(self) -> str:
         return self.figures.summary()
@@ -165,14 +173,20 @@ def validate_partition(
     )
     quarantined = RowSpill(work_dir)
     delivered_schema: pa.Schema | None = None
+    plan = plan_changes(dataset, ds, lake=lake, store=store)  # None: validate every row
     try:
         for raw in lake.partition_batches(source):
             delivered_schema = raw.schema
-            checked = check_batch(raw, dataset, suite)
+            checked = check_batch(plan.to_validate(raw) if plan else raw, dataset, suite)
             result.add_batch(checked)
             if checked.quarantined is not None:
                 quarantined.add(checked.quarantined)
             spool.add(checked.standardised)
+        if plan is not None:
+            for carried in plan.carried(lake, dataset):
+                spool.add(carried)
+            result.unchanged, result.deleted = plan.changes.unchanged, plan.changes.deleted
+            result.changes = plan.details()
         result.quarantined = quarantined.rows
         if result.delivered == 0:
             result.schema_notes.append("the delivery has no rows")
@@ -183,11 +197,14 @@ def validate_partition(
         spool.close()
         quarantined.close()
     result.docs = suite.build_docs()
+    schema_broken = result.failures.get(SCHEMA_CHECK, 0) > 0
+    result.breaker_tripped = breaker_trips(
+        result.figures, dataset.quarantine_limit, schema_broken=schema_broken
+    )
     _record(store, run_id, result, dataset, clean_manifest, q_manifest)
     log.info(result.summary())
     figures = result.figures
-    schema_broken = result.failures.get(SCHEMA_CHECK, 0) > 0
-    if breaker_trips(figures, dataset.quarantine_limit, schema_broken=schema_broken):
+    if result.breaker_tripped:
         why = "a catalog column is missing" if schema_broken else "more than chance allows"
         raise BreakerTripped(
             f"{dataset.id} {ds}: {figures.quarantined:,} of {figures.delivered:,} rows "
@@ -221,7 +238,7 @@ def _commit_clean_and_quarantine(
 
         def conserved_rows() -> dict:
             """Asked once the clean rows are written, before they replace the old ones."""
-            result.clean = spool.rows_out
+            result.clean = spool.rows_out - result.unchanged
             result.collapsed, result.exact_duplicates = spool.counts.collapsed, spool.counts.exact
             if not result.conserved:  # a bug, never a data condition: publish nothing
                 raise LakeError(f"row conservation broken: {result.summary()}")
