@@ -148,7 +148,8 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
 
 
 def _print_night(settings: LakeSettings, ds: date) -> None:
-    """One line per dataset: delivered = clean + quarantined + collapsed, and where it is."""
+    """One line per dataset: delivered = unchanged + clean + quarantined + collapsed, and the
+    keys deleted from a snapshot since the last night."""
     from catalog.store import CatalogStore
     from etl.zones import RAW_SOURCES
 
@@ -156,16 +157,17 @@ def _print_night(settings: LakeSettings, ds: date) -> None:
     raw = {p.dataset_id: p.rows for p in store.partitions(ds=ds, zone=RAW_SOURCES)}
     quality = {q.dataset_id: q for q in store.quality(ds)}
     click.echo(
-        f"  {'dataset':36s} {'delivered':>10s} {'clean':>10s} {'quarantined':>12s} "
-        f"{'collapsed':>10s}"
+        f"  {'dataset':36s} {'delivered':>10s} {'unchanged':>10s} {'clean':>10s} "
+        f"{'quarantined':>12s} {'collapsed':>10s} {'deleted':>8s}"
     )
     for dataset_id in sorted(raw.keys() | quality.keys()):
         q = quality.get(dataset_id)
         delivered = q.delivered if q else raw.get(dataset_id, 0)
         figures = (
-            f"{q.clean:>10,} {q.quarantined:>12,} {q.collapsed:>10,}"
+            f"{q.unchanged:>10,} {q.clean:>10,} {q.quarantined:>12,} {q.collapsed:>10,} "
+            f"{q.deleted:>8,}"
             if q
-            else f"{'-':>10s} {'-':>12s} {'-':>10s}"
+            else f"{'-':>10s} {'-':>10s} {'-':>12s} {'-':>10s} {'-':>8s}"
         )
         click.echo(f"  {dataset_id:36s} {delivered:>10,} {figures}")
 
@@ -321,7 +323,7 @@ def status(settings: LakeSettings) -> None:
     from catalog.store import CatalogStore
 
     store = CatalogStore(settings.catalog_url)
-    runs = store.runs(limit=5)
+    runs = store.runs(limit=10)
     if not runs:
         click.echo("no runs yet: try `lake demo`")
         return
