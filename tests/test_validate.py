@@ -481,3 +481,44 @@ def test_clean_and_quarantine_are_replaced_together_or_not_at_all(
     assert [lake.read_manifest(p).fingerprint for p in paths] == before
     leftovers = [p for p in Path(paths[0]).parent.iterdir() if ".tmp-" in p.name]
     assert not leftovers
+
+
+def test_validation_is_judged_against_the_partition_date_not_the_clock(
+    tmp_path: Path, departments, monkeypatch
+) -> None:
+    """Newborns registered on a partition date years ahead of the machine's clock are clean
+    that night, and the same delivery validated under another machine date gives the same
+    partitions, byte for byte."""
+    from stdnum.cn import ric
+
+    dataset = CATALOG.dataset("renshe.insured_person")
+    night = DEMO_DATE.replace(year=DEMO_DATE.year + 5)  # no clock says this date yet
+    source = departments.out_dir / "renshe" / "insured_person_20261128.csv"
+    frame = pd.read_csv(source, encoding="gbk", dtype="string").head(120)
+    bodies = [f"440703{night:%Y%m%d}{n:03d}" for n in range(1, 6)]
+    frame.loc[:4, "id_no"] = [b + ric.calc_check_digit(b + "0") for b in bodies]
+    frame.loc[:4, "birth_date"] = night.isoformat()
+    frame.loc[:4, "sex"] = ["男" if n % 2 else "女" for n in range(1, 6)]  # odd sequence: male
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    frame.to_csv(drop / f"insured_person_{night:%Y%m%d}.csv", index=False, encoding="gbk")
+    conn = SourceConnection(conn_id="renshe_drop", conn_type="fs", extra={"path": str(drop)})
+    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path / 'c.db'}")
+    extract_to_raw(dataset, conn, night, lake=lake, store=store, batch_id="t")
+
+    def validated() -> dict[str, str]:
+        validate_partition(dataset, night, lake=lake, store=store, run_id="t")
+        return {
+            zone: lake.read_manifest(lake.dataset_partition(zone, dataset, night)).fingerprint
+            for zone in (RAW_CLEAN, RAW_QUARANTINE)
+        }
+
+    first = validated()
+    clean = lake.read_partition(lake.dataset_partition(RAW_CLEAN, dataset, night)).to_pandas()
+    assert set(frame.loc[:4, "id_no"]) <= set(clean["id_no"])  # the newborns are clean
+    for moment in ("2016-01-01", "2040-07-01"):  # the machine's clock far behind, far ahead
+        at = pd.Timestamp(moment)
+        frozen = classmethod(lambda cls, tz=None, _at=at: _at)
+        monkeypatch.setattr(pd.Timestamp, "now", frozen)
+        monkeypatch.setattr(pd.Timestamp, "today", frozen)
+        assert validated() == first, moment
