@@ -184,3 +184,23 @@ def test_an_older_store_gains_the_new_figures_columns(tmp_path: Path) -> None:
     store.record_quality("r", QualityFigures("x", DAY2, 10, 2, 0, 0, 1, 0, unchanged=8, deleted=3))
     (figures,) = store.quality(DAY2)
     assert (figures.unchanged, figures.deleted, figures.conserved) == (8, 3, True)
+
+
+def test_row_hashes_tell_apart_what_differs_and_only_that() -> None:
+    import pyarrow as pa
+
+    from etl.changes import hash_strings
+
+    values = ["", "a", "ab", "abcdefgh", "abcdefgh\x00", "abcdefghi", "x" * 5000, "x" * 5001]
+    hashed = hash_strings(pa.array([*values, None, *values], pa.string()))
+    assert len(set(hashed[: len(values) + 1].tolist())) == len(values) + 1  # null is not ""
+    assert hashed[: len(values)].tolist() == hashed[len(values) + 1 :].tolist()
+    sliced = pa.array(["zz", *values], pa.string()).slice(1)
+    assert hash_strings(sliced).tolist() == hashed[: len(values)].tolist()
+    dataset = CATALOG.dataset("zhijian.org_code")
+    names = dataset.field_names
+    row = {n: ["v"] for n in names}
+    moved = row | {names[0]: ["v" + "v"], names[1]: [""]}  # the same bytes, one field over
+    from etl.changes import row_hash
+
+    assert row_hash(pa.table(row), dataset)[0] != row_hash(pa.table(moved), dataset)[0]
