@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef
 from catalog.store import CatalogStore
-from etl.dedup import REJECTED, key_hash
+from etl.dedup import REJECTED
 from etl.standardise import standardise_column
 from etl.zones import METADATA_FIELDS, NORMALISED_SUFFIX, RAW_CLEAN, RAW_SOURCES, Lake
 
@@ -52,6 +52,15 @@ def standardised_key_hash(raw: pa.Table, dataset: DatasetDef) -> np.ndarray:
         values = raw.column(name) if name in raw.column_names else pa.nulls(raw.num_rows)
         columns[name] = standardise_column(values.combine_chunks().cast(pa.string()), f)
     return key_hash(pa.table(columns), dataset.key)
+
+
+def key_hash(table: pa.Table, key: list[str]) -> np.ndarray:
+    """A 64-bit hash of the key columns (as text) of every row."""
+    columns = [pc.fill_null(table.column(k).cast(pa.string()), NULL_SENTINEL) for k in key]
+    joined = (
+        pc.binary_join_element_wise(*columns, FIELD_SEPARATOR) if len(columns) > 1 else columns[0]
+    )
+    return hash_strings(joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined)
 
 
 def row_hash(raw: pa.Table, dataset: DatasetDef) -> np.ndarray:

@@ -177,7 +177,11 @@ def validate_partition(
     try:
         for raw in lake.partition_batches(source):
             delivered_schema = raw.schema
-            checked = check_batch(plan.to_validate(raw) if plan else raw, dataset, suite)
+            if plan is not None:
+                raw = plan.to_validate(raw)
+                if raw.num_rows == 0 and result.failures:  # nothing changed in this batch
+                    continue
+            checked = check_batch(raw, dataset, suite)
             result.add_batch(checked)
             if checked.quarantined is not None:
                 quarantined.add(checked.quarantined)
