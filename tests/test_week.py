@@ -58,6 +58,13 @@ def _clean_rows(lake: Lake, ds) -> dict[str, pd.DataFrame]:
     return rows
 
 
+def assert_same_rows(after: pd.DataFrame, before: pd.DataFrame, what: str) -> None:
+    def ordered(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.sort_values(list(frame.columns)).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(ordered(after), ordered(before), obj=what)
+
+
 @pytest.mark.week
 def test_a_week_of_nights_then_a_backfill_of_the_week(tmp_path: Path) -> None:
     home = tmp_path / "home"
@@ -94,11 +101,18 @@ def test_a_week_of_nights_then_a_backfill_of_the_week(tmp_path: Path) -> None:
         again = _clean_rows(lake, night)
         for dataset in catalog.datasets:
             before, after = first[night][dataset.id], again[dataset.id]
-            if dataset.source.load == "snapshot" or night == NIGHTS[-1]:
+            if dataset.source.load == "snapshot":
                 pd.testing.assert_frame_equal(after, before, obj=f"{dataset.id} {night}")
+                continue
+            # a SQL read has no order but the database's (a window's WHERE may walk the
+            # updated_at index), so the delivered row number is not compared …
+            before, after = before.drop(columns="_row_number"), after.drop(columns="_row_number")
+            if night == NIGHTS[-1]:
+                assert_same_rows(after, before, f"{dataset.id} {night}")
             else:
-                # a SQL night is read again from the system as it is now: a row changed on a
+                # … and it is read again from the system as it is now: a row changed on a
                 # later day has moved to that day's window, so only it may be missing here
                 merged = after.merge(before, how="left", indicator=True)
                 assert (merged["_merge"] == "both").all(), f"{dataset.id} {night}"
+                assert len(after) >= 0.9 * len(before), f"{dataset.id} {night}"
         assert all(q.conserved for q in store.quality(night))
