@@ -6,10 +6,12 @@ Reads ``raw/sources/<dept>/<dataset>/dt=<ds>/`` batch by batch; each batch is
 standardised, checked with the dataset's Great Expectations suite, and split: failing rows
 go to ``raw/quarantine/…`` with the original values, the rules they broke and a readable
 reason; passing rows are spooled into key buckets and collapsed to their newest version,
-then written typed to ``raw/clean/…``. Row conservation is checked and recorded:
-delivered = clean + quarantined + collapsed. A quarantine too large to be chance at the
-dataset's limit (``etl/breaker.py``) trips the circuit breaker *after* everything is
-written, so people can inspect it.
+then written typed to ``raw/clean/…``. Snapshot drops validate only the rows that changed
+since the last good night and carry the unchanged clean rows forward (``etl/changes.py``).
+Row conservation is checked and recorded: delivered = unchanged + clean + quarantined +
+collapsed. A quarantine too large to be chance at the dataset's limit (``etl/breaker.py``)
+trips the circuit breaker *after* everything is written, so people can inspect it. Dated
+rules are judged against ``ds``, never the clock (docs/decisions/0003).
 """
 
 from __future__ import annotations
