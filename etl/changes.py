@@ -310,7 +310,7 @@ def plan_changes(
         return None
     clean = store.partition(RAW_CLEAN, dataset.id, since)
     clean_keys = np.concatenate(
-        [key_hash(t, dataset.key) for t in lake.partition_batches(clean.path)] or [[]]
+        [key_hash(t, dataset.key) for t in _column_batches(lake, clean.path, dataset.key)] or [[]]
     ).astype(np.uint64)
     tonight_hashes = SnapshotHashes.of(lake.partition_batches(tonight), dataset)
     last_hashes = SnapshotHashes.of(lake.partition_batches(last_raw.path), dataset)
@@ -335,6 +335,16 @@ def _unusable(
         if manifest is None or manifest.fingerprint != record.fingerprint:
             return f"the partition {record.path} is not the one recorded"
     return None
+
+
+def _column_batches(lake: Lake, path: str, columns: list[str]) -> Iterator[pa.Table]:
+    """Only ``columns`` of a committed partition, streamed (the keys of a clean snapshot)."""
+    import pyarrow.parquet as pq
+
+    for name in lake.read_manifest(path).files:
+        with lake.fs.open_input_file(f"{path}/{name}") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(columns=columns):
+                yield pa.Table.from_batches([batch])
 
 
 def _columns(lake: Lake, path: str) -> list[str]:
