@@ -10,8 +10,10 @@ at 02:00 on D+1 processes day D; a manual trigger processes the last complete ni
 Each dataset group extracts, then standardises, validates (Great Expectations suite from
 the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine/`. The
 `quality_gate` task passes only when every dataset validated within its quarantine limit;
-unification and publishing will hang off it. `close_night` always runs and records the
-outcome. Task bodies are one-line calls into `etl.nightly`.
+`unify` then builds unified persons and enterprises with their crosswalks in
+`raw/unified/` (no unification after a tripped breaker); publishing will hang off it.
+`close_night` always runs and records the outcome. Task bodies are one-line calls into
+`etl.nightly`.
 """
 
 from __future__ import annotations
@@ -105,6 +107,12 @@ def yimen_nightly():
 
         return quality_gate(_night())
 
+    @task(retries=0)
+    def unify() -> dict:
+        from etl.nightly import unify
+
+        return unify(_night())
+
     @task(trigger_rule="all_done", retries=0)
     def close_night() -> dict:
         from etl.nightly import close_night
@@ -130,8 +138,9 @@ def yimen_nightly():
         validated >> gate
         # close only when every step is done, whatever its outcome (not at the first failure)
         [extracted, validated] >> closed
-    # unification and publishing plug in after `gate`, before `closed`
-    gate >> closed
+    # unification runs only when the gate passed; publishing will plug in after it
+    unified = unify()
+    gate >> unified >> closed
 
 
 yimen_nightly()
