@@ -75,6 +75,16 @@ DEFAULT_M: dict[str, tuple[float, ...]] = {
     "district": (0.85, 0.15),  # people move
     "sex": (0.995, 0.005),
 }
+# share of each level among random pairs of Jiangmen residents (measured on the simulated
+# population, 30k persons); used for lists too short to measure their own
+DEFAULT_U: dict[str, tuple[float, ...]] = {
+    "name": (3.5e-5, 4e-5, 0.0042, 0.99572),
+    "birth_date": (4.5e-5, 1e-6, 0.001, 0.99895),
+    "phone": (1e-6, 1e-6, 0.999998),
+    "district": (0.16, 0.84),
+    "sex": (0.5, 0.5),
+}
+MIN_ROWS_TO_MEASURE_U = 2_000
 
 
 @dataclass(frozen=True)
@@ -340,8 +350,8 @@ def u_probabilities(
 ) -> dict[str, tuple[float, ...]]:
     """Share of each agreement level among random pairs (almost all non-matches)."""
     n = len(keys)
-    if n < 2:
-        return {f: tuple(1.0 / len(lv) for lv in [LEVELS[f]] * len(LEVELS[f])) for f in LEVELS}
+    if n < MIN_ROWS_TO_MEASURE_U:
+        return DEFAULT_U
     left = rng.integers(0, n, pairs)
     right = rng.integers(0, n, pairs)
     keep = left != right

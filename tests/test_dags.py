@@ -12,6 +12,7 @@ from catalog.store import CatalogStore
 from etl.airflow_runner import DAG_ID, logical_date_for, run_night
 from etl.nightly import partition_date
 from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
+from etl.unify import TABLES as UNIFIED_TABLES
 from etl.zones import Lake
 from tests.helpers import DEMO_DATE
 
@@ -91,6 +92,11 @@ def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeS
     clean = {p.dataset_id: p.rows for p in store.partitions(ds=DEMO_DATE, zone="raw/clean")}
     assert clean == {k: q.clean for k, q in quality.items()}
     assert store.runs(1)[0].status == "success"
+    unified = {p.dataset_id for p in store.partitions(ds=DEMO_DATE, zone="raw/unified")}
+    assert unified == {f"unified.{t}" for t in UNIFIED_TABLES}
+    figures = store.unification(DEMO_DATE)
+    assert figures.conserved and figures.clean_rows == sum(clean.values())
+    assert figures.conflicting_id_clusters == 0 and figures.persons > 0
     index = (session_settings.var / "quality" / "index.html").read_text()
     assert all(dataset_id in index for dataset_id in departments.rows)
 
@@ -136,6 +142,8 @@ def test_a_broken_delivery_trips_the_breaker_and_nothing_passes_the_gate(
     assert result.state == "failed"
     assert "renshe__insured_person.validate" in result.failed_tasks
     assert "quality_gate" in result.failed_tasks  # upstream_failed: unify/publish never run
+    assert "unify" in result.failed_tasks
+    assert CatalogStore(session_settings.catalog_url).unification(night) is None
     assert "weiji__health_record.validate" not in result.failed_tasks
     store = CatalogStore(session_settings.catalog_url)
     messages = {e.step: e.message for e in store.errors(result.run_id)}
