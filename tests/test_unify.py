@@ -97,7 +97,8 @@ def _world(night_one: bool = False) -> dict[str, pd.DataFrame]:
     )  # fmt: skip
     registration = _batch(
         [
-            {"reg_id": "DJ1", "uscc": USCC, "reg_no": "440703000000011", "name": "江门市甲科技有限公司",
+            {"reg_id": "DJ1", "uscc": USCC, "reg_no": "440703000000011",
+             "name": "江门市甲科技有限公司",
              "name_norm": "甲科技有限公司", "ent_type": "有限责任公司", "legal_rep_id_no": ID_A,
              "legal_rep_name": "陈伟", "address": "江门市蓬江区甲路1号", "status": "存续",
              "updated_at": "2019-01-01 00:00:00"},
