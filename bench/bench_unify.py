@@ -109,11 +109,11 @@ def score_step(workdir: Path) -> None:
 
 def blocking_recall(workdir: Path) -> float:
     """Share of true (ID-less row, other row) pairs that blocking puts in front of the model."""
+    from catalog.identifiers import is_valid_resident_id
     from etl.matching import candidate_pairs, person_match_keys
+    from etl.nightly import Night
     from etl.score import clean_key, read_truth
     from etl.unify import read_mentions
-    from etl.nightly import Night
-    from catalog.identifiers import is_valid_resident_id
 
     settings = _settings(workdir)
     night = Night.open(DS, "bench-unify", settings)
@@ -126,21 +126,22 @@ def blocking_recall(workdir: Path) -> float:
     probe = ~is_valid_resident_id(m["id_no"].fillna("").to_numpy(dtype=str))
     cands = candidate_pairs(person_match_keys(m), probe)
     entity = m["entity_id"].to_numpy()
-    found = set(zip(cands.left.tolist(), cands.right.tolist(), strict=True))
+    n = len(m)
+    found = np.concatenate([cands.left * n + cands.right, cands.right * n + cands.left])
     rows = pd.DataFrame({"e": entity, "i": np.arange(len(m))})
     pairs = rows[probe].merge(rows, on="e")
     pairs = pairs[pairs["i_x"] != pairs["i_y"]]
-    hit = sum(((a, b) in found) or ((b, a) in found) for a, b in zip(pairs["i_x"], pairs["i_y"]))
+    hit = np.isin(pairs["i_x"].to_numpy() * n + pairs["i_y"].to_numpy(), found).sum()
     return _r(hit / max(len(pairs), 1))
 
 
 def list_step(workdir: Path, n: int) -> None:
     """An ID-less list of ``n`` rows with its truth, from the night's clean person records."""
-    from simulator.dirt import DirtTargets, _no_id_dirt
-    from simulator.rates import DirtRates
+    from catalog.definitions import load_catalog
     from etl.score import clean_key, read_truth
     from etl.zones import RAW_CLEAN, Lake
-    from catalog.definitions import load_catalog
+    from simulator.dirt import DirtTargets, _no_id_dirt
+    from simulator.rates import DirtRates
 
     settings = _settings(workdir)
     lake = Lake(settings.lake_root)
