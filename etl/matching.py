@@ -23,6 +23,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from etl.standardise import clean_text, simplified_chinese
 
@@ -120,87 +121,91 @@ def person_match_keys(frame: pd.DataFrame) -> pd.DataFrame:
 
     ``frame`` has any of the columns in :data:`ROLES` (``name`` required). Returns one row per
     input row with ``name``, ``pinyin``, ``surname``, ``birth`` (``YYYYMMDD``), ``birth_year``,
-    ``phone``, ``district``, ``sex``; absent roles are all-null columns.
+    ``phone``, ``district``, ``sex``; absent roles are all-null columns. Text work is Arrow
+    compute on whole columns.
     """
     n = len(frame)
-    name = _text(frame["name"]).str.replace(r"\s+", "", regex=True)
-    name = pd.Series(
-        simplified_chinese(pa.array(name.to_numpy(dtype=object), pa.string())).to_pylist(),
-        dtype="str",
-        index=frame.index,
-    )
+    name = pc.replace_substring_regex(_arrow_text(frame["name"]), r"\s+", "")
+    name = _series(simplified_chinese(name))
     pinyin, surname = name_pinyin(name)
-    out = pd.DataFrame(
-        {"name": name, "pinyin": pinyin, "surname": surname}, index=frame.index
-    ).reset_index(drop=True)
-    birth = _birth_digits(frame["birth_date"]) if "birth_date" in frame else _nulls(n)
-    out["birth"] = birth.to_numpy()
+    out = pd.DataFrame({"name": name, "pinyin": pinyin, "surname": surname})
+    out["birth"] = _birth_digits(frame["birth_date"]) if "birth_date" in frame else _nulls(n)
     out["birth_year"] = out["birth"].str.slice(0, 4)
-    if "phone" in frame:
-        digits = _text(frame["phone"]).str.replace(r"[^0-9]", "", regex=True)
-        digits = digits.where(~digits.str.match(r"^861[3-9][0-9]{9}$", na=False), digits.str[2:])
-        out["phone"] = digits.where(digits.str.len() >= 7).to_numpy()
-    else:
-        out["phone"] = _nulls(n).to_numpy()
-    out["district"] = (
-        _text(frame["district"]).to_numpy() if "district" in frame else _nulls(n).to_numpy()
-    )
-    out["sex"] = _sex(frame["sex"]).to_numpy() if "sex" in frame else _nulls(n).to_numpy()
-    for col in out.columns:
-        out[col] = out[col].astype("str").replace("", pd.NA)
+    out["phone"] = _phone_digits(frame["phone"]) if "phone" in frame else _nulls(n)
+    out["district"] = _series(_arrow_text(frame["district"])) if "district" in frame else _nulls(n)
+    out["sex"] = _sex(frame["sex"]) if "sex" in frame else _nulls(n)
     return out
 
 
 def name_pinyin(names: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Toneless pinyin of each name (surname reading for the first character) and the surname's."""
-    names = names.fillna("")
-    width = int(names.str.len().max() or 0)
+    width = int(names.str.len().max() or 0) if names.notna().any() else 0
     chars = [names.str.slice(i, i + 1) for i in range(width)]
-    table = _reading_table(set().union(*(set(c.unique()) for c in chars)) if chars else set())
+    seen = set().union(*(set(c.dropna().unique()) for c in chars)) if chars else set()
+    table = {c: _reading(c) for c in seen if c}
     surname_table = {c: SURNAME_READINGS.get(c, r) for c, r in table.items()}
-    surname = chars[0].map(surname_table) if chars else names
-    parts = [surname] + [c.map(table) for c in chars[1:]]
-    pinyin = parts[0].fillna("")
-    for part in parts[1:]:
-        pinyin = pinyin + part.fillna("")
-    return pinyin.where(names != ""), surname.where(names != "")
-
-
-def _reading_table(chars: set[str]) -> dict[str, str]:
-    """Character → toneless pinyin (non-Chinese characters stand for themselves, lower case)."""
-    return {c: _reading(c) for c in chars if c}
+    surname = chars[0].map(surname_table).astype("str") if chars else names
+    pinyin = surname.fillna("")
+    for c in chars[1:]:
+        pinyin = pinyin + c.map(table).astype("str").fillna("")
+    return pinyin.where(names.notna()), surname.where(names.notna())
 
 
 @cache
 def _reading(char: str) -> str:
+    """Toneless pinyin of one character (non-Chinese characters stand for themselves)."""
     from pypinyin import Style, lazy_pinyin
 
     return lazy_pinyin(char, style=Style.NORMAL, errors=lambda x: x.lower())[0]
 
 
-def _text(values: pd.Series) -> pd.Series:
-    arr = pa.array(values.astype(object).where(values.notna(), None).to_numpy(), pa.string())
-    return pd.Series(clean_text(arr).to_pylist(), dtype="str", index=values.index)
+def _arrow_text(values: pd.Series) -> pa.Array:
+    """A column as cleaned Arrow strings (NFKC, trimmed, empty → null); dates as ISO text."""
+    sample = values.dropna()
+    if len(sample) and not isinstance(sample.iloc[0], str):
+        values = pd.to_datetime(values, errors="coerce").dt.strftime("%Y-%m-%d")
+    arr = pa.array(values, from_pandas=True)
+    return clean_text(arr.cast(pa.string()) if arr.type != pa.string() else arr)
+
+
+def _series(arr: pa.Array | pa.ChunkedArray) -> pd.Series:
+    """Arrow strings as a pandas ``str`` column without a trip through Python objects."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return pd.Series(pd.arrays.ArrowStringArray(arr.cast(pa.large_string()), dtype=_STR))
+
+
+_STR = pd.StringDtype("pyarrow", na_value=np.nan)
 
 
 def _nulls(n: int) -> pd.Series:
-    return pd.Series([None] * n, dtype="str")
+    return _series(pa.nulls(n, pa.string()))
 
 
 def _birth_digits(values: pd.Series) -> pd.Series:
     """``YYYYMMDD`` from ISO dates, ``2017/2/23``, ``20170223``, ``2017年2月23日`` or dates."""
-    sample = values.dropna()
-    if len(sample) and not isinstance(sample.iloc[0], str):  # dates, not text
-        return pd.to_datetime(values, errors="coerce").dt.strftime("%Y%m%d").astype("str")
-    text = _text(values)
-    parts = text.str.extract(r"^(\d{4})\D?(\d{1,2})\D?(\d{1,2})")
-    ok = parts.notna().all(axis=1)
-    out = parts[0] + parts[1].str.zfill(2) + parts[2].str.zfill(2)
-    return out.where(ok)
+    text = _arrow_text(values)
+    parts = pc.extract_regex(text, r"^(?P<y>\d{4})\D?(?P<m>\d{1,2})\D?(?P<d>\d{1,2})")
+    digits = pc.binary_join_element_wise(
+        pc.struct_field(parts, "y"),
+        pc.utf8_lpad(pc.struct_field(parts, "m"), width=2, padding="0"),
+        pc.utf8_lpad(pc.struct_field(parts, "d"), width=2, padding="0"),
+        "",
+    )
+    return _series(digits)
+
+
+def _phone_digits(values: pd.Series) -> pd.Series:
+    """Digits only, a +86 country code dropped; fewer than 7 digits is no phone."""
+    digits = pc.replace_substring_regex(_arrow_text(values), r"[^0-9]", "")
+    with_cc = pc.fill_null(pc.match_substring_regex(digits, r"^861[3-9][0-9]{9}$"), False)
+    digits = pc.if_else(with_cc, pc.utf8_slice_codeunits(digits, 2), digits)
+    long_enough = pc.fill_null(pc.greater_equal(pc.utf8_length(digits), 7), False)
+    return _series(pc.if_else(long_enough, digits, pa.scalar(None, pa.string())))
 
 
 def _sex(values: pd.Series) -> pd.Series:
-    text = _text(values).str.upper()
+    text = _series(pc.utf8_upper(_arrow_text(values)))
     mapped = text.map({"男": "M", "女": "F", "M": "M", "F": "F", "MALE": "M", "FEMALE": "F"})
     return mapped.astype("str")
 
