@@ -11,6 +11,7 @@ from catalog.errors import LakeError
 from catalog.store import CatalogStore
 from etl.airflow_runner import DAG_ID, logical_date_for, run_night
 from etl.nightly import partition_date
+from etl.score import pairwise_scores, read_truth
 from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
 from etl.unify import TABLES as UNIFIED_TABLES
 from etl.zones import Lake
@@ -97,6 +98,11 @@ def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeS
     figures = store.unification(DEMO_DATE)
     assert figures.conserved and figures.clean_rows == sum(clean.values())
     assert figures.conflicting_id_clusters == 0 and figures.persons > 0
+    truth = read_truth(session_settings.ground_truth_dir)
+    for entity, target in (("person", 0.995), ("enterprise", 0.99)):
+        xref = lake.read_partition(lake.unified_partition(f"{entity}_xref", DEMO_DATE))
+        overall = pairwise_scores(xref.to_pandas(), f"{entity}_id", truth)[0]
+        assert overall.rule == "all" and overall.f1 >= target, (entity, overall)
     index = (session_settings.var / "quality" / "index.html").read_text()
     assert all(dataset_id in index for dataset_id in departments.rows)
 
