@@ -137,15 +137,16 @@ def link_to_persons(people: pd.DataFrame, persons: pd.DataFrame) -> tuple[np.nda
     cands = candidate_pairs(keys, probe)
     across = cands.right >= n  # list row → register row only
     left, right = cands.left[across], cands.right[across]
-    model = match_model(DEFAULT_M, u_probabilities(keys, np.random.default_rng(0)))
-    weights = pair_weights(comparison_levels(keys, left, right), model)
-    links = best_links(left, right, weights)
+    model = match_model(DEFAULT_M, u_probabilities(keys, np.random.default_rng(0)), len(persons))
+    levels = comparison_levels(keys, left, right)
+    weights = pair_weights(levels, model, keys["name_tf"].to_numpy()[right])
+    links = best_links(left, right, weights, model.threshold)
     links = links[links["row"] < n]
     person_id = np.full(n, None, dtype=object)
     score = np.full(n, np.nan)
     rows = links["row"].to_numpy()
     person_id[rows] = persons["person_id"].to_numpy()[links["partner"].to_numpy() - n]
-    score[rows] = weight_to_score(links["weight"].to_numpy())
+    score[rows] = weight_to_score(links["weight"].to_numpy(), model.threshold)
     return person_id, score
 
 

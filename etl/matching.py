@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from etl.standardise import clean_text, simplified_chinese
 
 ROLES = ("name", "birth_date", "phone", "district", "sex")
-MATCH_THRESHOLD = 12.0  # log2 Bayes factor a pair needs to match (≈ 1 in 4,000 prior odds)
+MIN_THRESHOLD = 10.0  # log2 Bayes factor a pair needs at least, however short the list
 MAX_BLOCK = 400  # blocks bigger than this are skipped (and counted): they are not selective
 
 # Readings of characters as *surnames* where the everyday reading differs (单 shan, not dan).
@@ -62,7 +62,7 @@ SURNAME_READINGS = {
 
 # agreement levels per field; the last level of each is "disagree"
 LEVELS: dict[str, tuple[str, ...]] = {
-    "name": ("exact", "pinyin", "close", "differ"),
+    "name": ("exact", "pinyin", "truncated", "one_char", "differ"),
     "birth_date": ("exact", "swapped", "one_digit", "differ"),
     "phone": ("exact", "one_digit", "differ"),
     "district": ("same", "differ"),
@@ -70,7 +70,7 @@ LEVELS: dict[str, tuple[str, ...]] = {
 }
 # share of each level among true matches, used when no labelled pairs are at hand
 DEFAULT_M: dict[str, tuple[float, ...]] = {
-    "name": (0.95, 0.02, 0.025, 0.005),
+    "name": (0.93, 0.02, 0.03, 0.015, 0.005),
     "birth_date": (0.97, 0.01, 0.015, 0.005),
     "phone": (0.85, 0.02, 0.13),  # people change numbers
     "district": (0.85, 0.15),  # people move
@@ -79,7 +79,7 @@ DEFAULT_M: dict[str, tuple[float, ...]] = {
 # share of each level among random pairs of Jiangmen residents (measured on the simulated
 # population, 30k persons); used for lists too short to measure their own
 DEFAULT_U: dict[str, tuple[float, ...]] = {
-    "name": (3.5e-5, 4e-5, 0.0042, 0.99572),
+    "name": (3.5e-5, 4e-5, 2e-5, 0.0042, 0.995705),
     "birth_date": (4.5e-5, 1e-6, 0.001, 0.99895),
     "phone": (1e-6, 1e-6, 0.999998),
     "district": (0.16, 0.84),
@@ -90,9 +90,15 @@ MIN_ROWS_TO_MEASURE_U = 2_000
 
 @dataclass(frozen=True)
 class MatchModel:
-    """Per-field, per-level weights ``log2(m/u)`` (a missing value weighs 0)."""
+    """Per-field, per-level weights ``log2(m/u)`` (a missing value weighs 0) and the threshold.
+
+    The threshold is the prior: with each row expected to have about one other record of
+    the same person among ``n`` rows, a random pair matches with odds ≈ 1/n, so a pair
+    needs a Bayes factor of ``log2(n)`` bits to be more likely a match than not.
+    """
 
     weights: dict[str, np.ndarray]
+    threshold: float = MIN_THRESHOLD
     m: dict[str, tuple[float, ...]] = field(default_factory=dict)
     u: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
@@ -129,6 +135,8 @@ def person_match_keys(frame: pd.DataFrame) -> pd.DataFrame:
     name = _series(simplified_chinese(name))
     pinyin, surname = name_pinyin(name)
     out = pd.DataFrame({"name": name, "pinyin": pinyin, "surname": surname})
+    counts = name.value_counts()
+    out["name_tf"] = name.map(counts / max(n, 1)).astype(float).to_numpy()
     out["birth"] = _birth_digits(frame["birth_date"]) if "birth_date" in frame else _nulls(n)
     out["birth_year"] = out["birth"].str.slice(0, 4)
     out["phone"] = _phone_digits(frame["phone"]) if "phone" in frame else _nulls(n)
@@ -301,14 +309,17 @@ def _levenshtein(a: pd.Series, b: pd.Series) -> np.ndarray:
 
 
 def _name_levels(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
-    exact = (a["name"] == b["name"]).fillna(False).to_numpy()
+    """Exact; same pinyin (homophone); last character dropped; one character off; differ."""
+    x, y = a["name"], b["name"]
+    exact = (x == y).fillna(False).to_numpy()
     pinyin = (a["pinyin"] == b["pinyin"]).fillna(False).to_numpy()
-    chars = _levenshtein(a["name"], b["name"])
-    sounds = _levenshtein(a["pinyin"], b["pinyin"])
-    long_enough = (np.minimum(a["name"].str.len(), b["name"].str.len()) >= 2).fillna(False)
-    close = (chars <= 1) & long_enough.to_numpy() | (sounds <= 1)
-    level = np.select([exact, pinyin, close], [0, 1, 2], 3)
-    return np.where(_missing(a["name"], b["name"]), -1, level)
+    shorter = np.minimum(x.str.len(), y.str.len()).fillna(0).to_numpy()
+    truncated = ((x.str.slice(0, -1) == y) | (y.str.slice(0, -1) == x)).fillna(False).to_numpy()
+    truncated = truncated & (shorter >= 2)
+    one_char = (_levenshtein(x, y) <= 1) & (shorter >= 2)
+    one_char = one_char | (_levenshtein(a["pinyin"], b["pinyin"]) <= 1)
+    level = np.select([exact, pinyin, truncated, one_char], [0, 1, 2, 3], 4)
+    return np.where(_missing(x, y), -1, level)
 
 
 def _birth_levels(a: pd.Series, b: pd.Series) -> np.ndarray:
@@ -396,30 +407,44 @@ def _level_shares(levels: pd.DataFrame, floor: float) -> dict[str, tuple[float, 
     return out
 
 
-def match_model(m: dict[str, tuple[float, ...]], u: dict[str, tuple[float, ...]]) -> MatchModel:
+def match_model(
+    m: dict[str, tuple[float, ...]], u: dict[str, tuple[float, ...]], rows: int
+) -> MatchModel:
+    """Weights from m and u; the threshold from the number of rows (the prior, see above)."""
     weights = {f: np.log2(np.asarray(m[f]) / np.asarray(u[f])) for f in LEVELS}
-    return MatchModel(weights, m, u)
+    return MatchModel(weights, max(MIN_THRESHOLD, float(np.log2(max(rows, 1)))), m, u)
 
 
-def pair_weights(levels: pd.DataFrame, model: MatchModel) -> np.ndarray:
-    """Sum of ``log2(m/u)`` over fields; a missing value (level -1) adds nothing."""
+def pair_weights(
+    levels: pd.DataFrame, model: MatchModel, name_tf: np.ndarray | None = None
+) -> np.ndarray:
+    """Sum of ``log2(m/u)`` over fields; a missing value (level -1) adds nothing.
+
+    With ``name_tf`` (the share of rows carrying the pair's name) an exact name weighs
+    ``log2(m / tf)`` instead: 陈伟 agreeing says less than a rare name agreeing.
+    """
     total = np.zeros(len(levels))
     for f, w in model.weights.items():
         lv = levels[f].to_numpy()
         total += np.where(lv >= 0, w[np.maximum(lv, 0)], 0.0)
+    if name_tf is not None:
+        exact = levels["name"].to_numpy() == 0
+        tf = np.maximum(np.nan_to_num(np.asarray(name_tf, dtype=float), nan=1.0), 1e-9)
+        adjusted = np.log2(model.m["name"][0] / tf)
+        total += np.where(exact, adjusted - model.weights["name"][0], 0.0)
     return total
 
 
-def weight_to_score(weights: np.ndarray) -> np.ndarray:
+def weight_to_score(weights: np.ndarray, threshold: float) -> np.ndarray:
     """A pair weight as a match probability: 0.5 at the threshold."""
-    return 1.0 / (1.0 + np.exp2(-(np.asarray(weights, dtype=float) - MATCH_THRESHOLD)))
+    return 1.0 / (1.0 + np.exp2(-(np.asarray(weights, dtype=float) - threshold)))
 
 
 # --- clusters ----------------------------------------------------------------------------
 
 
 def best_links(
-    left: np.ndarray, right: np.ndarray, weights: np.ndarray, threshold: float = MATCH_THRESHOLD
+    left: np.ndarray, right: np.ndarray, weights: np.ndarray, threshold: float
 ) -> pd.DataFrame:
     """For each row that has a pair above the threshold, its best partner (either side).
 
@@ -462,10 +487,12 @@ def dedup_list(frame: pd.DataFrame, seed: int = 0) -> ListMatch:
     """Cluster the rows of a list of people that carries no IDs (``lake match``)."""
     keys = person_match_keys(frame)
     cands = candidate_pairs(keys)
-    model = match_model(DEFAULT_M, u_probabilities(keys, np.random.default_rng(seed)))
-    weights = pair_weights(comparison_levels(keys, cands.left, cands.right), model)
-    links = best_links(cands.left, cands.right, weights)
+    u = u_probabilities(keys, np.random.default_rng(seed))
+    model = match_model(DEFAULT_M, u, len(keys))
+    levels = comparison_levels(keys, cands.left, cands.right)
+    weights = pair_weights(levels, model, keys["name_tf"].to_numpy()[cands.left])
+    links = best_links(cands.left, cands.right, weights, model.threshold)
     labels = cluster_labels(len(keys), links["row"].to_numpy(), links["partner"].to_numpy())
     score = np.full(len(keys), np.nan)
-    score[links["row"].to_numpy()] = weight_to_score(links["weight"].to_numpy())
+    score[links["row"].to_numpy()] = weight_to_score(links["weight"].to_numpy(), model.threshold)
     return ListMatch(labels, score, cands, model)

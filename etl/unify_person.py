@@ -182,10 +182,13 @@ def resolve_persons(mentions: pd.DataFrame, seed: int = 0) -> PersonResolution:
     probe = ~valid
     cands = candidate_pairs(keys, probe)
     model = match_model(
-        m_probabilities(keys, m["id_no"]), u_probabilities(keys, np.random.default_rng(seed))
+        m_probabilities(keys, m["id_no"]),
+        u_probabilities(keys, np.random.default_rng(seed)),
+        len(keys),
     )
-    weights = pair_weights(comparison_levels(keys, cands.left, cands.right), model)
-    links = best_links(cands.left, cands.right, weights)
+    levels = comparison_levels(keys, cands.left, cands.right)
+    weights = pair_weights(levels, model, keys["name_tf"].to_numpy()[cands.left])
+    links = best_links(cands.left, cands.right, weights, model.threshold)
     links = links[probe[links["row"].to_numpy()]]  # only ID-less rows link out
 
     n = len(m)
@@ -211,7 +214,9 @@ def resolve_persons(mentions: pd.DataFrame, seed: int = 0) -> PersonResolution:
     best = linked_weight.groupby(level=0).max().reindex(np.arange(n)).to_numpy()
     size = m.groupby("cluster")["cluster"].transform("size").to_numpy()
     m["match_rule"] = np.where(valid, "exact_id", np.where(size > 1, "probabilistic", "unmatched"))
-    m["match_score"] = np.where(valid, 1.0, np.where(size > 1, weight_to_score(best), np.nan))
+    m["match_score"] = np.where(
+        valid, 1.0, np.where(size > 1, weight_to_score(best, model.threshold), np.nan)
+    )
     return PersonResolution(m, cands, model, int((ids_per_cluster > 1).sum()))
 
 
