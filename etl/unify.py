@@ -77,6 +77,7 @@ def read_mentions(catalog: Catalog, ds: date, lake: Lake) -> NightMentions:
             rows[dataset.id] += len(frame)
             persons.append(person_mentions(dataset.id, frame))
             enterprises.append(enterprise_mentions(dataset.id, frame))
+            persons, enterprises = _non_empty(persons), _non_empty(enterprises)
             if dataset.id == SERVICE_CASES:
                 cases.append(frame[CASE_COLUMNS])
     return NightMentions(
@@ -85,6 +86,12 @@ def read_mentions(catalog: Catalog, ds: date, lake: Lake) -> NightMentions:
         pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=CASE_COLUMNS),
         rows,
     )
+
+
+def _non_empty(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """Drop empty frames (keep one), so concatenation keeps every column's type."""
+    kept = [f for f in frames if len(f)]
+    return kept or frames[:1]
 
 
 def previous_night(store: CatalogStore, ds: date) -> date | None:

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from etl.matching import cluster_labels
-from etl.unify_ids import PreviousIds, stable_ids
-from etl.unify_person import SUBJECT, owner_ids, sources_per_entity
+from etl.unify_ids import PreviousIds, smallest_per_cluster, stable_ids
+from etl.unify_person import SUBJECT, no_mentions, owner_ids, sources_per_entity
 
 ENTERPRISE_PREFIX = "E"
 MENTION_COLUMNS = [
@@ -87,9 +87,9 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
         out = _frame(b, "case_no", b["applicant_id_no"], none, none, none, "applicant_name")
         out["individual"] = b["applicant_id_no"].astype("str").str.startswith("92").to_numpy()
     else:
-        return pd.DataFrame({c: pd.Series(dtype="str") for c in MENTION_COLUMNS})
+        return no_mentions(MENTION_COLUMNS)
     out["dataset"] = dataset_id
-    out["updated_at"] = pd.to_datetime(b["updated_at"]).to_numpy()
+    out["updated_at"] = pd.to_datetime(b["updated_at"]).to_numpy().astype("datetime64[ms]")
     for col in MENTION_COLUMNS:
         if col not in out:
             out[col] = None
@@ -154,10 +154,10 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     votes = m.dropna(subset=["uscc"]).groupby(["cluster", "uscc"], as_index=False).size()
     votes = votes.sort_values(["size", "uscc"], ascending=[False, True])
     uscc_anchor = votes.drop_duplicates("cluster").set_index("cluster")["uscc"]
-    reg_anchor = "reg:" + m.dropna(subset=["reg_no"]).groupby("cluster")["reg_no"].min()
-    org_anchor = "org:" + m.dropna(subset=["org_code"]).groupby("cluster")["org_code"].min()
+    reg_anchor = "reg:" + smallest_per_cluster(m["cluster"], m["reg_no"])
+    org_anchor = "org:" + smallest_per_cluster(m["cluster"], m["org_code"])
     m["member"] = m["dataset"] + "|" + m["source_key"].astype(str) + "|" + SUBJECT
-    row_anchor = "row:" + m.groupby("cluster")["member"].min()
+    row_anchor = "row:" + smallest_per_cluster(m["cluster"], m["member"])
     anchor = m["cluster"].map(uscc_anchor)
     for fallback in (reg_anchor, org_anchor, row_anchor):
         anchor = anchor.fillna(m["cluster"].map(fallback))
@@ -251,27 +251,28 @@ def assign_enterprise_ids(
 
 
 def unified_enterprises(m: pd.DataFrame, person_of_id: pd.Series) -> pd.DataFrame:
-    """One row per enterprise (``m`` has ``enterprise_id``), fields by :data:`SURVIVORSHIP`.
+    """One row per enterprise (``m`` has ``cluster``, ``enterprise_id``), by :data:`SURVIVORSHIP`.
 
     ``person_of_id`` maps a valid resident ID to its unified person id (the legal
     representative's or owner's person).
     """
     m = m.assign(rank=m["dataset"].map(SOURCE_RANK).fillna(9))
-    by_rank = m.sort_values(["enterprise_id", "rank", "updated_at"], ascending=[True, True, False])
-    by_time = m.sort_values(["enterprise_id", "updated_at"], ascending=[True, False])
-    out = by_rank.groupby("enterprise_id", sort=True)[
+    by_rank = m.sort_values(["cluster", "rank", "updated_at"], ascending=[True, True, False])
+    by_time = m.sort_values(["cluster", "updated_at"], ascending=[True, False])
+    out = by_rank.groupby("cluster", sort=True)[
         ["uscc", "org_code", "reg_no", "name", "name_norm", "status", "legal_rep_id_no"]
     ].first()
-    out["address"] = by_time.groupby("enterprise_id", sort=True)["address"].first()
-    owner = by_rank.dropna(subset=["owner_id"]).groupby("enterprise_id")["owner_id"].first()
+    out["address"] = by_time.groupby("cluster", sort=True)["address"].first()
+    owner = by_rank.dropna(subset=["owner_id"]).groupby("cluster")["owner_id"].first()
     rep_id = out["legal_rep_id_no"].fillna(owner.str.slice(0, 18).reindex(out.index))
     out["legal_rep_person_id"] = rep_id.map(person_of_id)
     out = out.drop(columns=["legal_rep_id_no"])
-    groups = m.groupby("enterprise_id", sort=True)
-    out.insert(0, "anchor", groups["anchor"].first())
+    groups = m.groupby("cluster", sort=True)
+    out.insert(0, "enterprise_id", groups["enterprise_id"].first())
+    out.insert(1, "anchor", groups["anchor"].first())
     out["linked"] = groups["linked"].first()
-    out["individual"] = groups["individual"].max().astype(bool)
-    out["sources"] = sources_per_entity(m, "enterprise_id")
+    out["individual"] = m["individual"].fillna(False).astype(bool).groupby(m["cluster"]).max()
+    out["sources"] = sources_per_entity(m, "cluster")
     out["records"] = groups.size()
     out["last_updated_at"] = groups["updated_at"].max()
-    return out.reset_index()
+    return out.sort_values("enterprise_id").reset_index(drop=True)

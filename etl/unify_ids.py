@@ -67,3 +67,10 @@ def stable_ids(
     before = rows[["member"]].merge(previous.members, on="member", how="left")["id"]
     changed = before.notna() & (before.to_numpy() != ids.to_numpy())
     return ids, before.where(changed).astype("str")
+
+
+def smallest_per_cluster(cluster: pd.Series, values: pd.Series) -> pd.Series:
+    """The smallest non-null value per cluster (a sort, not a Python call per group)."""
+    frame = pd.DataFrame({"cluster": cluster.to_numpy(), "value": values.to_numpy()}).dropna()
+    frame = frame.sort_values(["cluster", "value"]).drop_duplicates("cluster")
+    return frame.set_index("cluster")["value"]

@@ -31,7 +31,7 @@ from etl.matching import (
     u_probabilities,
     weight_to_score,
 )
-from etl.unify_ids import PreviousIds, stable_ids
+from etl.unify_ids import PreviousIds, smallest_per_cluster, stable_ids
 
 MENTION_COLUMNS = [
     "dataset",
@@ -109,10 +109,17 @@ def person_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
         out = _frame(b, key, OWNER, None, "legal_rep_name", None, None, phone)
         out["id_no"] = owner.to_numpy()
     else:
-        return pd.DataFrame({c: pd.Series(dtype="str") for c in MENTION_COLUMNS})
+        return no_mentions(MENTION_COLUMNS)
     out["dataset"] = dataset_id
-    out["updated_at"] = pd.to_datetime(b["updated_at"]).to_numpy()
+    out["updated_at"] = pd.to_datetime(b["updated_at"]).to_numpy().astype("datetime64[ms]")
     return out[MENTION_COLUMNS].reset_index(drop=True)
+
+
+def no_mentions(columns: list[str]) -> pd.DataFrame:
+    """An empty mention frame with the types a full one has (so concatenation keeps them)."""
+    frame = pd.DataFrame({c: pd.Series(dtype="str") for c in columns})
+    frame["updated_at"] = pd.Series(dtype="datetime64[ms]")
+    return frame
 
 
 def owner_ids(tax_no: pd.Series) -> pd.Series:
@@ -202,7 +209,7 @@ def resolve_persons(mentions: pd.DataFrame, seed: int = 0) -> PersonResolution:
     m["member"] = m["dataset"] + "|" + m["source_key"].astype(str) + "|" + m["role"]
     ids_per_cluster = m.dropna(subset=["id_no"]).groupby("cluster")["id_no"].nunique()
     anchor_id = m.dropna(subset=["id_no"]).groupby("cluster")["id_no"].first()
-    anchor_row = m.groupby("cluster")["member"].min()
+    anchor_row = smallest_per_cluster(m["cluster"], m["member"])
     m["anchor"] = m["cluster"].map(anchor_id).fillna("row:" + m["cluster"].map(anchor_row))
 
     linked_weight = pd.concat(
@@ -238,35 +245,34 @@ def assign_person_ids(
 
 
 def unified_persons(m: pd.DataFrame) -> pd.DataFrame:
-    """One row per person (``m`` has ``person_id``), each field by :data:`SURVIVORSHIP`.
+    """One row per person (``m`` has ``cluster`` and ``person_id``), fields by :data:`SURVIVORSHIP`.
 
     Every row says which datasets fed it, where its name and phone came from, and when any
-    of its records was last updated.
+    of its records was last updated. Groups by the integer cluster, not the id string.
     """
     m = m.assign(rank=m["dataset"].map(SOURCE_RANK).fillna(9))
-    by_rank = m.sort_values(["person_id", "rank", "updated_at"], ascending=[True, True, False])
-    by_time = m.sort_values(["person_id", "updated_at"], ascending=[True, False])
-    identity = by_rank.groupby("person_id", sort=True)[["name", "sex", "birth_date"]].first()
-    contact = by_time.groupby("person_id", sort=True)[["phone", "address", "district"]].first()
-    name_source = _source_of(by_rank, "name")
-    phone_source = _source_of(by_time, "phone")
-    groups = m.groupby("person_id", sort=True)
+    by_rank = m.sort_values(["cluster", "rank", "updated_at"], ascending=[True, True, False])
+    by_time = m.sort_values(["cluster", "updated_at"], ascending=[True, False])
+    identity = by_rank.groupby("cluster", sort=True)[["name", "sex", "birth_date"]].first()
+    contact = by_time.groupby("cluster", sort=True)[["phone", "address", "district"]].first()
+    groups = m.groupby("cluster", sort=True)
     out = pd.concat([identity, contact], axis=1)
-    out.insert(0, "id_no", groups["id_no"].first())
-    out.insert(1, "anchor", groups["anchor"].first())
-    out["name_source"] = name_source
-    out["phone_source"] = phone_source
-    out["sources"] = sources_per_entity(m, "person_id")
+    out.insert(0, "person_id", groups["person_id"].first())
+    out.insert(1, "id_no", groups["id_no"].first())
+    out.insert(2, "anchor", groups["anchor"].first())
+    out["name_source"] = _source_of(by_rank, "name")
+    out["phone_source"] = _source_of(by_time, "phone")
+    out["sources"] = sources_per_entity(m, "cluster")
     out["records"] = groups.size()
     out["last_updated_at"] = groups["updated_at"].max()
     out["has_valid_id"] = out["id_no"].notna()
-    return out.reset_index()
+    return out.sort_values("person_id").reset_index(drop=True)
 
 
 def _source_of(ordered: pd.DataFrame, column: str) -> pd.Series:
     """The dataset whose value of ``column`` won (first non-null in the given order)."""
     has = ordered.dropna(subset=[column])
-    return has.groupby("person_id", sort=True)["dataset"].first()
+    return has.groupby("cluster", sort=True)["dataset"].first()
 
 
 def sources_per_entity(m: pd.DataFrame, entity: str) -> pd.Series:
