@@ -10,9 +10,10 @@ The model (docs/decisions/0011-entity-resolution.md): every candidate pair gets 
 agreement level per field; each level adds ``log2(m / u)`` to the pair's weight, where ``m``
 is the level's share among true matches and ``u`` its share among random pairs. ``u`` is
 measured on each run's own data (random pairs); ``m`` comes from pairs that share a valid
-resident ID when the data has them (the nightly run), else from :data:`DEFAULT_M`. A pair
-with weight ≥ :data:`MATCH_THRESHOLD` matches; ``match_score`` is that weight as a
-probability (0.5 at the threshold).
+resident ID when the data has them (the nightly run), else from :data:`DEFAULT_M`; an
+exact name weighs by its own frequency. A pair matches when its weight reaches
+``log2(rows)`` (the prior odds of a random pair, :class:`MatchModel`); ``match_score`` is
+that weight as a probability (0.5 at the threshold).
 """
 
 from __future__ import annotations

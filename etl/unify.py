@@ -17,7 +17,7 @@ from datetime import date
 import pandas as pd
 import pyarrow as pa
 
-from catalog.definitions import Catalog
+from catalog.definitions import Catalog, DatasetDef
 from catalog.errors import PartitionError
 from catalog.figures import UnificationFigures
 from catalog.store import CatalogStore, PartitionRecord
@@ -66,25 +66,47 @@ class NightMentions:
     clean_rows: dict[str, int]
 
 
-def read_mentions(catalog: Catalog, ds: date, lake: Lake) -> NightMentions:
-    """Stream every clean partition of ``ds`` and keep only the mention columns."""
-    persons, enterprises, cases, rows = [], [], [], {}
+def current_partitions(dataset: DatasetDef, ds: date, store: CatalogStore | None) -> list[date]:
+    """The clean partitions that together hold the dataset's current rows as of ``ds``.
+
+    A snapshot delivery's partition is the whole dataset; an incremental one holds only that
+    night's changes, so its current rows are every clean partition up to ``ds`` (the store
+    lists them), the newest version of each key winning.
+    """
+    if dataset.source.load != "incremental" or store is None:
+        return [ds]
+    dates = {
+        p.ds for p in store.partitions(zone=RAW_CLEAN) if p.dataset_id == dataset.id and p.ds <= ds
+    }
+    return sorted(dates | {ds})
+
+
+def read_mentions(
+    catalog: Catalog, ds: date, lake: Lake, store: CatalogStore | None = None
+) -> NightMentions:
+    """Stream the clean partitions current on ``ds`` and keep only the mention columns."""
+    persons, enterprises, cases, keys = [], [], [], {}
     for dataset in catalog.datasets:
-        path = lake.dataset_partition(RAW_CLEAN, dataset, ds)
-        rows[dataset.id] = 0
-        for batch in lake.partition_batches(path):
-            frame = batch.to_pandas()
-            rows[dataset.id] += len(frame)
-            persons.append(person_mentions(dataset.id, frame))
-            enterprises.append(enterprise_mentions(dataset.id, frame))
-            persons, enterprises = _non_empty(persons), _non_empty(enterprises)
-            if dataset.id == SERVICE_CASES:
-                cases.append(frame[CASE_COLUMNS])
+        seen = []
+        for night in current_partitions(dataset, ds, store):
+            for batch in lake.partition_batches(lake.dataset_partition(RAW_CLEAN, dataset, night)):
+                frame = batch.to_pandas()
+                seen.append(frame[dataset.key[0]])
+                persons.append(person_mentions(dataset.id, frame))
+                enterprises.append(enterprise_mentions(dataset.id, frame))
+                persons, enterprises = _non_empty(persons), _non_empty(enterprises)
+                if dataset.id == SERVICE_CASES:
+                    cases.append(frame[CASE_COLUMNS])
+        keys[dataset.id] = pd.concat(seen).nunique() if seen else 0
+    # a key delivered again on a later night: its newest version is the current one
+    person = pd.concat(persons, ignore_index=True)
+    person = person.drop_duplicates(["dataset", "source_key", "role"], keep="last")
+    enterprise = pd.concat(enterprises, ignore_index=True)
+    enterprise = enterprise.drop_duplicates(["dataset", "source_key"], keep="last")
+    case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=CASE_COLUMNS)
+    case = case.drop_duplicates("case_no", keep="last")
     return NightMentions(
-        pd.concat(persons, ignore_index=True),
-        pd.concat(enterprises, ignore_index=True),
-        pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=CASE_COLUMNS),
-        rows,
+        person.reset_index(drop=True), enterprise.reset_index(drop=True), case, keys
     )
 
 
@@ -220,7 +242,7 @@ def unify_partitions(
     catalog: Catalog, ds: date, *, lake: Lake, store: CatalogStore, run_id: str
 ) -> UnificationFigures:
     """The step: read the night's clean partitions, unify, commit five tables, record figures."""
-    mentions = read_mentions(catalog, ds, lake)
+    mentions = read_mentions(catalog, ds, lake, store)
     prev = previous_night(store, ds)
     night = unified_night(
         mentions,
