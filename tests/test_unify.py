@@ -336,3 +336,57 @@ def test_lake_match_bad_input_is_one_line_naming_the_file(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and str(src) in lines[0] and expected in lines[0], result.output
     assert "陈伟明" not in result.output and "13812345678" not in result.output
+
+
+def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
+    """A real simulation advanced by a day: every row keeps its person and enterprise."""
+    import json
+    from datetime import timedelta
+
+    import simulator
+    from catalog.store import CatalogStore
+    from etl.connections import SourceConnection
+    from etl.nightly import Night, extract_dataset, open_night, unify, validate_dataset
+    from etl.settings import LakeSettings
+    from etl.zones import Lake
+    from tests.helpers import DEMO_DATE, TEST_SCALE
+
+    settings = LakeSettings.under(tmp_path)
+    simulator.build_departments(
+        settings.departments_dir,
+        scale=TEST_SCALE,
+        as_of=DEMO_DATE,
+        ground_truth_dir=settings.ground_truth_dir,
+    )
+
+    def run(ds: date) -> None:
+        night = Night.open(ds, f"run-{ds}", settings)
+        open_night(night)
+        specs = json.loads((settings.departments_dir / "connections.json").read_text())
+        for d in night.catalog.datasets:
+            conn = SourceConnection(conn_id=d.source.connection_id, **specs[d.source.connection_id])
+            extract_dataset(night, d.id, conn)
+            validate_dataset(night, d.id)
+        unify(night)
+
+    second = DEMO_DATE + timedelta(days=1)
+    run(DEMO_DATE)
+    simulator.advance_day(settings.departments_dir)
+    run(second)
+    store, lake = CatalogStore(settings.catalog_url), Lake(settings.lake_root)
+    for ds in (DEMO_DATE, second):
+        figures = store.unification(ds)
+        assert figures.conserved and figures.conflicting_id_clusters == 0
+    # the incremental sources' second partition holds a day's changes; unified is everyone
+    assert store.unification(second).persons >= store.unification(DEMO_DATE).persons
+    for entity in ("person", "enterprise"):
+        first, later = (
+            lake.read_partition(lake.unified_partition(f"{entity}_xref", ds)).to_pandas()
+            for ds in (DEMO_DATE, second)
+        )
+        both = first.merge(later, on=["dataset", "source_key", "role"], suffixes=("", "_2"))
+        assert len(both) > 0.95 * len(first)
+        moved = both[both[f"{entity}_id"] != both[f"{entity}_id_2"]]
+        # an id only changes with a record of it in the crosswalk history
+        assert (moved[f"previous_{entity}_id_2"] == moved[f"{entity}_id"]).all()
+        assert len(moved) <= 0.001 * len(both)
