@@ -390,3 +390,30 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
         # an id only changes with a record of it in the crosswalk history
         assert (moved[f"previous_{entity}_id_2"] == moved[f"{entity}_id"]).all()
         assert len(moved) <= 0.001 * len(both)
+    # the commands people use on it
+    env = {"YIMEN_HOME": str(tmp_path)}
+    shown = CliRunner().invoke(main, ["status"], env=env)
+    assert shown.exit_code == 0 and "latest unification (2026-11-29)" in shown.output
+    assert "rows conserved: yes" in shown.output
+    scored = CliRunner().invoke(main, ["score"], env=env)
+    assert scored.exit_code == 0, scored.output
+    lines = [line.split() for line in scored.output.splitlines()]
+    overall = [cells for cells in lines if cells and cells[0] == "all"]
+    assert len(overall) == 2 and float(overall[0][-1]) >= 0.995 and float(overall[1][-1]) >= 0.99
+    # --link: people from the register, written the way a counter would, find themselves
+    persons = lake.read_partition(lake.unified_partition("person", second)).to_pandas()
+    sample = persons.dropna(subset=["phone"]).head(20)
+    src = tmp_path / "roster.csv"
+    pd.DataFrame(
+        {
+            "姓名": sample["name"],
+            "出生日期": pd.to_datetime(sample["birth_date"]).dt.strftime("%Y/%-m/%-d"),
+            "电话": "+86 " + sample["phone"],
+        }
+    ).to_csv(src, index=False, encoding="gbk")
+    out = tmp_path / "roster.parquet"
+    args = ["match", str(src), "--encoding", "gbk", "--out", str(out), "--link"]
+    args += ["--columns", "name=姓名,birth_date=出生日期,phone=电话"]
+    linked = CliRunner().invoke(main, args, env=env)
+    assert linked.exit_code == 0, linked.output
+    assert pd.read_parquet(out)["person_id"].tolist() == sample["person_id"].tolist()
