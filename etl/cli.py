@@ -168,6 +168,9 @@ def _print_night(settings: LakeSettings, ds: date) -> None:
             else f"{'-':>10s} {'-':>12s} {'-':>10s}"
         )
         click.echo(f"  {dataset_id:36s} {delivered:>10,} {figures}")
+    unified = store.unification(ds)
+    if unified:
+        click.echo(f"  {unified.summary()}")
 
 
 @main.command()
