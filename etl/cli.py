@@ -218,11 +218,13 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
         "\nwhere to look:\n"
         f"  lake:        {settings.lake_root}/raw/{{sources,clean,quarantine}}/<dept>/<dataset>/"
         f"dt={summary.as_of}/\n"
+        f"  unified:     {settings.lake_root}/raw/unified/"
+        f"{{person,enterprise,person_xref,enterprise_xref,service_case}}/dt={summary.as_of}/\n"
         f"  quality:     {settings.var / 'quality' / 'index.html'} (figures per dataset, links to "
         "the Great Expectations Data Docs)\n"
         f"  catalog db:  {shown_url(settings.catalog_url)}\n"
         f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
-        "  next:        `lake status`, `lake catalog list`, `make airflow` for the UI"
+        "  next:        `lake status`, `lake score`, `lake catalog list`, `make airflow` for the UI"
     )
 
 
