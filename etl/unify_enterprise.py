@@ -142,7 +142,6 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     # groups the same way
     m["cluster"] = code_cluster
     has_uscc = m["uscc"].notna().groupby(m["cluster"]).transform("any").to_numpy()
-    has_reg = m["reg_no"].notna().groupby(m["cluster"]).transform("any").to_numpy()
     first_left, first_right = _name_edges(m, has_uscc, ~has_uscc)
     m["cluster"] = cluster_labels(n, *_joined(edges + [(first_left, first_right)]))
     has_uscc = m["uscc"].notna().groupby(m["cluster"]).transform("any").to_numpy()
@@ -162,9 +161,8 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     for fallback in (reg_anchor, org_anchor, row_anchor):
         anchor = anchor.fillna(m["cluster"].map(fallback))
     m["anchor"] = anchor
-    linked = m["anchor"].str.startswith(("reg:", "row:", "org:")) == False  # noqa: E712
-    linked |= m["cluster"].map(m.groupby("cluster")["reg_no"].count() > 0).to_numpy()
-    m["linked"] = linked.to_numpy()
+    # linked = part of a registered enterprise (a USCC or a registration number)
+    m["linked"] = (~m["anchor"].str.startswith(("row:", "org:"))).to_numpy()
 
     has_uscc = pd.Series(m["uscc"].notna().to_numpy())
     in_code_group_with_uscc = has_uscc.groupby(code_cluster).transform("any").to_numpy()
