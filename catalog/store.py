@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from catalog.errors import CatalogError, database_reason, impersonal, shown_url
-from catalog.figures import QualityFigures
+from catalog.figures import QualityFigures, UnificationFigures
 from catalog.files import OWNER_FILE_MODE, new_owner_file
 
 
@@ -120,6 +120,16 @@ class Acceptance(Base):
     accepted_by: Mapped[str] = mapped_column(String(120))
     accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(Text)
+
+
+class UnificationResult(Base):
+    """Unification figures of one date (the latest run of that date wins)."""
+
+    __tablename__ = "unification_results"
+    ds: Mapped[date] = mapped_column(Date, primary_key=True)
+    run_id: Mapped[str | None] = mapped_column(String(250))
+    figures: Mapped[dict] = mapped_column(JSON)
+    unified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 @dataclass(frozen=True)
@@ -312,6 +322,26 @@ class CatalogStore:
                 .order_by(QualityResult.dataset_id)
             )
             return [_figures(q) for q in s.scalars(query)]
+
+    def record_unification(self, run_id: str, figures: UnificationFigures) -> None:
+        values = {f.name: getattr(figures, f.name) for f in fields(figures)} | {"run_id": run_id}
+        values["ds"] = values["ds"].isoformat()
+        with Session(self.engine) as s, s.begin():
+            s.merge(
+                UnificationResult(ds=figures.ds, run_id=run_id, figures=values, unified_at=_now())
+            )
+
+    def unification(self, ds: date | None = None) -> UnificationFigures | None:
+        """The unification figures of ``ds``, or of the latest unified date."""
+        with Session(self.engine) as s:
+            query = select(UnificationResult).order_by(UnificationResult.ds.desc()).limit(1)
+            if ds is not None:
+                query = select(UnificationResult).where(UnificationResult.ds == ds)
+            row = s.scalars(query).first()
+        if row is None:
+            return None
+        values = dict(row.figures) | {"ds": date.fromisoformat(row.figures["ds"])}
+        return UnificationFigures(**values)
 
     def record_error(self, run_id: str, step: str, message: str) -> None:
         """Keep a step's one-line error (masked again here: the store is not the raw zone)."""
