@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from catalog.errors import CatalogError, database_reason, impersonal, shown_url
 from catalog.figures import QualityFigures, UnificationFigures
 from catalog.files import OWNER_FILE_MODE, new_owner_file
+from catalog.schema import ensure_current
 
 
 class Base(DeclarativeBase):
@@ -159,8 +160,7 @@ class CatalogStore:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            ensure_current(self.engine)  # an empty store is created, an older one refused
         except SQLAlchemyError as exc:
             shown = shown_url(parsed)
             reason = database_reason(exc)
@@ -406,24 +406,6 @@ class CatalogStore:
     def runs(self, limit: int = 20) -> list[Run]:
         with Session(self.engine) as s:
             return list(s.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)))
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Columns added to a table since a store was created (``create_all`` skips tables that
-    exist): added in place with their server default, so an older store keeps working."""
-    from sqlalchemy import inspect, text
-
-    inspector = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for col in table.columns:
-            if col.name in present:
-                continue
-            kind = col.type.compile(dialect=engine.dialect)
-            default = col.server_default
-            added = f'"{col.name}" {kind}' + (f" DEFAULT {default.arg}" if default else "")
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {added}"))
 
 
 def _figures(row: QualityResult) -> QualityFigures:

@@ -412,6 +412,41 @@ def catalog_check(directory: Path | None) -> None:
 
 
 @main.group()
+def db() -> None:
+    """The catalog store's schema (Alembic migrations in catalog/migrations/)."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: LakeSettings) -> None:
+    """Apply the schema migrations this code needs to the catalog store."""
+    from sqlalchemy import create_engine
+
+    from catalog.schema import current_revision, head_revision, upgrade
+
+    engine = create_engine(settings.catalog_url)
+    before = current_revision(engine)
+    if before is None and _has_tables(engine):
+        raise LakeError(
+            f"catalog store {shown_url(settings.catalog_url)} was created before schema "
+            "migrations; rebuild it (`lake demo`, or a fresh store then `lake run`)"
+        )
+    upgrade(engine)
+    click.echo(
+        f"catalog store {shown_url(settings.catalog_url)}: {before or 'empty'} → "
+        f"at revision {head_revision()}"
+    )
+
+
+def _has_tables(engine) -> bool:
+    from sqlalchemy import inspect
+
+    from catalog.schema import target_metadata
+
+    return bool(set(inspect(engine).get_table_names()) & set(target_metadata().tables))
+
+
+@main.group()
 def grant() -> None:
     """Grants: which consumer department receives which fields of which dataset."""
 
