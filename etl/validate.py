@@ -182,6 +182,8 @@ def validate_partition(
         quarantined.close()
     result.docs = suite.build_docs()
     _record(store, run_id, result, dataset, clean_manifest, q_manifest)
+    for made in (clean_manifest, q_manifest):  # lineage: both come from the night's delivery
+        store.record_lineage(run_id, made.path, [source])
     log.info(result.summary())
     figures = result.figures
     if breaker_trips(figures, dataset):

@@ -1,0 +1,451 @@
+"""Open data: de-identified microdata behind the k-anonymity gate (DESIGN §6, issue 12).
+
+Pure functions (a clean table in, a public table and its figures out) and, at the end, the
+I/O shell :func:`publish_open_data` that the night's ``publish_public`` step calls:
+
+1. every open-able dataset (``open_type`` not restricted): the current clean rows → fields
+   by the public rules (:func:`public_rule`) → the k-anonymity gate on the catalog's
+   quasi-identifiers (``masking.kanon``), capped where the catalog says; a dataset the gate
+   blocks keeps its previous publication;
+2. the 数字邑门式 statistics (``etl/statistics.py``), small cells suppressed;
+3. every staged table read back and leak-scanned (``masking.leak_scan``): one finding and
+   nothing of the night is published;
+4. the partitions are committed, recorded with their lineage, and ``catalog.jsonld`` and
+   ``index.html`` are rewritten from what the public zone now holds.
+
+Until unification lands, the input is ``raw/clean`` (see docs/public.md).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from catalog.definitions import Catalog, DatasetDef, FieldDef
+from catalog.errors import LakeError, PublicationBlocked
+from catalog.identifiers import JIANGMEN_DIVISIONS
+from catalog.store import CatalogStore, PartitionRecord
+from etl.zones import (
+    PUBLIC,
+    RAW_CLEAN,
+    Lake,
+    StagedPartition,
+    field_metadata,
+    replace_file,
+    stage_delivery,
+)
+from masking.kanon import (
+    AS_IS,
+    SUPPRESSED,
+    Hierarchy,
+    KAnonResult,
+    Level,
+    hierarchy_for,
+    k_anonymise,
+)
+from masking.leak_scan import LeakFinding, scan_table
+
+log = logging.getLogger(__name__)
+
+PublicRule = Literal["keep", "drop", "district_code", "birth_year", "band"]
+CSV_BOM = "\ufeff".encode()
+# a text cell starting with one of these is a formula to Excel (CSV injection, OWASP)
+FORMULA_START = r"^[=+\-@\t\r]"
+AMOUNT_BAND = 1000  # registered capital etc. (万元), DESIGN §6 "band"
+
+
+class LeakFound(LakeError):
+    """The leak scan found personal data in the public output: nothing was published."""
+
+
+# --------------------------------------------------------------------------- public rules
+
+
+def public_rule(f: FieldDef) -> PublicRule:
+    """What the public zone carries for a field: DESIGN §6, the "public" column.
+
+    Kept here until ``masking.policy.public_treatment`` is on main (same table): open →
+    clear; restricted → dropped; by PII kind: ID, name, phone, health, free text dropped,
+    address → district code, birth date → birth year (the gate may band it further),
+    amount → band; other shared fields are kept when categorical or a quasi-identifier (the
+    gate sees to them), and everything else conditional is dropped.
+    """
+    if f.level == "restricted":
+        return "drop"
+    if f.level == "open":
+        return "keep"
+    if f.pii in ("id_no", "name", "phone", "health", "free_text"):
+        return "drop"
+    if f.pii == "address":
+        return "district_code"
+    if f.pii == "birth_date":
+        return "birth_year"
+    if f.pii == "amount":
+        return "band"
+    if f.level == "shared" and (f.allowed or f.quasi_identifier):
+        return "keep"
+    return "drop"
+
+
+def public_fields(dataset: DatasetDef) -> list[tuple[FieldDef, PublicRule]]:
+    """The fields a dataset publishes, with their rule (dropped and excluded ones left out)."""
+    excluded = set(dataset.public.exclude)
+    return [
+        (f, rule)
+        for f in dataset.fields
+        if f.name not in excluded and (rule := public_rule(f)) != "drop"
+    ]
+
+
+def _district_of_address(values: pa.Array) -> pa.Array:
+    """The district code named in an address (``…蓬江区…`` → ``440703``), else NULL."""
+    out = pa.nulls(len(values), pa.string())
+    for code, name in JIANGMEN_DIVISIONS.items():
+        hit = pc.fill_null(pc.match_substring(values, name), False)
+        out = pc.if_else(hit, pa.scalar(code), out)
+    return out
+
+
+def _birth_year(values: pa.Array) -> pa.Array:
+    if pa.types.is_string(values.type):
+        values = pc.strptime(values, format="%Y-%m-%d", unit="s")
+    return pc.year(values).cast(pa.string())
+
+
+def _banded(values: pa.Array, width: int) -> pa.Array:
+    low = pc.multiply(pc.floor(pc.divide(values.cast(pa.float64()), width)), width).cast(pa.int64())
+    return pc.binary_join_element_wise(
+        low.cast(pa.string()), pc.add(low, width).cast(pa.string()), "-"
+    )
+
+
+_RULES = {
+    "keep": lambda v: v,
+    "district_code": _district_of_address,
+    "birth_year": _birth_year,
+    "band": lambda v: _banded(v, AMOUNT_BAND),
+}
+
+
+def public_table(dataset: DatasetDef, clean: pa.Table) -> pa.Table:
+    """The clean rows with the public rules applied: no ID, name, phone, token or metadata.
+
+    Every column carries its level, PII kind and the rule applied in its Parquet metadata.
+    """
+    arrays, fields = [], []
+    for f, rule in public_fields(dataset):
+        values = clean.column(f.name).combine_chunks()
+        out = _RULES[rule](values)
+        arrays.append(out)
+        fields.append(pa.field(f.name, out.type, metadata=field_metadata(f, operator=rule)))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# --------------------------------------------------------------------------- k-anonymity
+
+
+def _year_band(width: int):
+    def band(values: pa.Array) -> pa.Array:
+        if pa.types.is_null(values.type):
+            return pa.nulls(len(values), pa.string())
+        return _banded_years(values.cast(pa.int64()), width)
+
+    return band
+
+
+def _banded_years(years: pa.Array, width: int) -> pa.Array:
+    low = pc.multiply(pc.divide(years, width), width)
+    return pc.binary_join_element_wise(
+        low.cast(pa.string()), pc.add(low, width - 1).cast(pa.string()), "-"
+    )
+
+
+def birth_year_hierarchy(name: str) -> Hierarchy:
+    """Birth year (what the public rule leaves) → 5-year band → 10-year band → ``*``.
+
+    The level names are those of ``masking.kanon.birth_date_hierarchy``, so the catalog caps
+    (``generalise_up_to: {birth_date: 10-year band}``) read the same.
+    """
+    return Hierarchy(
+        name,
+        (
+            Level("year", AS_IS),
+            Level("5-year band", _year_band(5)),
+            Level("10-year band", _year_band(10)),
+            Level("*", SUPPRESSED),
+        ),
+    )
+
+
+def public_hierarchies(dataset: DatasetDef) -> dict[str, Hierarchy]:
+    """The gate's quasi-identifiers: the published QI fields, capped where the catalog says."""
+    hierarchies = {}
+    for f, rule in public_fields(dataset):
+        if not f.quasi_identifier:
+            continue
+        hierarchy = birth_year_hierarchy(f.name) if rule == "birth_year" else hierarchy_for(f)
+        cap = dataset.public.generalise_up_to.get(f.name)
+        hierarchies[f.name] = hierarchy.up_to(cap) if cap else hierarchy
+    return hierarchies
+
+
+def anonymised(dataset: DatasetDef, table: pa.Table) -> KAnonResult:
+    """The k-anonymity gate with the dataset's k and suppression limit; blocks past it."""
+    hierarchies = public_hierarchies(dataset)
+    # a generalised column becomes text; the year column already is
+    result = k_anonymise(
+        table,
+        hierarchies,
+        k=dataset.public.k,
+        max_suppression=dataset.public.max_suppression,
+        dataset=dataset.id,
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- files
+
+
+def excel_safe_csv(table: pa.Table) -> bytes:
+    """UTF-8 with BOM (Excel opens Chinese right) and no formulas: a text cell starting with
+    ``= + - @`` (or tab/CR) gets a leading ``'``, so Excel shows it instead of running it."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_large_string(column.type):
+            column = column.cast(pa.string())
+        if pa.types.is_string(column.type):
+            risky = pc.fill_null(pc.match_substring_regex(column, FORMULA_START), False)
+            column = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+        columns.append(column)
+    out = io.BytesIO()
+    pacsv.write_csv(pa.Table.from_arrays(columns, names=table.column_names), out)
+    return CSV_BOM + out.getvalue()
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="zstd", row_group_size=250_000)
+    return out.getvalue()
+
+
+def delivery_files(name: str, table: pa.Table) -> dict[str, bytes]:
+    """``<name>.parquet`` and ``<name>.csv`` of one public table."""
+    stem = name.rsplit("/", 1)[-1]
+    return {f"{stem}.parquet": parquet_bytes(table), f"{stem}.csv": excel_safe_csv(table)}
+
+
+def temporal_coverage(table: pa.Table) -> list[str] | None:
+    """First and last day of the first date/time column, as ISO dates (DCAT temporal)."""
+    for column in table.columns:
+        if pa.types.is_date(column.type) or pa.types.is_timestamp(column.type):
+            low, high = pc.min_max(column).values()
+            if low.is_valid:
+                as_day = pa.date32()
+                return [
+                    pc.cast(low, pa.timestamp("s")).cast(as_day).as_py().isoformat()
+                    if pa.types.is_timestamp(column.type)
+                    else low.as_py().isoformat(),
+                    pc.cast(high, pa.timestamp("s")).cast(as_day).as_py().isoformat()
+                    if pa.types.is_timestamp(column.type)
+                    else high.as_py().isoformat(),
+                ]
+    return None
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class CleanState:
+    """A dataset's current clean rows as of a date, and the partitions they came from."""
+
+    table: pa.Table
+    inputs: list[str]
+
+
+def current_clean(lake: Lake, store: CatalogStore, dataset: DatasetDef, ds: date) -> CleanState:
+    """The newest clean version of every key as of ``ds``.
+
+    A snapshot source's latest clean partition is the whole state; an incremental source's
+    partitions hold each night's changes, so they are stacked and the newest row per key
+    kept (later date first, then ``updated_at``). Rows deleted at the source stay until
+    unification handles deletions.
+    """
+    records = [
+        p
+        for p in store.partitions(zone=RAW_CLEAN)
+        if p.dataset_id == dataset.id and p.ds <= ds and lake.read_manifest(p.path) is not None
+    ]
+    if not records:
+        raise LakeError(f"{dataset.id}: no clean partition on or before {ds} to publish from")
+    records.sort(key=lambda p: p.ds)
+    if dataset.source.load == "snapshot":
+        records = records[-1:]
+    names = dataset.field_names
+    parts = []
+    for order, record in enumerate(records):
+        part = lake.read_partition(record.path).select(names)
+        parts.append(
+            part.append_column("_night", pa.repeat(pa.scalar(order, pa.int32()), len(part)))
+        )
+    table = pa.concat_tables(parts)
+    if len(parts) > 1:
+        table = _newest_per_key(table, dataset)
+    return CleanState(table.drop_columns(["_night"]), [p.path for p in records])
+
+
+def _newest_per_key(table: pa.Table, dataset: DatasetDef) -> pa.Table:
+    order = [(k, "ascending") for k in dataset.key] + [("_night", "descending")]
+    watermark = dataset.source.watermark_column
+    if watermark:
+        order.append((watermark, "descending"))
+    table = table.sort_by(order)
+    keys = [table.column(k).combine_chunks() for k in dataset.key]
+    first = np.ones(len(table), dtype=bool)
+    if len(table) > 1:
+        same = np.ones(len(table) - 1, dtype=bool)
+        for key in keys:
+            a, b = key.slice(1), key.slice(0, len(key) - 1)
+            same &= pc.fill_null(pc.equal(a, b), False).to_numpy(zero_copy_only=False)
+        first[1:] = ~same
+    return table.filter(pa.array(first))
+
+
+# --------------------------------------------------------------------------- the shell
+
+
+@dataclass
+class StagedTable:
+    """A public table staged beside its final path, with what the catalogue says of it."""
+
+    name: str  # public/<name>/dt=…
+    table: pa.Table
+    staged: StagedPartition
+    inputs: list[str]
+    report: dict = field(default_factory=dict)
+    exempt: list[str] = field(default_factory=list)  # leak-scan exemptions (15-digit reg. no.)
+
+
+@dataclass
+class PublicationResult:
+    published: dict[str, dict] = field(default_factory=dict)  # name → report
+    blocked: dict[str, str] = field(default_factory=dict)  # name → reason (one line)
+
+    def summary(self) -> dict:
+        return {"published": self.published, "blocked": self.blocked}
+
+
+def publish_open_data(
+    catalog: Catalog, lake: Lake, store: CatalogStore, ds: date, run_id: str
+) -> PublicationResult:
+    """The night's open-data publication (see the module doc for the order of gates)."""
+    from catalog.dcat import dcat_catalogue
+    from catalog.portal import portal_page, vendored_assets
+    from etl.public_catalogue import published_entries
+    from etl.statistics import statistics_tables
+
+    result = PublicationResult()
+    staged: list[StagedTable] = []
+    clean: dict[str, CleanState] = {}
+    try:
+        for dataset in catalog.datasets:
+            if not dataset.openable:
+                continue
+            state = current_clean(lake, store, dataset, ds)
+            clean[dataset.id] = state
+            try:
+                gated = anonymised(dataset, public_table(dataset, state.table))
+            except PublicationBlocked as exc:
+                result.blocked[dataset.id] = str(exc)
+                store.record_publication(run_id, dataset.id, ds, "blocked", {"reason": str(exc)})
+                log.warning("%s", exc)
+                continue
+            report = gated.report()
+            staged.append(
+                _staged(lake, dataset.id, gated.table, ds, state.inputs, _extra(dataset, report))
+            )
+            staged[-1].report = report
+            staged[-1].exempt = [
+                f.name for f, _ in public_fields(dataset) if f.rule == "business_reg_no"
+            ]
+        inputs = {name: state for name, state in clean.items()}
+        for stat in statistics_tables(catalog, {k: v.table for k, v in inputs.items()}, ds):
+            name = f"stats/{stat.name}"
+            sources = [p for d in stat.sources for p in inputs[d].inputs]
+            staged.append(_staged(lake, name, stat.table, ds, sources, stat.describe()))
+        findings = _leak_findings(lake, staged)
+        if findings:
+            raise LeakFound(
+                f"public output for {ds} not published: leak scan found "
+                + "; ".join(findings[:5])
+                + (f" (and {len(findings) - 5} more)" if len(findings) > 5 else "")
+            )
+    except BaseException:
+        lake.discard([s.staged for s in staged])
+        raise
+    lake.commit([s.staged for s in staged])
+    for s in staged:
+        manifest = s.staged.manifest
+        store.record_partition(
+            run_id,
+            PartitionRecord(PUBLIC, s.name, ds, manifest.path, manifest.rows, manifest.fingerprint),
+        )
+        store.record_lineage(run_id, manifest.path, s.inputs)
+        if not s.name.startswith("stats/"):
+            store.record_publication(run_id, s.name, ds, "published", s.report)
+        result.published[s.name] = s.report or {"rows": manifest.rows}
+    entries = published_entries(catalog, lake, store, ds)
+    root = f"{lake.root}/{PUBLIC}"
+    for name, content in vendored_assets().items():
+        replace_file(lake, f"{root}/{name}", content)
+    replace_file(lake, f"{root}/catalog.jsonld", dcat_catalogue(entries, ds))
+    replace_file(lake, f"{root}/index.html", portal_page(entries, ds).encode())
+    if result.blocked:
+        raise PublicationBlocked(
+            f"public zone for {ds} written, but not: " + "; ".join(result.blocked.values())
+        )
+    return result
+
+
+def _extra(dataset: DatasetDef, report: dict) -> dict:
+    return {"dataset": dataset.id, "kind": "microdata", "kanon": report}
+
+
+def _staged(
+    lake: Lake, name: str, table: pa.Table, ds: date, inputs: Sequence[str], extra: dict
+) -> StagedTable:
+    path = lake.public_partition(name, ds)
+    extra = {**extra, "temporal": temporal_coverage(table)}
+    staged = stage_delivery(lake, path, delivery_files(name, table), extra=extra)
+    return StagedTable(name, table, staged, list(inputs))
+
+
+def _leak_findings(lake: Lake, staged: list[StagedTable]) -> list[str]:
+    """Scan every staged file as written (Parquet read back, CSV parsed back as text)."""
+    lines: list[str] = []
+    for s in staged:
+        for d in s.staged.manifest.extra["distributions"]:
+            location = f"{s.staged.tmp}/{d['file']}"
+            if d["file"].endswith(".parquet"):
+                table = pq.read_table(location, filesystem=lake.fs)
+            else:
+                with lake.fs.open_input_stream(location) as stream:
+                    table = pacsv.read_csv(
+                        pa.BufferReader(stream.read()),
+                        convert_options=pacsv.ConvertOptions(
+                            column_types={n: pa.string() for n in s.table.column_names}
+                        ),
+                    )
+            found: list[LeakFinding] = scan_table(table, exempt_columns=s.exempt)
+            lines += [f.describe(f"{s.name}/{d['file']}") for f in found]
+    return lines
