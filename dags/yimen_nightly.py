@@ -10,7 +10,9 @@ at 02:00 on D+1 processes day D; a manual trigger processes the last complete ni
 Each dataset group extracts, then standardises, validates (Great Expectations suite from
 the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine/`. The
 `quality_gate` task passes only when every dataset validated within its quarantine limit;
-unification and publishing will hang off it. `close_night` always runs and records the
+`publish_public` then writes the open data (`public/`: de-identified microdata behind the
+k-anonymity gate, statistics, `catalog.jsonld`, `index.html`) behind the leak scan;
+unification will sit between the gate and it. `close_night` always runs and records the
 outcome. Task bodies are one-line calls into `etl.nightly`.
 """
 
@@ -105,6 +107,12 @@ def yimen_nightly():
 
         return quality_gate(_night())
 
+    @task(retries=0)
+    def publish_public() -> dict:
+        from etl.nightly import publish_public
+
+        return publish_public(_night())
+
     @task(trigger_rule="all_done", retries=0)
     def close_night() -> dict:
         from etl.nightly import close_night
@@ -117,6 +125,7 @@ def yimen_nightly():
 
     opened = open_night()
     gate = quality_gate()
+    published = publish_public()
     closed = close_night()
     for dataset in load_catalog().datasets:
         with TaskGroup(
@@ -130,8 +139,8 @@ def yimen_nightly():
         validated >> gate
         # close only when every step is done, whatever its outcome (not at the first failure)
         [extracted, validated] >> closed
-    # unification and publishing plug in after `gate`, before `closed`
-    gate >> closed
+    # unification (and shared extracts) will sit between `gate` and `publish_public`
+    gate >> published >> closed
 
 
 yimen_nightly()

@@ -219,7 +219,10 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
         "the Great Expectations Data Docs)\n"
         f"  catalog db:  {shown_url(settings.catalog_url)}\n"
         f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
-        "  next:        `lake status`, `lake catalog list`, `make airflow` for the UI"
+        f"  open data:   {settings.lake_root}/public/index.html (portal page; open it in a "
+        "browser, no server needed), catalog.jsonld (DCAT)\n"
+        "  next:        `lake status`, `lake catalog list`, `lake lineage "
+        f"public/xingzheng.service_case/dt={summary.as_of}`, `make airflow` for the UI"
     )
 
 
@@ -289,6 +292,97 @@ def catalog_check(directory: Path | None) -> None:
 
     cat = load_catalog(directory)
     click.echo(f"catalog ok: {len(cat.departments)} departments, {len(cat.datasets)} datasets")
+
+
+@catalog.command("search")
+@click.argument("word")
+def catalog_search(word: str) -> None:
+    """Datasets and fields whose names or descriptions hold WORD (Chinese or English)."""
+    from catalog.definitions import load_catalog
+    from catalog.search import search_catalog
+
+    hits = search_catalog(load_catalog(), word)
+    if not hits:
+        raise LakeError(f"catalog search: nothing matches '{word}'")
+    for hit in hits:
+        where = f"{hit.dataset_id}.{hit.field}" if hit.field else hit.dataset_id
+        click.echo(f"{where:48s} {hit.text}")
+
+
+@main.command()
+@click.argument("path")
+@click.pass_obj
+def lineage(settings: LakeSettings, path: str) -> None:
+    """Where the partition at PATH came from (down to the source deliveries) and where it went.
+
+    PATH is a partition folder (or a file in it), absolute or relative to the lake root,
+    e.g. public/xingzheng.service_case/dt=2026-11-28.
+    """
+    from catalog.lineage import lineage as lineage_of
+    from catalog.lineage import lineage_lines
+    from catalog.store import CatalogStore
+    from etl.zones import RAW_SOURCES, Lake
+
+    lake = Lake(settings.lake_root)
+    full = _partition_folder(lake.root, path)
+    came_from, went_to = lineage_of(CatalogStore(settings.catalog_url), full)
+
+    def shown(p: str) -> str:
+        return p.removeprefix(lake.root + "/")
+
+    def delivery(p: str) -> str:
+        if f"/{RAW_SOURCES}/" not in p:
+            return ""
+        manifest = lake.read_manifest(p)
+        source = manifest.extra.get("source") if manifest else None
+        return f"delivered from {source}" if source else ""
+
+    click.echo("came from:")
+    for line in lineage_lines(came_from, shown=shown, detail=delivery, depth=1):
+        click.echo(line)
+    click.echo("went to:")
+    if not went_to.links:
+        click.echo("  (nothing yet)")
+    for link in went_to.links:
+        for line in lineage_lines(link, shown=shown, depth=1):
+            click.echo(line)
+
+
+def _partition_folder(root: str, path: str) -> str:
+    """``<root>/<zone…>/dt=YYYY-MM-DD`` from a folder or file path, absolute or relative."""
+    import os
+    import re
+
+    full = path if path.startswith(root) else f"{root}/{path.lstrip('./')}"
+    match = re.match(r"^(.*?/dt=\d{4}-\d{2}-\d{2})(/.*)?$", os.path.normpath(full))
+    return match.group(1) if match else os.path.normpath(full)
+
+
+@main.command()
+@date_option("the latest night")
+@click.pass_obj
+def publish(settings: LakeSettings, ds: date | None) -> None:
+    """Publish the open data for --date from the clean zone, outside Airflow (as the night's
+    publish_public step does): public/<dataset>/dt=…, statistics, catalog.jsonld, index.html."""
+    from catalog.store import CatalogStore
+    from etl.nightly import Night, publish_public
+
+    if ds is None:
+        runs = CatalogStore(settings.catalog_url).runs(limit=1)
+        if not runs:
+            raise LakeError("no night has run yet: try `lake demo`")
+        ds = runs[0].ds
+    night = Night.open(ds, f"publish-{ds}", settings)
+    summary = publish_public(night)
+    for name, report in summary["published"].items():
+        figures = (
+            f"k={report['achieved_k']}, {report['suppressed_rows']:,} suppressed, "
+            f"highest risk {report['highest_risk']:.3f}"
+            if "achieved_k" in report
+            else f"{report['rows']:,} rows"
+        )
+        click.echo(f"  public  {name:44s} {figures}")
+    click.echo(f"portal: {settings.lake_root}/public/index.html")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -18,6 +18,7 @@ Until unification lands, the input is ``raw/clean`` (see docs/public.md).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from collections.abc import Sequence
@@ -201,16 +202,23 @@ def public_hierarchies(dataset: DatasetDef) -> dict[str, Hierarchy]:
 
 def anonymised(dataset: DatasetDef, table: pa.Table) -> KAnonResult:
     """The k-anonymity gate with the dataset's k and suppression limit; blocks past it."""
-    hierarchies = public_hierarchies(dataset)
-    # a generalised column becomes text; the year column already is
     result = k_anonymise(
         table,
-        hierarchies,
+        public_hierarchies(dataset),
         k=dataset.public.k,
         max_suppression=dataset.public.max_suppression,
         dataset=dataset.id,
     )
-    return result
+    # a generalised column comes back as a new (text) field: give it its metadata back,
+    # with the level the gate chose
+    fields = []
+    for f in result.table.schema:
+        meta = dict(table.schema.field(f.name).metadata or {})
+        if f.name in result.levels:
+            meta[b"kanon_level"] = result.levels[f.name].encode()
+        fields.append(f.with_metadata(meta))
+    published = pa.Table.from_arrays(result.table.columns, schema=pa.schema(fields))
+    return dataclasses.replace(result, table=published)
 
 
 # --------------------------------------------------------------------------- files
