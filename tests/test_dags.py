@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +94,12 @@ def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeS
     assert store.runs(1)[0].status == "success"
     index = (session_settings.var / "quality" / "index.html").read_text()
     assert all(dataset_id in index for dataset_id in departments.rows)
+    # the open data went out after the gate: microdata, statistics, catalogue and page
+    public = {p.dataset_id for p in store.partitions(ds=DEMO_DATE, zone="public")}
+    assert {"xingzheng.service_case", "stats/cases_by_district"} <= public
+    assert "publish_public" not in result.failed_tasks
+    portal = Path(session_settings.lake_root) / "public" / "index.html"
+    assert "xingzheng.service_case" in portal.read_text(encoding="utf-8")
 
 
 def test_a_night_without_deliveries_fails_naming_the_missing_file(
