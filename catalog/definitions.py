@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from catalog.errors import CatalogError
+from catalog.masking_overrides import MaskingOverride
 
 DEFINITIONS_DIR = Path(__file__).parent / "definitions"
 
@@ -62,6 +63,14 @@ class FieldDef(_Strict):
     quasi_identifier: bool = False
     join_key: bool = False
     description: str = ""
+    masking: MaskingOverride | None = None  # replaces the PII-kind default rule (DESIGN §6)
+
+    @model_validator(mode="after")
+    def _check_masking(self) -> FieldDef:
+        problems = self.masking.problems(self.level, self.type) if self.masking else []
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class SourceDef(_Strict):

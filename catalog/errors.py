@@ -82,3 +82,7 @@ def shown_url(url: object) -> str:
 class PublicationBlocked(LakeError):
     """A publication gate failed (k-anonymity past the suppression limit): nothing is
     published for that dataset and the previous publication stays in place."""
+
+
+class MaskingKeyError(LakeError):
+    """The masking master key is missing or malformed. Messages never carry key material."""

@@ -41,6 +41,18 @@ def _night():
     return Night.open(ds, dag_run.run_id, LakeSettings.from_env())
 
 
+def _masking_key():
+    """The masking master key, read here at the edge: an Airflow Variable, else the env."""
+    import os
+
+    from airflow.sdk import Variable
+
+    from masking.keys import ENV_KEY, MasterKey
+
+    stored = Variable.get("yimen_masking_key", default=None)
+    return MasterKey.from_env({ENV_KEY: stored} if stored else os.environ)
+
+
 def _fail_fast_if_asked(exc: Exception) -> None:
     """`lake run` asks for no retries: a person is waiting for the answer."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -113,6 +125,22 @@ def yimen_nightly():
 
         return publish_public(_night())
 
+    @task(retries=0)
+    def shared_consumers() -> list[str]:
+        from etl.nightly import shared_consumers
+
+        return shared_consumers(_night())
+
+    @task(retries=1, map_index_template="{{ consumer }}")
+    def publish_shared(consumer: str) -> dict:
+        from etl.nightly import publish_shared
+
+        try:
+            return publish_shared(_night(), consumer, _masking_key)
+        except Exception as exc:
+            _fail_fast_if_asked(exc)
+            raise
+
     @task(trigger_rule="all_done", retries=0)
     def close_night() -> dict:
         from etl.nightly import close_night
@@ -139,8 +167,14 @@ def yimen_nightly():
         validated >> gate
         # close only when every step is done, whatever its outcome (not at the first failure)
         [extracted, validated] >> closed
-    # unification (and shared extracts) will sit between `gate` and `publish_public`
+    # unification plugs in after `gate`; shared extracts: one mapped task per consumer;
+    # the open data does not wait for them (a failed consumer extract does not stop it)
+    consumers = shared_consumers()
+    shared = publish_shared.expand(consumer=consumers)
+    gate >> consumers
+    shared >> closed
     gate >> published >> closed
+    gate >> closed
 
 
 yimen_nightly()

@@ -129,9 +129,12 @@ def run(settings: LakeSettings, ds: date | None) -> None:
 
 
 def _run_and_report(settings: LakeSettings, ds: date) -> None:
+    import os
+
     from etl.airflow_runner import apply_airflow_environment, run_night
 
     apply_airflow_environment(settings)
+    os.environ.update(_key_environment(settings))  # the night's shared step reads it at its edge
     log_file = settings.var / "airflow" / "logs" / f"lake-run-{ds}.log"
     click.echo(f"running night {ds} through Airflow (dag.test); Airflow's log: {log_file}")
     started = time.monotonic()
@@ -210,6 +213,7 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
     _reset_demo_lake(settings)
     summary = _simulate(settings, scale, 20170223, ds, advance=False)
     click.echo(f"simulated {sum(summary.rows.values()):,} source records as of {summary.as_of}")
+    _seed_demo_grants(settings, summary.as_of)
     _run_and_report(settings, summary.as_of)
     click.echo(
         "\nwhere to look:\n"
@@ -219,11 +223,57 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
         "the Great Expectations Data Docs)\n"
         f"  catalog db:  {shown_url(settings.catalog_url)}\n"
         f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
+        f"  shared:      {settings.lake_root}/shared/<consumer>/<dataset>/dt={summary.as_of}/ "
+        "(masked extracts per grant: `lake grant list`, `lake verify`)\n"
         f"  open data:   {settings.lake_root}/public/index.html (portal page; open it in a "
         "browser, no server needed), catalog.jsonld (DCAT)\n"
         "  next:        `lake status`, `lake catalog list`, `lake lineage "
         f"public/xingzheng.service_case/dt={summary.as_of}`, `make airflow` for the UI"
     )
+
+
+DEMO_KEY_FILE = "masking.key"
+
+
+def _seed_demo_grants(settings: LakeSettings, ds: date) -> None:
+    """A local masking key (owner-only) and the demo's grants, realistic ones."""
+    from catalog.grants import GrantRequest
+    from masking.keys import create_key_file
+
+    key_file = settings.var / DEMO_KEY_FILE
+    if not key_file.exists():
+        create_key_file(key_file)
+    registry, cat = _grants(settings), _catalog()
+    for request in DEMO_GRANTS:
+        registry.add(GrantRequest(valid_from=ds, **request), cat, by="lake demo")
+    click.echo(f"seeded {len(DEMO_GRANTS)} grants; masking key file {key_file} (owner-only)")
+
+
+DEMO_GRANTS = [
+    {
+        "consumer": "dishui",
+        "dataset_id": "gongan.population",
+        "fields": ["person_no", "id_no", "name", "sex", "birth_date", "address", "status"],
+        "clear_fields": ["name", "address"],
+        "purpose": "个人所得税征管：核实纳税人身份与户籍地址 (tax collection)",
+        "legal_basis": "《中华人民共和国税收征收管理法》第五条、第六条",
+    },
+    {
+        "consumer": "renshe",
+        "dataset_id": "gongshang.enterprise_registration",
+        "fields": ["uscc", "name", "ent_type", "legal_rep_name", "legal_rep_id_no", "status"],
+        "purpose": "社会保险登记：核对参保单位登记状态 (employer registration)",
+        "legal_basis": "《社会保险法》第五十七条",
+    },
+    {
+        "consumer": "xingzheng",
+        "dataset_id": "renshe.insured_person",
+        "fields": ["id_no", "name", "insurance_type", "status", "phone"],
+        "purpose": "办件核验：申请人参保状态 (service-case checks)",
+        "legal_basis": "《江门市政务信息资源共享管理办法》",
+        "csv_encoding": "gb18030",
+    },
+]
 
 
 def _reset_demo_lake(settings: LakeSettings) -> None:
@@ -262,11 +312,20 @@ def catalog_list() -> None:
 
 @catalog.command("show")
 @click.argument("dataset_id")
-def catalog_show(dataset_id: str) -> None:
+@click.option(
+    "--as",
+    "consumer",
+    help="A consumer department: what it receives of each field, from its active grants.",
+)
+@click.pass_obj
+def catalog_show(settings: LakeSettings, dataset_id: str, consumer: str | None) -> None:
     """Fields of one dataset with type, rule, openness level and PII kind."""
     from catalog.definitions import load_catalog
 
     ds = load_catalog().dataset(dataset_id)
+    if consumer:
+        _show_as(settings, ds, consumer)
+        return
     src = ds.source
     where = src.table if src.kind == "sql" else src.path
     click.echo(f"{ds.id}  [{ds.resource_code}]  {ds.title} / {ds.title_en}")
@@ -284,6 +343,32 @@ def catalog_show(dataset_id: str) -> None:
         )
 
 
+def _show_as(settings: LakeSettings, ds, consumer: str) -> None:
+    """Field by field, what ``consumer`` receives of ``ds`` tonight (masking.policy decides)."""
+    from catalog.definitions import load_catalog
+    from catalog.grants import GrantRegistry
+    from catalog.store import CatalogStore
+    from masking.policy import EXAMPLES, field_treatment
+
+    if consumer not in load_catalog().departments:
+        raise LakeError(f"unknown consumer department '{consumer}'")
+    grants = [
+        g
+        for g in GrantRegistry(CatalogStore(settings.catalog_url)).active(date.today(), consumer)
+        if g.dataset_id == ds.id
+    ]
+    granted = {f for g in grants for f in g.fields}
+    clear = {f for g in grants for f in g.clear_fields}
+    which = ", ".join(f"#{g.id}" for g in grants) or "none: nothing is delivered"
+    click.echo(f"{ds.id} as received by {consumer} (active grants: {which})")
+    for f in ds.fields:
+        if f.name not in granted:
+            click.echo(f"  {f.name}: not granted, not delivered")
+            continue
+        treatment = field_treatment(ds, f, consumer, f.name in clear)
+        click.echo(f"  {treatment.describe(EXAMPLES.get(f.pii or ''))}")
+
+
 @catalog.command("check")
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
 def catalog_check(directory: Path | None) -> None:
@@ -292,6 +377,135 @@ def catalog_check(directory: Path | None) -> None:
 
     cat = load_catalog(directory)
     click.echo(f"catalog ok: {len(cat.departments)} departments, {len(cat.datasets)} datasets")
+
+
+@main.group()
+def grant() -> None:
+    """Grants: which consumer department receives which fields of which dataset."""
+
+
+@grant.command("add")
+@click.option("--consumer", required=True, help="Consumer department code, e.g. dishui.")
+@click.option("--dataset", "dataset_id", required=True, help="Dataset id, e.g. gongan.population.")
+@click.option("--fields", required=True, help="Comma-separated fields to deliver.")
+@click.option("--clear", default="", help="Fields approved in clear (conditional level).")
+@click.option("--purpose", required=True)
+@click.option("--basis", "legal_basis", required=True, help="The legal basis of the grant.")
+@click.option("--from", "valid_from", callback=_parse_date, help="First day (default: today).")
+@click.option("--to", "valid_to", callback=_parse_date, help="Last day (default: open-ended).")
+@click.option("--csv-encoding", default="utf-8-sig", show_default=True, help="or gb18030")
+@click.pass_obj
+def grant_add(settings: LakeSettings, **options) -> None:
+    """Record a grant (checked against the catalog)."""
+    from catalog.grants import GrantRequest
+
+    fields = [f.strip() for f in options.pop("fields").split(",") if f.strip()]
+    clear = [f.strip() for f in options.pop("clear").split(",") if f.strip()]
+    options["valid_from"] = options["valid_from"] or date.today()
+    added = _grants(settings).add(
+        GrantRequest(fields=fields, clear_fields=clear, **options), _catalog(), by=_who()
+    )
+    click.echo(f"granted {added.describe()}")
+
+
+@grant.command("list")
+@click.option("--consumer", help="Only this consumer's grants.")
+@click.pass_obj
+def grant_list(settings: LakeSettings, consumer: str | None) -> None:
+    """Every grant, active and revoked."""
+    grants = _grants(settings).grants(consumer)
+    for g in grants:
+        click.echo(g.describe())
+    if not grants:
+        click.echo("no grants yet: `lake grant add --help`")
+
+
+@grant.command("revoke")
+@click.argument("grant_id", type=int)
+@click.option("--reason", required=True)
+@click.pass_obj
+def grant_revoke(settings: LakeSettings, grant_id: int, reason: str) -> None:
+    """Revoke a grant: nothing more is delivered under it from the next night on."""
+    revoked = _grants(settings).revoke(grant_id, _who(), reason)
+    click.echo(f"revoked {revoked.describe()}")
+
+
+@main.command()
+@date_option("the latest night")
+@click.pass_obj
+def verify(settings: LakeSettings, ds: date | None) -> None:
+    """Leak scan over the shared zone: IDs, mobiles, ungranted columns (never prints values)."""
+    from etl.verify import verify_shared
+
+    findings, scanned = verify_shared(settings, ds)
+    for line in findings:
+        click.secho(f"  {line}", fg="red")
+    click.echo(f"leak scan: {scanned} partition(s) scanned, {len(findings)} finding(s)")
+    if findings:
+        raise LakeError(f"leak scan found {len(findings)} problem(s) in the shared zone")
+
+
+@main.command()
+@click.argument("token")
+@click.option("--consumer", required=True, help="The department whose extract holds the token.")
+@click.option("--reason", default="", help="Why (required; written to the audit log).")
+@click.option("--date", "ds", callback=_parse_date, help="Clean partition to search (latest).")
+@click.pass_obj
+def reidentify(settings: LakeSettings, token: str, consumer: str, reason: str, ds) -> None:
+    """Platform team only: map a person token back to raw records; audited."""
+    from etl.verify import reidentify_token
+    from masking.keys import MasterKey
+
+    if not reason.strip():
+        raise LakeError("reidentify needs --reason: every re-identification is audited")
+    key = MasterKey.from_env(_key_environment(settings))
+    records = reidentify_token(settings, token, consumer, reason, _who(), key, ds)
+    for dataset_id, row in records:
+        click.echo(f"{dataset_id}: " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    click.echo(f"{len(records)} record(s); recorded in the audit log")
+
+
+@main.command()
+@click.pass_obj
+def audit(settings: LakeSettings) -> None:
+    """The re-identification audit log: who, why, when, which token."""
+    for e in _grants(settings).audit_log():
+        click.echo(
+            f"{e.at:%Y-%m-%d %H:%M:%S}  {e.who:12s} {e.action:11s} {e.consumer:10s} "
+            f"{e.token}  {e.found} record(s)  reason: {e.reason}"
+        )
+
+
+def _grants(settings: LakeSettings):
+    from catalog.grants import GrantRegistry
+    from catalog.store import CatalogStore
+
+    return GrantRegistry(CatalogStore(settings.catalog_url))
+
+
+def _catalog():
+    from catalog.definitions import load_catalog
+
+    return load_catalog()
+
+
+def _who() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _key_environment(settings: LakeSettings) -> dict[str, str]:
+    """The environment the masking key is read from: the demo's key file if none is set."""
+    import os
+
+    from masking.keys import ENV_KEY, ENV_KEY_FILE
+
+    env = dict(os.environ)
+    demo_key = settings.var / DEMO_KEY_FILE
+    if not env.get(ENV_KEY) and not env.get(ENV_KEY_FILE) and demo_key.exists():
+        env[ENV_KEY_FILE] = str(demo_key)
+    return env
 
 
 @catalog.command("search")
@@ -436,6 +650,13 @@ def status(settings: LakeSettings) -> None:
             )
             if q.docs:
                 click.echo(f"  {'':36s} data docs: {q.docs}")
+    latest = {d.grant_id: d for d in _grants(settings).distributions(runs[0].ds)}  # last run wins
+    deliveries = list(latest.values())
+    if deliveries:
+        click.echo(f"\nshared extracts {runs[0].ds}:")
+        for d in deliveries:
+            state = f"{d.rows:>10,} rows" if d.delivered else f"BLOCKED: {d.reason}"
+            click.echo(f"  {d.consumer:10s} ← {d.dataset_id:36s} grant #{d.grant_id:<4d} {state}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ here reads the environment. No Airflow imports: the DAG does the Airflow side.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -22,6 +22,7 @@ from etl.connections import SourceConnection
 from etl.extract import extract_to_raw
 from etl.settings import LakeSettings
 from etl.zones import Lake
+from masking.keys import MasterKey
 
 LAKE_TZ = ZoneInfo("Asia/Shanghai")
 
@@ -131,6 +132,30 @@ def validate_dataset(night: Night, dataset_id: str) -> dict:
             work_dir=night.work_dir,
         )
     return {"dataset": dataset_id, "summary": result.summary(), "docs": result.docs}
+
+
+def shared_consumers(night: Night) -> list[str]:
+    """Consumer departments with an active grant tonight: one mapped shared task each."""
+    from catalog.grants import GrantRegistry
+
+    return GrantRegistry(night.store).consumers(night.ds)
+
+
+def publish_shared(night: Night, consumer: str, load_key: Callable[[], MasterKey]) -> dict:
+    """Write ``consumer``'s shared extracts for the night (its active grants, masked)."""
+    from etl.publish_shared import publish_for_consumer
+
+    with night.failure_recorded(f"shared {consumer}"):
+        results = publish_for_consumer(
+            consumer,
+            night.ds,
+            catalog=night.catalog,
+            lake=night.lake,
+            store=night.store,
+            run_id=night.run_id,
+            load_key=load_key,
+        )
+    return {"consumer": consumer, "deliveries": [r.summary() for r in results]}
 
 
 def quality_gate(night: Night) -> dict:

@@ -75,10 +75,25 @@ def test_backfill_range_maps_to_exactly_those_partition_dates(dagbag) -> None:
     assert dates == [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
 
 
-def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeSettings) -> None:
+def test_a_whole_night_runs_through_airflow(
+    departments, session_settings: LakeSettings, monkeypatch
+) -> None:
+    from catalog.grants import GrantRegistry, GrantRequest
+    from masking.keys import ENV_KEY_FILE, create_key_file
+
+    store = CatalogStore(session_settings.catalog_url)
+    grants = GrantRegistry(store)
+    for consumer in ("dishui", "renshe"):  # two mapped shared tasks, this night only
+        request = GrantRequest(
+            consumer, "gongan.population", ["person_no", "id_no", "name"], "test", "test",
+            valid_from=DEMO_DATE, valid_to=DEMO_DATE,
+        )  # fmt: skip
+        grants.add(request, load_catalog(), by="test")
+    key_file = session_settings.var / "night-masking.key"
+    create_key_file(key_file)
+    monkeypatch.setenv(ENV_KEY_FILE, str(key_file))
     result = run_night(session_settings, DEMO_DATE)
     assert result.state == "success", result.failed_tasks
-    store = CatalogStore(session_settings.catalog_url)
     parts = {p.dataset_id: p for p in store.partitions(ds=DEMO_DATE, zone="raw/sources")}
     assert {k: p.rows for k, p in parts.items()} == departments.rows
     lake = Lake(session_settings.lake_root)
@@ -100,6 +115,10 @@ def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeS
     assert "publish_public" not in result.failed_tasks
     portal = Path(session_settings.lake_root) / "public" / "index.html"
     assert "xingzheng.service_case" in portal.read_text(encoding="utf-8")
+    shared = {d.consumer: d for d in grants.distributions(DEMO_DATE) if d.run_id == result.run_id}
+    assert set(shared) == {"dishui", "renshe"}  # one mapped task per consumer delivered
+    assert {d.rows for d in shared.values()} == {clean["gongan.population"]}
+    assert all(d.delivered and Path(d.path, "data.csv").exists() for d in shared.values())
 
 
 def test_a_night_without_deliveries_fails_naming_the_missing_file(
