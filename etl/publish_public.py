@@ -4,7 +4,7 @@ Pure functions (a clean table in, a public table and its figures out) and, at th
 I/O shell :func:`publish_open_data` that the night's ``publish_public`` step calls:
 
 1. every open-able dataset (``open_type`` not restricted): the current clean rows → fields
-   by the public rules (:func:`public_rule`) → the k-anonymity gate on the catalog's
+   by the public rules (``masking.policy.public_treatment``) → the k-anonymity gate on the catalog's
    quasi-identifiers (``masking.kanon``), capped where the catalog says; a dataset the gate
    blocks keeps its previous publication;
 2. the 数字邑门式 statistics (``etl/statistics.py``), small cells suppressed;
@@ -24,7 +24,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -34,14 +33,13 @@ import pyarrow.parquet as pq
 
 from catalog.definitions import Catalog, DatasetDef, FieldDef
 from catalog.errors import LakeError, PublicationBlocked
-from catalog.identifiers import JIANGMEN_DIVISIONS
 from catalog.store import CatalogStore, PartitionRecord
 from etl.zones import (
     PUBLIC,
     RAW_CLEAN,
     Lake,
     StagedPartition,
-    field_metadata,
+    excel_csv,
     replace_file,
     stage_delivery,
 )
@@ -55,14 +53,9 @@ from masking.kanon import (
     k_anonymise,
 )
 from masking.leak_scan import LeakFinding, scan_table
+from masking.policy import Treatment, output_metadata, public_treatment, treated_columns
 
 log = logging.getLogger(__name__)
-
-PublicRule = Literal["keep", "drop", "district_code", "birth_year", "band"]
-CSV_BOM = "\ufeff".encode()
-# a text cell starting with one of these is a formula to Excel (CSV injection, OWASP)
-FORMULA_START = r"^[=+\-@\t\r]"
-AMOUNT_BAND = 1000  # registered capital etc. (万元), DESIGN §6 "band"
 
 
 class LeakFound(LakeError):
@@ -72,83 +65,40 @@ class LeakFound(LakeError):
 # --------------------------------------------------------------------------- public rules
 
 
-def public_rule(f: FieldDef) -> PublicRule:
-    """What the public zone carries for a field: DESIGN §6, the "public" column.
-
-    Kept here until ``masking.policy.public_treatment`` is on main (same table): open →
-    clear; restricted → dropped; by PII kind: ID, name, phone, health, free text dropped,
-    address → district code, birth date → birth year (the gate may band it further),
-    amount → band; other shared fields are kept when categorical or a quasi-identifier (the
-    gate sees to them), and everything else conditional is dropped.
-    """
-    if f.level == "restricted":
-        return "drop"
-    if f.level == "open":
-        return "keep"
-    if f.pii in ("id_no", "name", "phone", "health", "free_text"):
-        return "drop"
-    if f.pii == "address":
-        return "district_code"
-    if f.pii == "birth_date":
-        return "birth_year"
-    if f.pii == "amount":
-        return "band"
-    if f.level == "shared" and (f.allowed or f.quasi_identifier):
-        return "keep"
-    return "drop"
-
-
-def public_fields(dataset: DatasetDef) -> list[tuple[FieldDef, PublicRule]]:
-    """The fields a dataset publishes, with their rule (dropped and excluded ones left out)."""
+def public_fields(dataset: DatasetDef) -> list[tuple[FieldDef, Treatment]]:
+    """The fields a dataset publishes, with their public treatment (DESIGN §6 through
+    ``masking.policy.public_treatment``: open clear, restricted dropped, ID/name/phone
+    dropped, address → district code, birth date → year, amount → band …). Dropped fields
+    and the catalog's ``public.exclude`` are left out; the public zone has no tokens."""
     excluded = set(dataset.public.exclude)
-    return [
-        (f, rule)
-        for f in dataset.fields
-        if f.name not in excluded and (rule := public_rule(f)) != "drop"
-    ]
+    kept = []
+    for f in dataset.fields:
+        treatment = public_treatment(f)
+        if f.name in excluded or treatment.dropped:
+            continue
+        if treatment.tokenised:  # the policy never does this; the public zone must not
+            raise LakeError(f"{dataset.id}.{f.name}: a token in the public zone")
+        kept.append((f, treatment))
+    return kept
 
 
-def _district_of_address(values: pa.Array) -> pa.Array:
-    """The district code named in an address (``…蓬江区…`` → ``440703``), else NULL."""
-    out = pa.nulls(len(values), pa.string())
-    for code, name in JIANGMEN_DIVISIONS.items():
-        hit = pc.fill_null(pc.match_substring(values, name), False)
-        out = pc.if_else(hit, pa.scalar(code), out)
-    return out
-
-
-def _birth_year(values: pa.Array) -> pa.Array:
-    if pa.types.is_string(values.type):
-        values = pc.strptime(values, format="%Y-%m-%d", unit="s")
-    return pc.year(values).cast(pa.string())
-
-
-def _banded(values: pa.Array, width: int) -> pa.Array:
-    low = pc.multiply(pc.floor(pc.divide(values.cast(pa.float64()), width)), width).cast(pa.int64())
-    return pc.binary_join_element_wise(
-        low.cast(pa.string()), pc.add(low, width).cast(pa.string()), "-"
-    )
-
-
-_RULES = {
-    "keep": lambda v: v,
-    "district_code": _district_of_address,
-    "birth_year": _birth_year,
-    "band": lambda v: _banded(v, AMOUNT_BAND),
-}
+def _is_birth_year(treatment: Treatment) -> bool:
+    return any(o.operator.variant == "generalise.year" for o in treatment.outputs)
 
 
 def public_table(dataset: DatasetDef, clean: pa.Table) -> pa.Table:
-    """The clean rows with the public rules applied: no ID, name, phone, token or metadata.
-
-    Every column carries its level, PII kind and the rule applied in its Parquet metadata.
-    """
+    """The clean rows with the public treatments applied: no ID, name, phone, token or
+    metadata column. Every column's Parquet metadata says its level, PII kind and the
+    operator applied (``masking.policy.output_metadata``, plus ``masking``: its variant)."""
     arrays, fields = [], []
-    for f, rule in public_fields(dataset):
+    for f, treatment in public_fields(dataset):
         values = clean.column(f.name).combine_chunks()
-        out = _RULES[rule](values)
-        arrays.append(out)
-        fields.append(pa.field(f.name, out.type, metadata=field_metadata(f, operator=rule)))
+        outputs = {o.column: o for o in treatment.outputs}
+        for column, array in treated_columns(treatment, values).items():
+            output = outputs[column]
+            meta = output_metadata(f, output) | {"masking": output.operator.variant}
+            arrays.append(array)
+            fields.append(pa.field(column, array.type, metadata=meta))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
@@ -191,10 +141,10 @@ def birth_year_hierarchy(name: str) -> Hierarchy:
 def public_hierarchies(dataset: DatasetDef) -> dict[str, Hierarchy]:
     """The gate's quasi-identifiers: the published QI fields, capped where the catalog says."""
     hierarchies = {}
-    for f, rule in public_fields(dataset):
+    for f, treatment in public_fields(dataset):
         if not f.quasi_identifier:
             continue
-        hierarchy = birth_year_hierarchy(f.name) if rule == "birth_year" else hierarchy_for(f)
+        hierarchy = birth_year_hierarchy(f.name) if _is_birth_year(treatment) else hierarchy_for(f)
         cap = dataset.public.generalise_up_to.get(f.name)
         hierarchies[f.name] = hierarchy.up_to(cap) if cap else hierarchy
     return hierarchies
@@ -224,22 +174,6 @@ def anonymised(dataset: DatasetDef, table: pa.Table) -> KAnonResult:
 # --------------------------------------------------------------------------- files
 
 
-def excel_safe_csv(table: pa.Table) -> bytes:
-    """UTF-8 with BOM (Excel opens Chinese right) and no formulas: a text cell starting with
-    ``= + - @`` (or tab/CR) gets a leading ``'``, so Excel shows it instead of running it."""
-    columns = []
-    for column in table.columns:
-        if pa.types.is_large_string(column.type):
-            column = column.cast(pa.string())
-        if pa.types.is_string(column.type):
-            risky = pc.fill_null(pc.match_substring_regex(column, FORMULA_START), False)
-            column = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
-        columns.append(column)
-    out = io.BytesIO()
-    pacsv.write_csv(pa.Table.from_arrays(columns, names=table.column_names), out)
-    return CSV_BOM + out.getvalue()
-
-
 def parquet_bytes(table: pa.Table) -> bytes:
     out = io.BytesIO()
     pq.write_table(table, out, compression="zstd", row_group_size=250_000)
@@ -249,7 +183,7 @@ def parquet_bytes(table: pa.Table) -> bytes:
 def delivery_files(name: str, table: pa.Table) -> dict[str, bytes]:
     """``<name>.parquet`` and ``<name>.csv`` of one public table."""
     stem = name.rsplit("/", 1)[-1]
-    return {f"{stem}.parquet": parquet_bytes(table), f"{stem}.csv": excel_safe_csv(table)}
+    return {f"{stem}.parquet": parquet_bytes(table), f"{stem}.csv": excel_csv(table)}
 
 
 def temporal_coverage(table: pa.Table) -> list[str] | None:

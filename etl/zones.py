@@ -374,6 +374,16 @@ def write_delivery(
     return manifest
 
 
+def excel_csv(table: pa.Table, encoding: str = "utf-8-sig") -> bytes:
+    """One table as the Excel-safe CSV of a delivery (:class:`_CsvWriter`), in memory."""
+    sink = pa.BufferOutputStream()
+    writer = _CsvWriter(sink, encoding)
+    if table.num_rows:
+        writer.written(table)
+    writer.finish(table.schema)
+    return sink.getvalue().to_pybytes()
+
+
 class _CsvWriter:
     """CSV that Excel opens with Chinese intact (UTF-8 with BOM, or GB18030), streamed.
 

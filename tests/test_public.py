@@ -27,10 +27,10 @@ from catalog.errors import CatalogError, PublicationBlocked
 from catalog.lineage import source_deliveries, upstream
 from catalog.store import CatalogStore
 from etl.extract import extract_to_raw
-from etl.publish_public import LeakFound, excel_safe_csv, publish_open_data
+from etl.publish_public import LeakFound, publish_open_data
 from etl.statistics import suppressed_small_cells
 from etl.validate import validate_partition
-from etl.zones import PUBLIC, RAW_CLEAN, RAW_SOURCES, Lake
+from etl.zones import PUBLIC, RAW_CLEAN, RAW_SOURCES, Lake, excel_csv
 from masking.leak_scan import scan_table
 from tests.helpers import DEMO_DATE, connections
 
@@ -144,7 +144,7 @@ def test_public_rules_generalise_and_drop(published: Published) -> None:
     schema = pq.read_schema(
         published.public / f"gongan.population/dt={DEMO_DATE}/gongan.population.parquet"
     )
-    assert schema.field("address").metadata[b"masking"] == b"district_code"
+    assert schema.field("address").metadata[b"masking"] == b"generalise.district_code"
     assert schema.field("birth_date").metadata[b"pii"] == b"birth_date"
     assert schema.field("birth_date").metadata[b"kanon_level"] in (b"year", b"5-year band")
 
@@ -326,19 +326,18 @@ def test_small_cells_are_suppressed_with_a_complement() -> None:
     assert two["n"].isna().tolist() == [True, True, False]
 
 
-def test_csv_is_excel_safe() -> None:
-    table = pa.table(
-        {
-            "text": ["=HYPERLINK(1)", "+8613800000000", "-2+3", "@SUM(A1)", "蓬江区", None],
-            "number": [-1, 2, 3, 4, 5, 6],
-        }
-    )
-    data = excel_safe_csv(table)
+def test_public_csv_is_excel_safe(published: Published) -> None:
+    """The public CSVs are the deliveries' Excel-safe CSV: BOM, formulas defused."""
+    table = pa.table({"text": ["=HYPERLINK(1)", "+86", "-2+3", "@SUM(A1)", "蓬江区"]})
+    text = excel_csv(table).decode("utf-8")
+    assert text.startswith("\ufeff")
+    assert "'=HYPERLINK(1)" in text and "'+86" in text and "'-2+3" in text and "'@SUM" in text
+    path = published.public / f"xingzheng.service_case/dt={DEMO_DATE}/xingzheng.service_case.csv"
+    data = path.read_bytes()
     assert data.startswith(b"\xef\xbb\xbf")
-    text = data.decode("utf-8-sig")
-    assert '"\'=HYPERLINK(1)"' in text and '"\'+8613800000000"' in text
-    assert '"\'-2+3"' in text and '"\'@SUM(A1)"' in text and '"蓬江区"' in text
-    assert '\n"\'=HYPERLINK(1)",-1\n' in text  # numbers are not touched
+    frame = pd.read_csv(path, encoding="utf-8-sig", dtype=str)
+    assert len(frame) == len(published.table("xingzheng.service_case"))
+    assert not frame.apply(lambda c: c.str.match(r"^[=+\-@]").any()).any()
 
 
 # --------------------------------------------------------------------------- DCAT
