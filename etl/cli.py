@@ -434,15 +434,30 @@ def grant_revoke(settings: LakeSettings, grant_id: int, reason: str) -> None:
 @date_option("the latest night")
 @click.pass_obj
 def verify(settings: LakeSettings, ds: date | None) -> None:
-    """Leak scan over the shared zone: IDs, mobiles, ungranted columns (never prints values)."""
+    """Leak scan over the shared and public zones: IDs, mobiles, ungranted columns (never
+    prints values)."""
+    from catalog.definitions import load_catalog
+    from catalog.store import CatalogStore
+    from etl.publish_public import verify_public
     from etl.verify import verify_shared
+    from etl.zones import Lake
 
     findings, scanned = verify_shared(settings, ds)
-    for line in findings:
+    public, public_scanned = verify_public(
+        load_catalog(), Lake(settings.lake_root), CatalogStore(settings.catalog_url), ds
+    )
+    for line in findings + public:
         click.secho(f"  {line}", fg="red")
-    click.echo(f"leak scan: {scanned} partition(s) scanned, {len(findings)} finding(s)")
-    if findings:
-        raise LakeError(f"leak scan found {len(findings)} problem(s) in the shared zone")
+    click.echo(
+        f"leak scan: {scanned} shared and {public_scanned} public partition(s) scanned, "
+        f"{len(findings) + len(public)} finding(s)"
+    )
+    if findings or public:
+        zones = [z for z, f in (("shared", findings), ("public", public)) if f]
+        raise LakeError(
+            f"leak scan found {len(findings) + len(public)} problem(s) in the "
+            f"{' and '.join(zones)} zone(s)"
+        )
 
 
 @main.command()

@@ -374,20 +374,55 @@ def _staged(
 
 def _leak_findings(lake: Lake, staged: list[StagedTable]) -> list[str]:
     """Scan every staged file as written (Parquet read back, CSV parsed back as text)."""
+    return [
+        line
+        for s in staged
+        for line in public_file_findings(
+            lake, s.staged.tmp, s.staged.manifest.extra["distributions"], s.name, s.exempt
+        )
+    ]
+
+
+def public_file_findings(
+    lake: Lake, folder: str, distributions: list[dict], name: str, exempt: Sequence[str] = ()
+) -> list[str]:
+    """Leak-scan findings (without values) over the files of one public partition."""
     lines: list[str] = []
-    for s in staged:
-        for d in s.staged.manifest.extra["distributions"]:
-            location = f"{s.staged.tmp}/{d['file']}"
-            if d["file"].endswith(".parquet"):
-                table = pq.read_table(location, filesystem=lake.fs)
-            else:
-                with lake.fs.open_input_stream(location) as stream:
-                    table = pacsv.read_csv(
-                        pa.BufferReader(stream.read()),
-                        convert_options=pacsv.ConvertOptions(
-                            column_types={n: pa.string() for n in s.table.column_names}
-                        ),
-                    )
-            found: list[LeakFinding] = scan_table(table, exempt_columns=s.exempt)
-            lines += [f.describe(f"{s.name}/{d['file']}") for f in found]
+    for d in distributions:
+        location = f"{folder}/{d['file']}"
+        if d["file"].endswith(".parquet"):
+            table = pq.read_table(location, filesystem=lake.fs)
+        else:
+            with lake.fs.open_input_stream(location) as stream:
+                table = pacsv.read_csv(
+                    pa.BufferReader(stream.read()),
+                    convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+                )
+            table = table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names]))
+        found: list[LeakFinding] = scan_table(table, exempt_columns=exempt)
+        lines += [f.describe(f"{PUBLIC}/{name}/{d['file']}") for f in found]
     return lines
+
+
+def verify_public(
+    catalog: Catalog, lake: Lake, store: CatalogStore, ds: date | None = None
+) -> tuple[list[str], int]:
+    """The leak scan again over the committed public partitions of ``ds`` (default: the
+    latest night published), for ``lake verify``: findings without values, partitions."""
+    records = store.partitions(zone=PUBLIC)
+    if ds is None and records:
+        ds = max(p.ds for p in records)
+    findings, scanned = [], 0
+    for record in (p for p in records if p.ds == ds):
+        manifest = lake.read_manifest(record.path)
+        if manifest is None:
+            continue
+        exempt: list[str] = []
+        if not record.dataset_id.startswith("stats/"):
+            dataset = catalog.dataset(record.dataset_id)
+            exempt = [f.name for f in dataset.fields if f.rule == "business_reg_no"]
+        findings += public_file_findings(
+            lake, record.path, manifest.extra["distributions"], record.dataset_id, exempt
+        )
+        scanned += 1
+    return findings, scanned

@@ -461,3 +461,21 @@ def test_catalog_search_finds_chinese_and_english_words() -> None:
     assert search_catalog(CATALOG, "no such word anywhere") == []
     out = CliRunner().invoke(__import__("etl.cli").cli.main, ["catalog", "search", "办件"])
     assert "xingzheng.service_case" in out.output
+
+
+def test_verify_scans_the_committed_public_zone(fresh: Published) -> None:
+    from etl.publish_public import verify_public
+
+    findings, scanned = verify_public(CATALOG, fresh.lake, fresh.store, DEMO_DATE)
+    assert findings == [] and scanned == len(OPENABLE) + 11
+    # a mobile number planted into a published CSV after the night is found, without its value
+    path = fresh.public / f"zhijian.org_code/dt={DEMO_DATE}/zhijian.org_code.csv"
+    text = path.read_text(encoding="utf-8-sig").splitlines()
+    text[1] = text[1].replace(text[1].split(",")[1], "13912345678", 1)
+    path.write_text("\ufeff" + "\n".join(text) + "\n", encoding="utf-8")
+    findings, _ = verify_public(CATALOG, fresh.lake, fresh.store, DEMO_DATE)
+    assert len(findings) == 1
+    assert (
+        "zhijian.org_code.csv: column 'name' holds mobile (1 rows, first at row 0)" in findings[0]
+    )
+    assert "13912345678" not in findings[0]
