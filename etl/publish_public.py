@@ -4,9 +4,9 @@ Pure functions (a clean table in, a public table and its figures out) and, at th
 I/O shell :func:`publish_open_data` that the night's ``publish_public`` step calls:
 
 1. every open-able dataset (``open_type`` not restricted): the current clean rows → fields
-   by the public rules (``masking.policy.public_treatment``) → the k-anonymity gate on the catalog's
-   quasi-identifiers (``masking.kanon``), capped where the catalog says; a dataset the gate
-   blocks keeps its previous publication;
+   by the public rules (``masking.policy.public_treatment``) → the k-anonymity gate on the
+   catalog's quasi-identifiers (``masking.kanon``), capped where the catalog says; a dataset
+   the gate blocks keeps its previous publication;
 2. the 数字邑门式 statistics (``etl/statistics.py``), small cells suppressed;
 3. every staged table read back and leak-scanned (``masking.leak_scan``): one finding and
    nothing of the night is published;
@@ -44,11 +44,9 @@ from etl.zones import (
     stage_delivery,
 )
 from masking.kanon import (
-    AS_IS,
-    SUPPRESSED,
     Hierarchy,
     KAnonResult,
-    Level,
+    birth_year_hierarchy,
     hierarchy_for,
     k_anonymise,
 )
@@ -103,39 +101,6 @@ def public_table(dataset: DatasetDef, clean: pa.Table) -> pa.Table:
 
 
 # --------------------------------------------------------------------------- k-anonymity
-
-
-def _year_band(width: int):
-    def band(values: pa.Array) -> pa.Array:
-        if pa.types.is_null(values.type):
-            return pa.nulls(len(values), pa.string())
-        return _banded_years(values.cast(pa.int64()), width)
-
-    return band
-
-
-def _banded_years(years: pa.Array, width: int) -> pa.Array:
-    low = pc.multiply(pc.divide(years, width), width)
-    return pc.binary_join_element_wise(
-        low.cast(pa.string()), pc.add(low, width - 1).cast(pa.string()), "-"
-    )
-
-
-def birth_year_hierarchy(name: str) -> Hierarchy:
-    """Birth year (what the public rule leaves) → 5-year band → 10-year band → ``*``.
-
-    The level names are those of ``masking.kanon.birth_date_hierarchy``, so the catalog caps
-    (``generalise_up_to: {birth_date: 10-year band}``) read the same.
-    """
-    return Hierarchy(
-        name,
-        (
-            Level("year", AS_IS),
-            Level("5-year band", _year_band(5)),
-            Level("10-year band", _year_band(10)),
-            Level("*", SUPPRESSED),
-        ),
-    )
 
 
 def public_hierarchies(dataset: DatasetDef) -> dict[str, Hierarchy]:

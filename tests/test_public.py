@@ -479,3 +479,19 @@ def test_verify_scans_the_committed_public_zone(fresh: Published) -> None:
         "zhijian.org_code.csv: column 'name' holds mobile (1 rows, first at row 0)" in findings[0]
     )
     assert "13912345678" not in findings[0]
+
+
+def test_birth_years_band_like_birth_dates() -> None:
+    from masking.kanon import birth_date_hierarchy, birth_year_hierarchy
+
+    years = birth_year_hierarchy("y")
+    dates = birth_date_hierarchy("d")
+    assert years.level_names == dates.level_names[1:]
+    values = pa.array([1987, 1990, None], pa.int32())
+    as_dates = pa.array(["1987-06-01", "1990-01-31", None])
+    for level in (1, 2, 3):  # 5-year band, 10-year band, *
+        assert (
+            years.levels[level].generalise(values).to_pylist()
+            == dates.levels[level + 1].generalise(as_dates).to_pylist()
+        )
+    assert years.levels[1].generalise(values).to_pylist() == ["1985-1989", "1990-1994", None]
