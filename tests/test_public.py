@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from catalog.definitions import DEFINITIONS_DIR, Catalog, load_catalog
-from catalog.errors import CatalogError, PublicationBlocked
+from catalog.errors import CatalogError, LakeError, PublicationBlocked
 from catalog.lineage import source_deliveries, upstream
 from catalog.store import CatalogStore
 from etl.extract import extract_to_raw
@@ -495,3 +495,53 @@ def test_birth_years_band_like_birth_dates() -> None:
             == dates.levels[level + 1].generalise(as_dates).to_pylist()
         )
     assert years.levels[1].generalise(values).to_pylist() == ["1985-1989", "1990-1994", None]
+
+
+def test_current_clean_state_stacks_incremental_nights(tmp_path: Path) -> None:
+    """An incremental source's clean partitions hold each night's changes: the public zone
+    publishes the newest row per key as of the night, never one night's delta alone."""
+    from datetime import datetime
+
+    from catalog.store import PartitionRecord
+    from etl.publish_public import current_clean
+    from etl.zones import clean_schema
+
+    dataset = CATALOG.dataset("xingzheng.service_case")
+    lake = Lake(str(tmp_path / "lake"))
+    store = CatalogStore(f"sqlite:///{tmp_path / 'c.db'}")
+    schema = clean_schema(dataset)
+
+    def night(ds, rows: list[tuple[str, str, str]]) -> str:
+        table = pa.Table.from_pylist(
+            [
+                {"case_no": no, "status": status, "updated_at": datetime.fromisoformat(at)}
+                for no, status, at in rows
+            ],
+            schema=schema,
+        )
+        path = lake.dataset_partition(RAW_CLEAN, dataset, ds)
+        manifest = lake.write_partition(path, table.to_batches(), schema)
+        store.record_partition(
+            "r", PartitionRecord(RAW_CLEAN, dataset.id, ds, path, manifest.rows, "f")
+        )
+        return path
+
+    first = night(
+        DEMO_DATE, [("A", "受理", "2026-11-28 09:00:00"), ("B", "办结", "2026-11-28 10:00:00")]
+    )
+    second = night(
+        DEMO_DATE + timedelta(days=1),
+        [("A", "办结", "2026-11-29 11:00:00"), ("C", "受理", "2026-11-29 12:00:00")],
+    )
+    now = current_clean(lake, store, dataset, DEMO_DATE + timedelta(days=1))
+    rows = now.table.select(["case_no", "status"]).to_pylist()
+    assert sorted((r["case_no"], r["status"]) for r in rows) == [
+        ("A", "办结"),
+        ("B", "办结"),
+        ("C", "受理"),
+    ]
+    assert now.inputs == [first, second]
+    then = current_clean(lake, store, dataset, DEMO_DATE)
+    assert sorted(then.table["status"].to_pylist()) == ["办结", "受理"] and then.inputs == [first]
+    with pytest.raises(LakeError, match="no clean partition on or before"):
+        current_clean(lake, store, dataset, DEMO_DATE - timedelta(days=1))
