@@ -155,17 +155,9 @@ def temporal_coverage(table: pa.Table) -> list[str] | None:
     """First and last day of the first date/time column, as ISO dates (DCAT temporal)."""
     for column in table.columns:
         if pa.types.is_date(column.type) or pa.types.is_timestamp(column.type):
-            low, high = pc.min_max(column).values()
-            if low.is_valid:
-                as_day = pa.date32()
-                return [
-                    pc.cast(low, pa.timestamp("s")).cast(as_day).as_py().isoformat()
-                    if pa.types.is_timestamp(column.type)
-                    else low.as_py().isoformat(),
-                    pc.cast(high, pa.timestamp("s")).cast(as_day).as_py().isoformat()
-                    if pa.types.is_timestamp(column.type)
-                    else high.as_py().isoformat(),
-                ]
+            days = pc.min_max(column.cast(pa.timestamp("s")).cast(pa.date32()))
+            if days["min"].is_valid:
+                return [days["min"].as_py().isoformat(), days["max"].as_py().isoformat()]
     return None
 
 
@@ -278,18 +270,14 @@ def publish_open_data(
                 log.warning("%s", exc)
                 continue
             report = gated.report()
+            extra = {"dataset": dataset.id, "kind": "microdata", "kanon": report}
+            staged.append(_staged(lake, dataset.id, gated.table, ds, state.inputs, extra, report))
+            staged[-1].exempt = _exempt_columns(dataset)
+        for stat in statistics_tables(catalog, {k: v.table for k, v in clean.items()}, ds):
+            sources = [p for d in stat.sources for p in clean[d].inputs]
             staged.append(
-                _staged(lake, dataset.id, gated.table, ds, state.inputs, _extra(dataset, report))
+                _staged(lake, f"stats/{stat.name}", stat.table, ds, sources, stat.describe())
             )
-            staged[-1].report = report
-            staged[-1].exempt = [
-                f.name for f, _ in public_fields(dataset) if f.rule == "business_reg_no"
-            ]
-        inputs = {name: state for name, state in clean.items()}
-        for stat in statistics_tables(catalog, {k: v.table for k, v in inputs.items()}, ds):
-            name = f"stats/{stat.name}"
-            sources = [p for d in stat.sources for p in inputs[d].inputs]
-            staged.append(_staged(lake, name, stat.table, ds, sources, stat.describe()))
         findings = _leak_findings(lake, staged)
         if findings:
             raise LeakFound(
@@ -324,17 +312,24 @@ def publish_open_data(
     return result
 
 
-def _extra(dataset: DatasetDef, report: dict) -> dict:
-    return {"dataset": dataset.id, "kind": "microdata", "kanon": report}
+def _exempt_columns(dataset: DatasetDef) -> list[str]:
+    """Published business registration numbers are 15 digits, like old resident IDs."""
+    return [f.name for f, _ in public_fields(dataset) if f.rule == "business_reg_no"]
 
 
 def _staged(
-    lake: Lake, name: str, table: pa.Table, ds: date, inputs: Sequence[str], extra: dict
+    lake: Lake,
+    name: str,
+    table: pa.Table,
+    ds: date,
+    inputs: Sequence[str],
+    extra: dict,
+    report: dict | None = None,
 ) -> StagedTable:
     path = lake.public_partition(name, ds)
     extra = {**extra, "temporal": temporal_coverage(table)}
     staged = stage_delivery(lake, path, delivery_files(name, table), extra=extra)
-    return StagedTable(name, table, staged, list(inputs))
+    return StagedTable(name, table, staged, list(inputs), report or {})
 
 
 def _leak_findings(lake: Lake, staged: list[StagedTable]) -> list[str]:
@@ -384,8 +379,7 @@ def verify_public(
             continue
         exempt: list[str] = []
         if not record.dataset_id.startswith("stats/"):
-            dataset = catalog.dataset(record.dataset_id)
-            exempt = [f.name for f in dataset.fields if f.rule == "business_reg_no"]
+            exempt = _exempt_columns(catalog.dataset(record.dataset_id))
         findings += public_file_findings(
             lake, record.path, manifest.extra["distributions"], record.dataset_id, exempt
         )
