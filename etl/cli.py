@@ -672,6 +672,18 @@ def status(settings: LakeSettings) -> None:
         for d in deliveries:
             state = f"{d.rows:>10,} rows" if d.delivered else f"BLOCKED: {d.reason}"
             click.echo(f"  {d.consumer:10s} ← {d.dataset_id:36s} grant #{d.grant_id:<4d} {state}")
+    publications = store.publications(runs[0].ds)
+    if publications:
+        click.echo(f"\nopen data {runs[0].ds} (public/index.html):")
+        for p in publications:
+            r = p.report
+            state = (
+                f"k={r['achieved_k']} (asked {r['k']}), {r['rows_published']:,} rows, "
+                f"{r['suppressed_rows']:,} suppressed, highest risk {r['highest_risk']:.3f}"
+                if p.status == "published"
+                else f"BLOCKED: {r['reason']}"
+            )
+            click.echo(f"  {p.name:36s} {state}")
 
 
 if __name__ == "__main__":
