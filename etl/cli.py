@@ -7,6 +7,7 @@ shows the traceback too.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from datetime import date
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from catalog.errors import LakeError, shown_url
+from catalog.errors import LakeError, one_line, shown_error, shown_url
+from catalog.files import OWNER_ONLY_UMASK
 from etl.settings import LakeSettings
 
 
@@ -28,15 +30,13 @@ class _LakeGroup(click.Group):
         except LakeError as exc:
             if ctx.params.get("debug"):
                 raise
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {shown_error(exc)}", fg="red", err=True)
             sys.exit(1)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug or an environment problem: still one line
             if ctx.params.get("debug"):
                 raise
-            from catalog.errors import one_line
-
             click.secho(
                 f"error: unexpected {one_line(exc)} (--debug for the traceback)", fg="red", err=True
             )
@@ -48,6 +48,7 @@ class _LakeGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """yimen-lake: the city's nightly data lake (simulate, run, inspect)."""
+    os.umask(OWNER_ONLY_UMASK)  # logs, the catalog database, pages, spill files: owner-only
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s"
     )
@@ -141,7 +142,7 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
     result = run_night(settings, ds, log_file=log_file, show_progress=True)
     elapsed = time.monotonic() - started
     click.echo(f"\nnight {ds}:")
-    _print_night(settings, ds)
+    _print_night(settings, ds, result.run_id)
     if result.failed_tasks:
         raise LakeError(
             f"night {ds} {result.state} after {elapsed:.0f}s; failed tasks: "
@@ -150,27 +151,41 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
     click.echo(f"night {ds}: {result.state} in {elapsed:.0f}s (run {result.run_id})")
 
 
-def _print_night(settings: LakeSettings, ds: date) -> None:
-    """One line per dataset: delivered = clean + quarantined + collapsed, and where it is."""
+def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
+    """One line per dataset: delivered = clean + quarantined + collapsed, from this run only.
+
+    A dataset that failed in this run is marked with the step that failed; figures an
+    earlier run of the same date left in the store are never shown as this run's.
+    """
     from catalog.store import CatalogStore
     from etl.zones import RAW_SOURCES
 
     store = CatalogStore(settings.catalog_url)
-    raw = {p.dataset_id: p.rows for p in store.partitions(ds=ds, zone=RAW_SOURCES)}
-    quality = {q.dataset_id: q for q in store.quality(ds)}
+    raw = {
+        p.dataset_id: p.rows
+        for p in store.partitions(ds=ds, zone=RAW_SOURCES)
+        if p.run_id == run_id
+    }
+    quality = {q.dataset_id: q for q in store.quality(ds) if q.run_id == run_id}
+    failed: dict[str, list[str]] = {}
+    for error in store.errors(run_id):  # steps are "extract <dataset>", "validate <dataset>"
+        step, _, dataset_id = error.step.partition(" ")
+        if "." in dataset_id:
+            failed.setdefault(dataset_id, []).append(step)
     click.echo(
         f"  {'dataset':36s} {'delivered':>10s} {'clean':>10s} {'quarantined':>12s} "
         f"{'collapsed':>10s}"
     )
-    for dataset_id in sorted(raw.keys() | quality.keys()):
+    for dataset_id in sorted(raw.keys() | quality.keys() | failed.keys()):
         q = quality.get(dataset_id)
-        delivered = q.delivered if q else raw.get(dataset_id, 0)
-        figures = (
-            f"{q.clean:>10,} {q.quarantined:>12,} {q.collapsed:>10,}"
-            if q
-            else f"{'-':>10s} {'-':>12s} {'-':>10s}"
+        delivered = q.delivered if q else raw.get(dataset_id)
+        figures = [delivered] + ([q.clean, q.quarantined, q.collapsed] if q else [None] * 3)
+        shown = [f"{v:,}" if v is not None else "-" for v in figures]
+        mark = f"  FAILED ({', '.join(failed[dataset_id])})" if dataset_id in failed else ""
+        click.echo(
+            f"  {dataset_id:36s} {shown[0]:>10s} {shown[1]:>10s} {shown[2]:>12s} "
+            f"{shown[3]:>10s}{mark}"
         )
-        click.echo(f"  {dataset_id:36s} {delivered:>10,} {figures}")
 
 
 @main.command()
@@ -193,7 +208,7 @@ def backfill(settings: LakeSettings, start: date, end: date) -> None:
         try:
             _run_and_report(settings, ds)
         except LakeError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {shown_error(exc)}", fg="red", err=True)
             failed.append(ds.isoformat())
     if failed:
         raise LakeError(f"backfill finished; failed nights: {', '.join(failed)}")
@@ -332,8 +347,13 @@ def catalog_show(settings: LakeSettings, dataset_id: str, consumer: str | None) 
     click.echo(f"  {ds.description}")
     click.echo(
         f"  source: {src.kind} via connection '{src.connection_id}' ({where}), "
-        f"{src.load}" + (f", encoding {src.encoding}" if src.encoding else "")
+        f"{src.load}"
+        + (f", encoding {src.encoding}" if src.encoding else "")
+        + (f", sheet '{src.sheet}'" if src.sheet else "")
+        + (", control file " + (src.control_file or "required") if src.kind != "sql" else "")
     )
+    if src.load == "snapshot":
+        click.echo(f"  volume check: may shrink by at most {ds.shrink_limit:.0%} a night")
     click.echo(f"  key: {', '.join(ds.key)}   share: {ds.share_type}   open: {ds.open_type}")
     click.echo(f"  {'field':22s} {'type':9s} {'req':4s} {'rule':16s} {'level':12s} {'pii':11s} qi")
     for f in ds.fields:
@@ -638,6 +658,36 @@ def airflow(settings: LakeSettings, args: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.argument("dataset_id")
+@click.option("--date", "ds", required=True, callback=_parse_date, help="The night YYYY-MM-DD.")
+@click.option("--reason", required=True, help="Why the smaller delivery is real (recorded).")
+@click.pass_obj
+def accept(settings: LakeSettings, dataset_id: str, ds: date, reason: str) -> None:
+    """Accept once that DATASET's delivery of --date really shrank (or is really empty).
+
+    The volume check then lets that night's extraction through; who, when and why are
+    recorded in the catalog store. Run the night again afterwards (`lake run --date`).
+    """
+    import getpass
+
+    from catalog.definitions import load_catalog
+    from catalog.store import CatalogStore
+
+    dataset = load_catalog().dataset(dataset_id)
+    if not reason.strip():
+        raise click.BadParameter("say why the smaller delivery is real", param_hint="--reason")
+    store = CatalogStore(settings.catalog_url)
+    who = getpass.getuser()
+    store.record_acceptance(dataset.id, ds, who, reason.strip())
+    last = store.last_good_delivery(dataset.id, ds)
+    before = f" (last good night {last[0]}: {last[1]:,} rows)" if last else ""
+    click.echo(
+        f"accepted {dataset.id} {ds} by {who}{before}: {reason.strip()}\n"
+        f"run the night again: lake run --date {ds}"
+    )
+
+
+@main.command()
 @click.pass_obj
 def status(settings: LakeSettings) -> None:
     """Latest runs and their errors, the latest night, quality figures per dataset."""
@@ -652,8 +702,8 @@ def status(settings: LakeSettings) -> None:
         click.echo(f"{r.ds}  {r.status:8s} {r.run_id}")
         for err in store.errors(r.run_id):
             click.echo(f"    failed: {err.message}")
-    click.echo(f"\nlatest night {runs[0].ds}:")
-    _print_night(settings, runs[0].ds)
+    click.echo(f"\nlatest night {runs[0].ds} (run {runs[0].run_id}):")
+    _print_night(settings, runs[0].ds, runs[0].run_id)
     latest = store.latest_quality()
     if latest:
         click.echo("\nlatest quality figures per dataset:")

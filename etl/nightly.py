@@ -16,7 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from catalog.definitions import Catalog, load_catalog
-from catalog.errors import LakeError, one_line
+from catalog.errors import LakeError, shown_error
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
 from etl.extract import extract_to_raw
@@ -50,14 +50,18 @@ def partition_date(
 
 @contextmanager
 def recorded_failure(store: CatalogStore, run_id: str, step: str) -> Iterator[None]:
-    """Record why a step failed, in one line, where `lake run` and `lake status` find it."""
+    """Record why a step failed, in one masked line, where `lake run` and `lake status` find it.
+
+    The DAG raises the same line to Airflow (:func:`catalog.errors.shown_error`), so the task
+    log and the store say the same thing and neither carries a delivered value.
+    """
     try:
         yield
     except LakeError as exc:
-        store.record_error(run_id, step, str(exc))
+        store.record_error(run_id, step, shown_error(exc))
         raise
     except Exception as exc:  # a bug or an environment problem: still say it in one line
-        store.record_error(run_id, step, f"{step}: {one_line(exc)}")
+        store.record_error(run_id, step, f"{step}: {shown_error(exc)}")
         raise
     store.clear_errors(run_id, step)  # a retry that succeeds leaves no failure behind
 
@@ -98,7 +102,11 @@ class Night:
 
 
 def open_night(night: Night) -> str:
+    """Record the run as started; clear spill files that a killed earlier run left behind."""
+    from etl.dedup import remove_orphaned_spills
+
     night.store.start_run(night.run_id, night.ds)
+    remove_orphaned_spills(night.work_dir)
     return night.ds.isoformat()
 
 

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from catalog.definitions import DatasetDef, FieldDef
 from catalog.errors import PartitionError
+from catalog.files import OWNER_DIR_MODE
 
 RAW_SOURCES = "raw/sources"
 RAW_CLEAN = "raw/clean"
@@ -176,6 +177,8 @@ class Lake:
         """
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
         self.fs.create_dir(tmp, recursive=True)
+        if private and self.is_local:  # nobody else reaches the files before the final modes
+            os.chmod(tmp, OWNER_DIR_MODE)
         try:
             files, rows = self._write_files(tmp, _rebatch(batches, ROWS_PER_ROW_GROUP), schema)
             manifest = Manifest(
