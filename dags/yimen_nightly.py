@@ -10,12 +10,13 @@ at 02:00 on D+1 processes day D; a manual trigger processes the last complete ni
 Each dataset group extracts, then standardises, validates (Great Expectations suite from
 the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine/`. The
 `quality_gate` task passes only when every dataset validated within its quarantine limit;
-after it, one mapped `publish_shared` task per consumer department writes its masked
-extracts (`shared/<consumer>/…`), and `publish_public` writes the open data (`public/`:
+`unify` then builds unified persons and enterprises with their crosswalks in
+`raw/unified/` (no unification after a tripped breaker); after it, one mapped
+`publish_shared` task per consumer department writes its masked extracts
+(`shared/<consumer>/…`), and `publish_public` writes the open data (`public/`:
 de-identified microdata behind the k-anonymity gate, statistics, `catalog.jsonld`,
-`index.html`) behind the leak scan; unification will sit between the gate and them.
-`close_night` always runs and records the
-outcome. Task bodies are one-line calls into `etl.nightly`.
+`index.html`) behind the leak scan. `close_night` always runs and records the outcome.
+Task bodies are one-line calls into `etl.nightly`.
 """
 
 from __future__ import annotations
@@ -137,6 +138,13 @@ def yimen_nightly():
         with _masked_failure():  # a blocked dataset or a leak-scan finding: one line
             return publish_public(_night())
 
+    @task(retries=0, execution_timeout=timedelta(hours=1))
+    def unify() -> dict:
+        from etl.nightly import unify
+
+        with _masked_failure():
+            return unify(_night())
+
     @task(retries=0, execution_timeout=timedelta(minutes=10))
     def shared_consumers() -> list[str]:
         from etl.nightly import shared_consumers
@@ -180,14 +188,15 @@ def yimen_nightly():
         validated >> gate
         # close only when every step is done, whatever its outcome (not at the first failure)
         [extracted, validated] >> closed
-    # unification plugs in after `gate`; shared extracts: one mapped task per consumer;
-    # the open data does not wait for them (a failed consumer extract does not stop it)
+    # unification runs only when the gate passed; shared extracts after it, one mapped
+    # task per consumer department
+    unified = unify()
     consumers = shared_consumers()
     shared = publish_shared.expand(consumer=consumers)
-    gate >> consumers
+    gate >> unified >> consumers
     shared >> closed
-    gate >> published >> closed
-    gate >> closed
+    unified >> published >> closed
+    unified >> closed
 
 
 yimen_nightly()
