@@ -19,6 +19,7 @@ demo: $(STAMP)
 ## test: set up (incl. a private PostgreSQL server) and run the test suite
 test: $(STAMP)
 	scripts/test-postgres.sh start
+	scripts/install-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q

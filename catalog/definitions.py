@@ -150,6 +150,29 @@ class CheckDef(_Strict):
         return self
 
 
+class PublicDef(_Strict):
+    """How a dataset is published as open data (issue 12; docs/public.md).
+
+    The quasi-identifiers are the fields flagged ``quasi_identifier``; ``generalise_up_to``
+    caps a QI's hierarchy at a level (``applicant_birth_date: 10-year band``,
+    ``district_code: city``) so that the gate blocks publication instead of blanking a
+    column people need. ``max_suppression``: the share of rows the gate may suppress.
+    """
+
+    k: int = 5
+    max_suppression: float = Field(default=0.05, ge=0, le=1)
+    generalise_up_to: dict[str, str] = Field(default_factory=dict)
+    exclude: list[str] = Field(default_factory=list)  # fields never published, whatever level
+    themes: list[str] = Field(default_factory=list)  # EU data-theme codes: SOCI, ECON, GOVE …
+    keywords: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_k(self) -> PublicDef:
+        if self.k < 2:
+            raise ValueError(f"public.k must be at least 2 (k-anonymity with k={self.k} is none)")
+        return self
+
+
 class DatasetDef(_Strict):
     """A dataset a department provides (one resource in the catalogue)."""
 
@@ -171,6 +194,7 @@ class DatasetDef(_Strict):
     shrink_limit: float = Field(default=0.10, ge=0, le=1)
     fields: list[FieldDef] = Field(min_length=1)
     checks: list[CheckDef] = Field(default_factory=list)
+    public: PublicDef = Field(default_factory=PublicDef)
     department: str = ""  # filled from the file's department block
 
     @model_validator(mode="after")
@@ -191,7 +215,23 @@ class DatasetDef(_Strict):
             unknown = [c for c in check.columns if c not in names]
             if unknown:
                 raise ValueError(f"check '{check.rule}' names undeclared field(s) {unknown}")
+        qis = {f.name for f in self.fields if f.quasi_identifier}
+        for name in self.public.generalise_up_to:
+            if name not in names:
+                raise ValueError(f"public quasi-identifier {name!r} is not a declared field")
+            if name not in qis:
+                raise ValueError(
+                    f"public.generalise_up_to names {name!r}, which is not a quasi_identifier"
+                )
+        for name in self.public.exclude:
+            if name not in names:
+                raise ValueError(f"public.exclude names {name!r}, which is not a declared field")
         return self
+
+    @property
+    def openable(self) -> bool:
+        """Published as open data: every open type but 不予开放 (restricted)."""
+        return self.open_type != "restricted"
 
     @property
     def id(self) -> str:

@@ -107,6 +107,37 @@ class QualityResult(Base):
     deleted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
+class LineageEdge(Base):
+    """One input partition of an output partition (raw/sources → clean → public …).
+
+    Keyed by path: an output's edges are replaced when the output is rewritten, so a rerun
+    records what made the partition that is there now.
+    """
+
+    __tablename__ = "lineage"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    output_path: Mapped[str] = mapped_column(String(500), index=True)
+    input_path: Mapped[str] = mapped_column(String(500), index=True)
+    run_id: Mapped[str] = mapped_column(String(250))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Publication(Base):
+    """What the open-data run did with one public dataset or table on one date.
+
+    ``report`` holds the k-anonymity figures (achieved k, generalisation, suppressed rows,
+    prosecutor risk) or why publication was blocked; never a data value.
+    """
+
+    __tablename__ = "publications"
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    ds: Mapped[date] = mapped_column(Date, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(250))
+    status: Mapped[str] = mapped_column(String(20))  # published / blocked
+    report: Mapped[dict] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Acceptance(Base):
     """A person's word that one date's delivery really is that small (``lake accept``).
 
@@ -356,6 +387,48 @@ class CatalogStore:
     def errors(self, run_id: str) -> list[RunError]:
         with Session(self.engine) as s:
             return list(s.scalars(select(RunError).where(RunError.run_id == run_id)))
+
+    def record_lineage(self, run_id: str, output_path: str, input_paths: list[str]) -> None:
+        """Record the partitions ``output_path`` was made from (replacing earlier records)."""
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(LineageEdge).where(LineageEdge.output_path == output_path))
+            for path in dict.fromkeys(input_paths):
+                s.add(
+                    LineageEdge(
+                        output_path=output_path, input_path=path, run_id=run_id, recorded_at=_now()
+                    )
+                )
+
+    def lineage_inputs(self, path: str) -> list[str]:
+        with Session(self.engine) as s:
+            query = select(LineageEdge.input_path).where(LineageEdge.output_path == path)
+            return sorted(s.scalars(query))
+
+    def lineage_outputs(self, path: str) -> list[str]:
+        with Session(self.engine) as s:
+            query = select(LineageEdge.output_path).where(LineageEdge.input_path == path)
+            return sorted(s.scalars(query))
+
+    def partition_at(self, path: str) -> Partition | None:
+        """The recorded partition at ``path`` (the newest record if it was rewritten)."""
+        with Session(self.engine) as s:
+            query = select(Partition).where(Partition.path == path).order_by(Partition.id.desc())
+            return s.scalars(query.limit(1)).first()
+
+    def record_publication(
+        self, run_id: str, name: str, ds: date, status: str, report: dict
+    ) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.merge(
+                Publication(
+                    name=name, ds=ds, run_id=run_id, status=status, report=report, at=_now()
+                )
+            )
+
+    def publications(self, ds: date) -> list[Publication]:
+        with Session(self.engine) as s:
+            query = select(Publication).where(Publication.ds == ds).order_by(Publication.name)
+            return list(s.scalars(query))
 
     def last_good_delivery(self, dataset_id: str, before: date) -> tuple[date, int] | None:
         """The latest date before ``before`` whose run succeeded for this dataset, and its rows.

@@ -13,8 +13,10 @@ the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine
 `unify` then builds unified persons and enterprises with their crosswalks in
 `raw/unified/` (no unification after a tripped breaker); after it, one mapped
 `publish_shared` task per consumer department writes its masked extracts
-(`shared/<consumer>/…`). `close_night` always runs and records the outcome. Task bodies
-are one-line calls into `etl.nightly`.
+(`shared/<consumer>/…`), and `publish_public` writes the open data (`public/`:
+de-identified microdata behind the k-anonymity gate, statistics, `catalog.jsonld`,
+`index.html`) behind the leak scan. `close_night` always runs and records the outcome.
+Task bodies are one-line calls into `etl.nightly`.
 """
 
 from __future__ import annotations
@@ -130,6 +132,13 @@ def yimen_nightly():
             return quality_gate(_night())
 
     @task(retries=0, execution_timeout=timedelta(hours=1))
+    def publish_public() -> dict:
+        from etl.nightly import publish_public
+
+        with _masked_failure():  # a blocked dataset or a leak-scan finding: one line
+            return publish_public(_night())
+
+    @task(retries=0, execution_timeout=timedelta(hours=1))
     def unify() -> dict:
         from etl.nightly import unify
 
@@ -165,6 +174,7 @@ def yimen_nightly():
 
     opened = open_night()
     gate = quality_gate()
+    published = publish_public()
     closed = close_night()
     for dataset in load_catalog().datasets:
         with TaskGroup(
@@ -185,6 +195,7 @@ def yimen_nightly():
     shared = publish_shared.expand(consumer=consumers)
     gate >> unified >> consumers
     shared >> closed
+    unified >> published >> closed
     unified >> closed
 
 

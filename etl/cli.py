@@ -255,7 +255,10 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
         f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
         f"  shared:      {settings.lake_root}/shared/<consumer>/<dataset>/dt={summary.as_of}/ "
         "(masked extracts per grant: `lake grant list`, `lake verify`)\n"
-        "  next:        `lake status`, `lake score`, `lake catalog list`, `make airflow` for the UI"
+        f"  open data:   {settings.lake_root}/public/index.html (portal page; open it in a "
+        "browser, no server needed), catalog.jsonld (DCAT)\n"
+        "  next:        `lake status`, `lake score`, `lake catalog list`, `lake lineage "
+        f"public/xingzheng.service_case/dt={summary.as_of}`, `make airflow` for the UI"
     )
 
 
@@ -501,15 +504,30 @@ def grant_revoke(settings: LakeSettings, grant_id: int, reason: str) -> None:
 @date_option("the latest night")
 @click.pass_obj
 def verify(settings: LakeSettings, ds: date | None) -> None:
-    """Leak scan over the shared zone: IDs, mobiles, ungranted columns (never prints values)."""
+    """Leak scan over the shared and public zones: IDs, mobiles, ungranted columns (never
+    prints values)."""
+    from catalog.definitions import load_catalog
+    from catalog.store import CatalogStore
+    from etl.publish_public import verify_public
     from etl.verify import verify_shared
+    from etl.zones import Lake
 
     findings, scanned = verify_shared(settings, ds)
-    for line in findings:
+    public, public_scanned = verify_public(
+        load_catalog(), Lake(settings.lake_root), CatalogStore(settings.catalog_url), ds
+    )
+    for line in findings + public:
         click.secho(f"  {line}", fg="red")
-    click.echo(f"leak scan: {scanned} partition(s) scanned, {len(findings)} finding(s)")
-    if findings:
-        raise LakeError(f"leak scan found {len(findings)} problem(s) in the shared zone")
+    click.echo(
+        f"leak scan: {scanned} shared and {public_scanned} public partition(s) scanned, "
+        f"{len(findings) + len(public)} finding(s)"
+    )
+    if findings or public:
+        zones = [z for z, f in (("shared", findings), ("public", public)) if f]
+        raise LakeError(
+            f"leak scan found {len(findings) + len(public)} problem(s) in the "
+            f"{' and '.join(zones)} zone(s)"
+        )
 
 
 @main.command()
@@ -573,6 +591,97 @@ def _key_environment(settings: LakeSettings) -> dict[str, str]:
     if not env.get(ENV_KEY) and not env.get(ENV_KEY_FILE) and demo_key.exists():
         env[ENV_KEY_FILE] = str(demo_key)
     return env
+
+
+@catalog.command("search")
+@click.argument("word")
+def catalog_search(word: str) -> None:
+    """Datasets and fields whose names or descriptions hold WORD (Chinese or English)."""
+    from catalog.definitions import load_catalog
+    from catalog.search import search_catalog
+
+    hits = search_catalog(load_catalog(), word)
+    if not hits:
+        raise LakeError(f"catalog search: nothing matches '{word}'")
+    for hit in hits:
+        where = f"{hit.dataset_id}.{hit.field}" if hit.field else hit.dataset_id
+        click.echo(f"{where:48s} {hit.text}")
+
+
+@main.command()
+@click.argument("path")
+@click.pass_obj
+def lineage(settings: LakeSettings, path: str) -> None:
+    """Where the partition at PATH came from (down to the source deliveries) and where it went.
+
+    PATH is a partition folder (or a file in it), absolute or relative to the lake root,
+    e.g. public/xingzheng.service_case/dt=2026-11-28.
+    """
+    from catalog.lineage import lineage as lineage_of
+    from catalog.lineage import lineage_lines
+    from catalog.store import CatalogStore
+    from etl.zones import RAW_SOURCES, Lake
+
+    lake = Lake(settings.lake_root)
+    full = _partition_folder(lake.root, path)
+    came_from, went_to = lineage_of(CatalogStore(settings.catalog_url), full)
+
+    def shown(p: str) -> str:
+        return p.removeprefix(lake.root + "/")
+
+    def delivery(p: str) -> str:
+        if f"/{RAW_SOURCES}/" not in p:
+            return ""
+        manifest = lake.read_manifest(p)
+        source = manifest.extra.get("source") if manifest else None
+        return f"delivered from {source}" if source else ""
+
+    click.echo("came from:")
+    for line in lineage_lines(came_from, shown=shown, detail=delivery, depth=1):
+        click.echo(line)
+    click.echo("went to:")
+    if not went_to.links:
+        click.echo("  (nothing yet)")
+    for link in went_to.links:
+        for line in lineage_lines(link, shown=shown, depth=1):
+            click.echo(line)
+
+
+def _partition_folder(root: str, path: str) -> str:
+    """``<root>/<zone…>/dt=YYYY-MM-DD`` from a folder or file path, absolute or relative."""
+    import os
+    import re
+
+    full = path if path.startswith(root) else f"{root}/{path.lstrip('./')}"
+    match = re.match(r"^(.*?/dt=\d{4}-\d{2}-\d{2})(/.*)?$", os.path.normpath(full))
+    return match.group(1) if match else os.path.normpath(full)
+
+
+@main.command()
+@date_option("the latest night")
+@click.pass_obj
+def publish(settings: LakeSettings, ds: date | None) -> None:
+    """Publish the open data for --date from the clean zone, outside Airflow (as the night's
+    publish_public step does): public/<dataset>/dt=…, statistics, catalog.jsonld, index.html."""
+    from catalog.store import CatalogStore
+    from etl.nightly import Night, publish_public
+
+    if ds is None:
+        runs = CatalogStore(settings.catalog_url).runs(limit=1)
+        if not runs:
+            raise LakeError("no night has run yet: try `lake demo`")
+        ds = runs[0].ds
+    night = Night.open(ds, f"publish-{ds}", settings)
+    summary = publish_public(night)
+    for name, report in summary["published"].items():
+        figures = (
+            f"k={report['achieved_k']}, {report['suppressed_rows']:,} suppressed, "
+            f"highest risk {report['highest_risk']:.3f}"
+            if "achieved_k" in report
+            else f"{report['rows']:,} rows"
+        )
+        click.echo(f"  public  {name:44s} {figures}")
+    click.echo(f"portal: {settings.lake_root}/public/index.html")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -663,6 +772,18 @@ def status(settings: LakeSettings) -> None:
         for d in deliveries:
             state = f"{d.rows:>10,} rows" if d.delivered else f"BLOCKED: {d.reason}"
             click.echo(f"  {d.consumer:10s} ← {d.dataset_id:36s} grant #{d.grant_id:<4d} {state}")
+    publications = store.publications(runs[0].ds)
+    if publications:
+        click.echo(f"\nopen data {runs[0].ds} (public/index.html):")
+        for p in publications:
+            r = p.report
+            state = (
+                f"k={r['achieved_k']} (asked {r['k']}), {r['rows_published']:,} rows, "
+                f"{r['suppressed_rows']:,} suppressed, highest risk {r['highest_risk']:.3f}"
+                if p.status == "published"
+                else f"BLOCKED: {r['reason']}"
+            )
+            click.echo(f"  {p.name:36s} {state}")
 
     unified = store.unification()
     if unified:

@@ -199,6 +199,20 @@ def unify(night: Night) -> dict:
     return {"summary": figures.summary(), "person_rules": figures.person_rules}
 
 
+def publish_public(night: Night) -> dict:
+    """Publish the open data: microdata behind the k-anonymity gate, statistics, DCAT
+    catalogue and portal page, all behind the leak scan (``etl/publish_public.py``).
+
+    A dataset the gate blocks keeps its previous publication and fails the step after the
+    rest is published; a leak-scan finding publishes nothing of the night.
+    """
+    from etl.publish_public import publish_open_data
+
+    with night.failure_recorded("publish public"):
+        result = publish_open_data(night.catalog, night.lake, night.store, night.ds, night.run_id)
+    return result.summary()
+
+
 def close_night(night: Night, failed_tasks: list[str]) -> dict:
     """Record the night as success or failed and write the quality page.
 

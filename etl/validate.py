@@ -214,6 +214,8 @@ def validate_partition(
         result.figures, dataset.quarantine_limit, schema_broken=schema_broken
     )
     _record(store, run_id, result, dataset, clean_manifest, q_manifest)
+    for made in (clean_manifest, q_manifest):  # lineage: both come from the night's delivery
+        store.record_lineage(run_id, made.path, [source])
     log.info(result.summary())
     figures = result.figures
     if result.breaker_tripped:

@@ -377,6 +377,16 @@ def write_delivery(
     return manifest
 
 
+def excel_csv(table: pa.Table, encoding: str = "utf-8-sig") -> bytes:
+    """One table as the Excel-safe CSV of a delivery (:class:`_CsvWriter`), in memory."""
+    sink = pa.BufferOutputStream()
+    writer = _CsvWriter(sink, encoding)
+    if table.num_rows:
+        writer.written(table)
+    writer.finish(table.schema)
+    return sink.getvalue().to_pybytes()
+
+
 class _CsvWriter:
     """CSV that Excel opens with Chinese intact (UTF-8 with BOM, or GB18030), streamed.
 
@@ -443,3 +453,68 @@ def _restrict_ancestors(path: str, root: str) -> None:
         os.chmod(parent, RAW_DIR_MODE)
         parent = os.path.dirname(parent)
     os.chmod(root, RAW_DIR_MODE)
+
+
+# --------------------------------------------------------------------------- deliveries
+
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+CSV_MEDIA_TYPE = "text/csv"
+
+
+def stage_delivery(
+    lake: Lake, path: str, files: dict[str, bytes], *, extra: dict | None = None
+) -> StagedPartition:
+    """Stage a shared/public partition of ready-made files (Parquet plus its CSV copy).
+
+    Deliveries are plain files for people and other systems (no Iceberg reader needed): the
+    files are written beside ``path``, then the manifest, which lists the Parquet files
+    (what :meth:`Lake.read_partition` reads) and, under ``distributions``, every file with
+    its media type, byte size and SHA-256 (what the DCAT catalogue publishes). Committed
+    with :meth:`Lake.commit` like any staged partition.
+    """
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    lake.fs.create_dir(tmp, recursive=True)
+    try:
+        distributions = []
+        for name, content in files.items():
+            with lake.fs.open_output_stream(f"{tmp}/{name}") as out:
+                out.write(content)
+            distributions.append(
+                {
+                    "file": name,
+                    "media_type": PARQUET_MEDIA_TYPE
+                    if name.endswith(".parquet")
+                    else CSV_MEDIA_TYPE,
+                    "bytes": len(content),
+                    "sha256": hashlib.sha256(content).hexdigest(),
+                }
+            )
+        parquet = [d for d in distributions if d["media_type"] == PARQUET_MEDIA_TYPE]
+        rows = sum(
+            pq.ParquetFile(pa.BufferReader(files[d["file"]])).metadata.num_rows for d in parquet
+        )
+        manifest = Manifest(
+            path=path,
+            rows=rows,
+            files=[d["file"] for d in parquet],
+            fingerprint="sha256:"
+            + hashlib.sha256(b"".join(files[d["file"]] for d in parquet)).hexdigest(),
+            written_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            extra={**(extra or {}), "distributions": distributions},
+        )
+        with lake.fs.open_output_stream(f"{tmp}/{MANIFEST}") as out:
+            out.write(json.dumps(asdict(manifest), ensure_ascii=False, indent=1).encode())
+    except BaseException:
+        lake.discard([StagedPartition(tmp, None)])
+        raise
+    return StagedPartition(tmp, manifest)
+
+
+def replace_file(lake: Lake, path: str, content: bytes) -> None:
+    """Write one file under a temporary name, then rename it over ``path`` (atomic locally)."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    parent = path.rsplit("/", 1)[0]
+    lake.fs.create_dir(parent, recursive=True)
+    with lake.fs.open_output_stream(tmp) as out:
+        out.write(content)
+    lake.fs.move(tmp, path)

@@ -44,6 +44,7 @@ __all__ = [
     "RiskFigures",
     "age_hierarchy",
     "birth_date_hierarchy",
+    "birth_year_hierarchy",
     "categorical_hierarchy",
     "date_hierarchy",
     "division_hierarchy",
@@ -168,6 +169,32 @@ def birth_date_hierarchy(name: str = "birth_date") -> Hierarchy:
             Level("year", _year),
             Level("5-year band", _year_band(5)),
             Level("10-year band", _year_band(10)),
+            Level("*", SUPPRESSED),
+        ),
+    )
+
+
+def birth_year_hierarchy(name: str = "birth_year") -> Hierarchy:
+    """Birth year (integer or text) → 5-year band → 10-year band → ``*``.
+
+    For a column already generalised to the year (the public rule for birth dates); the
+    level names are those of :func:`birth_date_hierarchy`, so caps read the same.
+    """
+
+    def years(width: int) -> Generalise:
+        def band(values: pa.Array) -> pa.Array:
+            if pa.types.is_null(values.type):
+                return pa.nulls(len(values), pa.string())
+            return _band(values.cast(pa.int64()), width)
+
+        return band
+
+    return Hierarchy(
+        name,
+        (
+            Level("year", AS_IS),
+            Level("5-year band", years(5)),
+            Level("10-year band", years(10)),
             Level("*", SUPPRESSED),
         ),
     )

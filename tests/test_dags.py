@@ -121,6 +121,12 @@ def test_a_whole_night_runs_through_airflow(
         assert overall.rule == "all" and overall.f1 >= target, (entity, overall)
     index = (session_settings.var / "quality" / "index.html").read_text()
     assert all(dataset_id in index for dataset_id in departments.rows)
+    # the open data went out after the gate: microdata, statistics, catalogue and page
+    public = {p.dataset_id for p in store.partitions(ds=DEMO_DATE, zone="public")}
+    assert {"xingzheng.service_case", "stats/cases_by_district"} <= public
+    assert "publish_public" not in result.failed_tasks
+    portal = Path(session_settings.lake_root) / "public" / "index.html"
+    assert "xingzheng.service_case" in portal.read_text(encoding="utf-8")
     shared = {d.consumer: d for d in grants.distributions(DEMO_DATE) if d.run_id == result.run_id}
     assert set(shared) == {"dishui", "renshe"}  # one mapped task per consumer delivered
     assert {d.rows for d in shared.values()} == {clean["gongan.population"]}

@@ -1,0 +1,400 @@
+"""Open data: de-identified microdata behind the k-anonymity gate (DESIGN §6, issue 12).
+
+Pure functions (a clean table in, a public table and its figures out) and, at the end, the
+I/O shell :func:`publish_open_data` that the night's ``publish_public`` step calls:
+
+1. every open-able dataset (``open_type`` not restricted): the current clean rows → fields
+   by the public rules (``masking.policy.public_treatment``) → the k-anonymity gate on the
+   catalog's quasi-identifiers (``masking.kanon``), capped where the catalog says; a dataset
+   the gate blocks keeps its previous publication;
+2. the 数字邑门式 statistics (``etl/statistics.py``), small cells suppressed;
+3. every staged table read back and leak-scanned (``masking.leak_scan``): one finding and
+   nothing of the night is published;
+4. the partitions are committed, recorded with their lineage, and ``catalog.jsonld`` and
+   ``index.html`` are rewritten from what the public zone now holds.
+
+Until unification lands, the input is ``raw/clean`` (see docs/public.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from catalog.definitions import Catalog, DatasetDef, FieldDef
+from catalog.errors import LakeError, PublicationBlocked
+from catalog.store import CatalogStore, PartitionRecord
+from etl.zones import (
+    PUBLIC,
+    RAW_CLEAN,
+    Lake,
+    StagedPartition,
+    excel_csv,
+    replace_file,
+    stage_delivery,
+)
+from masking.kanon import (
+    Hierarchy,
+    KAnonResult,
+    birth_year_hierarchy,
+    hierarchy_for,
+    k_anonymise,
+)
+from masking.leak_scan import LeakFinding, scan_table
+from masking.policy import Treatment, output_metadata, public_treatment, treated_columns
+
+log = logging.getLogger(__name__)
+
+
+class LeakFound(LakeError):
+    """The leak scan found personal data in the public output: nothing was published."""
+
+
+# --------------------------------------------------------------------------- public rules
+
+
+def public_fields(dataset: DatasetDef) -> list[tuple[FieldDef, Treatment]]:
+    """The fields a dataset publishes, with their public treatment (DESIGN §6 through
+    ``masking.policy.public_treatment``: open clear, restricted dropped, ID/name/phone
+    dropped, address → district code, birth date → year, amount → band …). Dropped fields
+    and the catalog's ``public.exclude`` are left out; the public zone has no tokens."""
+    excluded = set(dataset.public.exclude)
+    kept = []
+    for f in dataset.fields:
+        treatment = public_treatment(f)
+        if f.name in excluded or treatment.dropped:
+            continue
+        if treatment.tokenised:  # the policy never does this; the public zone must not
+            raise LakeError(f"{dataset.id}.{f.name}: a token in the public zone")
+        kept.append((f, treatment))
+    return kept
+
+
+def _is_birth_year(treatment: Treatment) -> bool:
+    return any(o.operator.variant == "generalise.year" for o in treatment.outputs)
+
+
+def public_table(dataset: DatasetDef, clean: pa.Table) -> pa.Table:
+    """The clean rows with the public treatments applied: no ID, name, phone, token or
+    metadata column. Every column's Parquet metadata says its level, PII kind and the
+    operator applied (``masking.policy.output_metadata``, plus ``masking``: its variant)."""
+    arrays, fields = [], []
+    for f, treatment in public_fields(dataset):
+        values = clean.column(f.name).combine_chunks()
+        outputs = {o.column: o for o in treatment.outputs}
+        for column, array in treated_columns(treatment, values).items():
+            output = outputs[column]
+            meta = output_metadata(f, output) | {"masking": output.operator.variant}
+            arrays.append(array)
+            fields.append(pa.field(column, array.type, metadata=meta))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# --------------------------------------------------------------------------- k-anonymity
+
+
+def public_hierarchies(dataset: DatasetDef) -> dict[str, Hierarchy]:
+    """The gate's quasi-identifiers: the published QI fields, capped where the catalog says."""
+    hierarchies = {}
+    for f, treatment in public_fields(dataset):
+        if not f.quasi_identifier:
+            continue
+        hierarchy = birth_year_hierarchy(f.name) if _is_birth_year(treatment) else hierarchy_for(f)
+        cap = dataset.public.generalise_up_to.get(f.name)
+        hierarchies[f.name] = hierarchy.up_to(cap) if cap else hierarchy
+    return hierarchies
+
+
+def anonymised(dataset: DatasetDef, table: pa.Table) -> KAnonResult:
+    """The k-anonymity gate with the dataset's k and suppression limit; blocks past it."""
+    result = k_anonymise(
+        table,
+        public_hierarchies(dataset),
+        k=dataset.public.k,
+        max_suppression=dataset.public.max_suppression,
+        dataset=dataset.id,
+    )
+    # a generalised column comes back as a new (text) field: give it its metadata back,
+    # with the level the gate chose
+    fields = []
+    for f in result.table.schema:
+        meta = dict(table.schema.field(f.name).metadata or {})
+        if f.name in result.levels:
+            meta[b"kanon_level"] = result.levels[f.name].encode()
+        fields.append(f.with_metadata(meta))
+    published = pa.Table.from_arrays(result.table.columns, schema=pa.schema(fields))
+    return dataclasses.replace(result, table=published)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="zstd", row_group_size=250_000)
+    return out.getvalue()
+
+
+def delivery_files(name: str, table: pa.Table) -> dict[str, bytes]:
+    """``<name>.parquet`` and ``<name>.csv`` of one public table."""
+    stem = name.rsplit("/", 1)[-1]
+    return {f"{stem}.parquet": parquet_bytes(table), f"{stem}.csv": excel_csv(table)}
+
+
+def temporal_coverage(table: pa.Table) -> list[str] | None:
+    """First and last day of the first date/time column, as ISO dates (DCAT temporal)."""
+    for column in table.columns:
+        if pa.types.is_date(column.type) or pa.types.is_timestamp(column.type):
+            days = pc.min_max(column.cast(pa.timestamp("s")).cast(pa.date32()))
+            if days["min"].is_valid:
+                return [days["min"].as_py().isoformat(), days["max"].as_py().isoformat()]
+    return None
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class CleanState:
+    """A dataset's current clean rows as of a date, and the partitions they came from."""
+
+    table: pa.Table
+    inputs: list[str]
+
+
+def current_clean(lake: Lake, store: CatalogStore, dataset: DatasetDef, ds: date) -> CleanState:
+    """The newest clean version of every key as of ``ds``.
+
+    A snapshot source's latest clean partition is the whole state; an incremental source's
+    partitions hold each night's changes, so they are stacked and the newest row per key
+    kept (later date first, then ``updated_at``). Rows deleted at the source stay until
+    unification handles deletions.
+    """
+    records = [
+        p
+        for p in store.partitions(zone=RAW_CLEAN)
+        if p.dataset_id == dataset.id and p.ds <= ds and lake.read_manifest(p.path) is not None
+    ]
+    if not records:
+        raise LakeError(f"{dataset.id}: no clean partition on or before {ds} to publish from")
+    records.sort(key=lambda p: p.ds)
+    if dataset.source.load == "snapshot":
+        records = records[-1:]
+    names = dataset.field_names
+    parts = []
+    for order, record in enumerate(records):
+        part = lake.read_partition(record.path).select(names)
+        parts.append(
+            part.append_column("_night", pa.repeat(pa.scalar(order, pa.int32()), len(part)))
+        )
+    table = pa.concat_tables(parts)
+    if len(parts) > 1:
+        table = _newest_per_key(table, dataset)
+    return CleanState(table.drop_columns(["_night"]), [p.path for p in records])
+
+
+def _newest_per_key(table: pa.Table, dataset: DatasetDef) -> pa.Table:
+    order = [(k, "ascending") for k in dataset.key] + [("_night", "descending")]
+    watermark = dataset.source.watermark_column
+    if watermark:
+        order.append((watermark, "descending"))
+    table = table.sort_by(order)
+    keys = [table.column(k).combine_chunks() for k in dataset.key]
+    first = np.ones(len(table), dtype=bool)
+    if len(table) > 1:
+        same = np.ones(len(table) - 1, dtype=bool)
+        for key in keys:
+            a, b = key.slice(1), key.slice(0, len(key) - 1)
+            same &= pc.fill_null(pc.equal(a, b), False).to_numpy(zero_copy_only=False)
+        first[1:] = ~same
+    return table.filter(pa.array(first))
+
+
+# --------------------------------------------------------------------------- the shell
+
+
+@dataclass
+class StagedTable:
+    """A public table staged beside its final path, with what the catalogue says of it."""
+
+    name: str  # public/<name>/dt=…
+    table: pa.Table
+    staged: StagedPartition
+    inputs: list[str]
+    report: dict = field(default_factory=dict)
+    exempt: list[str] = field(default_factory=list)  # leak-scan exemptions (15-digit reg. no.)
+
+
+@dataclass
+class PublicationResult:
+    published: dict[str, dict] = field(default_factory=dict)  # name → report
+    blocked: dict[str, str] = field(default_factory=dict)  # name → reason (one line)
+
+    def summary(self) -> dict:
+        return {"published": self.published, "blocked": self.blocked}
+
+
+def publish_open_data(
+    catalog: Catalog, lake: Lake, store: CatalogStore, ds: date, run_id: str
+) -> PublicationResult:
+    """The night's open-data publication (see the module doc for the order of gates)."""
+    from catalog.dcat import dcat_catalogue
+    from catalog.portal import portal_page, vendored_assets
+    from etl.public_catalogue import published_entries
+    from etl.statistics import statistics_tables
+
+    result = PublicationResult()
+    staged: list[StagedTable] = []
+    clean: dict[str, CleanState] = {}
+    try:
+        for dataset in catalog.datasets:
+            if not dataset.openable:
+                continue
+            state = current_clean(lake, store, dataset, ds)
+            clean[dataset.id] = state
+            try:
+                gated = anonymised(dataset, public_table(dataset, state.table))
+            except PublicationBlocked as exc:
+                result.blocked[dataset.id] = str(exc)
+                store.record_publication(run_id, dataset.id, ds, "blocked", {"reason": str(exc)})
+                log.warning("%s", exc)
+                continue
+            report = gated.report()
+            extra = {"dataset": dataset.id, "kind": "microdata", "kanon": report}
+            staged.append(_staged(lake, dataset.id, gated.table, ds, state.inputs, extra, report))
+            staged[-1].exempt = _exempt_columns(dataset)
+        for stat in statistics_tables(catalog, {k: v.table for k, v in clean.items()}, ds):
+            sources = [p for d in stat.sources for p in clean[d].inputs]
+            staged.append(
+                _staged(lake, f"stats/{stat.name}", stat.table, ds, sources, stat.describe())
+            )
+        findings = _leak_findings(lake, staged)
+        if findings:
+            raise LeakFound(
+                f"public output for {ds} not published: leak scan found "
+                + "; ".join(findings[:5])
+                + (f" (and {len(findings) - 5} more)" if len(findings) > 5 else "")
+            )
+    except BaseException:
+        lake.discard([s.staged for s in staged])
+        raise
+    lake.commit([s.staged for s in staged])
+    for s in staged:
+        manifest = s.staged.manifest
+        store.record_partition(
+            run_id,
+            PartitionRecord(PUBLIC, s.name, ds, manifest.path, manifest.rows, manifest.fingerprint),
+        )
+        store.record_lineage(run_id, manifest.path, s.inputs)
+        if not s.name.startswith("stats/"):
+            store.record_publication(run_id, s.name, ds, "published", s.report)
+        result.published[s.name] = s.report or {"rows": manifest.rows}
+    entries = published_entries(catalog, lake, store, ds)
+    root = f"{lake.root}/{PUBLIC}"
+    for name, content in vendored_assets().items():
+        replace_file(lake, f"{root}/{name}", content)
+    replace_file(lake, f"{root}/catalog.jsonld", dcat_catalogue(entries, ds))
+    replace_file(lake, f"{root}/index.html", portal_page(entries, ds).encode())
+    if result.blocked:
+        raise PublicationBlocked(
+            f"public zone for {ds} written, but not: " + "; ".join(result.blocked.values())
+        )
+    return result
+
+
+def _exempt_columns(dataset: DatasetDef) -> list[str]:
+    """Published business registration numbers are 15 digits, like old resident IDs."""
+    return [f.name for f, _ in public_fields(dataset) if f.rule == "business_reg_no"]
+
+
+def _staged(
+    lake: Lake,
+    name: str,
+    table: pa.Table,
+    ds: date,
+    inputs: Sequence[str],
+    extra: dict,
+    report: dict | None = None,
+) -> StagedTable:
+    path = lake.public_partition(name, ds)
+    extra = {**extra, "temporal": temporal_coverage(table)}
+    staged = stage_delivery(lake, path, delivery_files(name, table), extra=extra)
+    return StagedTable(name, table, staged, list(inputs), report or {})
+
+
+def _leak_findings(lake: Lake, staged: list[StagedTable]) -> list[str]:
+    """Scan every staged file as written (Parquet read back, CSV parsed back as text)."""
+    return [
+        line
+        for s in staged
+        for line in public_file_findings(
+            lake, s.staged.tmp, s.staged.manifest.extra["distributions"], s.name, s.exempt
+        )
+    ]
+
+
+def public_file_findings(
+    lake: Lake, folder: str, distributions: list[dict], name: str, exempt: Sequence[str] = ()
+) -> list[str]:
+    """Leak-scan findings (without values) over the files of one public partition."""
+    lines: list[str] = []
+    for d in distributions:
+        location = f"{folder}/{d['file']}"
+        if d["file"].endswith(".parquet"):
+            table = pq.read_table(location, filesystem=lake.fs)
+        else:
+            with lake.fs.open_input_stream(location) as stream:
+                table = pacsv.read_csv(
+                    pa.BufferReader(stream.read()),
+                    convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+                )
+            table = table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names]))
+        found = _scanned(table, exempt)
+        lines += [f.describe(f"{PUBLIC}/{name}/{d['file']}") for f in found]
+    return lines
+
+
+def _scanned(table: pa.Table, exempt: Sequence[str]) -> list[LeakFinding]:
+    """``scan_table`` over each column's distinct values first (the scan judges every value
+    on its own), and over the whole column only where a distinct value was flagged, for the
+    row counts: most public columns repeat a few values over millions of rows."""
+    findings: list[LeakFinding] = []
+    for name in table.column_names:
+        column = table.select([name])
+        distinct = pa.table({name: pc.unique(column.column(0))})
+        if scan_table(distinct, exempt_columns=exempt):
+            findings += scan_table(column, exempt_columns=exempt)
+    return findings
+
+
+def verify_public(
+    catalog: Catalog, lake: Lake, store: CatalogStore, ds: date | None = None
+) -> tuple[list[str], int]:
+    """The leak scan again over the committed public partitions of ``ds`` (default: the
+    latest night published), for ``lake verify``: findings without values, partitions."""
+    records = store.partitions(zone=PUBLIC)
+    if ds is None and records:
+        ds = max(p.ds for p in records)
+    findings, scanned = [], 0
+    for record in (p for p in records if p.ds == ds):
+        manifest = lake.read_manifest(record.path)
+        if manifest is None:
+            continue
+        exempt: list[str] = []
+        if not record.dataset_id.startswith("stats/"):
+            exempt = _exempt_columns(catalog.dataset(record.dataset_id))
+        findings += public_file_findings(
+            lake, record.path, manifest.extra["distributions"], record.dataset_id, exempt
+        )
+        scanned += 1
+    return findings, scanned
