@@ -74,7 +74,7 @@ def extract_step(workdir: Path, dataset_id: str, ds: date) -> None:
     baseline = _peak_rss_mb()
     started = time.perf_counter()
     result = extract_to_raw(
-        dataset, connection, ds, lake=Lake(settings.lake_root), store=store, batch_id=f"bench-{ds}"
+        dataset, connection, ds, lake=settings.lake(), store=store, batch_id=f"bench-{ds}"
     )
     seconds = time.perf_counter() - started
     print(
@@ -109,7 +109,7 @@ def validate_step(workdir: Path, dataset_id: str, ds: date) -> None:
         result = validate_partition(
             dataset,
             ds,
-            lake=Lake(settings.lake_root),
+            lake=settings.lake(),
             store=CatalogStore(settings.catalog_url),
             run_id=f"bench-{ds}",
             work_dir=settings.var / "tmp",

@@ -3,7 +3,8 @@
 One reader per source kind streams the delivery in record batches of strings (the raw zone
 keeps values exactly as the department sent them; standardising is a later step). The
 extraction adds ``_source``, ``_batch_id``, ``_extracted_at`` and ``_row_number`` and writes
-``raw/sources/<dept>/<dataset>/dt=<ds>/`` atomically. SQL sources with an ``updated_at``
+``raw/sources/<dept>/<dataset>/dt=<ds>/`` atomically (one Iceberg commit, then the store's
+commit point). SQL sources with an ``updated_at``
 watermark are read incrementally; file drops are full snapshots.
 """
 
@@ -77,6 +78,7 @@ def extract_to_raw(
         (stamp(batch) for batch in _checked(reader)),
         schema,
         private=True,
+        run_id=batch_id,
         extra=lambda: {  # asked after the read, when the high watermark is known
             "dataset": dataset.id,
             "source": reader.location,

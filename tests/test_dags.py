@@ -80,7 +80,7 @@ def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeS
     store = CatalogStore(session_settings.catalog_url)
     parts = {p.dataset_id: p for p in store.partitions(ds=DEMO_DATE, zone="raw/sources")}
     assert {k: p.rows for k, p in parts.items()} == departments.rows
-    lake = Lake(session_settings.lake_root)
+    lake = session_settings.lake()
     for part in parts.values():
         assert lake.read_manifest(part.path).rows == part.rows
     quality = {q.dataset_id: q for q in store.quality(DEMO_DATE)}

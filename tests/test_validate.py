@@ -30,8 +30,8 @@ class Night:
     """Every dataset of the session's departments extracted and validated into one lake."""
 
     def __init__(self, root: Path, departments) -> None:
-        self.lake = Lake(str(root / "lake"))
-        self.store = CatalogStore(f"sqlite:///{root / 'catalog.db'}")
+        self.lake = Lake(str(root / "lake"), f"sqlite:///{root / 'catalog.db'}")
+        self.store = self.lake.store
         self.departments = departments
         self.results = {}
         conns = connections(departments.out_dir)
@@ -120,7 +120,7 @@ def test_clean_values_are_canonical_and_typed(night: Night) -> None:
         night.lake.partition_path(RAW_CLEAN, "renshe", "insured_person", ds=DEMO_DATE)
     ).schema
     assert schema.field("birth_date").type == pa.date32()
-    assert schema.field("updated_at").type == pa.timestamp("ms")
+    assert schema.field("updated_at").type == pa.timestamp("us")
     assert schema.field("monthly_base").type == pa.decimal128(18, 2)
     assert schema.field("employer_name_norm").type == pa.string()
     norm = clean["employer_name_norm"].dropna()
@@ -212,7 +212,8 @@ def _hostile_night(departments, tmp_path: Path, dataset_id: str, kind: str):
     conn = SourceConnection(
         ds.source.connection_id, "fs", extra={"path": str(work / ds.department)}
     )
-    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
+    store = lake.store
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="h")
     return validate_partition(
         ds, DEMO_DATE, lake=lake, store=store, run_id="h", work_dir=tmp_path / "tmp"
@@ -258,7 +259,7 @@ def test_dropped_or_renamed_columns_trip_the_circuit_breaker(
     with pytest.raises(BreakerTripped, match=r"100\.0%\) quarantined.*delivery:schema"):
         _hostile_night(departments, tmp_path, dataset_id, kind)
     ds = CATALOG.dataset(dataset_id)
-    lake = Lake(str(tmp_path / "lake"))
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
     quarantine = lake.read_partition(lake.dataset_partition(RAW_QUARANTINE, ds, DEMO_DATE))
     raw = lake.read_partition(lake.dataset_partition(RAW_SOURCES, ds, DEMO_DATE))
     assert quarantine.num_rows == raw.num_rows > 0  # written for people to inspect
@@ -315,7 +316,8 @@ def test_mostly_broken_delivery_trips_the_breaker_but_writes_everything(
     frame = pd.read_csv(path, encoding="utf-8-sig", dtype=str)
     frame.loc[frame.index[: len(frame) * 2 // 3], "org_code"] = "12345678-0"  # wrong check
     frame.to_csv(path, index=False, encoding="utf-8-sig")
-    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
+    store = lake.store
     conn = SourceConnection("zhijian_drop", "fs", extra={"path": str(work / "zhijian")})
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="b")
     with pytest.raises(BreakerTripped, match=r"above the limit of 5%.*org_code:org_code"):
@@ -374,7 +376,8 @@ def test_numbers_that_do_not_fit_the_clean_type_are_quarantined(
     frame.loc[1, "monthly_base"] = "123456789012345678.50"  # too many digits
     frame.to_csv(path, index=False, encoding="gbk")
     ds = CATALOG.dataset("renshe.insured_person")
-    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
+    store = lake.store
     conn = SourceConnection("renshe_drop", "fs", extra={"path": str(work / "renshe")})
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="n")
     result = validate_partition(
@@ -426,7 +429,8 @@ def test_clean_and_quarantine_are_replaced_together_or_not_at_all(
     import etl.validate
 
     ds = CATALOG.dataset("gongan.population")
-    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
+    store = lake.store
     conn = connections(departments.out_dir)["gongan_db"]
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="one")
     validate_partition(ds, DEMO_DATE, lake=lake, store=store, run_id="one")
