@@ -66,7 +66,6 @@ def extract_step(workdir: Path, dataset_id: str, ds: date) -> None:
     from catalog.store import CatalogStore
     from etl.connections import lookup_airflow_connection
     from etl.extract import extract_to_raw
-    from etl.zones import Lake
 
     dataset = load_catalog().dataset(dataset_id)
     connection = lookup_airflow_connection(dataset.source.connection_id)
@@ -97,7 +96,6 @@ def validate_step(workdir: Path, dataset_id: str, ds: date) -> None:
     from catalog.errors import BreakerTripped
     from catalog.store import CatalogStore
     from etl.validate import validate_partition
-    from etl.zones import Lake
 
     settings = _settings(workdir)
     dataset = load_catalog().dataset(dataset_id)

@@ -12,7 +12,6 @@ from catalog.store import CatalogStore
 from etl.airflow_runner import DAG_ID, logical_date_for, run_night
 from etl.nightly import partition_date
 from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
-from etl.zones import Lake
 from tests.helpers import DEMO_DATE
 
 

@@ -19,7 +19,7 @@ from etl.connections import SourceConnection
 from etl.extract import extract_to_raw
 from etl.readers import drop_file
 from etl.settings import LakeSettings
-from etl.zones import METADATA_FIELDS, RAW_SOURCES, Lake
+from etl.zones import METADATA_FIELDS, RAW_SOURCES
 from tests.helpers import DEMO_DATE, connections, postgres_url
 
 CATALOG = load_catalog()

@@ -14,7 +14,6 @@ import pytest
 import simulator
 from catalog.definitions import load_catalog
 from catalog.errors import BreakerTripped, SourceError
-from catalog.store import CatalogStore
 from etl.connections import SourceConnection
 from etl.extract import extract_to_raw
 from etl.rules import valid_phone, valid_resident_id
