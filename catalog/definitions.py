@@ -141,6 +141,8 @@ class DatasetDef(_Strict):
     quarantine_limit: float = Field(default=0.05, ge=0, le=1)
     # the breaker ignores fewer quarantined rows than this, unless over half the rows failed
     quarantine_min_rows: int = Field(default=10, ge=0)
+    # nights of Iceberg snapshots `lake maintain` keeps for time travel (reruns, volume check)
+    retention_nights: int = Field(default=14, ge=1)
     fields: list[FieldDef] = Field(min_length=1)
     checks: list[CheckDef] = Field(default_factory=list)
     department: str = ""  # filled from the file's department block

@@ -170,6 +170,24 @@ def _print_night(settings: LakeSettings, ds: date) -> None:
         click.echo(f"  {dataset_id:36s} {delivered:>10,} {figures}")
 
 
+def _print_snapshots(settings: LakeSettings, ds: date) -> None:
+    """The night ``ds`` as committed: one line per raw table, from the snapshots it names."""
+    lake = settings.lake()
+    records = lake.store.snapshots(ds=ds)
+    if not records:
+        raise LakeError(f"no night {ds} in the lake: `lake status` lists the nights run")
+    click.echo(f"night {ds} as committed (Iceberg snapshots named by the catalog store):")
+    click.echo(f"  {'zone':15s} {'table':36s} {'rows':>10s} {'snapshot':>20s}  run / replaced")
+    for r in records:
+        path = lake.partition_path(r.zone, *r.table.split("/"), ds=ds)
+        rows = lake.read_partition(path).num_rows  # read back through the named snapshot
+        replaced = f", replaced {r.previous_snapshot_id}" if r.previous_snapshot_id else ""
+        click.echo(
+            f"  {r.zone:15s} {r.table:36s} {rows:>10,} {r.snapshot_id or '-':>20}  "
+            f"{r.run_id} at {r.committed_at:%Y-%m-%d %H:%M}{replaced}"
+        )
+
+
 @main.command()
 @click.option("--from", "start", required=True, callback=_parse_date, help="First date.")
 @click.option("--to", "end", required=True, callback=_parse_date, help="Last date (included).")
@@ -211,6 +229,8 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
     summary = _simulate(settings, scale, 20170223, ds, advance=False)
     click.echo(f"simulated {sum(summary.rows.values()):,} source records as of {summary.as_of}")
     _run_and_report(settings, summary.as_of)
+    click.echo("\nmaintenance (snapshots past retention, orphan files):")
+    _maintain(settings, ORPHAN_AGE_HOURS)
     click.echo(
         "\nwhere to look:\n"
         f"  lake:        {settings.lake_root}/raw/{{sources,clean,quarantine}}/<dept>/<dataset>/"
@@ -219,7 +239,8 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
         "the Great Expectations Data Docs)\n"
         f"  catalog db:  {shown_url(settings.catalog_url)}\n"
         f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
-        "  next:        `lake status`, `lake catalog list`, `make airflow` for the UI"
+        '  next:        `lake status`, `lake sql "SELECT count(*) FROM clean.gongan_population"`'
+        ", `lake catalog list`, `make airflow` for the UI"
     )
 
 
@@ -314,13 +335,96 @@ def airflow(settings: LakeSettings, args: tuple[str, ...]) -> None:
     os.execvp(sys.executable, [sys.executable, "-m", "airflow", *args])
 
 
+ORPHAN_AGE_HOURS = 6.0
+
+
 @main.command()
+@click.option(
+    "--orphan-age-hours",
+    type=float,
+    default=ORPHAN_AGE_HOURS,
+    show_default=True,
+    help="Only remove unreferenced files older than this (a running writer's are younger).",
+)
 @click.pass_obj
-def status(settings: LakeSettings) -> None:
+def maintain(settings: LakeSettings, orphan_age_hours: float) -> None:
+    """Expire raw-table snapshots past each dataset's retention; remove orphan files."""
+    _maintain(settings, orphan_age_hours)
+
+
+def _maintain(settings: LakeSettings, orphan_age_hours: float) -> None:
+    from datetime import timedelta
+
+    from catalog.definitions import load_catalog
+    from etl.zones import catalog_retention
+
+    lake = settings.lake()
+    started = time.monotonic()
+    reports = lake.maintain(
+        catalog_retention(load_catalog().datasets), orphan_age=timedelta(hours=orphan_age_hours)
+    )
+    for r in reports:
+        if r.snapshots_expired or r.orphans_removed:
+            click.echo(
+                f"  {r.table:44s} {r.snapshots_expired:3d} snapshots expired, "
+                f"{r.orphans_removed:3d} orphan files removed ({r.bytes_removed:,} bytes)"
+            )
+    expired = sum(r.snapshots_expired for r in reports)
+    orphans = sum(r.orphans_removed for r in reports)
+    click.echo(
+        f"  {len(reports)} tables maintained in {time.monotonic() - started:.1f}s: "
+        f"{expired} snapshots expired, {orphans} orphan files removed"
+    )
+
+
+@main.command()
+@click.argument("query")
+@click.option("--max-rows", type=int, default=40, show_default=True)
+@click.pass_obj
+def sql(settings: LakeSettings, query: str, max_rows: int) -> None:
+    """Run QUERY in DuckDB over the raw tables (committed nights only), print the result.
+
+    Tables are named ZONE.DEPT_DATASET with ZONE one of sources, clean, quarantine, unified,
+    e.g. `lake sql "SELECT dt, count(*) FROM clean.gongan_population GROUP BY dt"`. Only the
+    tables the query names are read (through pyiceberg into Arrow, no DuckDB extension).
+    """
+    import duckdb
+
+    lake = settings.lake()
+    con = duckdb.connect()
+    for identifier in lake.raw_tables():
+        schema, name = identifier[0].removeprefix("raw_"), "_".join(identifier[1:])
+        if f"{schema}.{name}".lower() not in query.lower():
+            continue
+        view = f"__{schema}__{name}"
+        con.register(view, lake.committed_table(identifier))
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        con.execute(f'CREATE VIEW "{schema}"."{name}" AS SELECT * FROM "{view}"')
+    try:
+        result = con.sql(query)
+    except duckdb.Error as exc:
+        raise LakeError(f"sql: {str(exc).splitlines()[0]}") from exc
+    if result is None:
+        return
+    result.show(max_rows=max_rows, max_width=200)
+
+
+@main.command()
+@click.option(
+    "--as-of",
+    "as_of",
+    callback=_parse_date,
+    help="Show the night of this date as the lake holds it (snapshots, what a rerun replaced).",
+)
+@click.pass_obj
+def status(settings: LakeSettings, as_of: date | None) -> None:
     """Latest runs and their errors, the latest night, quality figures per dataset."""
     from catalog.store import CatalogStore
 
     store = CatalogStore(settings.catalog_url)
+    if as_of is not None:
+        _print_snapshots(settings, as_of)
+        return
     runs = store.runs(limit=5)
     if not runs:
         click.echo("no runs yet: try `lake demo`")

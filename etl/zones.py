@@ -594,6 +594,23 @@ class Lake:
                 walk(top)
         return sorted(found)
 
+    def committed_table(self, identifier: tuple[str, ...]) -> pa.Table:
+        """Every committed date of one raw table (as the store names them), with ``dt``.
+
+        What ``lake sql`` shows people: nights a writer died in the middle of are absent.
+        """
+        zone = identifier[0].replace("_", "/", 1)
+        pieces = []
+        for record in self.store.snapshots(zone=zone, table="/".join(identifier[1:])):
+            path = self.partition_path(zone, *identifier[1:], ds=record.ds)
+            table = self.read_partition(path)
+            pieces.append(
+                table.append_column(
+                    PARTITION_COLUMN, pa.repeat(pa.scalar(record.ds, pa.date32()), table.num_rows)
+                )
+            )
+        return pa.concat_tables(pieces, promote_options="default") if pieces else pa.table({})
+
     def maintain(
         self,
         retention: Callable[[tuple[str, ...]], int] | None = None,
@@ -672,6 +689,12 @@ class Lake:
             self.fs.delete_file(info.path)
             removed, size = removed + 1, size + (info.size or 0)
         return removed, size
+
+
+def catalog_retention(datasets: Iterable[DatasetDef]) -> Callable[[tuple[str, ...]], int]:
+    """Each raw table's retention in nights, from its dataset's catalog entry (default 14)."""
+    nights = {(d.department, d.code): d.retention_nights for d in datasets}
+    return lambda identifier: nights.get(tuple(identifier[1:3]), DEFAULT_RETENTION_NIGHTS)
 
 
 def _live_files(table: Table) -> set[str]:
