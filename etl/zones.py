@@ -564,7 +564,7 @@ class Lake:
             raise PartitionError(
                 f"{'.'.join(ref.identifier)} {ref.ds}: another writer committed this date while "
                 "this one was writing; its work is kept and this write is abandoned "
-                f"({one_line(exc)[:120]})"
+                "(rerun once it has finished)"
             ) from exc
         if self.is_local:
             _restrict_tree(_local(self.table_location(ref)), self.root)
