@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from catalog.errors import PartitionError
 from etl.zones import Lake
+from tests.helpers import postgres_url
 
 SCHEMA = pa.schema([("id", pa.string()), ("n", pa.int64())])
 DAY = date(2026, 11, 28)
@@ -178,3 +180,34 @@ def test_consumer_zones_stay_plain_folders_with_a_manifest(tmp_path: Path) -> No
     manifest = lake.write_partition(path, _batches(300), SCHEMA)
     assert manifest.rows == lake.read_partition(path).num_rows == 300
     assert _data_files(path) == ["_manifest.json", "part-00000.parquet"]
+
+
+@pytest.mark.skipif(postgres_url() is None, reason="no test PostgreSQL (make test starts one)")
+def test_iceberg_catalog_and_commit_points_share_one_postgresql_database(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"yimen_catalog_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        make_url(postgres_url()).set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_url()).set(database=name).render_as_string(hide_password=False)
+    try:
+        lake = Lake(str(tmp_path / "lake"), url)
+        path = lake.partition_path("raw/clean", "x", "y", ds=DAY)
+        lake.write_partition(path, _batches(200), SCHEMA, run_id="one")
+        lake.write_partition(path, _batches(300), SCHEMA, run_id="two")
+        assert lake.read_partition(path).num_rows == 300
+        with lake.store.engine.connect() as conn:
+            pointer = conn.execute(text("SELECT table_namespace, table_name FROM iceberg_tables"))
+            assert pointer.all() == [("raw_clean.x", "y")]
+            record = conn.execute(text("SELECT run_id, rows FROM lake_snapshots")).all()
+            assert record == [("two", 300)]
+        lake.store.engine.dispose()
+        lake.iceberg.engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
