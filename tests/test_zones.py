@@ -211,3 +211,21 @@ def test_iceberg_catalog_and_commit_points_share_one_postgresql_database(tmp_pat
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_writers_of_other_dates_both_commit_writers_of_one_date_do_not(tmp_path: Path) -> None:
+    one, two = _lake(tmp_path), _lake(tmp_path)  # as two processes would see the lake
+    day1 = one.partition_path("raw/clean", "x", "y", ds=DAY)
+    day2 = one.partition_path("raw/clean", "x", "y", ds=date(2026, 11, 29))
+    one.write_partition(day1, _batches(100), SCHEMA)
+    staged1 = one.stage_partition(day1, _batches(200), SCHEMA)
+    staged2 = two.stage_partition(day2, _batches(300), SCHEMA)
+    rival = two.stage_partition(day1, _batches(400), SCHEMA)
+    one.commit([staged1], run_id="one")
+    two.commit([staged2], run_id="two")  # a stale base, another date: retried, committed
+    with pytest.raises(PartitionError, match="another writer committed this date") as lost:
+        two.commit([rival], run_id="rival")
+    assert "\n" not in str(lost.value)
+    assert one.read_partition(day1).num_rows == 200 and one.read_partition(day2).num_rows == 300
+    assert all(Path(f.file_path.removeprefix("file://")).exists() for f in staged1.data_files)
+    assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in rival.data_files)
