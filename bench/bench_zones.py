@@ -60,7 +60,10 @@ def _delivered(workdir: Path, scale: float) -> dict:
     for dataset in load_catalog().datasets:
         conn = conns[dataset.source.connection_id]
         extract_to_raw(dataset, conn, DS, lake=lake, store=lake.store, batch_id="bench")
-        tables[dataset] = lake.read_partition(lake.dataset_partition(RAW_SOURCES, dataset, DS))
+        tables[dataset.id] = (
+            dataset,
+            lake.read_partition(lake.dataset_partition(RAW_SOURCES, dataset, DS)),
+        )
     return tables
 
 
@@ -69,12 +72,12 @@ def _size(path: Path) -> int:
 
 
 def _run(name: str, lake, tables: dict, zone_root: Path) -> dict:
-    paths = {d: lake.dataset_partition("raw/sources", d, DS) for d in tables}
-    figures = {"implementation": name, "rows": sum(t.num_rows for t in tables.values())}
+    paths = {i: lake.dataset_partition("raw/sources", d, DS) for i, (d, _t) in tables.items()}
+    figures = {"implementation": name, "rows": sum(t.num_rows for _d, t in tables.values())}
     for phase in ("write", "rewrite"):
         started = time.perf_counter()
-        for dataset, table in tables.items():
-            lake.write_partition(paths[dataset], table.to_batches(), table.schema, private=True)
+        for dataset_id, (_dataset, table) in tables.items():
+            lake.write_partition(paths[dataset_id], table.to_batches(), table.schema, private=True)
         figures[f"{phase}_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     rows = sum(lake.read_partition(p).num_rows for p in paths.values())
