@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from catalog.errors import CatalogError
+from catalog.masking_overrides import MaskingOverride
 
 DEFINITIONS_DIR = Path(__file__).parent / "definitions"
 
@@ -62,6 +63,14 @@ class FieldDef(_Strict):
     quasi_identifier: bool = False
     join_key: bool = False
     description: str = ""
+    masking: MaskingOverride | None = None  # replaces the PII-kind default rule (DESIGN §6)
+
+    @model_validator(mode="after")
+    def _check_masking(self) -> FieldDef:
+        problems = self.masking.problems(self.level, self.type) if self.masking else []
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class SourceDef(_Strict):
@@ -74,6 +83,11 @@ class SourceDef(_Strict):
     watermark_column: str | None = None
     path: str | None = None
     encoding: str | None = None
+    # Excel drops: the data sheet, by name (a notes sheet in front must not be read as data)
+    sheet: str | None = None
+    # file drops: is a control file (<file>.ctl: row count + SHA-256) part of the contract?
+    # Unset means required for file drops (docs/architecture.md §5, decision 0008).
+    control_file: Literal["required", "optional"] | None = None
 
     @model_validator(mode="after")
     def _check_kind_specific(self) -> SourceDef:
@@ -87,6 +101,12 @@ class SourceDef(_Strict):
             raise ValueError(
                 f"'encoding' applies to csv sources only ({self.kind} is read as its format says)"
             )
+        if self.kind == "excel" and not self.sheet:
+            raise ValueError("an excel source must name its data 'sheet'")
+        if self.kind != "excel" and self.sheet:
+            raise ValueError(f"'sheet' applies to excel sources only, not {self.kind}")
+        if self.kind == "sql" and self.control_file:
+            raise ValueError("'control_file' applies to file drops only (sql sources have none)")
         if self.load == "incremental" and not self.watermark_column:
             raise ValueError("an incremental source needs 'watermark_column'")
         if self.load == "incremental" and self.kind != "sql":
@@ -99,6 +119,11 @@ class SourceDef(_Strict):
             except LookupError as exc:
                 raise ValueError(f"unknown encoding {self.encoding!r}") from exc
         return self
+
+    @property
+    def control_required(self) -> bool:
+        """A file drop without its control file fails unless the catalog says it is optional."""
+        return self.kind != "sql" and self.control_file != "optional"
 
 
 CROSS_FIELD_ARITY = {
@@ -141,6 +166,9 @@ class DatasetDef(_Strict):
     quarantine_limit: float = Field(default=0.05, ge=0, le=1)
     # the breaker ignores fewer quarantined rows than this, unless over half the rows failed
     quarantine_min_rows: int = Field(default=10, ge=0)
+    # volume check: a snapshot smaller than the last good night by more than this share fails
+    # extraction unless a person accepts that date (`lake accept`); 0 rows after rows always
+    shrink_limit: float = Field(default=0.10, ge=0, le=1)
     # nights of Iceberg snapshots `lake maintain` keeps for time travel (reruns, volume check)
     retention_nights: int = Field(default=14, ge=1)
     fields: list[FieldDef] = Field(min_length=1)

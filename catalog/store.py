@@ -9,6 +9,7 @@ URL (PostgreSQL in production) works unchanged.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -31,8 +32,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from catalog.errors import CatalogError, database_reason, shown_url
+from catalog.errors import CatalogError, database_reason, impersonal, shown_url
 from catalog.figures import QualityFigures
+from catalog.files import OWNER_FILE_MODE, new_owner_file
 
 
 class Base(DeclarativeBase):
@@ -144,6 +146,22 @@ class SnapshotRecord:
     extra: dict
 
 
+class Acceptance(Base):
+    """A person's word that one date's delivery really is that small (``lake accept``).
+
+    The volume check lets that date's extraction through once a row exists; every
+    acceptance is kept (who, when, why), the newest one counts.
+    """
+
+    __tablename__ = "acceptances"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(String(120), index=True)
+    ds: Mapped[date] = mapped_column(Date, index=True)
+    accepted_by: Mapped[str] = mapped_column(String(120))
+    accepted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)
+
+
 @dataclass(frozen=True)
 class PartitionRecord:
     zone: str
@@ -166,7 +184,7 @@ class CatalogStore:
         self.url = url
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _owner_only_sqlite_file(Path(parsed.database))
         self.engine: Engine = create_engine(url)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -223,6 +241,8 @@ class CatalogStore:
         rows even after later nights ran. A new date starts where the latest earlier date
         stopped and ends where the next later date (if any, say after a gap) began; ``None``
         means unbounded. Keyed on dates, not on "the last run", so backfills skip nothing.
+        Rows with no ``updated_at`` are outside every window; the reader adds them to each
+        one (docs/decisions/0009-null-watermarks.md), so a rerun still reads what it read.
         """
         with Session(self.engine) as s:
             recorded = s.get(Watermark, (dataset_id, ds))
@@ -306,6 +326,8 @@ class CatalogStore:
             return [_figures(q) for q in s.scalars(query)]
 
     def record_error(self, run_id: str, step: str, message: str) -> None:
+        """Keep a step's one-line error (masked again here: the store is not the raw zone)."""
+        message = impersonal(message, quoted=False)  # quoted names stay: values are gone
         with Session(self.engine) as s, s.begin():
             s.add(RunError(run_id=run_id, step=step, message=message, at=_now()))
 
@@ -350,6 +372,52 @@ class CatalogStore:
         with Session(self.engine) as s:
             return list(s.scalars(query))
 
+    def last_good_delivery(self, dataset_id: str, before: date) -> tuple[date, int] | None:
+        """The latest date before ``before`` whose run succeeded for this dataset, and its rows.
+
+        Succeeded: its validation figures are recorded and that run has no error line for
+        a step of this dataset (steps are named ``<step> <dataset id>``), so a night whose
+        breaker tripped is not a good night even though its figures were written.
+        """
+        failed = select(RunError.run_id).where(
+            RunError.step.endswith(f" {dataset_id}", autoescape=True)
+        )
+        query = (
+            select(QualityResult.ds, QualityResult.delivered)
+            .where(
+                QualityResult.dataset_id == dataset_id,
+                QualityResult.ds < before,
+                QualityResult.run_id.not_in(failed),
+            )
+            .order_by(QualityResult.ds.desc())
+            .limit(1)
+        )
+        with Session(self.engine) as s:
+            row = s.execute(query).first()
+        return (row.ds, row.delivered) if row else None
+
+    def record_acceptance(self, dataset_id: str, ds: date, accepted_by: str, reason: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.add(
+                Acceptance(
+                    dataset_id=dataset_id,
+                    ds=ds,
+                    accepted_by=accepted_by,
+                    accepted_at=_now(),
+                    reason=reason,
+                )
+            )
+
+    def acceptance(self, dataset_id: str, ds: date) -> Acceptance | None:
+        """The newest acceptance of this dataset's delivery on ``ds``, if a person gave one."""
+        with Session(self.engine) as s:
+            return s.scalars(
+                select(Acceptance)
+                .where(Acceptance.dataset_id == dataset_id, Acceptance.ds == ds)
+                .order_by(Acceptance.id.desc())
+                .limit(1)
+            ).first()
+
     def runs(self, limit: int = 20) -> list[Run]:
         with Session(self.engine) as s:
             return list(s.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)))
@@ -357,6 +425,16 @@ class CatalogStore:
 
 def _figures(row: QualityResult) -> QualityFigures:
     return QualityFigures(**{f.name: getattr(row, f.name) for f in fields(QualityFigures)})
+
+
+def _owner_only_sqlite_file(path: Path) -> None:
+    """The catalog database is the owner's alone (runs, errors, figures about people's
+    deliveries). SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        new_owner_file(path)
+    else:
+        os.chmod(path, OWNER_FILE_MODE)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API object

@@ -10,12 +10,16 @@ at 02:00 on D+1 processes day D; a manual trigger processes the last complete ni
 Each dataset group extracts, then standardises, validates (Great Expectations suite from
 the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine/`. The
 `quality_gate` task passes only when every dataset validated within its quarantine limit;
-unification and publishing will hang off it. `close_night` always runs and records the
+after it, one mapped `publish_shared` task per consumer department writes its masked
+extracts (`shared/<consumer>/…`). `close_night` always runs and records the
 outcome. Task bodies are one-line calls into `etl.nightly`.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pendulum
@@ -23,6 +27,7 @@ from airflow.sdk import TaskGroup, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from catalog.definitions import load_catalog
+from catalog.files import OWNER_ONLY_UMASK
 from etl.settings import SOURCE_POOL
 
 FAILED_STATES = {"failed", "upstream_failed"}
@@ -33,18 +38,44 @@ def _night():
     from etl.nightly import Night, partition_date
     from etl.settings import LakeSettings
 
+    os.umask(OWNER_ONLY_UMASK)  # logs, spill files and pages this task writes: owner-only
     ctx = get_current_context()
     dag_run = ctx["dag_run"]
     ds = partition_date(ctx.get("data_interval_start"), ctx.get("logical_date"), dag_run.conf)
     return Night.open(ds, dag_run.run_id, LakeSettings.from_env())
 
 
-def _fail_fast_if_asked(exc: Exception) -> None:
-    """`lake run` asks for no retries: a person is waiting for the answer."""
-    from airflow.sdk.exceptions import AirflowFailException
+def _masking_key():
+    """The masking master key, read here at the edge: an Airflow Variable, else the env."""
+    from airflow.sdk import Variable
 
-    if get_current_context()["dag_run"].conf.get("fail_fast"):
-        raise AirflowFailException(str(exc)) from exc
+    from masking.keys import ENV_KEY, MasterKey
+
+    stored = Variable.get("yimen_masking_key", default=None)
+    return MasterKey.from_env({ENV_KEY: stored} if stored else os.environ)
+
+
+@contextmanager
+def _masked_failure() -> Iterator[None]:
+    """Fail the task with the same masked one-line text the store keeps, and nothing else.
+
+    Airflow logs a failing task's exception with its whole chain, and a library error deep
+    in that chain quotes delivered values (a CSV row, a cell): the chain is cut here
+    (``from None``). A tripped breaker (a data problem) and `lake run` (a person is
+    waiting) fail at once; anything else may be retried.
+    """
+    try:
+        yield
+    except Exception as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from catalog.errors import BreakerTripped, LakeError, shown_error
+
+        text = shown_error(exc)
+        fail_fast = get_current_context()["dag_run"].conf.get("fail_fast")
+        if isinstance(exc, BreakerTripped) or fail_fast:
+            raise AirflowFailException(text) from None
+        raise LakeError(text) from None
 
 
 @dag(
@@ -58,11 +89,12 @@ def _fail_fast_if_asked(exc: Exception) -> None:
     default_args={"owner": "platform-team", "retries": 2, "retry_delay": timedelta(minutes=1)},
 )
 def yimen_nightly():
-    @task
+    @task(execution_timeout=timedelta(minutes=10))
     def open_night() -> str:
         from etl.nightly import open_night
 
-        return open_night(_night())
+        with _masked_failure():
+            return open_night(_night())
 
     @task(
         pool=SOURCE_POOL,
@@ -70,50 +102,57 @@ def yimen_nightly():
         retry_delay=timedelta(minutes=2),
         retry_exponential_backoff=True,
         max_retry_delay=timedelta(minutes=30),
+        execution_timeout=timedelta(hours=2),  # a hung source read frees its pool slot
     )
     def extract(dataset_id: str) -> dict:
         from etl.connections import lookup_airflow_connection
         from etl.nightly import extract_dataset
 
-        night = _night()
-        try:
+        with _masked_failure():
+            night = _night()
             conn_id = night.catalog.dataset(dataset_id).source.connection_id
             return extract_dataset(night, dataset_id, lookup_airflow_connection(conn_id))
-        except Exception as exc:
-            _fail_fast_if_asked(exc)
-            raise
 
-    @task(retries=1)
+    @task(retries=1, execution_timeout=timedelta(hours=2))
     def validate(dataset_id: str) -> dict:
-        from catalog.errors import BreakerTripped
         from etl.nightly import validate_dataset
 
-        night = _night()
-        try:
-            return validate_dataset(night, dataset_id)
-        except BreakerTripped as exc:  # a data problem: retrying cannot help
-            from airflow.sdk.exceptions import AirflowFailException
+        with _masked_failure():  # a tripped breaker fails at once: retrying cannot help
+            return validate_dataset(_night(), dataset_id)
 
-            raise AirflowFailException(str(exc)) from exc
-        except Exception as exc:
-            _fail_fast_if_asked(exc)
-            raise
-
-    @task(retries=0)
+    @task(retries=0, execution_timeout=timedelta(minutes=10))
     def quality_gate() -> dict:
         from etl.nightly import quality_gate
 
-        return quality_gate(_night())
+        with _masked_failure():
+            return quality_gate(_night())
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(retries=0, execution_timeout=timedelta(minutes=10))
+    def shared_consumers() -> list[str]:
+        from etl.nightly import shared_consumers
+
+        with _masked_failure():
+            return shared_consumers(_night())
+
+    @task(retries=1, map_index_template="{{ consumer }}", execution_timeout=timedelta(hours=1))
+    def publish_shared(consumer: str) -> dict:
+        from etl.nightly import publish_shared
+
+        with _masked_failure():  # a leak-scan block fails this consumer only
+            return publish_shared(_night(), consumer, _masking_key)
+
+    @task(trigger_rule="all_done", retries=0, execution_timeout=timedelta(minutes=30))
     def close_night() -> dict:
         from etl.nightly import close_night
 
-        night = _night()
-        ti = get_current_context()["ti"]
-        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[night.run_id]).get(night.run_id, {})
-        failed = [task for task, state in states.items() if state in FAILED_STATES]
-        return close_night(night, failed)
+        with _masked_failure():
+            night = _night()
+            ti = get_current_context()["ti"]
+            states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[night.run_id])
+            failed = [
+                t for t, state in states.get(night.run_id, {}).items() if state in FAILED_STATES
+            ]
+            return close_night(night, failed)
 
     opened = open_night()
     gate = quality_gate()
@@ -130,7 +169,11 @@ def yimen_nightly():
         validated >> gate
         # close only when every step is done, whatever its outcome (not at the first failure)
         [extracted, validated] >> closed
-    # unification and publishing plug in after `gate`, before `closed`
+    # unification plugs in after `gate`; shared extracts: one mapped task per consumer
+    consumers = shared_consumers()
+    shared = publish_shared.expand(consumer=consumers)
+    gate >> consumers
+    shared >> closed
     gate >> closed
 
 

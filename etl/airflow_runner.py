@@ -6,6 +6,7 @@ applied before any ``airflow`` import; the CLI does that first thing.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 from catalog.errors import LakeError
+from catalog.files import OWNER_FILE_MODE, OWNER_ONLY_UMASK, new_owner_file, owner_only_dir
 from etl.nightly import LAKE_TZ
 from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
 
@@ -47,24 +49,38 @@ def apply_airflow_environment(settings: LakeSettings) -> None:
             os.environ[variable] = value  # the repo's airflow.cfg, whatever the shell says
         else:
             os.environ.setdefault(variable, value)  # a deployment's own settings win
-    (settings.var / "airflow" / "logs").mkdir(parents=True, exist_ok=True)
+    # Airflow's database, logs and secrets are the owner's alone, and so is what this
+    # process writes from here on (the catalog database, the quality page, spill files)
+    os.umask(OWNER_ONLY_UMASK)
+    owner_only_dir(settings.var / "airflow")
+    owner_only_dir(settings.var / "airflow" / "logs")
     # Scheduler, API server and workers must share these secrets (standalone runs them as
     # separate processes). One random value per installation, kept out of git and config.
-    for variable, name in [
-        ("AIRFLOW__API_AUTH__JWT_SECRET", "jwt_secret"),
-        ("AIRFLOW__API__SECRET_KEY", "api_secret_key"),
+    for variable, name, make in [
+        ("AIRFLOW__API_AUTH__JWT_SECRET", "jwt_secret", _token),
+        ("AIRFLOW__API__SECRET_KEY", "api_secret_key", _token),
+        ("AIRFLOW__CORE__FERNET_KEY", "fernet_key", _fernet_key),  # encrypts stored secrets
     ]:
         if variable not in os.environ:
-            os.environ[variable] = _installation_secret(settings.var / "airflow" / name)
+            os.environ[variable] = _installation_secret(settings.var / "airflow" / name, make)
 
 
-def _installation_secret(path: Path) -> str:
+def _token() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def _fernet_key() -> str:
+    """A key as ``cryptography.fernet.Fernet.generate_key()`` makes it: 32 random bytes."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def _installation_secret(path: Path, make: Callable[[], str] = _token) -> str:
     """A random secret created once and readable by its owner only."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_FILE_MODE)
         with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(48))
+            out.write(make())
     return path.read_text().strip()
 
 
@@ -156,11 +172,11 @@ def _output_to(log_file: Path | None) -> Iterator[Callable[[str], None]]:
     if log_file is None:
         yield print
         return
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    owner_only_dir(log_file.parent)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log_file, "w") as out:
+    with open(new_owner_file(log_file), "w") as out:  # what tasks print: owner-only
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
         try:

@@ -7,6 +7,7 @@ shows the traceback too.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from datetime import date
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from catalog.errors import LakeError, shown_url
+from catalog.errors import LakeError, one_line, shown_error, shown_url
+from catalog.files import OWNER_ONLY_UMASK
 from etl.settings import LakeSettings
 
 
@@ -28,15 +30,13 @@ class _LakeGroup(click.Group):
         except LakeError as exc:
             if ctx.params.get("debug"):
                 raise
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {shown_error(exc)}", fg="red", err=True)
             sys.exit(1)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug or an environment problem: still one line
             if ctx.params.get("debug"):
                 raise
-            from catalog.errors import one_line
-
             click.secho(
                 f"error: unexpected {one_line(exc)} (--debug for the traceback)", fg="red", err=True
             )
@@ -48,6 +48,7 @@ class _LakeGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """yimen-lake: the city's nightly data lake (simulate, run, inspect)."""
+    os.umask(OWNER_ONLY_UMASK)  # logs, the catalog database, pages, spill files: owner-only
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s"
     )
@@ -129,16 +130,19 @@ def run(settings: LakeSettings, ds: date | None) -> None:
 
 
 def _run_and_report(settings: LakeSettings, ds: date) -> None:
+    import os
+
     from etl.airflow_runner import apply_airflow_environment, run_night
 
     apply_airflow_environment(settings)
+    os.environ.update(_key_environment(settings))  # the night's shared step reads it at its edge
     log_file = settings.var / "airflow" / "logs" / f"lake-run-{ds}.log"
     click.echo(f"running night {ds} through Airflow (dag.test); Airflow's log: {log_file}")
     started = time.monotonic()
     result = run_night(settings, ds, log_file=log_file, show_progress=True)
     elapsed = time.monotonic() - started
     click.echo(f"\nnight {ds}:")
-    _print_night(settings, ds)
+    _print_night(settings, ds, result.run_id)
     if result.failed_tasks:
         raise LakeError(
             f"night {ds} {result.state} after {elapsed:.0f}s; failed tasks: "
@@ -147,27 +151,41 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
     click.echo(f"night {ds}: {result.state} in {elapsed:.0f}s (run {result.run_id})")
 
 
-def _print_night(settings: LakeSettings, ds: date) -> None:
-    """One line per dataset: delivered = clean + quarantined + collapsed, and where it is."""
+def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
+    """One line per dataset: delivered = clean + quarantined + collapsed, from this run only.
+
+    A dataset that failed in this run is marked with the step that failed; figures an
+    earlier run of the same date left in the store are never shown as this run's.
+    """
     from catalog.store import CatalogStore
     from etl.zones import RAW_SOURCES
 
     store = CatalogStore(settings.catalog_url)
-    raw = {p.dataset_id: p.rows for p in store.partitions(ds=ds, zone=RAW_SOURCES)}
-    quality = {q.dataset_id: q for q in store.quality(ds)}
+    raw = {
+        p.dataset_id: p.rows
+        for p in store.partitions(ds=ds, zone=RAW_SOURCES)
+        if p.run_id == run_id
+    }
+    quality = {q.dataset_id: q for q in store.quality(ds) if q.run_id == run_id}
+    failed: dict[str, list[str]] = {}
+    for error in store.errors(run_id):  # steps are "extract <dataset>", "validate <dataset>"
+        step, _, dataset_id = error.step.partition(" ")
+        if "." in dataset_id:
+            failed.setdefault(dataset_id, []).append(step)
     click.echo(
         f"  {'dataset':36s} {'delivered':>10s} {'clean':>10s} {'quarantined':>12s} "
         f"{'collapsed':>10s}"
     )
-    for dataset_id in sorted(raw.keys() | quality.keys()):
+    for dataset_id in sorted(raw.keys() | quality.keys() | failed.keys()):
         q = quality.get(dataset_id)
-        delivered = q.delivered if q else raw.get(dataset_id, 0)
-        figures = (
-            f"{q.clean:>10,} {q.quarantined:>12,} {q.collapsed:>10,}"
-            if q
-            else f"{'-':>10s} {'-':>12s} {'-':>10s}"
+        delivered = q.delivered if q else raw.get(dataset_id)
+        figures = [delivered] + ([q.clean, q.quarantined, q.collapsed] if q else [None] * 3)
+        shown = [f"{v:,}" if v is not None else "-" for v in figures]
+        mark = f"  FAILED ({', '.join(failed[dataset_id])})" if dataset_id in failed else ""
+        click.echo(
+            f"  {dataset_id:36s} {shown[0]:>10s} {shown[1]:>10s} {shown[2]:>12s} "
+            f"{shown[3]:>10s}{mark}"
         )
-        click.echo(f"  {dataset_id:36s} {delivered:>10,} {figures}")
 
 
 def _print_snapshots(settings: LakeSettings, ds: date) -> None:
@@ -208,7 +226,7 @@ def backfill(settings: LakeSettings, start: date, end: date) -> None:
         try:
             _run_and_report(settings, ds)
         except LakeError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {shown_error(exc)}", fg="red", err=True)
             failed.append(ds.isoformat())
     if failed:
         raise LakeError(f"backfill finished; failed nights: {', '.join(failed)}")
@@ -228,6 +246,7 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
     _reset_demo_lake(settings)
     summary = _simulate(settings, scale, 20170223, ds, advance=False)
     click.echo(f"simulated {sum(summary.rows.values()):,} source records as of {summary.as_of}")
+    _seed_demo_grants(settings, summary.as_of)
     _run_and_report(settings, summary.as_of)
     click.echo("\nmaintenance (snapshots past retention, orphan files):")
     _maintain(settings, ORPHAN_AGE_HOURS)
@@ -239,9 +258,55 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
         "the Great Expectations Data Docs)\n"
         f"  catalog db:  {shown_url(settings.catalog_url)}\n"
         f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
+        f"  shared:      {settings.lake_root}/shared/<consumer>/<dataset>/dt={summary.as_of}/ "
+        "(masked extracts per grant: `lake grant list`, `lake verify`)\n"
         '  next:        `lake status`, `lake sql "SELECT count(*) FROM clean.gongan_population"`'
         ", `lake catalog list`, `make airflow` for the UI"
     )
+
+
+DEMO_KEY_FILE = "masking.key"
+
+
+def _seed_demo_grants(settings: LakeSettings, ds: date) -> None:
+    """A local masking key (owner-only) and the demo's grants, realistic ones."""
+    from catalog.grants import GrantRequest
+    from masking.keys import create_key_file
+
+    key_file = settings.var / DEMO_KEY_FILE
+    if not key_file.exists():
+        create_key_file(key_file)
+    registry, cat = _grants(settings), _catalog()
+    for request in DEMO_GRANTS:
+        registry.add(GrantRequest(valid_from=ds, **request), cat, by="lake demo")
+    click.echo(f"seeded {len(DEMO_GRANTS)} grants; masking key file {key_file} (owner-only)")
+
+
+DEMO_GRANTS = [
+    {
+        "consumer": "dishui",
+        "dataset_id": "gongan.population",
+        "fields": ["person_no", "id_no", "name", "sex", "birth_date", "address", "status"],
+        "clear_fields": ["name", "address"],
+        "purpose": "个人所得税征管：核实纳税人身份与户籍地址 (tax collection)",
+        "legal_basis": "《中华人民共和国税收征收管理法》第五条、第六条",
+    },
+    {
+        "consumer": "renshe",
+        "dataset_id": "gongshang.enterprise_registration",
+        "fields": ["uscc", "name", "ent_type", "legal_rep_name", "legal_rep_id_no", "status"],
+        "purpose": "社会保险登记：核对参保单位登记状态 (employer registration)",
+        "legal_basis": "《社会保险法》第五十七条",
+    },
+    {
+        "consumer": "xingzheng",
+        "dataset_id": "renshe.insured_person",
+        "fields": ["id_no", "name", "insurance_type", "status", "phone"],
+        "purpose": "办件核验：申请人参保状态 (service-case checks)",
+        "legal_basis": "《江门市政务信息资源共享管理办法》",
+        "csv_encoding": "gb18030",
+    },
+]
 
 
 def _reset_demo_lake(settings: LakeSettings) -> None:
@@ -280,19 +345,33 @@ def catalog_list() -> None:
 
 @catalog.command("show")
 @click.argument("dataset_id")
-def catalog_show(dataset_id: str) -> None:
+@click.option(
+    "--as",
+    "consumer",
+    help="A consumer department: what it receives of each field, from its active grants.",
+)
+@click.pass_obj
+def catalog_show(settings: LakeSettings, dataset_id: str, consumer: str | None) -> None:
     """Fields of one dataset with type, rule, openness level and PII kind."""
     from catalog.definitions import load_catalog
 
     ds = load_catalog().dataset(dataset_id)
+    if consumer:
+        _show_as(settings, ds, consumer)
+        return
     src = ds.source
     where = src.table if src.kind == "sql" else src.path
     click.echo(f"{ds.id}  [{ds.resource_code}]  {ds.title} / {ds.title_en}")
     click.echo(f"  {ds.description}")
     click.echo(
         f"  source: {src.kind} via connection '{src.connection_id}' ({where}), "
-        f"{src.load}" + (f", encoding {src.encoding}" if src.encoding else "")
+        f"{src.load}"
+        + (f", encoding {src.encoding}" if src.encoding else "")
+        + (f", sheet '{src.sheet}'" if src.sheet else "")
+        + (", control file " + (src.control_file or "required") if src.kind != "sql" else "")
     )
+    if src.load == "snapshot":
+        click.echo(f"  volume check: may shrink by at most {ds.shrink_limit:.0%} a night")
     click.echo(f"  key: {', '.join(ds.key)}   share: {ds.share_type}   open: {ds.open_type}")
     click.echo(f"  {'field':22s} {'type':9s} {'req':4s} {'rule':16s} {'level':12s} {'pii':11s} qi")
     for f in ds.fields:
@@ -300,6 +379,32 @@ def catalog_show(dataset_id: str) -> None:
             f"  {f.name:22s} {f.type:9s} {'yes' if f.required else '':4s} {f.rule or '':16s} "
             f"{f.level:12s} {f.pii or '':11s} {'yes' if f.quasi_identifier else ''}"
         )
+
+
+def _show_as(settings: LakeSettings, ds, consumer: str) -> None:
+    """Field by field, what ``consumer`` receives of ``ds`` tonight (masking.policy decides)."""
+    from catalog.definitions import load_catalog
+    from catalog.grants import GrantRegistry
+    from catalog.store import CatalogStore
+    from masking.policy import EXAMPLES, field_treatment
+
+    if consumer not in load_catalog().departments:
+        raise LakeError(f"unknown consumer department '{consumer}'")
+    grants = [
+        g
+        for g in GrantRegistry(CatalogStore(settings.catalog_url)).active(date.today(), consumer)
+        if g.dataset_id == ds.id
+    ]
+    granted = {f for g in grants for f in g.fields}
+    clear = {f for g in grants for f in g.clear_fields}
+    which = ", ".join(f"#{g.id}" for g in grants) or "none: nothing is delivered"
+    click.echo(f"{ds.id} as received by {consumer} (active grants: {which})")
+    for f in ds.fields:
+        if f.name not in granted:
+            click.echo(f"  {f.name}: not granted, not delivered")
+            continue
+        treatment = field_treatment(ds, f, consumer, f.name in clear)
+        click.echo(f"  {treatment.describe(EXAMPLES.get(f.pii or ''))}")
 
 
 @catalog.command("check")
@@ -310,6 +415,135 @@ def catalog_check(directory: Path | None) -> None:
 
     cat = load_catalog(directory)
     click.echo(f"catalog ok: {len(cat.departments)} departments, {len(cat.datasets)} datasets")
+
+
+@main.group()
+def grant() -> None:
+    """Grants: which consumer department receives which fields of which dataset."""
+
+
+@grant.command("add")
+@click.option("--consumer", required=True, help="Consumer department code, e.g. dishui.")
+@click.option("--dataset", "dataset_id", required=True, help="Dataset id, e.g. gongan.population.")
+@click.option("--fields", required=True, help="Comma-separated fields to deliver.")
+@click.option("--clear", default="", help="Fields approved in clear (conditional level).")
+@click.option("--purpose", required=True)
+@click.option("--basis", "legal_basis", required=True, help="The legal basis of the grant.")
+@click.option("--from", "valid_from", callback=_parse_date, help="First day (default: today).")
+@click.option("--to", "valid_to", callback=_parse_date, help="Last day (default: open-ended).")
+@click.option("--csv-encoding", default="utf-8-sig", show_default=True, help="or gb18030")
+@click.pass_obj
+def grant_add(settings: LakeSettings, **options) -> None:
+    """Record a grant (checked against the catalog)."""
+    from catalog.grants import GrantRequest
+
+    fields = [f.strip() for f in options.pop("fields").split(",") if f.strip()]
+    clear = [f.strip() for f in options.pop("clear").split(",") if f.strip()]
+    options["valid_from"] = options["valid_from"] or date.today()
+    added = _grants(settings).add(
+        GrantRequest(fields=fields, clear_fields=clear, **options), _catalog(), by=_who()
+    )
+    click.echo(f"granted {added.describe()}")
+
+
+@grant.command("list")
+@click.option("--consumer", help="Only this consumer's grants.")
+@click.pass_obj
+def grant_list(settings: LakeSettings, consumer: str | None) -> None:
+    """Every grant, active and revoked."""
+    grants = _grants(settings).grants(consumer)
+    for g in grants:
+        click.echo(g.describe())
+    if not grants:
+        click.echo("no grants yet: `lake grant add --help`")
+
+
+@grant.command("revoke")
+@click.argument("grant_id", type=int)
+@click.option("--reason", required=True)
+@click.pass_obj
+def grant_revoke(settings: LakeSettings, grant_id: int, reason: str) -> None:
+    """Revoke a grant: nothing more is delivered under it from the next night on."""
+    revoked = _grants(settings).revoke(grant_id, _who(), reason)
+    click.echo(f"revoked {revoked.describe()}")
+
+
+@main.command()
+@date_option("the latest night")
+@click.pass_obj
+def verify(settings: LakeSettings, ds: date | None) -> None:
+    """Leak scan over the shared zone: IDs, mobiles, ungranted columns (never prints values)."""
+    from etl.verify import verify_shared
+
+    findings, scanned = verify_shared(settings, ds)
+    for line in findings:
+        click.secho(f"  {line}", fg="red")
+    click.echo(f"leak scan: {scanned} partition(s) scanned, {len(findings)} finding(s)")
+    if findings:
+        raise LakeError(f"leak scan found {len(findings)} problem(s) in the shared zone")
+
+
+@main.command()
+@click.argument("token")
+@click.option("--consumer", required=True, help="The department whose extract holds the token.")
+@click.option("--reason", default="", help="Why (required; written to the audit log).")
+@click.option("--date", "ds", callback=_parse_date, help="Clean partition to search (latest).")
+@click.pass_obj
+def reidentify(settings: LakeSettings, token: str, consumer: str, reason: str, ds) -> None:
+    """Platform team only: map a person token back to raw records; audited."""
+    from etl.verify import reidentify_token
+    from masking.keys import MasterKey
+
+    if not reason.strip():
+        raise LakeError("reidentify needs --reason: every re-identification is audited")
+    key = MasterKey.from_env(_key_environment(settings))
+    records = reidentify_token(settings, token, consumer, reason, _who(), key, ds)
+    for dataset_id, row in records:
+        click.echo(f"{dataset_id}: " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    click.echo(f"{len(records)} record(s); recorded in the audit log")
+
+
+@main.command()
+@click.pass_obj
+def audit(settings: LakeSettings) -> None:
+    """The re-identification audit log: who, why, when, which token."""
+    for e in _grants(settings).audit_log():
+        click.echo(
+            f"{e.at:%Y-%m-%d %H:%M:%S}  {e.who:12s} {e.action:11s} {e.consumer:10s} "
+            f"{e.token}  {e.found} record(s)  reason: {e.reason}"
+        )
+
+
+def _grants(settings: LakeSettings):
+    from catalog.grants import GrantRegistry
+    from catalog.store import CatalogStore
+
+    return GrantRegistry(CatalogStore(settings.catalog_url))
+
+
+def _catalog():
+    from catalog.definitions import load_catalog
+
+    return load_catalog()
+
+
+def _who() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _key_environment(settings: LakeSettings) -> dict[str, str]:
+    """The environment the masking key is read from: the demo's key file if none is set."""
+    import os
+
+    from masking.keys import ENV_KEY, ENV_KEY_FILE
+
+    env = dict(os.environ)
+    demo_key = settings.var / DEMO_KEY_FILE
+    if not env.get(ENV_KEY) and not env.get(ENV_KEY_FILE) and demo_key.exists():
+        env[ENV_KEY_FILE] = str(demo_key)
+    return env
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -336,6 +570,36 @@ def airflow(settings: LakeSettings, args: tuple[str, ...]) -> None:
 
 
 ORPHAN_AGE_HOURS = 6.0
+
+
+@main.command()
+@click.argument("dataset_id")
+@click.option("--date", "ds", required=True, callback=_parse_date, help="The night YYYY-MM-DD.")
+@click.option("--reason", required=True, help="Why the smaller delivery is real (recorded).")
+@click.pass_obj
+def accept(settings: LakeSettings, dataset_id: str, ds: date, reason: str) -> None:
+    """Accept once that DATASET's delivery of --date really shrank (or is really empty).
+
+    The volume check then lets that night's extraction through; who, when and why are
+    recorded in the catalog store. Run the night again afterwards (`lake run --date`).
+    """
+    import getpass
+
+    from catalog.definitions import load_catalog
+    from catalog.store import CatalogStore
+
+    dataset = load_catalog().dataset(dataset_id)
+    if not reason.strip():
+        raise click.BadParameter("say why the smaller delivery is real", param_hint="--reason")
+    store = CatalogStore(settings.catalog_url)
+    who = getpass.getuser()
+    store.record_acceptance(dataset.id, ds, who, reason.strip())
+    last = store.last_good_delivery(dataset.id, ds)
+    before = f" (last good night {last[0]}: {last[1]:,} rows)" if last else ""
+    click.echo(
+        f"accepted {dataset.id} {ds} by {who}{before}: {reason.strip()}\n"
+        f"run the night again: lake run --date {ds}"
+    )
 
 
 @main.command()
@@ -433,8 +697,8 @@ def status(settings: LakeSettings, as_of: date | None) -> None:
         click.echo(f"{r.ds}  {r.status:8s} {r.run_id}")
         for err in store.errors(r.run_id):
             click.echo(f"    failed: {err.message}")
-    click.echo(f"\nlatest night {runs[0].ds}:")
-    _print_night(settings, runs[0].ds)
+    click.echo(f"\nlatest night {runs[0].ds} (run {runs[0].run_id}):")
+    _print_night(settings, runs[0].ds, runs[0].run_id)
     latest = store.latest_quality()
     if latest:
         click.echo("\nlatest quality figures per dataset:")
@@ -446,6 +710,13 @@ def status(settings: LakeSettings, as_of: date | None) -> None:
             )
             if q.docs:
                 click.echo(f"  {'':36s} data docs: {q.docs}")
+    latest = {d.grant_id: d for d in _grants(settings).distributions(runs[0].ds)}  # last run wins
+    deliveries = list(latest.values())
+    if deliveries:
+        click.echo(f"\nshared extracts {runs[0].ds}:")
+        for d in deliveries:
+            state = f"{d.rows:>10,} rows" if d.delivered else f"BLOCKED: {d.reason}"
+            click.echo(f"  {d.consumer:10s} ← {d.dataset_id:36s} grant #{d.grant_id:<4d} {state}")
 
 
 if __name__ == "__main__":

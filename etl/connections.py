@@ -15,6 +15,8 @@ from sqlalchemy.engine import URL
 
 from catalog.errors import ConnectionNotFound, SourceError
 
+DEFAULT_CONNECT_TIMEOUT = 30  # seconds to connect (SQLite: to wait for a lock)
+DEFAULT_STATEMENT_TIMEOUT = 1800  # seconds one statement (one fetch of a stream) may run
 _SQLALCHEMY_DRIVERS = {
     "sqlite": "sqlite",
     "postgres": "postgresql+psycopg",
@@ -52,6 +54,26 @@ class SourceConnection:
             port=self.port,
             database=self.schema,
         )
+
+    def connect_args(self) -> dict[str, Any]:
+        """Driver arguments that bound how long connecting and one statement may take.
+
+        A department database that hangs must not hold a pool slot all night. Seconds from
+        the connection's extra (``connect_timeout``, ``statement_timeout``), else defaults.
+        """
+        connect = int(self.extra.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+        statement = int(self.extra.get("statement_timeout", DEFAULT_STATEMENT_TIMEOUT))
+        driver = _SQLALCHEMY_DRIVERS.get(self.conn_type)
+        if driver == "sqlite":  # how long to wait for a lock the department's system holds
+            return {"timeout": connect}
+        if driver == "postgresql+psycopg":
+            return {
+                "connect_timeout": connect,
+                "options": f"-c statement_timeout={statement * 1000}",  # milliseconds
+            }
+        if driver == "mysql+pymysql":
+            return {"connect_timeout": connect, "read_timeout": statement}
+        return {}
 
     def folder(self) -> Path:
         """The drop folder of a file-drop (``fs``) connection."""

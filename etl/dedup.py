@@ -7,6 +7,8 @@ same buckets are the unit of parallel work when this runs on more machines.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,8 +20,82 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from catalog.files import new_owner_file, owner_only_dir
+
 ROWS_PER_BUCKET = 1_000_000
 REJECTED = "_rejected"  # rows that take part in "which version is newest" but are never kept
+
+
+class SpillFolder:
+    """A 0700 folder of spill files, locked by its owning process while that process lives.
+
+    Spill files hold delivered rows (personal data). A process that is killed (out of
+    memory, SIGKILL, a timeout) cannot remove its folder, so the folder carries a lock file
+    held with ``flock``: the kernel drops the lock when the process dies, and the next
+    validation (:func:`remove_orphaned_spills`) removes every folder whose lock it can take.
+    The folder is named ``<kind>-<pid>-…`` so people can tell whose it is.
+    """
+
+    LOCK = ".owner.lock"
+
+    def __init__(self, kind: str, workdir: Path | None) -> None:
+        if workdir is not None:
+            owner_only_dir(workdir)
+        self.path = Path(tempfile.mkdtemp(prefix=f"{kind}-{os.getpid()}-", dir=workdir))
+        self._lock = open(self.path / self.LOCK, "w")  # noqa: SIM115 - held until remove()
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def remove(self) -> None:
+        """Remove the folder and its files, whatever happened; then let go of the lock."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        if not self._lock.closed:
+            self._lock.close()
+
+
+SPILL_KINDS = ("dedup", "spill")
+
+
+def remove_orphaned_spills(workdir: Path) -> list[Path]:
+    """Remove spill folders under ``workdir`` whose owning process is gone; return them.
+
+    A folder whose lock can be taken has no living owner. A folder without a lock file
+    (written before locks, or its owner killed between creating it and locking it) is
+    judged by the process id in its name.
+    """
+    removed: list[Path] = []
+    if not workdir.is_dir():
+        return removed
+    for folder in sorted(workdir.iterdir()):
+        kind, _, rest = folder.name.partition("-")
+        if kind not in SPILL_KINDS or not folder.is_dir():
+            continue
+        if _owner_alive(folder, rest.partition("-")[0]):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _owner_alive(folder: Path, pid_text: str) -> bool:
+    lock = folder / SpillFolder.LOCK
+    try:
+        with open(lock) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True  # held: its owner is alive (maybe this very process)
+            return False
+    except FileNotFoundError:
+        pass
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's living process
+    return True
 
 
 def key_hash(table: pa.Table, key: list[str]) -> np.ndarray:
@@ -51,9 +127,8 @@ class BucketSpool:
     ) -> None:
         self.key, self.order_by, self.fields = key, order_by, fields
         self.buckets = max(1, -(-expected_rows // ROWS_PER_BUCKET))
-        if workdir is not None:
-            workdir.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="dedup-", dir=workdir))
+        self.folder = SpillFolder("dedup", workdir)
+        self.dir = self.folder.path
         self.writers: dict[int, pq.ParquetWriter] = {}
         self.counts = DedupCounts()
         self.rows_out = 0
@@ -65,7 +140,8 @@ class BucketSpool:
         for b in np.unique(bucket_of):
             part = table.filter(pa.array(bucket_of == b))
             if b not in self.writers:
-                self.writers[b] = pq.ParquetWriter(self.dir / f"{b}.parquet", part.schema)
+                path = new_owner_file(self.dir / f"{b}.parquet")
+                self.writers[b] = pq.ParquetWriter(path, part.schema)
             self.writers[b].write_table(part)
 
     def deduplicated(self) -> Iterator[pa.Table]:
@@ -84,7 +160,7 @@ class BucketSpool:
         """Remove the bucket files (they hold personal data), whatever happened."""
         for writer in self.writers.values():
             writer.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.folder.remove()
 
     def _latest_per_key(self, table: pa.Table) -> pa.Table:
         sort = [(k, "ascending") for k in self.key]
@@ -118,15 +194,15 @@ class RowSpill:
     """Rows parked on disk until a partition is written from them (bounded memory)."""
 
     def __init__(self, workdir: Path | None = None) -> None:
-        if workdir is not None:
-            workdir.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="spill-", dir=workdir))
+        self.folder = SpillFolder("spill", workdir)
+        self.dir = self.folder.path
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
     def add(self, table: pa.Table) -> None:
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.dir / "rows.parquet", table.schema)
+            path = new_owner_file(self.dir / "rows.parquet")
+            self.writer = pq.ParquetWriter(path, table.schema)
         self.writer.write_table(table)
         self.rows += table.num_rows
 
@@ -142,4 +218,4 @@ class RowSpill:
         """Remove the spilled rows (they hold personal data), whatever happened."""
         if self.writer is not None:
             self.writer.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.folder.remove()

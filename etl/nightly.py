@@ -8,7 +8,7 @@ here reads the environment. No Airflow imports: the DAG does the Airflow side.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -16,12 +16,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from catalog.definitions import Catalog, load_catalog
-from catalog.errors import LakeError, one_line
+from catalog.errors import LakeError, shown_error
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
 from etl.extract import extract_to_raw
 from etl.settings import LakeSettings
 from etl.zones import Lake
+from masking.keys import MasterKey
 
 LAKE_TZ = ZoneInfo("Asia/Shanghai")
 
@@ -49,14 +50,18 @@ def partition_date(
 
 @contextmanager
 def recorded_failure(store: CatalogStore, run_id: str, step: str) -> Iterator[None]:
-    """Record why a step failed, in one line, where `lake run` and `lake status` find it."""
+    """Record why a step failed, in one masked line, where `lake run` and `lake status` find it.
+
+    The DAG raises the same line to Airflow (:func:`catalog.errors.shown_error`), so the task
+    log and the store say the same thing and neither carries a delivered value.
+    """
     try:
         yield
     except LakeError as exc:
-        store.record_error(run_id, step, str(exc))
+        store.record_error(run_id, step, shown_error(exc))
         raise
     except Exception as exc:  # a bug or an environment problem: still say it in one line
-        store.record_error(run_id, step, f"{step}: {one_line(exc)}")
+        store.record_error(run_id, step, f"{step}: {shown_error(exc)}")
         raise
     store.clear_errors(run_id, step)  # a retry that succeeds leaves no failure behind
 
@@ -98,7 +103,11 @@ class Night:
 
 
 def open_night(night: Night) -> str:
+    """Record the run as started; clear spill files that a killed earlier run left behind."""
+    from etl.dedup import remove_orphaned_spills
+
     night.store.start_run(night.run_id, night.ds)
+    remove_orphaned_spills(night.work_dir)
     return night.ds.isoformat()
 
 
@@ -132,6 +141,30 @@ def validate_dataset(night: Night, dataset_id: str) -> dict:
             work_dir=night.work_dir,
         )
     return {"dataset": dataset_id, "summary": result.summary(), "docs": result.docs}
+
+
+def shared_consumers(night: Night) -> list[str]:
+    """Consumer departments with an active grant tonight: one mapped shared task each."""
+    from catalog.grants import GrantRegistry
+
+    return GrantRegistry(night.store).consumers(night.ds)
+
+
+def publish_shared(night: Night, consumer: str, load_key: Callable[[], MasterKey]) -> dict:
+    """Write ``consumer``'s shared extracts for the night (its active grants, masked)."""
+    from etl.publish_shared import publish_for_consumer
+
+    with night.failure_recorded(f"shared {consumer}"):
+        results = publish_for_consumer(
+            consumer,
+            night.ds,
+            catalog=night.catalog,
+            lake=night.lake,
+            store=night.store,
+            run_id=night.run_id,
+            load_key=load_key,
+        )
+    return {"consumer": consumer, "deliveries": [r.summary() for r in results]}
 
 
 def quality_gate(night: Night) -> dict:

@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from catalog.definitions import DatasetDef
 from catalog.errors import LakeError
-from etl.rules import CROSS_FIELD_RULES, FIELD_RULES, Rule
+from catalog.files import owner_only_tree
+from etl.rules import CROSS_FIELD_RULES, FIELD_RULES, TEXT_RULES, Rule, text_rules
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def _rule_expectations() -> dict[str, type]:
     )
 
     classes: dict[str, type] = {}
-    for rule in FIELD_RULES.values():
+    for rule in [*FIELD_RULES.values(), *TEXT_RULES.values()]:
         metric = f"column_values.lake_{rule.name}"
 
         def _pandas(cls, column: pd.Series, _rule: Rule = rule, **kwargs) -> pd.Series:
@@ -177,6 +178,9 @@ def build_suite(dataset: DatasetDef):
                 f"is longer than {f.max_length} characters",
                 [f.name],
             )
+            for text_rule in text_rules(dataset.source.encoding):  # decoding damage
+                name = text_rule.name
+                add(rules[name](column=f.name), f"{f.name}:{name}", text_rule.reason, [f.name])
         if f.type in TYPE_PATTERNS:
             add(
                 gxe.ExpectColumnValuesToMatchRegex(column=f.name, regex=TYPE_PATTERNS[f.type]),
@@ -260,10 +264,11 @@ class QualitySuite:
         return outcomes
 
     def build_docs(self) -> str | None:
-        """Render Data Docs for this dataset's results; the path of its index.html."""
+        """Render Data Docs for this dataset's results (owner-only); the path of its index.html."""
         if self.docs_dir is None:
             return None
         self.context.build_data_docs()
+        owner_only_tree(self.docs_dir)
         return str(self.docs_dir / "index.html")
 
 

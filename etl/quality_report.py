@@ -5,15 +5,18 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
+from catalog.errors import impersonal
+from catalog.files import new_owner_file, owner_only_dir
 from catalog.store import CatalogStore
 
 
 def write_quality_index(store: CatalogStore, path: Path) -> Path:
-    """Write ``index.html``: one row per dataset, conservation arithmetic and top failures."""
+    """Write ``index.html`` (owner-only): one row per dataset, conservation arithmetic and top
+    failures; notes pass through the masking function once more, as HTML leaves the raw zone."""
     rows = []
     for q in store.latest_quality():
         top = "<br>".join(f"{escape(k)}: {v:,}" for k, v in q.top_failures(5)) or "—"
-        notes = "<br>".join(escape(n) for n in q.schema_notes)
+        notes = "<br>".join(escape(impersonal(n)) for n in q.schema_notes)
         link = f'<a href="{escape(Path(q.docs).as_uri())}">Data Docs</a>' if q.docs else ""
         rows.append(
             f"<tr><td>{escape(q.dataset_id)}</td><td>{q.ds}</td><td>{q.delivered:,}</td>"
@@ -26,8 +29,8 @@ def write_quality_index(store: CatalogStore, path: Path) -> Path:
         "<th>collapsed duplicates</th><th>checks</th><th>top failures</th><th>notes</th>"
         "<th></th></tr>"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
+    owner_only_dir(path.parent)
+    new_owner_file(path).write_text(
         "<!doctype html><meta charset='utf-8'><title>yimen-lake quality</title>"
         "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px}"
         "table{border-collapse:collapse}</style>"

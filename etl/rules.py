@@ -8,13 +8,16 @@ written once.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from catalog.identifiers import (
     _slice,
@@ -183,6 +186,95 @@ FIELD_RULES: dict[str, Rule] = {
         Rule("enterprise_name", valid_enterprise_name, "is not an enterprise name"),
     ]
 }
+
+
+# --- text that is really text (every string field, whatever the catalog says) ----------
+
+# NUL, other C0/C1 control characters (tab, line feed and carriage return allowed) and
+# U+FFFD, which a decoder leaves where bytes were not text
+BROKEN_TEXT = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\x{fffd}]"  # RE2 syntax
+# what UTF-8 bytes mis-read as GBK turn back into: Chinese text and its punctuation
+_CJK = r"\x{3400}-\x{4dbf}\x{4e00}-\x{9fff}\x{ff00}-\x{ffef}"
+_CJK_ONLY = rf"^[\x00-\x7f\x{{3000}}-\x{{303f}}{_CJK}]*$"
+
+
+def _arrow_text(values: pd.Series) -> pa.Array:
+    """A column as an Arrow string array (RE2 over Arrow: no Python call per value)."""
+    array = pa.array(values.array if hasattr(values, "array") else values, from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array if array.type == pa.string() else array.cast(pa.string())
+
+
+def _flag(values: pa.Array, pattern: str) -> np.ndarray:
+    found = pc.match_substring_regex(values, pattern)
+    return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+
+
+def intact_text(values: pd.Series) -> np.ndarray:
+    """No NUL, no control character, no replacement character (decoding damage)."""
+    return ~_flag(_arrow_text(values), BROKEN_TEXT)
+
+
+def not_mojibake(values: pd.Series, encoding: str) -> np.ndarray:
+    """Fails a value that is UTF-8 mis-read as ``encoding`` (张三 read as GBK: 寮犱笁).
+
+    Encoded back to ``encoding``, such a value gives bytes that are valid UTF-8 and decode
+    to Chinese text, different from the value. A real GBK value almost never does (over
+    the simulator's 250,000 names, addresses and codes: none). Vectorised: the candidate
+    values are joined into one string (line feed between, a byte GBK never uses inside a
+    character), encoded and decoded once, and split again.
+    """
+    text = _arrow_text(values)
+    candidate = ~pc.fill_null(pc.string_is_ascii(text), True).to_numpy(zero_copy_only=False)
+    candidate &= ~_flag(text, "\n") & ~_flag(text, BROKEN_TEXT)  # intact_text reports those
+    ok = np.ones(len(text), dtype=bool)
+    if not candidate.any():
+        return ok
+    shown = text.filter(pa.array(candidate))
+    joined = pc.binary_join(pa.ListArray.from_arrays([0, len(shown)], shown), "\n")[0].as_py()
+    as_utf8 = joined.encode(encoding, errors="replace").decode("utf-8", errors="replace")
+    back = pc.split_pattern(pa.array([as_utf8]), "\n").flatten()
+    mojibake = (
+        ~_flag(back, "\\x{fffd}")  # the bytes were valid UTF-8
+        & _flag(back, _CJK_ONLY)
+        & _flag(back, f"[{_CJK}]")
+        & ~pc.equal(back, shown).to_numpy(zero_copy_only=False)
+    )
+    ok[np.flatnonzero(candidate)] = ~mojibake
+    return ok
+
+
+_MOJIBAKE_ENCODINGS = {"gbk": "gbk", "gb2312": "gbk", "gb18030": "gb18030"}  # codec → rule
+
+TEXT_RULES: dict[str, Rule] = {
+    r.name: r
+    for r in [
+        Rule(
+            "intact_text",
+            intact_text,
+            "holds a NUL, a control character or a replacement character (decoding damage)",
+        ),
+        *(
+            Rule(
+                f"not_mojibake_{name}",
+                partial(not_mojibake, encoding=name),
+                f"decodes differently as UTF-8 and as the declared {name.upper()} "
+                "(a UTF-8 value inside the file)",
+            )
+            for name in sorted(set(_MOJIBAKE_ENCODINGS.values()))
+        ),
+    ]
+}
+
+
+def text_rules(encoding: str | None) -> list[Rule]:
+    """The rules every string field of a source in ``encoding`` is checked with."""
+    rules = [TEXT_RULES["intact_text"]]
+    name = codecs.lookup(encoding).name if encoding else "utf-8"
+    if name in _MOJIBAKE_ENCODINGS:
+        rules.append(TEXT_RULES[f"not_mojibake_{_MOJIBAKE_ENCODINGS[name]}"])
+    return rules
 
 
 # --- rules across fields ---------------------------------------------------------------

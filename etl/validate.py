@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef
-from catalog.errors import BreakerTripped, LakeError
+from catalog.errors import BreakerTripped, LakeError, shown_column
 from catalog.figures import QualityFigures
 from catalog.store import CatalogStore, PartitionRecord
-from etl.dedup import REJECTED, BucketSpool, RowSpill
+from etl.dedup import REJECTED, BucketSpool, RowSpill, remove_orphaned_spills
 from etl.quality import CheckOutcome, QualitySuite
 from etl.standardise import StandardiseReport, standardise
 from etl.zones import (
@@ -42,6 +42,7 @@ from etl.zones import (
 log = logging.getLogger(__name__)
 
 SCHEMA_CHECK = "delivery:schema"
+METADATA_NAMES = frozenset(f.name for f in METADATA_FIELDS)
 
 
 @dataclass
@@ -153,6 +154,11 @@ def validate_partition(
     if manifest is None:
         raise LakeError(f"{dataset.id}: no raw partition for {ds} at {source}; extract it first")
     result = ValidationResult(dataset.id, ds, delivered=manifest.rows)
+    if work_dir is not None:  # spill files a killed validation left behind hold personal data
+        for folder in remove_orphaned_spills(work_dir):
+            log.warning(
+                "%s: removed spill folder %s left by a process that is gone", dataset.id, folder
+            )
     suite = QualitySuite(dataset, docs_dir)
     spool = BucketSpool(
         dataset.key,
@@ -271,8 +277,11 @@ def _conform_to_catalog(raw: pa.Table, dataset: DatasetDef) -> tuple[pa.Table, l
             notes.append(f"column '{name}' missing from the delivery")
             columns.append(pa.nulls(raw.num_rows, pa.string()))
         names.append(name)
-    extra = [c for c in raw.column_names if c not in names and not c.startswith("_")]
-    notes += [f"column '{c}' not in the catalog: kept in raw only" for c in extra]
+    notes += [
+        f"{shown_column(c, i, names)}: kept in raw only"
+        for i, c in enumerate(raw.column_names, start=1)
+        if c not in names and c not in METADATA_NAMES
+    ]
     for meta in METADATA_FIELDS:
         columns.append(raw.column(meta.name))
         names.append(meta.name)

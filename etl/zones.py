@@ -38,11 +38,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from catalog.definitions import DatasetDef, FieldDef
 from catalog.errors import PartitionError, one_line
+from catalog.files import OWNER_DIR_MODE
 from catalog.store import CatalogStore, LakeSnapshot, SnapshotRecord
 
 if TYPE_CHECKING:  # pyiceberg is imported when a raw table is first touched
@@ -84,6 +86,7 @@ REBUILD_HINT = (
     "rebuild it: `lake demo` starts a fresh demo lake, or move var/lake and the catalog "
     "database aside and run `lake simulate` + `lake run`"
 )
+DELIVERY_CSV = "data.csv"
 ROWS_PER_FILE = 2_000_000
 ROWS_PER_ROW_GROUP = 250_000  # large row groups: fewer, bigger column chunks read faster
 RAW_DIR_MODE, RAW_FILE_MODE = 0o750, 0o640  # raw zone is for the platform team only
@@ -353,6 +356,8 @@ class Lake:
         if not ref.is_raw:
             return _stage_folder(self, path, batches, schema, private, extra)
         schema = _iceberg_ready(schema)
+        if private and self.is_local:  # others cannot reach the files while they are written
+            _close_folder(_local(self.table_location(ref)), self.root)
         table = self._table(ref, schema, private)
         written: list[str] = []
         try:
@@ -855,6 +860,13 @@ def _local(uri: str) -> str:
     return uri.removeprefix("file://")
 
 
+def _close_folder(folder: str, root: str) -> None:
+    """Create a raw table's folder owner-and-group only, with the zone folders above it."""
+    os.makedirs(folder, mode=RAW_DIR_MODE, exist_ok=True)
+    os.chmod(folder, RAW_DIR_MODE)
+    _restrict_ancestors(folder, root)
+
+
 def _restrict_tree(folder: str, root: str) -> None:
     """Owner and group only, for a raw table's folder, its files and the zone folders above."""
     for here, _dirs, files in os.walk(folder):
@@ -878,6 +890,8 @@ def _stage_folder(
     fs = lake.fs
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     fs.create_dir(tmp, recursive=True)
+    if private and lake.is_local:  # nobody else reaches the files before the final modes
+        os.chmod(tmp, OWNER_DIR_MODE)
     try:
         files, rows = _write_folder_files(fs, tmp, _rebatch(batches, ROWS_PER_ROW_GROUP), schema)
         manifest = Manifest(
@@ -1003,11 +1017,16 @@ def field_metadata(
     return meta
 
 
+def clean_type(field: FieldDef) -> pa.DataType:
+    """The Arrow type a catalog field has in ``raw/clean`` and the zones built from it."""
+    return _CLEAN_TYPES[field.type]
+
+
 def clean_schema(dataset: DatasetDef) -> pa.Schema:
     """Typed schema of ``raw/clean`` (and what later zones start from), from the catalog."""
     fields = []
     for f in dataset.fields:
-        fields.append(pa.field(f.name, _CLEAN_TYPES[f.type], metadata=field_metadata(f)))
+        fields.append(pa.field(f.name, clean_type(f), metadata=field_metadata(f)))
         if f.rule == "enterprise_name":
             fields.append(pa.field(f.name + NORMALISED_SUFFIX, pa.string()))
     return pa.schema(fields + METADATA_FIELDS)
@@ -1024,6 +1043,92 @@ def quarantine_schema(delivered: pa.Schema | None) -> pa.Schema:
     for extra in QUARANTINE_FIELDS:
         base = base.append(extra)
     return base
+
+
+def write_delivery(
+    lake: Lake,
+    path: str,
+    batches: Iterable[pa.Table],
+    schema: pa.Schema,
+    *,
+    csv_encoding: str = "utf-8-sig",
+    accept: Callable[[], bool] = lambda: True,
+    extra: dict | None = None,
+    private: bool = True,
+) -> Manifest | None:
+    """A consumer delivery (shared/, public/): Parquet plus an Excel-safe CSV, atomically.
+
+    Both files are written under a temporary name; ``accept`` is asked after the last batch
+    (the leak scan's verdict) and only then is the partition moved into place. A refused
+    delivery is removed and ``None`` returned: the previous delivery of that date stays.
+    Consumers need no table format: plain files and a manifest. ``private`` (shared extracts
+    hold personal data) makes the files readable by owner and group only.
+    """
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    lake.fs.create_dir(tmp, recursive=True)
+    try:
+        with lake.fs.open_output_stream(f"{tmp}/{DELIVERY_CSV}") as csv_out:
+            writer = _CsvWriter(csv_out, csv_encoding)
+            parquet_batches = (
+                b for t in batches for b in writer.written(t).to_batches() if b.num_rows
+            )
+            files, rows = _write_folder_files(
+                lake.fs, tmp, _rebatch(parquet_batches, ROWS_PER_ROW_GROUP), schema
+            )
+            writer.finish(schema)
+        if not accept():
+            lake.discard([StagedPartition(tmp, None)])
+            return None
+        files.append(DELIVERY_CSV)
+        manifest = Manifest(
+            path=path,
+            rows=rows,
+            files=files,
+            fingerprint=_folder_fingerprint(lake.fs, tmp, files),
+            written_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            extra=(extra or {}) | {"csv_encoding": csv_encoding},
+        )
+        with lake.fs.open_output_stream(f"{tmp}/{MANIFEST}") as out:
+            out.write(json.dumps(asdict(manifest), ensure_ascii=False, indent=1).encode())
+        if private and lake.is_local:
+            _restrict_permissions(tmp)
+            _restrict_ancestors(path, lake.root)
+    except BaseException:
+        lake.discard([StagedPartition(tmp, None)])
+        raise
+    lake.commit([StagedPartition(tmp, manifest)])
+    return manifest
+
+
+class _CsvWriter:
+    """CSV that Excel opens with Chinese intact (UTF-8 with BOM, or GB18030), streamed.
+
+    Text cells starting with ``= + - @`` get a leading apostrophe, so a spreadsheet never
+    runs a value as a formula (CSV injection).
+    """
+
+    def __init__(self, out: pa.NativeFile, encoding: str) -> None:
+        self.out, self.encoding, self.header = out, encoding, True
+        if encoding == "utf-8-sig":
+            out.write("\ufeff".encode())
+
+    def written(self, table: pa.Table) -> pa.Table:
+        shown = table
+        for i, f in enumerate(table.schema):
+            if pa.types.is_string(f.type):
+                col = table.column(i)
+                risky = pc.fill_null(pc.match_substring_regex(col, r"^[=+\-@]"), False)
+                shown = shown.set_column(
+                    i, f, pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col)
+                )
+        text = shown.to_pandas().to_csv(index=False, header=self.header, lineterminator="\r\n")
+        self.out.write(text.encode("gb18030" if self.encoding == "gb18030" else "utf-8"))
+        self.header = False
+        return table
+
+    def finish(self, schema: pa.Schema) -> None:
+        if self.header:  # no rows at all: still a header line
+            self.written(schema.empty_table())
 
 
 def _rebatch(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:

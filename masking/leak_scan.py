@@ -34,6 +34,7 @@ _ID15_RE2 = rf"(?:^|[^0-9])[1-9][0-9]{{5}}{_DATE15}[0-9]{{3}}(?:[^0-9]|$)"
 _ID18 = re.compile(rf"(?<![0-9])([1-9][0-9]{{5}}{_DATE}[0-9]{{3}}[0-9Xx])(?![0-9Xx])")
 _MOBILE_RE2 = r"(?:^|[^0-9])(?:\+?86)?1[3-9][0-9]{9}(?:[^0-9]|$)"
 _SEPARATORS = r"[\s\-()（）]"
+TOKEN_PATTERN = r"^[0-9a-f]{16,64}$"  # masking.operators.Token: lowercase hex
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class LeakFinding:
     """One kind of leak in one column: where, how many rows, never what."""
 
     column: str
-    kind: str  # resident_id | resident_id15 | mobile | ungranted_column | foreign_token
+    kind: str  # resident_id(15) | mobile | ungranted_column | not_a_token | foreign_token
     rows: int
     first_row: int | None  # 0-based row number in the scanned table
 
@@ -55,6 +56,7 @@ def scan_table(
     *,
     expected_columns: Iterable[str] | None = None,
     exempt_columns: Iterable[str] = (),
+    token_columns: Iterable[str] = (),
     foreign_tokens: dict[str, pa.Array] | None = None,
 ) -> list[LeakFinding]:
     """Every leak found in ``table`` (an empty list means it may be published).
@@ -62,6 +64,8 @@ def scan_table(
     ``expected_columns``: what the consumer may receive; any other column is a finding.
     ``exempt_columns``: text columns whose digits legitimately look like a 15-digit ID
     (e.g. a public business registration number); 18-character IDs are never exempt.
+    ``token_columns``: columns that must hold tokens only (``TOKEN_PATTERN``): a value of any
+    other shape there is a finding; their random hex is not scanned for IDs or mobiles.
     ``foreign_tokens``: per token column, tokens another consumer holds for the same values.
     """
     findings: list[LeakFinding] = []
@@ -72,8 +76,13 @@ def scan_table(
             for name in table.column_names
             if name not in allowed
         ]
-    exempt = set(exempt_columns)
+    exempt, tokens = set(exempt_columns), set(token_columns)
+    for name in tokens & set(table.column_names):
+        shaped = pc.match_substring_regex(table.column(name), TOKEN_PATTERN)
+        findings += _finding(name, "not_a_token", ~_mask(pc.or_kleene(shaped, _empty(table, name))))
     for name in table.column_names:
+        if name in tokens:
+            continue
         column = table.column(name)
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             if pa.types.is_integer(column.type):  # an ID stored as a number is still an ID
@@ -82,9 +91,10 @@ def scan_table(
                 continue
         values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
         findings += _text_findings(name, values, exempt=name in exempt)
-    for name, tokens in (foreign_tokens or {}).items():
-        if name in table.column_names and len(tokens):
-            hit = _mask(pc.is_in(table.column(name), value_set=tokens))
+    for name, theirs in (foreign_tokens or {}).items():
+        theirs = pc.filter(theirs, pc.not_equal(theirs, ""))  # nulls drop out too
+        if name in table.column_names and len(theirs):
+            hit = _mask(pc.is_in(table.column(name), value_set=theirs, skip_nulls=True))
             findings += _finding(name, "foreign_token", hit)
     return findings
 
@@ -114,6 +124,12 @@ def _with_check_char(values: pa.Array, flagged: np.ndarray) -> np.ndarray:
         good = resident_id_check_chars(body) == np.array([i[17] for i in ids])
         leaked[np.array(where)[good]] = True
     return leaked
+
+
+def _empty(table: pa.Table, name: str) -> pa.ChunkedArray:
+    """NULL or empty: a missing ID has no token, which is not a leak."""
+    column = table.column(name)
+    return pc.or_kleene(pc.is_null(column), pc.equal(column, ""))
 
 
 def _mask(result: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -236,7 +236,7 @@ def open_sink(out_dir: Path, view: DatasetView, sql_urls: dict[str, str], ds: da
     if source.kind == "jsonl":
         return JsonlSink(path)
     if source.kind == "excel":
-        return XlsxSink(path, list(view.fields), ds)
+        return XlsxSink(path, list(view.fields), ds, sheet=source.sheet or "taxpayer")
     raise ValueError(f"{view.id}: unknown source kind {source.kind!r}")
 
 

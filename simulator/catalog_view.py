@@ -17,6 +17,7 @@ class SourceView:
     table: str | None
     path: str | None
     encoding: str | None
+    sheet: str | None = None  # Excel drops: the data sheet's name
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def _catalog_datasets() -> list[DatasetView]:
                     d.source.table,
                     d.source.path,
                     d.source.encoding,
+                    d.source.sheet,
                 ),
                 d.key[0],
                 tuple(f.name for f in d.fields),
@@ -82,6 +84,7 @@ def _from_yaml() -> list[DatasetView]:
                         s.get("table"),
                         s.get("path"),
                         s.get("encoding"),
+                        s.get("sheet"),
                     ),
                     d["key"][0],
                     tuple(f["name"] for f in d["fields"]),

@@ -21,10 +21,25 @@ import xlsxwriter
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from etl.contract import control_path, file_sha256
+
 
 class Sink(Protocol):
     def write(self, batch: pd.DataFrame) -> None: ...
     def close(self) -> None: ...
+
+
+def write_control_file(data_file: Path, rows: int) -> Path:
+    """The control file a department sends beside a drop: ``{"file", "rows", "sha256"}``.
+
+    ``rows`` counts data rows (no header line; JSON Lines: records; .xlsx: rows of the
+    data sheet below its header). Written after the data file is complete, as the
+    departments' exchange tools do.
+    """
+    target = control_path(data_file)
+    body = {"file": data_file.name, "rows": rows, "sha256": file_sha256(data_file)}
+    target.write_text(json.dumps(body) + "\n", encoding="utf-8")
+    return target
 
 
 def to_arrow(batch: pd.DataFrame) -> pa.Table:
@@ -111,6 +126,7 @@ class CsvSink:
 
     def __init__(self, path: Path, encoding: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.rows = path, 0
         self.file = path.open("wb")
         self.encoding = encoding.lower()
         self.first = True
@@ -126,9 +142,11 @@ class CsvSink:
             data = data.decode("utf-8").encode(self.encoding)
         self.file.write(data)
         self.first = False
+        self.rows += len(batch)
 
     def close(self) -> None:
         self.file.close()
+        write_control_file(self.path, self.rows)
 
 
 class JsonlSink:
@@ -136,6 +154,7 @@ class JsonlSink:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.rows = path, 0
         self.file = path.open("wb")
 
     def write(self, batch: pd.DataFrame) -> None:
@@ -143,24 +162,45 @@ class JsonlSink:
             return
         text = batch.to_json(orient="records", lines=True, force_ascii=False)
         self.file.write(text.rstrip("\n").encode("utf-8") + b"\n")
+        self.rows += len(batch)
 
     def close(self) -> None:
         self.file.close()
+        write_control_file(self.path, self.rows)
 
 
 class XlsxSink:
-    """An .xlsx workbook streamed with XlsxWriter; every cell a string (IDs keep 0s and X)."""
+    """An .xlsx workbook streamed with XlsxWriter; every cell a string (IDs keep 0s and X).
 
-    def __init__(self, path: Path, columns: list[str], created: date) -> None:
+    ``notes`` puts a notes sheet in front of the data sheet, as clerks' exports often do;
+    ``header=False`` leaves the header row out (a hostile delivery).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        columns: list[str],
+        created: date,
+        *,
+        sheet: str = "taxpayer",
+        notes: list[str] | None = None,
+        header: bool = True,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.book = xlsxwriter.Workbook(
             str(path), {"constant_memory": True, "strings_to_numbers": False}
         )
         # a fixed creation time keeps the file byte-identical for the same seed
         self.book.set_properties({"created": datetime.combine(created, time(23, 0))})
-        self.sheet = self.book.add_worksheet("taxpayer")
-        self.sheet.write_row(0, 0, columns)
-        self.row = 1
+        if notes:
+            notes_sheet = self.book.add_worksheet("说明")
+            for number, line in enumerate(notes):
+                notes_sheet.write_string(number, 0, line)
+        self.sheet = self.book.add_worksheet(sheet)
+        if header:
+            self.sheet.write_row(0, 0, columns)
+        self.first_row = self.row = 1 if header else 0
 
     def write(self, batch: pd.DataFrame) -> None:
         write_string = self.sheet.write_string
@@ -172,6 +212,7 @@ class XlsxSink:
 
     def close(self) -> None:
         self.book.close()
+        write_control_file(self.path, self.row - self.first_row)
 
 
 class ParquetSink:

@@ -39,6 +39,41 @@ def connections(departments_dir: Path) -> dict[str, SourceConnection]:
     }
 
 
+def with_control_file(data_file: Path, rows: int) -> Path:
+    """Write the control file (rows, SHA-256) a department sends beside a hand-made drop."""
+    from simulator.writers import write_control_file
+
+    write_control_file(data_file, rows)
+    return data_file
+
+
+def drop_connection(departments_dir: Path, dataset_id: str) -> SourceConnection:
+    """The file-drop connection of ``dataset_id`` in a (copied) departments folder."""
+    from catalog.definitions import load_catalog
+
+    dataset = load_catalog().dataset(dataset_id)
+    folder = departments_dir / dataset.department
+    return SourceConnection(dataset.source.connection_id, "fs", extra={"path": str(folder)})
+
+
+def hostile_copy(
+    departments_dir: Path,
+    work: Path,
+    dataset_id: str,
+    kind: str,
+    ds: date = DEMO_DATE,
+    control: str | None = None,
+) -> SourceConnection:
+    """Copy the departments to ``work``, make one hostile delivery there, return its drop."""
+    import shutil
+
+    import simulator
+
+    shutil.copytree(departments_dir, work, dirs_exist_ok=True)
+    simulator.make_hostile_delivery(work, dataset_id, kind, ds, control=control)  # type: ignore[arg-type]
+    return drop_connection(work, dataset_id)
+
+
 USCC_ALPHABET = list("0123456789ABCDEFGHJKLMNPQRTUWXY")
 
 

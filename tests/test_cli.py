@@ -16,6 +16,7 @@ def test_catalog_list_and_show() -> None:
     assert shown.exit_code == 0
     assert "encoding gbk" in shown.output and "id_no" in shown.output
     assert "restricted" in shown.output
+    assert "control file required" in shown.output and "at most 10% a night" in shown.output
 
 
 def test_unknown_dataset_is_one_line_error() -> None:
@@ -62,3 +63,25 @@ def test_unexpected_errors_are_one_line_too(monkeypatch) -> None:
     assert result.output.strip() == (
         "error: unexpected RuntimeError: disk on fire at '…' (--debug for the traceback)"
     )
+
+
+def test_lake_accept_records_who_when_and_why(tmp_path) -> None:
+    import getpass
+    from datetime import date
+
+    from catalog.store import CatalogStore
+    from etl.settings import LakeSettings
+
+    env = {"YIMEN_HOME": str(tmp_path)}
+    runner = CliRunner()
+    args = ["accept", "renshe.insured_person", "--date", "2026-11-29", "--reason"]
+    unknown = runner.invoke(main, ["accept", "nope", "--date", "2026-11-29", "--reason", "x"])
+    assert unknown.exit_code == 1 and unknown.output.startswith("error: unknown dataset 'nope'")
+    assert runner.invoke(main, [*args, "  "], env=env).exit_code == 2  # a reason is required
+    accepted = runner.invoke(main, [*args, "3 districts moved"], env=env)
+    assert accepted.exit_code == 0, accepted.output
+    assert "run the night again: lake run --date 2026-11-29" in accepted.output
+    store = CatalogStore(LakeSettings.under(tmp_path).catalog_url)
+    acceptance = store.acceptance("renshe.insured_person", date(2026, 11, 29))
+    assert (acceptance.accepted_by, acceptance.reason) == (getpass.getuser(), "3 districts moved")
+    assert acceptance.accepted_at is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -73,10 +74,25 @@ def test_backfill_range_maps_to_exactly_those_partition_dates(dagbag) -> None:
     assert dates == [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
 
 
-def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeSettings) -> None:
+def test_a_whole_night_runs_through_airflow(
+    departments, session_settings: LakeSettings, monkeypatch
+) -> None:
+    from catalog.grants import GrantRegistry, GrantRequest
+    from masking.keys import ENV_KEY_FILE, create_key_file
+
+    store = CatalogStore(session_settings.catalog_url)
+    grants = GrantRegistry(store)
+    for consumer in ("dishui", "renshe"):  # two mapped shared tasks, this night only
+        request = GrantRequest(
+            consumer, "gongan.population", ["person_no", "id_no", "name"], "test", "test",
+            valid_from=DEMO_DATE, valid_to=DEMO_DATE,
+        )  # fmt: skip
+        grants.add(request, load_catalog(), by="test")
+    key_file = session_settings.var / "night-masking.key"
+    create_key_file(key_file)
+    monkeypatch.setenv(ENV_KEY_FILE, str(key_file))
     result = run_night(session_settings, DEMO_DATE)
     assert result.state == "success", result.failed_tasks
-    store = CatalogStore(session_settings.catalog_url)
     parts = {p.dataset_id: p for p in store.partitions(ds=DEMO_DATE, zone="raw/sources")}
     assert {k: p.rows for k, p in parts.items()} == departments.rows
     lake = session_settings.lake()
@@ -92,6 +108,10 @@ def test_a_whole_night_runs_through_airflow(departments, session_settings: LakeS
     assert store.runs(1)[0].status == "success"
     index = (session_settings.var / "quality" / "index.html").read_text()
     assert all(dataset_id in index for dataset_id in departments.rows)
+    shared = {d.consumer: d for d in grants.distributions(DEMO_DATE) if d.run_id == result.run_id}
+    assert set(shared) == {"dishui", "renshe"}  # one mapped task per consumer delivered
+    assert {d.rows for d in shared.values()} == {clean["gongan.population"]}
+    assert all(d.delivered and Path(d.path, "data.csv").exists() for d in shared.values())
 
 
 def test_a_night_without_deliveries_fails_naming_the_missing_file(
@@ -100,7 +120,7 @@ def test_a_night_without_deliveries_fails_naming_the_missing_file(
     missing_day = DEMO_DATE + timedelta(days=30)
     result = run_night(session_settings, missing_day)
     assert result.state == "failed"
-    # file drops fail (no file for that day); SQL sources still extract
+    # file drops fail (no file for that day); SQL sources still extract (an empty window)
     assert "renshe__insured_person.extract" in result.failed_tasks
     assert "gongan__population.extract" not in result.failed_tasks
     errors = CatalogStore(session_settings.catalog_url).errors(result.run_id)
@@ -109,36 +129,105 @@ def test_a_night_without_deliveries_fails_naming_the_missing_file(
     assert "insured_person_" in messages["extract renshe.insured_person"]
 
 
-def test_a_broken_delivery_trips_the_breaker_and_nothing_passes_the_gate(
-    departments, session_settings: LakeSettings, tmp_path, capfd
-) -> None:
+def _deliver_again(departments, night: date) -> None:
+    """The session's file drops (and their control files) delivered again on ``night``."""
     import shutil
 
-    import simulator
-
-    night = DEMO_DATE + timedelta(days=2)
-    for dataset in load_catalog().datasets:  # the same files delivered again that night
+    for dataset in load_catalog().datasets:
         if dataset.source.kind != "sql":
             folder = departments.out_dir / dataset.department
-            name = dataset.source.path
-            shutil.copy(
-                folder / name.format(ds_nodash=f"{DEMO_DATE:%Y%m%d}"),
-                folder / name.format(ds_nodash=f"{night:%Y%m%d}"),
-            )
+            name = dataset.source.path or ""
+            for suffix in ("", ".ctl"):
+                shutil.copy(
+                    folder / (name.format(ds_nodash=f"{DEMO_DATE:%Y%m%d}") + suffix),
+                    folder / (name.format(ds_nodash=f"{night:%Y%m%d}") + suffix),
+                )
+
+
+def test_broken_deliveries_fail_their_dataset_and_nothing_passes_the_gate(
+    departments, session_settings: LakeSettings, tmp_path, capfd
+) -> None:
+    """A GBK CSV cut at a row boundary in transfer (the full export's control file) fails
+    extraction; a delivery that is mostly invalid trips the quarantine breaker."""
+    import pandas as pd
+
+    import simulator
+    from tests.helpers import with_control_file
+
+    night = DEMO_DATE + timedelta(days=2)
+    _deliver_again(departments, night)
     simulator.make_hostile_delivery(
-        departments.out_dir, "renshe.insured_person", "renamed_column", night
+        departments.out_dir, "renshe.insured_person", "cut_at_row", night
     )
+    broken = departments.out_dir / "zhijian" / f"org_code_{night:%Y%m%d}.csv"
+    frame = pd.read_csv(broken, encoding="utf-8-sig", dtype=str)
+    frame.loc[frame.index[: len(frame) * 2 // 3], "org_code"] = "12345678-0"  # wrong check
+    frame.to_csv(broken, index=False, encoding="utf-8-sig")
+    with_control_file(broken, len(frame))
     log_file = tmp_path / "night.log"
     result = run_night(session_settings, night, log_file=log_file, show_progress=True)
     shown = capfd.readouterr().out  # progress lines reach the terminal as the night runs
     assert "FAILED renshe.insured_person" in shown and "raw/clean       weiji" in shown
     assert result.state == "failed"
-    assert "renshe__insured_person.validate" in result.failed_tasks
+    assert "renshe__insured_person.extract" in result.failed_tasks
+    assert "zhijian__org_code.validate" in result.failed_tasks
     assert "quality_gate" in result.failed_tasks  # upstream_failed: unify/publish never run
     assert "weiji__health_record.validate" not in result.failed_tasks
     store = CatalogStore(session_settings.catalog_url)
     messages = {e.step: e.message for e in store.errors(result.run_id)}
-    assert "above the limit of 5%" in messages["validate renshe.insured_person"]
+    cut = messages["extract renshe.insured_person"]
+    assert "insured_person_" in cut and "SHA-256 differs" in cut and "\n" not in cut
+    assert "above the limit of 5%" in messages["validate zhijian.org_code"]
+    raw = {p.dataset_id for p in store.partitions(ds=night, zone="raw/sources")}
+    assert "renshe.insured_person" not in raw and "weiji.health_record" in raw
     quarantine = {p.dataset_id: p.rows for p in store.partitions(ds=night, zone="raw/quarantine")}
-    assert quarantine["renshe.insured_person"] == departments.rows["renshe.insured_person"]
+    assert quarantine["zhijian.org_code"] >= len(frame) * 2 // 3 - 10
     assert store.runs(1)[0].status == "failed"
+
+
+def test_a_shrunk_snapshot_fails_the_night_until_a_person_accepts_it(
+    departments, session_settings: LakeSettings
+) -> None:
+    """Issue 8, seen 1 through Airflow: a snapshot 40 % smaller, its control file agreeing,
+    never gives "success"; `lake accept` once, run again: success, and it is recorded."""
+    import getpass
+
+    from click.testing import CliRunner
+
+    import simulator
+    from etl.cli import main
+
+    night = DEMO_DATE + timedelta(days=10)
+    _deliver_again(departments, night)
+    simulator.make_hostile_delivery(
+        departments.out_dir, "renshe.insured_person", "cut_at_row", night, control="fresh"
+    )
+    store = CatalogStore(session_settings.catalog_url)
+    first = run_night(session_settings, night)
+    assert first.state == "failed" and "quality_gate" in first.failed_tasks
+    assert "renshe__insured_person.extract" in first.failed_tasks
+    messages = {e.step: e.message for e in store.errors(first.run_id)}
+    shrink = messages["extract renshe.insured_person"]
+    assert "volume check" in shrink and "snapshot shrank by 40.0%" in shrink
+    assert "renshe.insured_person" not in {
+        p.dataset_id for p in store.partitions(ds=night, zone="raw/sources")
+    }
+    tripped = sorted(
+        step.split(" ", 1)[1] for step, line in messages.items() if "volume check" in line
+    )
+    assert tripped == ["renshe.insured_person"]  # quiet SQL windows are not a shrink
+    for dataset_id in tripped:
+        accepted = CliRunner().invoke(
+            main, ["accept", dataset_id, "--date", str(night), "--reason", "checked with dept"]
+        )
+        assert accepted.exit_code == 0, accepted.output
+        assert f"accepted {dataset_id} {night} by {getpass.getuser()}" in accepted.output
+    second = run_night(session_settings, night)
+    assert second.state == "success", second.failed_tasks
+    acceptance = store.acceptance("renshe.insured_person", night)
+    assert acceptance.accepted_by == getpass.getuser() and acceptance.reason == "checked with dept"
+    raw = {p.dataset_id: p.rows for p in store.partitions(ds=night, zone="raw/sources")}
+    assert raw["renshe.insured_person"] == int(departments.rows["renshe.insured_person"] * 0.6)
+    quality = {q.dataset_id: q for q in store.quality(night)}
+    assert all(q.conserved for q in quality.values()) and len(quality) == len(raw) == 8
+    assert store.runs(1)[0].status == "success"

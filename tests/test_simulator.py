@@ -19,6 +19,7 @@ from stdnum.cn import ric, uscc
 from stdnum.iso7064 import mod_11_10
 
 from catalog.identifiers import org_code_check_chars
+from etl.contract import control_path, file_sha256
 from simulator import (
     HOSTILE_KINDS,
     DailyRates,
@@ -29,7 +30,15 @@ from simulator import (
 )
 from simulator.catalog_view import catalog_by_id
 from simulator.departments import PLANS
-from simulator.hostile import ADDED_COLUMN, HUGE_FIELD_BYTES, renamed, victim
+from simulator.hostile import (
+    ADDED_COLUMN,
+    CUT_SHARE,
+    HUGE_FIELD_BYTES,
+    NOTES,
+    hostile_kinds,
+    renamed,
+    victim,
+)
 from simulator.population import names as person_names
 from simulator.vocab import TRADITIONAL
 from simulator.writers import sql_connection_entry
@@ -509,7 +518,7 @@ def _read_any(path: Path, dataset: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a delivery, read the strict way."""
     view = CATALOG[dataset]
     if view.source.kind == "excel":
-        frame = pd.read_excel(path, engine="calamine", dtype=str)
+        frame = pd.read_excel(path, engine="calamine", dtype=str, sheet_name=view.source.sheet)
         return list(frame.columns), frame.fillna("").to_numpy().tolist()
     text = path.read_bytes().decode(view.source.encoding or "utf-8")
     if view.source.kind == "jsonl":
@@ -528,10 +537,20 @@ def test_hostile_deliveries(tmp_path: Path, clean_run: Path, dataset: str) -> No
     fields = list(view.fields)
     good = out / view.department / view.file_name("20170223")
     header, rows = _read_any(good, dataset)
-    assert header == fields and len(rows) == round(PLANS[dataset].full_rows * SCALE)
-    for kind in HOSTILE_KINDS:
+    full = round(PLANS[dataset].full_rows * SCALE)
+    assert header == fields and len(rows) == full
+    first_row = rows[0]
+    good_text = good.read_bytes() if view.source.kind != "excel" else b""
+    assert _control(good) == {"file": good.name, "rows": full, "sha256": file_sha256(good)}
+    assert set(hostile_kinds(dataset)) <= set(HOSTILE_KINDS)
+    for kind in hostile_kinds(dataset):
         path = make_hostile_delivery(out, dataset, kind, AS_OF)
         assert path == good
+        control = _control(path)
+        if kind in ("truncated", "cut_at_row"):  # the full export's control file stays
+            assert control["rows"] == full and control["sha256"] != file_sha256(path)
+        elif kind != "empty":  # the department's tool wrote it for the file it sent
+            assert control["sha256"] == file_sha256(path)
         if kind == "empty":
             assert path.stat().st_size == 0
         elif kind == "header_only":
@@ -574,6 +593,55 @@ def test_hostile_deliveries(tmp_path: Path, clean_run: Path, dataset: str) -> No
             header, rows = _read_any(path, dataset)
             longest = max(len(str(v).encode("utf-8")) for row in rows for v in row)
             assert longest >= HUGE_FIELD_BYTES
+        elif kind == "cut_at_row":  # cleanly after a row: every row whole, 40 % missing
+            header, rows = _read_any(path, dataset)
+            assert len(rows) == int(full * CUT_SHARE) and header == fields
+            assert all(len(r) == len(fields) for r in rows)
+            if view.source.kind != "excel":
+                assert path.read_bytes().endswith(b"\n")
+        elif kind == "notes_sheet":
+            from python_calamine import CalamineWorkbook
+
+            book = CalamineWorkbook.from_path(str(path))
+            assert book.sheet_names == ["说明", view.source.sheet]
+            assert [r[0] for r in book.get_sheet_by_index(0).iter_rows()] == NOTES
+            assert _read_any(path, dataset)[0] == fields and control["rows"] == full
+        elif kind == "headerless":
+            header, rows = _read_any(path, dataset)
+            assert header == first_row and len(rows) == full - 1 and control["rows"] == full
+        elif kind == "duplicated_column":
+            header = _raw_header(path, dataset)
+            assert len(header) == len(fields) and len(set(header)) == len(fields) - 1
+
+        elif kind == "mixed_encoding":
+            data = path.read_bytes()
+            declared = view.source.encoding or "utf-8"
+            if declared.lower() == "gbk":  # UTF-8 fields that still decode: mojibake
+                text = data.decode("gbk")
+                assert len(text.splitlines()) == round(PLANS[dataset].full_rows * SCALE) + 1
+                assert data != good_text  # written again, then mixed
+            else:  # GBK rows inside a UTF-8 file
+                with pytest.raises(UnicodeDecodeError):
+                    data.decode("utf-8")
+        elif kind == "nul_in_name":
+            header, rows = _read_any(path, dataset)
+            assert "\x00" in "".join(str(v) for v in rows[0])
+
+
+def _control(path: Path) -> dict:
+    return json.loads(control_path(path).read_text("utf-8"))
+
+
+def _raw_header(path: Path, dataset: str) -> list[str]:
+    """The header cells as written (pandas would rename a repeated one)."""
+    view = CATALOG[dataset]
+    if view.source.kind == "excel":
+        from python_calamine import CalamineWorkbook
+
+        sheet = CalamineWorkbook.from_path(str(path)).get_sheet_by_name(view.source.sheet)
+        return [str(c) for c in next(sheet.iter_rows())]
+    first = path.read_bytes().split(b"\n", 1)[0].decode(view.source.encoding or "utf-8")
+    return next(csv.reader([first.lstrip("\ufeff")]))
 
 
 def test_hostile_rejects_sql_and_unknown_kind(clean_run: Path) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-import simulator
 from catalog.definitions import load_catalog
 from catalog.errors import BreakerTripped, SourceError
 from etl.connections import SourceConnection
@@ -20,7 +20,7 @@ from etl.rules import valid_phone, valid_resident_id
 from etl.standardise import _traditional_class
 from etl.validate import validate_partition
 from etl.zones import RAW_CLEAN, RAW_QUARANTINE, RAW_SOURCES, Lake
-from tests.helpers import DEMO_DATE, connections
+from tests.helpers import DEMO_DATE, connections, hostile_copy, with_control_file
 
 CATALOG = load_catalog()
 
@@ -202,15 +202,14 @@ def test_repeated_keys_keep_the_newest_version_across_buckets(monkeypatch, tmp_p
 # --- hostile deliveries: every kind has a defined outcome ---------------------------------
 
 
-def _hostile_night(departments, tmp_path: Path, dataset_id: str, kind: str):
+def _hostile_night(
+    departments, tmp_path: Path, dataset_id: str, kind: str, control: str | None = None
+):
     """Extract + validate one file drop after replacing it with a hostile delivery."""
-    work = tmp_path / "departments"
-    shutil.copytree(departments.out_dir, work)
-    simulator.make_hostile_delivery(work, dataset_id, kind, DEMO_DATE)
-    ds = CATALOG.dataset(dataset_id)
-    conn = SourceConnection(
-        ds.source.connection_id, "fs", extra={"path": str(work / ds.department)}
+    conn = hostile_copy(
+        departments.out_dir, tmp_path / "departments", dataset_id, kind, control=control
     )
+    ds = CATALOG.dataset(dataset_id)
     lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
     store = lake.store
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="h")
@@ -219,55 +218,99 @@ def _hostile_night(departments, tmp_path: Path, dataset_id: str, kind: str):
     ), lake
 
 
+STALE_CONTROL = r"does not match its control file .*\.ctl: SHA-256 differs"
+
+
 @pytest.mark.parametrize(
-    "dataset_id, kind, message",
+    "dataset_id, kind, control, message",
     [
-        ("renshe.insured_person", "truncated", r"Row #\d+: Expected 13 columns, got \d+"),
-        ("zhijian.org_code", "truncated", r"Row #\d+: Expected 8 columns"),
-        ("weiji.health_record", "truncated", r"JSON parse error"),
-        ("guoshui.taxpayer", "truncated", r"not a readable \.xlsx"),
-        ("renshe.insured_person", "wrong_encoding", r"'gbk' codec can't decode"),
-        ("zhijian.org_code", "wrong_encoding", r"invalid UTF8 data"),
-        ("weiji.health_record", "wrong_encoding", r"line 1 is not JSON"),
-        ("renshe.insured_person", "empty", r"is empty \(0 bytes"),
-        ("guoshui.taxpayer", "empty", r"is empty \(0 bytes"),
+        # a control file written for the cut file: the parser finds the broken last row
+        ("renshe.insured_person", "truncated", "fresh", r"Row #\d+: Expected 13 columns, got"),
+        ("zhijian.org_code", "truncated", "fresh", r"Row #\d+: Expected 8 columns"),
+        ("weiji.health_record", "truncated", "fresh", r"JSON parse error"),
+        ("guoshui.taxpayer", "truncated", "fresh", r"not a readable \.xlsx"),
+        # the full export's control file: the checksum stops it before a row is read
+        ("renshe.insured_person", "truncated", None, STALE_CONTROL),
+        ("guoshui.taxpayer", "truncated", None, STALE_CONTROL),
+        ("renshe.insured_person", "wrong_encoding", None, r"'gbk' codec can't decode"),
+        ("zhijian.org_code", "wrong_encoding", None, r"invalid UTF8 data"),
+        ("zhijian.org_code", "mixed_encoding", None, r"invalid UTF8 data"),  # GBK rows in UTF-8
+        ("weiji.health_record", "wrong_encoding", None, r"line 1 is not JSON"),
+        ("renshe.insured_person", "empty", None, r"is empty \(0 bytes"),
+        ("guoshui.taxpayer", "empty", None, r"is empty \(0 bytes"),
     ],
 )
 def test_unreadable_deliveries_fail_extraction_with_one_line(
-    departments, tmp_path: Path, dataset_id: str, kind: str, message: str
+    departments, tmp_path: Path, dataset_id: str, kind: str, control: str | None, message: str
 ) -> None:
     with pytest.raises(SourceError, match=message) as err:
-        _hostile_night(departments, tmp_path, dataset_id, kind)
+        _hostile_night(departments, tmp_path, dataset_id, kind, control)
     text = str(err.value)
     assert text.startswith(dataset_id) and "\n" not in text
     assert not re.search(r"[0-9]{17}[0-9X]", text), "no ID numbers from the row in the error"
 
 
 @pytest.mark.parametrize(
-    "dataset_id, kind",
+    "dataset_id, kind, message",
     [
-        ("renshe.insured_person", "missing_column"),
-        ("renshe.insured_person", "renamed_column"),
-        ("weiji.health_record", "missing_column"),
-        ("guoshui.taxpayer", "renamed_column"),
+        ("renshe.insured_person", "missing_column", r"catalog column\(s\) id_no missing$"),
+        ("renshe.insured_person", "renamed_column", r"column\(s\) id_no missing \(renamed\?\)"),
+        ("weiji.health_record", "missing_column", r"catalog column\(s\) id_no missing"),
+        ("guoshui.taxpayer", "renamed_column", r"column\(s\) taxpayer_name missing \(renamed"),
+        ("renshe.insured_person", "duplicated_column", r"'id_no' appears twice \(columns 2, 13\)"),
+        ("guoshui.taxpayer", "duplicated_column", r"'taxpayer_name' appears twice"),
     ],
 )
-def test_dropped_or_renamed_columns_trip_the_circuit_breaker(
-    departments, tmp_path: Path, dataset_id: str, kind: str
+def test_dropped_renamed_or_duplicated_columns_fail_extraction(
+    departments, tmp_path: Path, dataset_id: str, kind: str, message: str
 ) -> None:
-    with pytest.raises(BreakerTripped, match=r"100\.0%\) quarantined.*delivery:schema"):
+    """The header is the contract: checked before any row is read, nothing is written.
+
+    (Before decision 0008 a dropped column quarantined every row at validation, and a
+    duplicated one ended validation in a bare KeyError after raw was committed.)
+    """
+    with pytest.raises(SourceError, match=message) as err:
         _hostile_night(departments, tmp_path, dataset_id, kind)
-    ds = CATALOG.dataset(dataset_id)
+    assert str(err.value).startswith(f"{dataset_id}: header of ") and "\n" not in str(err.value)
     lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
-    quarantine = lake.read_partition(lake.dataset_partition(RAW_QUARANTINE, ds, DEMO_DATE))
-    raw = lake.read_partition(lake.dataset_partition(RAW_SOURCES, ds, DEMO_DATE))
-    assert quarantine.num_rows == raw.num_rows > 0  # written for people to inspect
-    assert "missing from the delivery" in quarantine.column("_reason")[0].as_py()
+    raw = lake.dataset_partition(RAW_SOURCES, CATALOG.dataset(dataset_id), DEMO_DATE)
+    assert lake.read_manifest(raw) is None, "no raw partition from a broken header"
+
+
+def test_text_in_another_encoding_or_with_a_nul_is_quarantined(departments, tmp_path: Path) -> None:
+    from simulator.hostile import MIXED_ENCODING_ROWS
+
+    result, lake = _hostile_night(
+        departments, tmp_path / "mixed", "renshe.insured_person", "mixed_encoding"
+    )
+    dataset = CATALOG.dataset("renshe.insured_person")
+    quarantine = lake.read_partition(lake.dataset_partition(RAW_QUARANTINE, dataset, DEMO_DATE))
+    mojibake = quarantine.filter(pc.match_substring(quarantine.column("_rules"), "mojibake_gbk"))
+    assert mojibake.num_rows == MIXED_ENCODING_ROWS  # every mixed row, nothing else
+    assert "decodes differently as UTF-8 and as the declared GBK" in mojibake["_reason"][0].as_py()
+    clean = lake.read_partition(lake.dataset_partition(RAW_CLEAN, dataset, DEMO_DATE))
+    assert not set(mojibake["insured_no"].to_pylist()) & set(clean["insured_no"].to_pylist())
+    assert result.conserved
+
+    for dataset_id in ("renshe.insured_person", "weiji.health_record", "zhijian.org_code"):
+        result, lake = _hostile_night(departments, tmp_path / dataset_id, dataset_id, "nul_in_name")
+        failed = {k: v for k, v in result.failures.items() if k.endswith(":intact_text") and v}
+        assert list(failed.values()) == [1], (dataset_id, failed)
+        dataset = CATALOG.dataset(dataset_id)
+        quarantine = lake.read_partition(lake.dataset_partition(RAW_QUARANTINE, dataset, DEMO_DATE))
+        reasons = quarantine.filter(pc.match_substring(quarantine.column("_rules"), "intact_text"))
+        row = reasons.to_pylist()[0]  # the raw quarantine keeps it as delivered
+        assert any("\x00" in v for v in row.values() if isinstance(v, str))
+        clean = lake.read_partition(lake.dataset_partition(RAW_CLEAN, dataset, DEMO_DATE))
+        names = [c for c in clean.column_names if c == "name" or c.endswith("_name")]
+        assert not any("\x00" in (v or "") for c in names for v in clean[c].to_pylist())
 
 
 def test_added_column_is_kept_in_raw_and_noted(departments, tmp_path: Path) -> None:
     result, lake = _hostile_night(departments, tmp_path, "renshe.insured_person", "added_column")
-    assert "column 'remark' not in the catalog: kept in raw only" in result.schema_notes
+    width = len(CATALOG.dataset("renshe.insured_person").fields)
+    # a header outside the catalog is named by its position, never by its text
+    assert f"column {width + 1} (not in the catalog): kept in raw only" in result.schema_notes
     raw = lake.read_partition(
         lake.dataset_partition(RAW_SOURCES, CATALOG.dataset("renshe.insured_person"), DEMO_DATE)
     )
@@ -315,6 +358,7 @@ def test_mostly_broken_delivery_trips_the_breaker_but_writes_everything(
     frame = pd.read_csv(path, encoding="utf-8-sig", dtype=str)
     frame.loc[frame.index[: len(frame) * 2 // 3], "org_code"] = "12345678-0"  # wrong check
     frame.to_csv(path, index=False, encoding="utf-8-sig")
+    with_control_file(path, len(frame))
     lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
     store = lake.store
     conn = SourceConnection("zhijian_drop", "fs", extra={"path": str(work / "zhijian")})
@@ -374,6 +418,7 @@ def test_numbers_that_do_not_fit_the_clean_type_are_quarantined(
     frame.loc[0, "monthly_base"] = "4500.555"  # three decimals: decimal(18, 2) would round
     frame.loc[1, "monthly_base"] = "123456789012345678.50"  # too many digits
     frame.to_csv(path, index=False, encoding="gbk")
+    with_control_file(path, len(frame))
     ds = CATALOG.dataset("renshe.insured_person")
     lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
     store = lake.store
