@@ -709,8 +709,11 @@ def _live_files(table: Table) -> set[str]:
     for snapshot in metadata.snapshots:
         live.add(snapshot.manifest_list)
         for manifest in snapshot.manifests(table.io):
+            if manifest.manifest_path in live:  # manifests are shared by later snapshots
+                continue
             live.add(manifest.manifest_path)
-            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+            # a "deleted" entry is a file an expired snapshot held: not needed any more
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
                 live.add(entry.data_file.file_path)
     return live | {p.removeprefix("file://") for p in live}
 

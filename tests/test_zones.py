@@ -229,3 +229,30 @@ def test_writers_of_other_dates_both_commit_writers_of_one_date_do_not(tmp_path:
     assert one.read_partition(day1).num_rows == 200 and one.read_partition(day2).num_rows == 300
     assert all(Path(f.file_path.removeprefix("file://")).exists() for f in staged1.data_files)
     assert not any(Path(f.file_path.removeprefix("file://")).exists() for f in rival.data_files)
+
+
+def test_maintenance_expires_what_no_night_needs_and_removes_its_files(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    lake = _lake(tmp_path)
+    day1 = lake.partition_path("raw/clean", "x", "y", ds=DAY)
+    day2 = lake.partition_path("raw/clean", "x", "y", ds=date(2026, 11, 29))
+    lake.write_partition(day2, _batches(100, start=5000), SCHEMA)
+    for start in (0, 1000, 2000):  # the first night and two reruns
+        lake.write_partition(day1, _batches(100, start=start), SCHEMA)
+    replaced = lake.read_manifest(day1).previous_snapshot_id
+    assert lake.read_snapshot(day1, replaced).column("id")[0].as_py() == "r1000"
+    assert len(_data_files(day1)) == 3
+
+    soon = lake.maintain(orphan_age=timedelta(0))  # within retention: only orphans may go
+    assert sum(r.snapshots_expired for r in soon) == 0
+    assert lake.read_snapshot(day1, replaced).num_rows == 100
+
+    later = datetime.now(UTC) + timedelta(days=15)  # past the default 14 nights
+    reports = lake.maintain(lambda _table: 14, now=later, orphan_age=timedelta(0))
+    assert sum(r.snapshots_expired for r in reports) > 0
+    assert len(_data_files(day1)) == 1, "files only expired snapshots held are removed"
+    assert lake.read_partition(day1).column("id")[0].as_py() == "r2000"
+    assert lake.read_partition(day2).column("id")[0].as_py() == "r5000", "named: never expired"
+    with pytest.raises(PartitionError, match="expired"):
+        lake.read_snapshot(day1, replaced)
