@@ -437,6 +437,14 @@ def _owner_only_sqlite_file(path: Path) -> None:
         os.chmod(path, OWNER_FILE_MODE)
 
 
+def tune_sqlite(engine: Engine) -> None:
+    """WAL and a 30 s busy timeout for an engine on the store's SQLite file (pyiceberg's
+    catalog opens its own engine on it; parallel tasks commit to both)."""
+    if engine.url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        engine.dispose()  # connections opened before the listener get it on reopening
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API object
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

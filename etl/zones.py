@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from catalog.definitions import DatasetDef, FieldDef
 from catalog.errors import PartitionError, one_line
 from catalog.files import OWNER_DIR_MODE
-from catalog.store import CatalogStore, LakeSnapshot, SnapshotRecord
+from catalog.store import CatalogStore, LakeSnapshot, SnapshotRecord, tune_sqlite
 
 if TYPE_CHECKING:  # pyiceberg is imported when a raw table is first touched
     from pyiceberg.catalog.sql import SqlCatalog
@@ -188,7 +188,9 @@ class Lake:
         """pyiceberg's SQL catalog in the store's database (tables ``iceberg_tables`` …)."""
         from pyiceberg.catalog.sql import SqlCatalog
 
-        return SqlCatalog("yimen", uri=self.catalog_url, warehouse=self.uri, **self.storage)
+        catalog = SqlCatalog("yimen", uri=self.catalog_url, warehouse=self.uri, **self.storage)
+        tune_sqlite(catalog.engine)
+        return catalog
 
     # -- paths ---------------------------------------------------------------------------
 
