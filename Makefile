@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-full airflow clean
+.PHONY: demo test lint bench bench-zones bench-full airflow clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 SCALE ?= 0.125
 bench: $(STAMP)
 	$(BIN)/python bench/bench_pipeline.py --scale $(SCALE)
+
+## bench-zones: raw-zone write/read, folder protocol (main) against Iceberg tables, lake maintain
+bench-zones: $(STAMP)
+	$(BIN)/python bench/bench_zones.py --scale $(SCALE)
 
 ## airflow: the Airflow UI (airflow standalone) on http://localhost:8080 with the repo's config
 airflow: $(STAMP)

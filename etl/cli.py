@@ -199,7 +199,13 @@ def _print_snapshots(settings: LakeSettings, ds: date) -> None:
     for r in records:
         path = lake.partition_path(r.zone, *r.table.split("/"), ds=ds)
         rows = lake.read_partition(path).num_rows  # read back through the named snapshot
-        replaced = f", replaced {r.previous_snapshot_id}" if r.previous_snapshot_id else ""
+        replaced = ""
+        if r.previous_snapshot_id:  # a rerun: what the date held before, while it is kept
+            try:
+                before = f"{lake.read_snapshot(path, r.previous_snapshot_id).num_rows:,} rows"
+            except LakeError:
+                before = "expired"
+            replaced = f", replaced {r.previous_snapshot_id} ({before})"
         click.echo(
             f"  {r.zone:15s} {r.table:36s} {rows:>10,} {r.snapshot_id or '-':>20}  "
             f"{r.run_id} at {r.committed_at:%Y-%m-%d %H:%M}{replaced}"
