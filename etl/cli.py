@@ -161,11 +161,8 @@ def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
     from etl.zones import RAW_SOURCES
 
     store = CatalogStore(settings.catalog_url)
-    raw = {
-        p.dataset_id: p.rows
-        for p in store.partitions(ds=ds, zone=RAW_SOURCES)
-        if p.run_id == run_id
-    }
+    extracted = [p for p in store.partitions(ds=ds, zone=RAW_SOURCES) if p.run_id == run_id]
+    raw = {p.dataset_id: p.rows for p in extracted}
     quality = {q.dataset_id: q for q in store.quality(ds) if q.run_id == run_id}
     failed: dict[str, list[str]] = {}
     for error in store.errors(run_id):  # steps are "extract <dataset>", "validate <dataset>"
@@ -186,6 +183,15 @@ def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
             f"  {dataset_id:36s} {shown[0]:>10s} {shown[1]:>10s} {shown[2]:>12s} "
             f"{shown[3]:>10s}{mark}"
         )
+    lake = settings.lake()
+    for part in extracted:  # rows with no watermark: read every night (decision 0009)
+        manifest = lake.read_manifest(part.path)
+        nulls = manifest.extra.get("null_watermark_rows", 0) if manifest else 0
+        if nulls:
+            click.echo(
+                f"  note: {part.dataset_id}: {nulls:,} rows with no updated_at, delivered "
+                "every night until the source fills it in"
+            )
 
 
 def _print_snapshots(settings: LakeSettings, ds: date) -> None:

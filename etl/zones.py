@@ -1163,8 +1163,11 @@ def _restrict_permissions(folder: str) -> None:
 
 
 def _restrict_ancestors(path: str, root: str) -> None:
-    """The zone folders above a private partition (``raw/``, ``raw/sources/<dept>`` …) too."""
+    """The zone folders above a private partition (``raw/``, ``raw/sources/<dept>`` …) too,
+    and the lake's root: under the owner-only umask it was created ``0700``, which would
+    shut the platform team's group out of the raw zone."""
     parent = os.path.dirname(path)
     while parent.startswith(root + "/"):
         os.chmod(parent, RAW_DIR_MODE)
         parent = os.path.dirname(parent)
+    os.chmod(root, RAW_DIR_MODE)

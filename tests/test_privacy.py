@@ -2,10 +2,11 @@
 
 A real night through Airflow (`lake run` in its own process) on deliveries with an ID
 number, a name and a mobile number planted in every path that leads out of the raw zone:
-a headerless CSV (its first data row becomes the header), an added column whose header is
-a notes cell, a value that breaks a rule (its reason names it), and a malformed row whose
-parser error quotes it. Then the Airflow log, every table of the catalog store, the
-manifests and ``var/quality/`` are searched for them.
+a headerless CSV (its first data row becomes the header), a notes cell beside an .xlsx
+header (an added column named "导出人: 陈大文 13812345678"), a value that breaks a rule (its
+quarantine reason quotes it) and a malformed row whose parser error quotes it. Then the
+Airflow log, `lake run`'s output, every table of the catalog store, the manifests and
+``var/quality/`` are searched for them.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ NIGHT = DEMO_DATE + timedelta(days=7)
 PLANTED_ID = "440703199001011230"  # wrong check digit: breaks the resident_id rule
 PLANTED_NAME = "陈大文"
 PLANTED_PHONE = "13812345678"
-NOTES_HEADER = f"导出人: {PLANTED_NAME} {PLANTED_PHONE}"
+ADDED_HEADER = "备注"  # an added column (a notes-cell header now fails the header contract)
 PLANTED = (PLANTED_ID, PLANTED_NAME, PLANTED_PHONE)
 CATALOG = load_catalog()
 
@@ -47,29 +48,36 @@ def _drop(departments_dir: Path, dataset_id: str, ds: date) -> Path:
 
 
 def _plant_deliveries(departments_dir: Path) -> None:
+    from simulator.writers import control_path, write_control_file
+
     for dataset in CATALOG.datasets:  # that night's drops: the first night's files again
         if dataset.source.kind != "sql":
-            shutil.copy(
-                _drop(departments_dir, dataset.id, DEMO_DATE),
-                _drop(departments_dir, dataset.id, NIGHT),
-            )
+            first, again = (_drop(departments_dir, dataset.id, d) for d in (DEMO_DATE, NIGHT))
+            shutil.copy(first, again)
+            control = json.loads(control_path(first).read_text("utf-8"))
+            write_control_file(again, control["rows"])
     # renshe (GBK CSV) arrives without its header: the first data row is read as one
     renshe = _drop(departments_dir, "renshe.insured_person", NIGHT)
     frame = pd.read_csv(renshe, encoding="gbk", dtype=str, keep_default_na=False)
     frame.loc[0, ["id_no", "name", "phone"]] = PLANTED
     renshe.write_bytes(frame.to_csv(index=False, header=False).encode("gbk"))
-    # weiji (JSON Lines): an added column whose header is a notes cell, and a record whose
-    # ID breaks the resident_id rule (its quarantine reason quotes it, in raw)
+    # weiji (JSON Lines): an added column, and a record whose ID breaks the resident_id rule
+    # (its quarantine reason quotes it, in raw). renshe's header row above is the header
+    # path: its cells are the planted ID, name and phone.
     weiji = _drop(departments_dir, "weiji.health_record", NIGHT)
     records = [json.loads(line) for line in weiji.read_text("utf-8").splitlines() if line]
     for record in records:
-        record[NOTES_HEADER] = "见附件"
+        record[ADDED_HEADER] = "见附件"
     records[0].update(id_no=PLANTED_ID, name=PLANTED_NAME, phone=PLANTED_PHONE)
     weiji.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "utf-8")
     # zhijian (UTF-8 CSV): a row with one field too many; the parser's error quotes the row
     zhijian = _drop(departments_dir, "zhijian.org_code", NIGHT)
     with open(zhijian, "a", encoding="utf-8") as out:
         out.write(f'"12345678-9","{PLANTED_NAME}",{PLANTED_ID},{PLANTED_PHONE},a,b,c,d,e\n')
+    # each department's control file agrees with what it sent: only the content lies
+    write_control_file(renshe, len(frame))
+    write_control_file(weiji, len(records))
+    write_control_file(zhijian, json.loads(control_path(zhijian).read_text("utf-8"))["rows"] + 1)
 
 
 @dataclass(frozen=True)
@@ -118,9 +126,9 @@ def test_the_planted_values_reach_the_raw_zone_only(
     planted_night, session_settings: LakeSettings
 ) -> None:
     night = planted_night
-    # renshe's headerless file trips the breaker, zhijian's malformed row fails extraction
+    # renshe's headerless file and zhijian's malformed row fail extraction
     assert "zhijian__org_code.extract" in night.failed_tasks
-    assert "renshe__insured_person.validate" in night.failed_tasks
+    assert "renshe__insured_person.extract" in night.failed_tasks
     log_file = session_settings.var / "airflow" / "logs" / f"lake-run-{NIGHT}.log"
     assert "zhijian.org_code" in log_file.read_text()  # the tasks did log there
     store = CatalogStore(session_settings.catalog_url)
@@ -130,7 +138,7 @@ def test_the_planted_values_reach_the_raw_zone_only(
     quarantine = lake.read_partition(lake.dataset_partition("raw/quarantine", weiji, NIGHT))
     assert any(PLANTED_ID in (r or "") for r in quarantine.column("_reason").to_pylist())
     raw = lake.read_partition(lake.dataset_partition("raw/sources", weiji, NIGHT))
-    assert NOTES_HEADER in raw.column_names  # raw keeps the delivered header
+    assert ADDED_HEADER in raw.column_names  # raw keeps the delivered header
 
     searched = {
         "terminal": night.terminal,
@@ -161,8 +169,7 @@ def test_the_planted_values_reach_the_raw_zone_only(
     width = len(weiji.fields)
     notes = quality["weiji.health_record"].schema_notes
     assert f"column {width + 1} (not in the catalog): kept in raw only" in notes
-    renshe_notes = quality["renshe.insured_person"].schema_notes
-    assert "column 2 (not in the catalog): kept in raw only" in renshe_notes
+    assert "header looks like data" in errors["extract renshe.insured_person"]
     assert not list((session_settings.var / "tmp").glob("*-*"))  # no spill files left
 
 
@@ -188,10 +195,12 @@ def test_what_a_night_writes_outside_the_lake_is_owner_only(
         mode = stat.S_IMODE(os.stat(path).st_mode)
         assert mode & 0o077 == 0, f"{path} is {mode:o}"
     # the raw zone stays readable by the platform team's group, never by others
+    assert stat.S_IMODE(os.stat(session_settings.lake_root).st_mode) == 0o750
     raw = list((session_settings.var / "lake" / "raw").rglob("*"))  # data and Iceberg metadata
     assert any(f"dt={NIGHT}" in str(p) for p in raw)
-    for path in raw:
-        assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, path
+    for path in raw:  # group may read (the platform team), others may not
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o750 if path.is_dir() else 0o640), path
 
 
 def test_impersonal_masks_what_looks_personal_and_keeps_the_rest() -> None:
@@ -207,4 +216,7 @@ def test_impersonal_masks_what_looks_personal_and_keeps_the_rest() -> None:
     assert impersonal(kept) == kept
     assert impersonal("a\x00b\nc") == "a b c"
     assert shown_column("name", 2, ["name"]) == "name"
-    assert shown_column(NOTES_HEADER, 12, ["name"]) == "column 12 (not in the catalog)"
+    assert (
+        shown_column(f"导出人: {PLANTED_NAME} {PLANTED_PHONE}", 12, ["name"])
+        == "column 12 (not in the catalog)"
+    )

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from catalog.definitions import load_catalog
 from catalog.store import CatalogStore
+from etl.cli import _print_night
 from etl.connections import SourceConnection
 from etl.extract import extract_to_raw
 from etl.settings import LakeSettings
@@ -29,7 +30,7 @@ def _rows(lake: Lake, path: str) -> list[dict]:
 
 
 def test_rows_without_a_watermark_are_delivered_every_night_and_reruns_are_identical(
-    departments, settings: LakeSettings, tmp_path: Path
+    departments, settings: LakeSettings, tmp_path: Path, capsys
 ) -> None:
     source = Path(connections(departments.out_dir)["dishui_db"].host)
     db = tmp_path / "dishui.db"
@@ -68,6 +69,9 @@ def test_rows_without_a_watermark_are_delivered_every_night_and_reruns_are_ident
     ids = {r["taxpayer_id"] for r in _rows(lake, night2.path)}
     assert night2.rows == 2 and NO_MARK in ids and night2.null_watermark_rows == 1
     assert _rows(lake, extract(later, "later-rerun").path) == _rows(lake, night2.path)
+
+    _print_night(settings, later, "later-rerun")  # the night's summary says so
+    assert "dishui.taxpayer: 1 rows with no updated_at" in capsys.readouterr().out
 
     # counted and flagged: validation quarantines it (updated_at is required) every night
     result = validate_partition(DATASET, later, lake=lake, store=store, run_id="v")
