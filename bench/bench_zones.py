@@ -1,11 +1,12 @@
-"""Benchmark: the raw zones' write and read, folder protocol (main) against Iceberg tables.
+"""Benchmark: the raw zones' write and read, folder protocol against Iceberg tables.
 
 Simulates the departments at a scale, extracts every dataset once to get the delivered rows
 in memory, then writes and reads exactly those rows through both implementations of the
-zones module: the folder protocol as it is on ``main`` (``git show main:etl/zones.py``,
-loaded as a module of its own) and the Iceberg tables of this tree. Prints write, rewrite
-(replace the same date), read and streaming-read times, sizes on disk, and the time of
-``lake maintain``. Not part of the test run; at most scale 0.125 on a shared machine.
+zones module: the folder protocol as it was before the Iceberg tables (``git show
+cd4f5bf:etl/zones.py``, main just before issue 7 was merged, loaded as a module of its
+own) and the Iceberg tables of this tree. Prints write, rewrite (replace the same date),
+read and streaming-read times, sizes on disk, and the time of ``lake maintain``. Not part
+of the test run; at most scale 0.125 on a shared machine.
 
     .venv/bin/python bench/bench_zones.py --scale 0.125
 """
@@ -27,12 +28,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 DS = date(2026, 11, 28)
+FOLDER_PROTOCOL = "cd4f5bf"  # the last commit whose etl/zones.py wrote folders + manifests
 
 
-def _folder_zones(workdir: Path):
-    """The zones module of ``main`` (the folder protocol), importable beside this tree's."""
+def _folder_zones(workdir: Path, ref: str):
+    """The folder-protocol zones module of ``ref``, importable beside this tree's."""
     source = subprocess.run(
-        ["git", "show", "main:etl/zones.py"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "show", f"{ref}:etl/zones.py"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     path = workdir / "zones_before.py"
     path.write_text(source)
@@ -94,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=0.125)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--before", default=FOLDER_PROTOCOL, help="git ref of the folder code")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-zones-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -104,8 +107,8 @@ def main() -> None:
 
     before = workdir / "before"
     shutil.rmtree(before, ignore_errors=True)
-    folder_zones = _folder_zones(workdir)
-    results.append(_run("folders (main)", folder_zones.Lake(str(before)), tables, before))
+    folder_zones = _folder_zones(workdir, args.before)
+    results.append(_run("folders", folder_zones.Lake(str(before)), tables, before))
 
     after = workdir / "after"
     shutil.rmtree(after, ignore_errors=True)
