@@ -40,6 +40,7 @@ def _folder_zones(workdir: Path, ref: str):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("zones_before", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["zones_before"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

@@ -300,7 +300,17 @@ class Lake:
             selected_fields=tuple(record.columns),
             snapshot_id=snapshot_id,
         )
-        for batch in scan.to_arrow_batch_reader():
+        tasks = list(scan.plan_files())  # the date's files in that snapshot (partition-pruned)
+        if all(_holds_columns(table.io, t, record.columns) for t in tasks):
+            # the lake's own files: one write, the record's columns by name, no row deletes;
+            # read them as written (plain strings, no row filter needed): ~1.5x faster
+            for task in tasks:
+                with table.io.new_input(task.file.file_path).open() as handle:
+                    parquet = pq.ParquetFile(handle)
+                    for batch in parquet.iter_batches(READ_BATCH_ROWS, columns=record.columns):
+                        yield pa.Table.from_batches([batch])
+            return
+        for batch in scan.to_arrow_batch_reader():  # anything else: pyiceberg resolves it
             yield _narrow(pa.Table.from_batches([batch]))
 
     def _empty(self, ref: PartitionRef, record: LakeSnapshot) -> pa.Table:
@@ -378,7 +388,7 @@ class Lake:
                 extra=(extra() if callable(extra) else extra) or {},
             )
             if private and self.is_local:
-                _restrict_tree(_local(self.table_location(ref)), self.root)
+                _restrict_write(_local(self.table_location(ref)), ref.ds, self.root)
         except BaseException:
             _delete_files(table.io, written)
             raise
@@ -574,7 +584,7 @@ class Lake:
                 "(rerun once it has finished)"
             ) from exc
         if self.is_local:
-            _restrict_tree(_local(self.table_location(ref)), self.root)
+            _restrict_write(_local(self.table_location(ref)), ref.ds, self.root)
         for snapshot in reversed(table.metadata.snapshots):
             if (
                 snapshot.summary
@@ -736,6 +746,15 @@ def _referenced_by_current(table: Table, paths: list[str]) -> set[str]:
     return found
 
 
+def _holds_columns(io, task, columns: list[str]) -> bool:  # noqa: ANN001 - pyiceberg types
+    """A planned file the lake wrote itself: every wanted column by name, no deletes."""
+    if task.delete_files:
+        return False
+    with io.new_input(task.file.file_path).open() as handle:
+        names = set(pq.ParquetFile(handle).schema_arrow.names)
+    return all(c in names for c in columns)
+
+
 def _manifest_of(path: str, record: LakeSnapshot) -> Manifest:
     return Manifest(
         path=path,
@@ -870,6 +889,14 @@ def _close_folder(folder: str, root: str) -> None:
     os.makedirs(folder, mode=RAW_DIR_MODE, exist_ok=True)
     os.chmod(folder, RAW_DIR_MODE)
     _restrict_ancestors(folder, root)
+
+
+def _restrict_write(location: str, ds: date, root: str) -> None:
+    """What one write touched (its ``dt=`` folder, the table's metadata), not every date."""
+    os.chmod(location, RAW_DIR_MODE)
+    for folder in (f"{location}/{PARTITION_COLUMN}={ds.isoformat()}", f"{location}/metadata"):
+        if os.path.isdir(folder):
+            _restrict_tree(folder, root)
 
 
 def _restrict_tree(folder: str, root: str) -> None:
