@@ -25,11 +25,20 @@ class QualityFigures:
     failed_checks: int
     details: dict = field(default_factory=dict)  # failures, repaired, schema_notes, docs …
     run_id: str | None = None
+    # change detection on snapshot drops (etl/changes.py): rows identical to the last good
+    # night's, carried forward clean without validating them again; keys gone since then
+    unchanged: int = 0
+    deleted: int = 0
 
     @property
     def conserved(self) -> bool:
-        """Every delivered row is clean, quarantined or a collapsed older version."""
-        return self.delivered == self.clean + self.quarantined + self.collapsed
+        """Every delivered row is unchanged, clean, quarantined or a collapsed older version."""
+        return self.delivered == self.unchanged + self.clean + self.quarantined + self.collapsed
+
+    @property
+    def published(self) -> int:
+        """Rows in the clean partition: validated tonight plus carried forward unchanged."""
+        return self.clean + self.unchanged
 
     @property
     def quarantined_share(self) -> float:
@@ -55,7 +64,10 @@ class QualityFigures:
         return self.details.get("docs")
 
     def summary(self) -> str:
+        unchanged = f"unchanged {self.unchanged:,} + " if self.unchanged else ""
+        deleted = f"; {self.deleted:,} keys deleted since the last night" if self.deleted else ""
         return (
-            f"{self.dataset_id} {self.ds}: delivered {self.delivered:,} = clean {self.clean:,}"
-            f" + quarantined {self.quarantined:,} + collapsed duplicates {self.collapsed:,}"
+            f"{self.dataset_id} {self.ds}: delivered {self.delivered:,} = {unchanged}"
+            f"clean {self.clean:,} + quarantined {self.quarantined:,} + collapsed duplicates "
+            f"{self.collapsed:,}{deleted}"
         )

@@ -8,6 +8,8 @@ identifiers costs a few matrix operations, not a Python loop per row. Inputs to 
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 
@@ -93,9 +95,12 @@ def downgrade_resident_id18(id18: np.ndarray | list[str]) -> np.ndarray:
     return np.char.add(_slice(id18, 0, 6), _slice(id18, 8, 17))
 
 
-def is_valid_resident_id(ids: np.ndarray | list[str]) -> np.ndarray:
+def is_valid_resident_id(ids: np.ndarray | list[str], born_by: date) -> np.ndarray:
     """True where a value is an 18-char resident ID with a correct check char and a birth date
-    that exists and is not in the future.
+    that exists and is not after ``born_by``.
+
+    ``born_by`` is the night's partition date, never the machine's clock: whether a record
+    is valid must not depend on when the night runs (docs/decisions/0003, "reference date").
 
     The division code is only checked for shape here (6 digits, not starting with 0):
     which division codes are real is a catalog-level rule.
@@ -109,7 +114,7 @@ def is_valid_resident_id(ids: np.ndarray | list[str]) -> np.ndarray:
         birth = pd.to_datetime(pd.Series(_slice(good, 6, 14)), format="%Y%m%d", errors="coerce")
         born = birth.notna().to_numpy()
         date_ok = born & (birth.dt.year.to_numpy(na_value=0) >= 1880)
-        date_ok &= (birth <= pd.Timestamp.now()).to_numpy(dtype=bool, na_value=False)
+        date_ok &= (birth <= pd.Timestamp(born_by)).to_numpy(dtype=bool, na_value=False)
         valid[np.flatnonzero(shaped)] = check_ok & date_ok
     return valid
 

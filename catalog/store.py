@@ -106,6 +106,8 @@ class QualityResult(Base):
     failed_checks: Mapped[int] = mapped_column(Integer)
     details: Mapped[dict] = mapped_column(JSON)
     validated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    unchanged: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    deleted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class LakeSnapshot(Base):
@@ -190,6 +192,7 @@ class CatalogStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except SQLAlchemyError as exc:
             shown = shown_url(parsed)
             reason = database_reason(exc)
@@ -300,6 +303,33 @@ class CatalogStore:
         values = {f.name: getattr(figures, f.name) for f in fields(figures)} | {"run_id": run_id}
         with Session(self.engine) as s, s.begin():
             s.merge(QualityResult(validated_at=_now(), **values))
+
+    def latest_partition_before(self, zone: str, dataset_id: str, ds: date) -> Partition | None:
+        """The dataset's newest partition in ``zone`` of a date before ``ds`` (its last night)."""
+        with Session(self.engine) as s:
+            return s.scalars(
+                select(Partition)
+                .where(Partition.zone == zone, Partition.dataset_id == dataset_id)
+                .where(Partition.ds < ds, Partition.consumer.is_(None))
+                .order_by(Partition.ds.desc())
+                .limit(1)
+            ).first()
+
+    def partition(self, zone: str, dataset_id: str, ds: date) -> Partition | None:
+        with Session(self.engine) as s:
+            return s.scalars(
+                select(Partition).where(
+                    Partition.zone == zone,
+                    Partition.dataset_id == dataset_id,
+                    Partition.ds == ds,
+                    Partition.consumer.is_(None),
+                )
+            ).first()
+
+    def quality_of(self, dataset_id: str, ds: date) -> QualityFigures | None:
+        with Session(self.engine) as s:
+            row = s.get(QualityResult, (dataset_id, ds))
+            return _figures(row) if row is not None else None
 
     def quality(self, ds: date) -> list[QualityFigures]:
         with Session(self.engine) as s:
@@ -421,6 +451,24 @@ class CatalogStore:
     def runs(self, limit: int = 20) -> list[Run]:
         with Session(self.engine) as s:
             return list(s.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)))
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added to a table since a store was created (``create_all`` skips tables that
+    exist): added in place with their server default, so an older store keeps working."""
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for col in table.columns:
+            if col.name in present:
+                continue
+            kind = col.type.compile(dialect=engine.dialect)
+            default = col.server_default
+            added = f'"{col.name}" {kind}' + (f" DEFAULT {default.arg}" if default else "")
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {added}"))
 
 
 def _figures(row: QualityResult) -> QualityFigures:

@@ -152,7 +152,8 @@ def _run_and_report(settings: LakeSettings, ds: date) -> None:
 
 
 def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
-    """One line per dataset: delivered = clean + quarantined + collapsed, from this run only.
+    """One line per dataset: delivered = unchanged + clean + quarantined + collapsed, and the
+    keys deleted from a snapshot since the last night; from this run only.
 
     A dataset that failed in this run is marked with the step that failed; figures an
     earlier run of the same date left in the store are never shown as this run's.
@@ -170,18 +171,21 @@ def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
         if "." in dataset_id:
             failed.setdefault(dataset_id, []).append(step)
     click.echo(
-        f"  {'dataset':36s} {'delivered':>10s} {'clean':>10s} {'quarantined':>12s} "
-        f"{'collapsed':>10s}"
+        f"  {'dataset':36s} {'delivered':>10s} {'unchanged':>10s} {'clean':>10s} "
+        f"{'quarantined':>12s} {'collapsed':>10s} {'deleted':>8s}"
     )
     for dataset_id in sorted(raw.keys() | quality.keys() | failed.keys()):
         q = quality.get(dataset_id)
         delivered = q.delivered if q else raw.get(dataset_id)
-        figures = [delivered] + ([q.clean, q.quarantined, q.collapsed] if q else [None] * 3)
-        shown = [f"{v:,}" if v is not None else "-" for v in figures]
+        numbers = [delivered]
+        numbers += (
+            [q.unchanged, q.clean, q.quarantined, q.collapsed, q.deleted] if q else [None] * 5
+        )
+        shown = [f"{v:,}" if v is not None else "-" for v in numbers]
         mark = f"  FAILED ({', '.join(failed[dataset_id])})" if dataset_id in failed else ""
         click.echo(
-            f"  {dataset_id:36s} {shown[0]:>10s} {shown[1]:>10s} {shown[2]:>12s} "
-            f"{shown[3]:>10s}{mark}"
+            f"  {dataset_id:36s} {shown[0]:>10s} {shown[1]:>10s} {shown[2]:>10s} "
+            f"{shown[3]:>12s} {shown[4]:>10s} {shown[5]:>8s}{mark}"
         )
     lake = settings.lake()
     for part in extracted:  # rows with no watermark: read every night (decision 0009)
@@ -701,7 +705,7 @@ def status(settings: LakeSettings, as_of: date | None) -> None:
     if as_of is not None:
         _print_snapshots(settings, as_of)
         return
-    runs = store.runs(limit=5)
+    runs = store.runs(limit=10)
     if not runs:
         click.echo("no runs yet: try `lake demo`")
         return

@@ -182,7 +182,7 @@ def quality_gate(night: Night) -> dict:
                 f"quality gate for {night.ds}: not validated: {missing or 'none'}; "
                 f"rows not conserved: {broken or 'none'}"
             )
-    figures_shown = ("delivered", "clean", "quarantined", "collapsed")
+    figures_shown = ("delivered", "unchanged", "clean", "quarantined", "collapsed", "deleted")
     return {k: {f: getattr(q, f) for f in figures_shown} for k, q in figures.items()}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -98,33 +99,41 @@ def _rule_expectations() -> dict[str, type]:
         metric = f"column_values.lake_{rule.name}"
 
         def _pandas(cls, column: pd.Series, _rule: Rule = rule, **kwargs) -> pd.Series:
-            return pd.Series(_rule.check(column), index=column.index)
+            return pd.Series(_rule.passes(column, as_of=_as_of(kwargs)), index=column.index)
 
         type(
             f"ColumnValuesLake{_camel(rule.name)}",
             (ColumnMapMetricProvider,),
             {
                 "condition_metric_name": metric,
+                "condition_value_keys": ("as_of",),
                 "_pandas": column_condition_partial(engine=PandasExecutionEngine)(_pandas),
             },
         )
         classes[rule.name] = type(
             f"ExpectColumnValuesToBeLake{_camel(rule.name)}",
             (ColumnMapExpectation,),
-            {"map_metric": metric, "__module__": __name__},
+            {
+                "map_metric": metric,
+                "__module__": __name__,
+                "__annotations__": {"as_of": str | None},
+                "as_of": None,
+                "success_keys": ("as_of", "mostly"),
+            },
         )
     for rule in CROSS_FIELD_RULES.values():
         metric = f"multicolumn_values.lake_{rule.name}"
 
         def _pandas_multi(cls, column_list: pd.DataFrame, _rule: Rule = rule, **kwargs):
             columns = [column_list[c] for c in column_list.columns]
-            return pd.Series(_rule.check(*columns), index=column_list.index)
+            return pd.Series(_rule.passes(*columns, as_of=_as_of(kwargs)), index=column_list.index)
 
         type(
             f"MulticolumnValuesLake{_camel(rule.name)}",
             (MulticolumnMapMetricProvider,),
             {
                 "condition_metric_name": metric,
+                "condition_value_keys": ("as_of",),
                 "_pandas": multicolumn_condition_partial(engine=PandasExecutionEngine)(
                     _pandas_multi
                 ),
@@ -136,16 +145,27 @@ def _rule_expectations() -> dict[str, type]:
             {
                 "map_metric": metric,
                 "__module__": __name__,
-                "__annotations__": {"ignore_row_if": Literal["never"]},
+                "__annotations__": {"ignore_row_if": Literal["never"], "as_of": str | None},
                 "ignore_row_if": "never",  # the rule functions handle missing values
-                "success_keys": ("ignore_row_if", "mostly"),
+                "as_of": None,
+                "success_keys": ("ignore_row_if", "as_of", "mostly"),
             },
         )
     return classes
 
 
-def build_suite(dataset: DatasetDef):
-    """The dataset's ExpectationSuite; each expectation's meta names the check and reason."""
+def _as_of(metric_kwargs: dict) -> date | None:
+    """The reference date a dated rule's expectation carries (ISO text in GX's config)."""
+    value = metric_kwargs.get("as_of")
+    return date.fromisoformat(value) if value else None
+
+
+def build_suite(dataset: DatasetDef, as_of: date):
+    """The dataset's ExpectationSuite; each expectation's meta names the check and reason.
+
+    ``as_of`` (the partition date) is written into every dated rule's expectation, so the
+    Data Docs show which "now" a row was judged against.
+    """
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -190,11 +210,16 @@ def build_suite(dataset: DatasetDef):
             )
         if f.rule:
             rule = FIELD_RULES[f.rule]
-            add(rules[f.rule](column=f.name), f"{f.name}:{f.rule}", rule.reason, [f.name])
+            add(
+                rules[f.rule](column=f.name, **_dated(rule, as_of)),
+                f"{f.name}:{f.rule}",
+                rule.reason,
+                [f.name],
+            )
     for check in dataset.checks:
         rule = CROSS_FIELD_RULES[check.rule]
         add(
-            rules[check.rule](column_list=check.columns),
+            rules[check.rule](column_list=check.columns, **_dated(rule, as_of)),
             f"check:{check.rule}",
             check.description or rule.reason,
             check.columns,
@@ -202,10 +227,17 @@ def build_suite(dataset: DatasetDef):
     return suite
 
 
-class QualitySuite:
-    """Runs one dataset's suite on batches; optionally keeps Data Docs under ``docs_dir``."""
+def _dated(rule: Rule, as_of: date) -> dict[str, str]:
+    return {"as_of": as_of.isoformat()} if rule.dated else {}
 
-    def __init__(self, dataset: DatasetDef, docs_dir: Path | None = None) -> None:
+
+class QualitySuite:
+    """Runs one dataset's suite on batches; optionally keeps Data Docs under ``docs_dir``.
+
+    ``as_of`` is the night's partition date: the "now" of every dated rule.
+    """
+
+    def __init__(self, dataset: DatasetDef, as_of: date, docs_dir: Path | None = None) -> None:
         import great_expectations as gx
         import great_expectations.execution_engine.pandas_execution_engine as pandas_engine
         from great_expectations.data_context.types.base import (
@@ -216,7 +248,7 @@ class QualitySuite:
 
         # GX md5-hashes every batch only to label results (~2 s per million rows): skip it.
         pandas_engine.HASH_THRESHOLD = 0
-        self.dataset, self.docs_dir = dataset, docs_dir
+        self.dataset, self.as_of, self.docs_dir = dataset, as_of, docs_dir
         sites = {}
         if docs_dir is not None:
             sites["local"] = {
@@ -242,7 +274,7 @@ class QualitySuite:
             .add_dataframe_asset(dataset.id)
             .add_batch_definition_whole_dataframe("batch")
         )
-        self.suite = self.context.suites.add(build_suite(dataset))
+        self.suite = self.context.suites.add(build_suite(dataset, as_of))
         self.validation = self.context.validation_definitions.add(
             gx.ValidationDefinition(name=f"validate {dataset.id}", data=batch, suite=self.suite)
         )

@@ -20,13 +20,15 @@ def write_quality_index(store: CatalogStore, path: Path) -> Path:
         link = f'<a href="{escape(Path(q.docs).as_uri())}">Data Docs</a>' if q.docs else ""
         rows.append(
             f"<tr><td>{escape(q.dataset_id)}</td><td>{q.ds}</td><td>{q.delivered:,}</td>"
+            f"<td>{q.unchanged:,}</td>"
             f"<td>{q.clean:,}</td><td>{q.quarantined:,} ({q.quarantined_share:.2%})</td>"
-            f"<td>{q.collapsed:,}</td>"
+            f"<td>{q.collapsed:,}</td><td>{q.deleted:,}</td>"
             f"<td>{q.checks}</td><td>{top}</td><td>{notes}</td><td>{link}</td></tr>"
         )
     head = (
-        "<tr><th>dataset</th><th>date</th><th>delivered</th><th>clean</th><th>quarantined</th>"
-        "<th>collapsed duplicates</th><th>checks</th><th>top failures</th><th>notes</th>"
+        "<tr><th>dataset</th><th>date</th><th>delivered</th><th>unchanged</th><th>clean</th>"
+        "<th>quarantined</th><th>collapsed duplicates</th><th>deleted keys</th><th>checks</th>"
+        "<th>top failures</th><th>notes</th>"
         "<th></th></tr>"
     )
     owner_only_dir(path.parent)
@@ -35,7 +37,10 @@ def write_quality_index(store: CatalogStore, path: Path) -> Path:
         "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:4px 8px}"
         "table{border-collapse:collapse}</style>"
         "<h1>yimen-lake: latest validation per dataset</h1>"
-        "<p>delivered = clean + quarantined + collapsed duplicates, for every dataset.</p>"
+        "<p>delivered = unchanged + clean + quarantined + collapsed duplicates, for every "
+        "dataset. <i>unchanged</i>: snapshot rows identical to the last good night's, carried "
+        "forward clean without validating them again; <i>deleted keys</i>: keys gone from "
+        "the snapshot since then.</p>"
         f"<table>{head}{''.join(rows)}</table>",
         encoding="utf-8",
     )

@@ -58,7 +58,7 @@ def open_source(
     """The reader for this dataset's delivery on ``ds``; fails early if it is not there."""
     kind = dataset.source.kind
     if kind == "sql":
-        return SqlReader(dataset, connection, window, batch_rows)
+        return SqlReader(dataset, connection, window, batch_rows, ds)
     path = delivered_file(dataset, connection, ds)
     if kind == "csv":
         return CsvReader(dataset.id, path, dataset.source.encoding or "utf-8")
@@ -119,8 +119,10 @@ class SqlReader:
         connection: SourceConnection,
         window: tuple[str | None, str | None],
         batch_rows: int,
+        ds: date,
     ) -> None:
         self.dataset_id = dataset.id
+        self.ds = ds  # the partition date: the reference for "a watermark in the future"
         self.url = connection.sqlalchemy_url()
         self.table = dataset.source.table or ""
         self.location = f"{shown_url(self.url)}#{self.table}"
@@ -176,16 +178,18 @@ class SqlReader:
 
         Typed columns are compared as typed (microseconds and time zone kept); text columns
         only by their ``YYYY-MM-DD HH:MM:SS…`` values, since a stray ``2026/11/29`` sorts
-        above every ISO value as text. A value beyond tomorrow is a clock or typing error:
-        taken as the mark it would stop every later night from reading anything.
+        above every ISO value as text. A value beyond the day after the partition date (the
+        night runs early on that day) is a clock or typing error: taken as the mark it would
+        stop every later night from reading anything. Judged against the partition date,
+        not the machine's clock, so a rerun or backfill of a date keeps the same window.
         """
         if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
-            values = values.filter(pc.less_equal(values, _tomorrow_like(values.type)))
+            values = values.filter(pc.less_equal(values, _day_after_like(self.ds, values.type)))
         else:
             values = values.cast(pa.string())
             ok = pc.fill_null(pc.match_substring_regex(values, ISO_DATETIME), False)
             values = values.filter(ok).filter(
-                pc.less_equal(values.filter(ok), _tomorrow_like(pa.string()))
+                pc.less_equal(values.filter(ok), _day_after_like(self.ds, pa.string()))
             )
         newest = pc.max(values).as_py() if len(values) else None
         if newest is not None and (self._newest is None or newest > self._newest):
@@ -203,11 +207,9 @@ class SqlReader:
 ISO_DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}"
 
 
-def _tomorrow_like(kind: pa.DataType) -> pa.Scalar:
-    """The end of tomorrow in Shanghai, typed like a watermark column for comparison."""
-    end = (datetime.now(LAKE_TZ) + timedelta(days=2)).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
+def _day_after_like(ds: date, kind: pa.DataType) -> pa.Scalar:
+    """The end of the day after ``ds`` in Shanghai, typed like a watermark column."""
+    end = datetime.combine(ds + timedelta(days=2), datetime.min.time(), tzinfo=LAKE_TZ)
     if pa.types.is_timestamp(kind):
         if kind.tz is None:
             return pa.scalar(end.replace(tzinfo=None), kind)

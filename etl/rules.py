@@ -4,6 +4,13 @@ A rule returns a boolean numpy array: True where the value passes. Nulls pass ev
 (whether a value may be missing is the separate ``required`` check). The Great
 Expectations suite (``etl/quality.py``) wraps exactly these functions, so each rule is
 written once.
+
+Rules that refer to "now" (a birth date in the future) are *dated*: they take ``as_of``,
+the night's partition date, and never read the clock. The validation shell hands the
+partition date in from one place (``validate_partition`` → ``QualitySuite``), so a rerun or
+a backfill of a date judges every row exactly as the first run did (docs/decisions/0003).
+A dated rule must be monotone in ``as_of`` (valid on D ⇒ valid on D + 1): change detection
+carries clean rows forward on that promise (docs/decisions/0007).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from functools import cache, partial
 from pathlib import Path
 
@@ -67,10 +75,11 @@ def valid_division_code(values: pd.Series) -> np.ndarray:
     return _passes(values, values.isin(division_codes()).to_numpy(dtype=bool))
 
 
-def valid_resident_id(values: pd.Series) -> np.ndarray:
-    """18 chars, right check char, real birth date, real (possibly retired) division code."""
+def valid_resident_id(values: pd.Series, as_of: date) -> np.ndarray:
+    """18 chars, right check char, a birth date that exists and is not after ``as_of``, a real
+    (possibly retired) division code."""
     values = _strings(values)
-    ok = is_valid_resident_id(values.to_numpy(dtype=object, na_value=None))
+    ok = is_valid_resident_id(values.to_numpy(dtype=object, na_value=None), born_by=as_of)
     ok &= values.str.slice(0, 6).isin(division_codes()).to_numpy(dtype=bool)
     return _passes(values, ok)
 
@@ -117,20 +126,20 @@ def valid_business_reg_no(values: pd.Series) -> np.ndarray:
     )
 
 
-def valid_tax_no(values: pd.Series) -> np.ndarray:
+def valid_tax_no(values: pd.Series, as_of: date) -> np.ndarray:
     """A USCC, an old 15-char number (division + org code), or a resident ID + 2 digits."""
     values = _strings(values)
     as_uscc = valid_uscc(values) & values.notna().to_numpy()
     old = _matches(values, r"[0-9]{6}[0-9A-Z]{8}[0-9X]")
     old &= valid_org_code(values.str.slice(6, 15)) & valid_division_code(values.str.slice(0, 6))
     personal = _matches(values, r"[0-9]{17}[0-9X][0-9]{2}")
-    personal &= valid_resident_id(values.str.slice(0, 18))
+    personal &= valid_resident_id(values.str.slice(0, 18), as_of)
     return _passes(values, as_uscc | old | personal)
 
 
-def valid_applicant_id(values: pd.Series) -> np.ndarray:
+def valid_applicant_id(values: pd.Series, as_of: date) -> np.ndarray:
     values = _strings(values)
-    return valid_resident_id(values) | valid_uscc(values)
+    return valid_resident_id(values, as_of) | valid_uscc(values)
 
 
 def valid_phone(values: pd.Series) -> np.ndarray:
@@ -166,19 +175,28 @@ def valid_enterprise_name(values: pd.Series) -> np.ndarray:
 @dataclass(frozen=True)
 class Rule:
     name: str
-    check: Callable[[pd.Series], np.ndarray]
+    check: Callable[..., np.ndarray]  # column(s) [, as_of=] -> passes
     reason: str  # "<field> <reason> (<value>)" reads as a sentence
+    dated: bool = False  # takes ``as_of`` (the partition date) as its reference "now"
+
+    def passes(self, *columns: pd.Series, as_of: date | None) -> np.ndarray:
+        """Run the rule; ``as_of`` reaches the dated rules only (which refuse to run without)."""
+        if not self.dated:
+            return self.check(*columns)
+        if as_of is None:
+            raise ValueError(f"rule {self.name} is judged against a reference date; none given")
+        return self.check(*columns, as_of)
 
 
 FIELD_RULES: dict[str, Rule] = {
     r.name: r
     for r in [
-        Rule("resident_id", valid_resident_id, "is not a valid resident ID"),
+        Rule("resident_id", valid_resident_id, "is not a valid resident ID", dated=True),
         Rule("uscc", valid_uscc, "is not a valid unified social credit code"),
         Rule("org_code", valid_org_code, "is not a valid organisation code"),
         Rule("business_reg_no", valid_business_reg_no, "is not a valid registration number"),
-        Rule("tax_no", valid_tax_no, "is not a valid taxpayer number"),
-        Rule("applicant_id", valid_applicant_id, "is neither a resident ID nor a USCC"),
+        Rule("tax_no", valid_tax_no, "is not a valid taxpayer number", dated=True),
+        Rule("applicant_id", valid_applicant_id, "is neither a resident ID nor a USCC", dated=True),
         Rule("phone", valid_phone, "is not a phone number"),
         Rule("date", valid_date, "is not a date in a known format"),
         Rule("datetime", valid_datetime, "is not a date-time in a known format"),
@@ -303,7 +321,7 @@ def not_before(later: pd.Series, earlier: pd.Series) -> np.ndarray:
 
 
 def id_kind_matches_applicant_type(
-    applicant_id: pd.Series, applicant_type: pd.Series
+    applicant_id: pd.Series, applicant_type: pd.Series, as_of: date
 ) -> np.ndarray:
     """Natural persons apply with a resident ID, legal persons with a USCC."""
     applicant_id, applicant_type = _strings(applicant_id), _strings(applicant_type)
@@ -311,7 +329,7 @@ def id_kind_matches_applicant_type(
     legal = (applicant_type == "法人").fillna(False).to_numpy(dtype=bool)
     ok = np.ones(len(applicant_id), dtype=bool)
     present = applicant_id.notna().to_numpy()
-    ok[person & present] = valid_resident_id(applicant_id[person & present])
+    ok[person & present] = valid_resident_id(applicant_id[person & present], as_of)
     ok[legal & present] = valid_uscc(applicant_id[legal & present])
     return ok
 
@@ -329,6 +347,7 @@ CROSS_FIELD_RULES: dict[str, Rule] = {
             "id_kind_matches_applicant_type",
             id_kind_matches_applicant_type,
             "ID kind does not match the applicant type",
+            dated=True,
         ),
     ]
 }

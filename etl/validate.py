@@ -6,9 +6,12 @@ Reads ``raw/sources/<dept>/<dataset>/dt=<ds>/`` batch by batch; each batch is
 standardised, checked with the dataset's Great Expectations suite, and split: failing rows
 go to ``raw/quarantine/…`` with the original values, the rules they broke and a readable
 reason; passing rows are spooled into key buckets and collapsed to their newest version,
-then written typed to ``raw/clean/…``. Row conservation is checked and recorded:
-delivered = clean + quarantined + collapsed. A quarantine share above the dataset's limit
-trips the circuit breaker *after* everything is written, so people can inspect it.
+then written typed to ``raw/clean/…``. Snapshot drops validate only the rows that changed
+since the last good night and carry the unchanged clean rows forward (``etl/changes.py``).
+Row conservation is checked and recorded: delivered = unchanged + clean + quarantined +
+collapsed. A quarantine too large to be chance at the dataset's limit (``etl/breaker.py``)
+trips the circuit breaker *after* everything is written, so people can inspect it. Dated
+rules are judged against ``ds``, never the clock (docs/decisions/0003).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from catalog.definitions import DatasetDef
 from catalog.errors import BreakerTripped, LakeError, shown_column
 from catalog.figures import QualityFigures
 from catalog.store import CatalogStore, PartitionRecord
+from etl.breaker import breaker_trips
+from etl.changes import plan_changes
 from etl.dedup import REJECTED, BucketSpool, RowSpill, remove_orphaned_spills
 from etl.quality import CheckOutcome, QualitySuite
 from etl.standardise import StandardiseReport, standardise
@@ -58,6 +63,10 @@ class ValidationResult:
     repaired: dict[str, int] = field(default_factory=dict)  # field -> values repaired
     schema_notes: list[str] = field(default_factory=list)
     docs: str | None = None
+    unchanged: int = 0  # carried forward from the last good night (snapshot drops)
+    deleted: int = 0  # keys gone from the snapshot since then
+    changes: dict = field(default_factory=dict)  # compared_with, inserted, updated, revalidated
+    breaker_tripped: bool = False
 
     @property
     def figures(self) -> QualityFigures:
@@ -69,6 +78,8 @@ class ValidationResult:
             clean=self.clean,
             quarantined=self.quarantined,
             collapsed=self.collapsed,
+            unchanged=self.unchanged,
+            deleted=self.deleted,
             checks=len(self.failures),
             failed_checks=sum(1 for n in self.failures.values() if n),
             details=asdict(self) | {"ds": self.ds.isoformat()},
@@ -84,7 +95,8 @@ class ValidationResult:
 
     def arithmetic(self) -> dict[str, int]:
         """The row conservation figures, as written into both partitions' manifests."""
-        return {k: getattr(self, k) for k in ("delivered", "clean", "quarantined", "collapsed")}
+        names = ("delivered", "unchanged", "clean", "quarantined", "collapsed", "deleted")
+        return {k: getattr(self, k) for k in names}
 
     def summary(self) -> str:
         return self.figures.summary()
@@ -159,7 +171,7 @@ def validate_partition(
             log.warning(
                 "%s: removed spill folder %s left by a process that is gone", dataset.id, folder
             )
-    suite = QualitySuite(dataset, docs_dir)
+    suite = QualitySuite(dataset, ds, docs_dir)  # ds: the one "now" of every dated rule
     spool = BucketSpool(
         dataset.key,
         dataset.source.watermark_column or _updated_at(dataset),
@@ -169,14 +181,24 @@ def validate_partition(
     )
     quarantined = RowSpill(work_dir)
     delivered_schema: pa.Schema | None = None
+    plan = plan_changes(dataset, ds, lake=lake, store=store)  # None: validate every row
     try:
         for raw in lake.partition_batches(source):
             delivered_schema = raw.schema
+            if plan is not None:
+                raw = plan.to_validate(raw)
+                if raw.num_rows == 0 and result.failures:  # nothing changed in this batch
+                    continue
             checked = check_batch(raw, dataset, suite)
             result.add_batch(checked)
             if checked.quarantined is not None:
                 quarantined.add(checked.quarantined)
             spool.add(checked.standardised)
+        if plan is not None:
+            for carried in plan.carried(lake, dataset):
+                spool.add(carried)
+            result.unchanged, result.deleted = plan.changes.unchanged, plan.changes.deleted
+            result.changes = plan.details()
         result.quarantined = quarantined.rows
         if result.delivered == 0:
             result.schema_notes.append("the delivery has no rows")
@@ -187,15 +209,20 @@ def validate_partition(
         spool.close()
         quarantined.close()
     result.docs = suite.build_docs()
+    schema_broken = result.failures.get(SCHEMA_CHECK, 0) > 0
+    result.breaker_tripped = breaker_trips(
+        result.figures, dataset.quarantine_limit, schema_broken=schema_broken
+    )
     _record(store, run_id, result, dataset, clean_manifest, q_manifest)
     log.info(result.summary())
     figures = result.figures
-    if breaker_trips(figures, dataset):
+    if result.breaker_tripped:
+        why = "a catalog column is missing" if schema_broken else "more than chance allows"
         raise BreakerTripped(
             f"{dataset.id} {ds}: {figures.quarantined:,} of {figures.delivered:,} rows "
             f"({figures.quarantined_share:.1%}) quarantined, above the limit of "
-            f"{dataset.quarantine_limit:.0%}; top reasons: {figures.top_failures_text()}. "
-            f"Inspect {q_manifest.path}"
+            f"{dataset.quarantine_limit:.0%} ({why}); top reasons: "
+            f"{figures.top_failures_text()}. Inspect {q_manifest.path}"
         )
     return result
 
@@ -224,7 +251,7 @@ def _commit_clean_and_quarantine(
 
         def conserved_rows() -> dict:
             """Asked once the clean rows are written, before they replace the old ones."""
-            result.clean = spool.rows_out
+            result.clean = spool.rows_out - result.unchanged
             result.collapsed, result.exact_duplicates = spool.counts.collapsed, spool.counts.exact
             if not result.conserved:  # a bug, never a data condition: publish nothing
                 raise LakeError(f"row conservation broken: {result.summary()}")
@@ -243,17 +270,6 @@ def _commit_clean_and_quarantine(
         lake.discard([s for s in (quarantine_staged, clean_staged) if s is not None])
         raise
     return quarantine_staged.manifest, clean_staged.manifest
-
-
-def breaker_trips(figures: QualityFigures, dataset: DatasetDef) -> bool:
-    """Too much of the delivery failed: above the share limit, and not just a handful of rows.
-
-    A small incremental night (8 changed rows, 3 with a bad phone) should quarantine those
-    rows, not stop the city's publication; a delivery where most rows fail always trips.
-    """
-    share = figures.quarantined_share
-    enough = figures.quarantined >= dataset.quarantine_min_rows or share > 0.5
-    return share > dataset.quarantine_limit and enough
 
 
 def _updated_at(dataset: DatasetDef) -> str | None:

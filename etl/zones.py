@@ -253,14 +253,28 @@ class Lake:
         tables = list(self._scan(ref, record))
         return pa.concat_tables(tables) if tables else self._empty(ref, record)
 
-    def partition_batches(self, path: str, batch_rows: int = READ_BATCH_ROWS) -> Iterator[pa.Table]:
-        """Stream a committed partition in bounded batches."""
+    def partition_batches(
+        self, path: str, batch_rows: int = READ_BATCH_ROWS, columns: list[str] | None = None
+    ) -> Iterator[pa.Table]:
+        """Stream a committed partition in bounded batches (only ``columns``, if given)."""
         ref = self.ref(path)
         if not ref.is_raw:
-            yield from _folder_batches(self.fs, path, batch_rows)
+            yield from _folder_batches(self.fs, path, batch_rows, columns)
             return
         record = self._committed(path, ref)
-        yield from _rebatch_tables(self._scan(ref, record), batch_rows)
+        yield from _rebatch_tables(self._scan(ref, record, columns=columns), batch_rows)
+
+    def partition_columns(self, path: str) -> list[str]:
+        """The column names a committed partition holds (its delivery's), without its rows."""
+        ref = self.ref(path)
+        if not ref.is_raw:
+            manifest = _read_folder_manifest(self.fs, path)
+            if manifest is None or not manifest.files:
+                return []
+            with self.fs.open_input_file(f"{path}/{manifest.files[0]}") as handle:
+                return pq.read_schema(handle).names
+        record = self.store.snapshot(ref.zone, ref.table, ref.ds)
+        return list(record.columns) if record is not None else []
 
     def read_snapshot(self, path: str, snapshot_id: int | None) -> pa.Table:
         """A raw partition as a given (earlier) snapshot held it: time travel for reruns."""
@@ -279,7 +293,11 @@ class Lake:
         return record
 
     def _scan(
-        self, ref: PartitionRef, record: LakeSnapshot, snapshot_id: int | None = None
+        self,
+        ref: PartitionRef,
+        record: LakeSnapshot,
+        snapshot_id: int | None = None,
+        columns: list[str] | None = None,
     ) -> Iterator[pa.Table]:
         from pyiceberg.exceptions import NoSuchTableError
         from pyiceberg.expressions import EqualTo
@@ -295,19 +313,20 @@ class Lake:
             raise PartitionError(
                 f"{'.'.join(ref.identifier)} {ref.ds}: snapshot {snapshot_id} has expired"
             )
+        wanted = [c for c in record.columns if columns is None or c in columns]
         scan = table.scan(
             row_filter=EqualTo(PARTITION_COLUMN, ref.ds.isoformat()),
-            selected_fields=tuple(record.columns),
+            selected_fields=tuple(wanted),
             snapshot_id=snapshot_id,
         )
         tasks = list(scan.plan_files())  # the date's files in that snapshot (partition-pruned)
-        if all(_holds_columns(table.io, t, record.columns) for t in tasks):
+        if all(_holds_columns(table.io, t, wanted) for t in tasks):
             # the lake's own files: one write, the record's columns by name, no row deletes;
             # read them as written (plain strings, no row filter needed): ~1.5x faster
             for task in tasks:
                 with table.io.new_input(task.file.file_path).open() as handle:
                     parquet = pq.ParquetFile(handle)
-                    for batch in parquet.iter_batches(READ_BATCH_ROWS, columns=record.columns):
+                    for batch in parquet.iter_batches(READ_BATCH_ROWS, columns=wanted):
                         yield pa.Table.from_batches([batch])
             return
         for batch in scan.to_arrow_batch_reader():  # anything else: pyiceberg resolves it
@@ -1002,13 +1021,15 @@ def _read_folder_partition(fs: pafs.FileSystem, path: str) -> pa.Table:
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
-def _folder_batches(fs: pafs.FileSystem, path: str, batch_rows: int) -> Iterator[pa.Table]:
+def _folder_batches(
+    fs: pafs.FileSystem, path: str, batch_rows: int, columns: list[str] | None = None
+) -> Iterator[pa.Table]:
     manifest = _read_folder_manifest(fs, path)
     if manifest is None:
         raise PartitionError(f"partition {path} has no manifest: it is incomplete or missing")
     for name in manifest.files:
         with fs.open_input_file(f"{path}/{name}") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows):
+            for batch in pq.ParquetFile(handle).iter_batches(batch_rows, columns=columns):
                 yield pa.Table.from_batches([batch])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pytest
 from stdnum.cn import ric, uscc
@@ -24,6 +26,7 @@ from tests.helpers import resident_ids
 
 N = 5000
 rng = np.random.default_rng(7)
+AS_OF = date(2026, 11, 28)
 
 
 def _random_ids(n: int = N) -> np.ndarray:
@@ -35,15 +38,15 @@ def test_resident_id_check_chars_agree_with_stdnum() -> None:
     # stdnum wants the whole number (it ignores the last char)
     expected = [ric.calc_check_digit(i[:17] + "?") for i in ids]
     assert list(resident_id_check_chars(np.array([i[:17] for i in ids]))) == expected
-    assert is_valid_resident_id(ids).all()
+    assert is_valid_resident_id(ids, AS_OF).all()
 
 
 def test_bad_check_char_and_bad_shapes_are_invalid() -> None:
     ids = _random_ids(200)
     wrong = np.array([i[:17] + ("0" if i[17] != "0" else "1") for i in ids])
-    assert not is_valid_resident_id(wrong).any()
+    assert not is_valid_resident_id(wrong, AS_OF).any()
     junk = ["", None, "44070319850214123", "4407031985021412３X", "44070319851340123X"]
-    assert not is_valid_resident_id(junk).any()
+    assert not is_valid_resident_id(junk, AS_OF).any()
 
 
 def test_fifteen_digit_ids_upgrade_to_the_same_eighteen() -> None:

@@ -63,7 +63,14 @@ def test_quality_gate_needs_every_dataset_validated_by_this_run(tmp_path) -> Non
         quality_gate(this_run)
     validated(datasets[0], "this-run")
     figures = quality_gate(this_run)
-    assert figures[datasets[0]] == {"delivered": 10, "clean": 10, "quarantined": 0, "collapsed": 0}
+    assert figures[datasets[0]] == {
+        "delivered": 10,
+        "unchanged": 0,
+        "clean": 10,
+        "quarantined": 0,
+        "collapsed": 0,
+        "deleted": 0,
+    }
     assert store.errors("this-run") == []  # passing clears the gate's earlier failure
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import numpy as np
 import pandas as pd
+import pytest
 from stdnum.cn import ric, uscc
 
 from catalog.identifiers import JIANGMEN_DIVISIONS, JIANGMEN_RETIRED_DIVISIONS, make_org_codes
 from etl.rules import (
+    FIELD_RULES,
     division_codes,
     id_agrees_with_birth_date_and_sex,
     id_kind_matches_applicant_type,
@@ -22,6 +26,7 @@ from etl.rules import (
 from tests.helpers import resident_ids, usccs
 
 N = 3000
+AS_OF = date(2026, 11, 28)  # the partition date the rules judge against
 rng = np.random.default_rng(11)
 
 
@@ -40,16 +45,32 @@ def test_retired_jiangmen_codes_are_real_division_codes() -> None:
 
 def test_resident_id_rule_agrees_with_stdnum_check_characters() -> None:
     ids = _ids()
-    assert valid_resident_id(ids).all()
+    assert valid_resident_id(ids, AS_OF).all()
     # flip the check character: stdnum's calc_check_digit is the oracle for the right one
     wrong = ids.str.slice(0, 17) + ids.map(lambda i: "0" if ric.calc_check_digit(i) != "0" else "1")
-    assert not valid_resident_id(wrong).any()
+    assert not valid_resident_id(wrong, AS_OF).any()
 
 
-def test_resident_id_rule_rejects_future_birth_dates() -> None:
+def test_resident_id_rule_rejects_births_after_the_partition_date() -> None:
     body = "44070320991231001"
     future = body + ric.calc_check_digit(body + "0")
-    assert not valid_resident_id(pd.Series([future]))[0]
+    assert not valid_resident_id(pd.Series([future]), AS_OF)[0]
+
+
+def test_a_newborn_registered_on_the_partition_date_is_valid_that_night() -> None:
+    """The rule's "now" is the partition date, not the machine's clock (years ahead here)."""
+    night = date(2031, 6, 1)
+    body = "440703" + night.strftime("%Y%m%d") + "001"
+    newborn = pd.Series([body + ric.calc_check_digit(body + "0")])
+    assert valid_resident_id(newborn, night)[0]
+    assert not valid_resident_id(newborn, night - timedelta(days=1))[0]
+    assert valid_tax_no(newborn + "00", night)[0]
+    assert id_kind_matches_applicant_type(newborn, pd.Series(["自然人"]), night)[0]
+
+
+def test_a_dated_rule_refuses_to_run_without_a_reference_date() -> None:
+    with pytest.raises(ValueError, match="reference date"):
+        FIELD_RULES["resident_id"].passes(_ids(1), as_of=None)
 
 
 def test_resident_id_rule_rejects_bad_dates_divisions_and_shapes() -> None:
@@ -65,7 +86,7 @@ def test_resident_id_rule_rejects_bad_dates_divisions_and_shapes() -> None:
             None,
         ]
     )
-    assert valid_resident_id(cases).tolist() == [False, False, good[-1] != "X", False, True]
+    assert valid_resident_id(cases, AS_OF).tolist() == [False, False, good[-1] != "X", False, True]
 
 
 def test_uscc_rule_agrees_with_stdnum_and_checks_the_embedded_org_code() -> None:
@@ -94,7 +115,7 @@ def test_org_codes_tax_numbers_and_registration_numbers() -> None:
             "999999" + orgs[0],  # not a division
         ]
     )
-    assert valid_tax_no(taxes).tolist() == [True, True, True, True, False, False]
+    assert valid_tax_no(taxes, AS_OF).tolist() == [True, True, True, True, False, False]
     assert valid_business_reg_no(pd.Series(["440700000123454", "440700000123455"])).tolist() == [
         True,
         False,
@@ -132,7 +153,8 @@ def test_cross_field_rules() -> None:
     assert not_before(later, earlier).tolist() == [True, False, True]
     applicants = pd.Series([ids[0], _usccs(1)[0], _usccs(1)[0], ids[0]])
     kinds = pd.Series(["自然人", "法人", "自然人", "法人"])
-    assert id_kind_matches_applicant_type(applicants, kinds).tolist() == [True, True, False, False]
+    matches = id_kind_matches_applicant_type(applicants, kinds, AS_OF)
+    assert matches.tolist() == [True, True, False, False]
 
 
 def test_rule_names_the_catalog_accepts_are_the_rules_that_exist() -> None:
@@ -145,5 +167,5 @@ def test_rule_names_the_catalog_accepts_are_the_rules_that_exist() -> None:
     assert set(get_args(RuleName)) == set(FIELD_RULES)
     assert set(get_args(CheckName)) == set(CROSS_FIELD_RULES) == set(CROSS_FIELD_ARITY)
     for name, rule in CROSS_FIELD_RULES.items():  # the arity the catalog checks is the real one
-        params = rule.check.__code__.co_argcount
+        params = rule.check.__code__.co_argcount - rule.dated  # as_of is no column
         assert params == CROSS_FIELD_ARITY[name], name

@@ -482,6 +482,44 @@ def test_advance_day(tmp_path: Path, clean_run: Path) -> None:
         ), dataset
 
 
+def test_a_simulated_day_holds_no_event_after_it(tmp_path: Path, clean_run: Path) -> None:
+    """Birth dates (in IDs too), registrations, visits, acceptances, completions and
+    ``updated_at`` of every system stay on or before the day simulated, night after night."""
+    import pyarrow as pa
+
+    from catalog.definitions import load_catalog
+    from etl.standardise import canonical_dates
+
+    out = tmp_path / "departments"
+    shutil.copytree(clean_run, out)
+    shutil.copytree(clean_run.parent / "ground_truth", tmp_path / "ground_truth")
+    meta = json.loads((out / "_state" / "meta.json").read_text("utf-8"))
+    meta["ground_truth_dir"] = str(tmp_path / "ground_truth")
+    (out / "_state" / "meta.json").write_text(json.dumps(meta), "utf-8")
+    lake_catalog = load_catalog()
+    rates = DailyRates(update=0.05, insert=0.05, delete=0.005)  # many events per day
+    for night in range(4):  # the day built, then three simulated days
+        day = advance_day(out, rates=rates).as_of if night else AS_OF
+        for dataset in PLANS:
+            rows = _delivered(out, dataset, day)
+            for f in lake_catalog.dataset(dataset).fields:
+                values = pa.array(rows[f.name].astype("string"), pa.string(), from_pandas=True)
+                if f.type in {"date", "datetime"} and f.name != "valid_until":
+                    iso = pd.Series(
+                        canonical_dates(values, with_time=False).to_pandas(), dtype="string"
+                    ).str.slice(0, 10)
+                    late = iso.dropna()[iso.dropna() > day.isoformat()]
+                    assert late.empty, f"{dataset}.{f.name} after {day}: {late.head(3).tolist()}"
+                if f.rule in {"resident_id", "applicant_id"}:
+                    ids = rows[f.name]
+                    if f.rule == "applicant_id":  # legal persons apply with a USCC
+                        ids = ids[rows["applicant_type"] == "自然人"]
+                    ids = ids.dropna()
+                    births = ids[ids.str.fullmatch(r"[0-9]{17}[0-9Xx]")].str.slice(6, 14)
+                    late = births[births > day.strftime("%Y%m%d")]
+                    assert late.empty, f"{dataset}.{f.name} born after {day}: {late.tolist()}"
+
+
 # --- connections ---------------------------------------------------------------------------
 
 

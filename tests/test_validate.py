@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from etl.rules import valid_phone, valid_resident_id
 from etl.standardise import _traditional_class
 from etl.validate import validate_partition
 from etl.zones import RAW_CLEAN, RAW_QUARANTINE, RAW_SOURCES, Lake
+from simulator.writers import write_control_file
 from tests.helpers import DEMO_DATE, connections, hostile_copy, with_control_file
 
 CATALOG = load_catalog()
@@ -109,7 +111,7 @@ def test_every_dirt_kind_is_repaired_or_quarantined_for_the_right_reason(
 def test_clean_values_are_canonical_and_typed(night: Night) -> None:
     clean = night.table(RAW_CLEAN, "renshe.insured_person")
     ids = clean["id_no"].dropna()
-    assert valid_resident_id(ids).all() and ids.str.len().eq(18).all()
+    assert valid_resident_id(ids, DEMO_DATE).all() and ids.str.len().eq(18).all()
     assert valid_phone(clean["phone"].dropna()).all()
     assert clean["phone"].dropna().str.fullmatch(r"1[3-9][0-9]{9}").all()
     names = clean["name"]
@@ -377,20 +379,59 @@ def test_mostly_broken_delivery_trips_the_breaker_but_writes_everything(
     "delivered, quarantined, trips",
     [
         (8, 3, False),  # a small incremental night: quarantine the rows, publish the rest
-        (8, 5, True),  # most of it is broken
-        (1000, 60, True),  # 6 % > 5 %
+        (8, 6, True),  # most of it is broken
+        (120, 5, False),  # a normal small night: a handful of bad rows
+        (120, 16, True),  # 13 %: too many for chance at 5 % (the issue's newborn night)
+        (120, 100, True),  # a broken export: most IDs invalid
+        (2, 1, False),  # one bad row of two is no evidence of anything
         (1000, 40, False),
-        (100, 9, False),  # 9 % but fewer than 10 rows
+        (1000, 90, True),
+        (3_000_000, 165_000, True),  # 5.5 %: half a point above the limit, but 3M rows say so
+        (3_000_000, 151_000, False),  # 5.03 %: within chance of 5 %
         (0, 0, False),
     ],
 )
-def test_circuit_breaker_threshold(delivered: int, quarantined: int, trips: bool) -> None:
-    from etl.validate import ValidationResult, breaker_trips
+def test_breaker_weighs_count_and_share_together(
+    delivered: int, quarantined: int, trips: bool
+) -> None:
+    from etl.breaker import breaker_trips
+    from etl.validate import ValidationResult
 
     result = ValidationResult(
         "x", DEMO_DATE, delivered=delivered, quarantined=quarantined, clean=delivered - quarantined
     )
-    assert breaker_trips(result.figures, CATALOG.dataset("dishui.taxpayer")) is trips
+    assert breaker_trips(result.figures, 0.05) is trips
+
+
+def test_a_missing_column_trips_the_breaker_on_any_night() -> None:
+    from etl.breaker import breaker_trips
+    from etl.validate import ValidationResult
+
+    result = ValidationResult("x", DEMO_DATE, delivered=2, quarantined=2)
+    assert not breaker_trips(result.figures, 0.05)  # 2 of 2 could still be chance …
+    assert breaker_trips(result.figures, 0.05, schema_broken=True)  # … a lost column is not
+
+
+def test_a_small_night_with_a_broken_export_trips_the_breaker(tmp_path: Path, departments) -> None:
+    """≈120 delivered rows, most IDs mangled by the export: the task fails after writing."""
+    dataset = CATALOG.dataset("renshe.insured_person")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path / 'c.db'}")
+    store = lake.store
+    source = departments.out_dir / "renshe" / "insured_person_20261128.csv"
+    frame = pd.read_csv(source, encoding="gbk", dtype="string").head(120)
+    frame["id_no"] = frame["id_no"].str.slice(0, 17) + "?"  # the check character lost
+    night = DEMO_DATE + timedelta(days=40)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    delivered = drop / f"insured_person_{night:%Y%m%d}.csv"
+    frame.to_csv(delivered, index=False, encoding="gbk")
+    write_control_file(delivered, len(frame))  # the export's own count: the rows are whole
+    conn = SourceConnection(conn_id="renshe_drop", conn_type="fs", extra={"path": str(drop)})
+    extract_to_raw(dataset, conn, night, lake=lake, store=store, batch_id="t")
+    with pytest.raises(BreakerTripped, match="more than chance allows"):
+        validate_partition(dataset, night, lake=lake, store=store, run_id="t")
+    figures = store.quality(night)[0]
+    assert figures.delivered == 120 and figures.quarantined > 100
 
 
 def test_lake_status_shows_the_quality_figures(night: Night) -> None:
@@ -492,3 +533,47 @@ def test_clean_and_quarantine_are_replaced_together_or_not_at_all(
     assert [lake.read_manifest(p).fingerprint for p in paths] == before
     leftovers = [p for p in Path(paths[0]).parent.iterdir() if ".tmp-" in p.name]
     assert not leftovers
+
+
+def test_validation_is_judged_against_the_partition_date_not_the_clock(
+    tmp_path: Path, departments, monkeypatch
+) -> None:
+    """Newborns registered on a partition date years ahead of the machine's clock are clean
+    that night, and the same delivery validated under another machine date gives the same
+    partitions, byte for byte."""
+    from stdnum.cn import ric
+
+    dataset = CATALOG.dataset("renshe.insured_person")
+    night = DEMO_DATE.replace(year=DEMO_DATE.year + 5)  # no clock says this date yet
+    source = departments.out_dir / "renshe" / "insured_person_20261128.csv"
+    frame = pd.read_csv(source, encoding="gbk", dtype="string").head(120)
+    bodies = [f"440703{night:%Y%m%d}{n:03d}" for n in range(1, 6)]
+    frame.loc[:4, "id_no"] = [b + ric.calc_check_digit(b + "0") for b in bodies]
+    frame.loc[:4, "birth_date"] = night.isoformat()
+    frame.loc[:4, "sex"] = ["男" if n % 2 else "女" for n in range(1, 6)]  # odd sequence: male
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    delivered = drop / f"insured_person_{night:%Y%m%d}.csv"
+    frame.to_csv(delivered, index=False, encoding="gbk")
+    write_control_file(delivered, len(frame))
+    conn = SourceConnection(conn_id="renshe_drop", conn_type="fs", extra={"path": str(drop)})
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path / 'c.db'}")
+    store = lake.store
+    extract_to_raw(dataset, conn, night, lake=lake, store=store, batch_id="t")
+
+    def validated() -> dict[str, str]:
+        validate_partition(dataset, night, lake=lake, store=store, run_id="t")
+        return {
+            zone: lake.read_manifest(lake.dataset_partition(zone, dataset, night)).fingerprint
+            for zone in (RAW_CLEAN, RAW_QUARANTINE)
+        }
+
+    first = validated()
+    clean = lake.read_partition(lake.dataset_partition(RAW_CLEAN, dataset, night)).to_pandas()
+    assert set(frame.loc[:4, "id_no"]) <= set(clean["id_no"])  # the newborns are clean
+    for moment in ("2016-01-01", "2040-07-01"):  # the machine's clock far behind, far ahead
+        at = pd.Timestamp(moment)
+        frozen = classmethod(lambda cls, tz=None, _at=at: _at)
+        monkeypatch.setattr(pd.Timestamp, "now", frozen)
+        monkeypatch.setattr(pd.Timestamp, "today", frozen)
+        assert validated() == first, moment

@@ -1,0 +1,219 @@
+"""Change detection on snapshot drops: finds the simulator's changes, publishes what full
+validation publishes, reruns the same, falls back to full validation when it must."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import simulator
+from catalog.definitions import load_catalog
+from catalog.errors import BreakerTripped
+from catalog.store import CatalogStore
+from etl.changes import SnapshotHashes, compare
+from etl.extract import extract_to_raw
+from etl.validate import validate_partition
+from etl.zones import RAW_CLEAN, RAW_QUARANTINE, RAW_SOURCES, Lake
+from simulator.writers import write_control_file
+from tests.helpers import DEMO_DATE, TEST_SCALE, connections
+
+CATALOG = load_catalog()
+SNAPSHOTS = [d for d in CATALOG.datasets if d.source.load == "snapshot"]
+DAY2 = DEMO_DATE + timedelta(days=1)
+
+
+class Lakeside:
+    """Private departments (they are advanced) and a lake holding their snapshot drops."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.departments = root / "departments"
+        simulator.build_departments(
+            self.departments, scale=TEST_SCALE, as_of=DEMO_DATE, ground_truth_dir=root / "gt"
+        )
+        self.lake = Lake(str(root / "lake"), f"sqlite:///{root / 'catalog.db'}")
+        self.store = self.lake.store
+
+    def extract(self, ds, run_id: str) -> None:
+        conns = connections(self.departments)
+        for d in SNAPSHOTS:
+            conn = conns[d.source.connection_id]
+            extract_to_raw(d, conn, ds, lake=self.lake, store=self.store, batch_id=run_id)
+
+    def validate(self, dataset, ds, run_id: str, lake: Lake | None = None, store=None):
+        return validate_partition(
+            dataset,
+            ds,
+            lake=lake or self.lake,
+            store=store or self.store,
+            run_id=run_id,
+            work_dir=self.root / "tmp",
+        )
+
+    def rows(self, zone: str, dataset, ds, lake: Lake | None = None) -> pd.DataFrame:
+        table = (lake or self.lake).read_partition(
+            (lake or self.lake).dataset_partition(zone, dataset, ds)
+        )
+        frame = table.to_pandas().astype("string")
+        return frame.sort_values(list(frame.columns)).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def lakeside(tmp_path_factory) -> tuple[Lakeside, dict, dict]:
+    """Night 1 validated in full, one simulated day, night 2 validated by change detection."""
+    side = Lakeside(tmp_path_factory.mktemp("changes"))
+    side.extract(DEMO_DATE, "night-1")
+    for d in SNAPSHOTS:
+        side.validate(d, DEMO_DATE, "night-1")
+    day = simulator.advance_day(side.departments)
+    assert day.as_of == DAY2
+    side.extract(DAY2, "night-2")
+    results = {d.id: side.validate(d, DAY2, "night-2") for d in SNAPSHOTS}
+    truth = {d.id: (day.inserts[d.id], day.updates[d.id], day.deletes[d.id]) for d in SNAPSHOTS}
+    return side, results, truth
+
+
+def test_change_detection_finds_exactly_the_simulated_changes(lakeside) -> None:
+    _side, results, truth = lakeside
+    for dataset_id, (inserts, updates, deletes) in truth.items():
+        r = results[dataset_id]
+        assert r.changes["compared_with"] == DEMO_DATE.isoformat(), dataset_id
+        assert (r.changes["inserted"], r.changes["updated"], r.deleted) == (
+            inserts,
+            updates,
+            deletes,
+        ), dataset_id
+        assert r.unchanged > 0.9 * r.delivered  # most rows were not validated again
+        assert r.delivered == r.unchanged + r.clean + r.quarantined + r.collapsed
+
+
+def test_the_clean_snapshot_equals_full_validation_of_the_same_delivery(
+    lakeside, tmp_path: Path
+) -> None:
+    side, results, _truth = lakeside
+    full_lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path / 'catalog.db'}")
+    full_store = full_lake.store  # no earlier night
+    for d in SNAPSHOTS:
+        raw = side.lake.dataset_partition(RAW_SOURCES, d, DAY2)
+        delivered = side.lake.read_partition(raw)  # the same delivery, in a lake of its own
+        full_lake.write_partition(
+            full_lake.dataset_partition(RAW_SOURCES, d, DAY2),
+            delivered.to_batches(),
+            delivered.schema,
+            private=True,
+            extra=side.lake.read_manifest(raw).extra,
+        )
+        full = side.validate(d, DAY2, "full", lake=full_lake, store=full_store)
+        assert full.changes == {} and full.unchanged == 0  # validated every row
+        detected = results[d.id]
+        assert full.clean == detected.clean + detected.unchanged, d.id
+        assert (full.quarantined, full.collapsed) == (detected.quarantined, detected.collapsed)
+        for zone in (RAW_CLEAN, RAW_QUARANTINE):
+            pd.testing.assert_frame_equal(
+                side.rows(zone, d, DAY2), side.rows(zone, d, DAY2, lake=full_lake), obj=zone
+            )
+        clean = side.lake.read_manifest(side.lake.dataset_partition(RAW_CLEAN, d, DAY2))
+        full_clean = full_lake.read_manifest(full_lake.dataset_partition(RAW_CLEAN, d, DAY2))
+        assert clean.fingerprint == full_clean.fingerprint, d.id  # even the same bytes
+
+
+def test_a_rerun_of_the_date_gives_the_same_partitions(lakeside) -> None:
+    side, results, _truth = lakeside
+    d = CATALOG.dataset("renshe.insured_person")
+    before = side.lake.read_manifest(side.lake.dataset_partition(RAW_CLEAN, d, DAY2))
+    again = side.validate(d, DAY2, "night-2-rerun")
+    after = side.lake.read_manifest(side.lake.dataset_partition(RAW_CLEAN, d, DAY2))
+    assert again.figures.summary() == results[d.id].figures.summary()
+    assert again.changes == results[d.id].changes
+    assert after.fingerprint == before.fingerprint
+
+
+def test_a_night_after_a_failed_one_and_a_first_night_validate_in_full(
+    lakeside, tmp_path: Path
+) -> None:
+    side, _results, _truth = lakeside
+    d = CATALOG.dataset("renshe.insured_person")
+    day3, day4 = DAY2 + timedelta(days=1), DAY2 + timedelta(days=2)
+    folder = side.departments / d.department
+    for day in (day3, day4):  # the same file (and its control file) delivered again
+        for suffix in ("", ".ctl"):
+            shutil.copy(
+                folder / (d.source.path.format(ds_nodash=f"{DAY2:%Y%m%d}") + suffix),
+                folder / (d.source.path.format(ds_nodash=f"{day:%Y%m%d}") + suffix),
+            )
+    broken = folder / d.source.path.format(ds_nodash=f"{day3:%Y%m%d}")
+    frame = pd.read_csv(broken, encoding="gbk", dtype="string")
+    frame["id_no"] = frame["id_no"].str.slice(0, 17) + "?"  # an export that lost check chars
+    frame.to_csv(broken, index=False, encoding="gbk")
+    write_control_file(broken, len(frame))
+    conn = connections(side.departments)[d.source.connection_id]
+    extract_to_raw(d, conn, day3, lake=side.lake, store=side.store, batch_id="night-3")
+    with pytest.raises(BreakerTripped):
+        side.validate(d, day3, "night-3")
+    extract_to_raw(d, conn, day4, lake=side.lake, store=side.store, batch_id="night-4")
+    after_failure = side.validate(d, day4, "night-4")
+    assert after_failure.changes == {} and after_failure.unchanged == 0
+    assert after_failure.clean + after_failure.collapsed + after_failure.quarantined == (
+        after_failure.delivered
+    )
+
+
+def test_compare_carries_only_single_identical_clean_rows() -> None:
+    """Keys 1–6: unchanged, changed, new, duplicated tonight, quarantined before, deleted."""
+    u = np.uint64
+
+    def hashes(keys: list[int], contents: list[int]) -> SnapshotHashes:
+        return SnapshotHashes(
+            np.array(keys, dtype=u), np.array(contents, dtype=u), np.arange(1, len(keys) + 1)
+        )
+
+    last = hashes([1, 2, 4, 5, 6], [10, 20, 40, 50, 60])
+    tonight = hashes([1, 2, 3, 4, 4, 5], [10, 21, 30, 40, 41, 50])
+    clean_last = np.array([1, 2, 4, 6], dtype=u)  # key 5 was quarantined
+    changes = compare(tonight, last, clean_last)
+    assert changes.carried_keys.tolist() == [1]
+    assert changes.carried_row_numbers.tolist() == [1]
+    assert changes.revalidate.tolist() == [2, 3, 4, 5, 6]
+    assert (changes.inserted, changes.updated, changes.deleted) == (1, 2, 1)
+    assert changes.deleted_keys.tolist() == [6]
+
+
+def test_an_older_store_gains_the_new_figures_columns(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    from catalog.figures import QualityFigures
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    CatalogStore(url)
+    with create_engine(url).begin() as conn:  # a store created before unchanged/deleted
+        conn.execute(text("ALTER TABLE quality_results DROP COLUMN unchanged"))
+        conn.execute(text("ALTER TABLE quality_results DROP COLUMN deleted"))
+    store = CatalogStore(url)
+    store.record_quality("r", QualityFigures("x", DAY2, 10, 2, 0, 0, 1, 0, unchanged=8, deleted=3))
+    (figures,) = store.quality(DAY2)
+    assert (figures.unchanged, figures.deleted, figures.conserved) == (8, 3, True)
+
+
+def test_row_hashes_tell_apart_what_differs_and_only_that() -> None:
+    import pyarrow as pa
+
+    from etl.changes import hash_strings
+
+    values = ["", "a", "ab", "abcdefgh", "abcdefgh\x00", "abcdefghi", "x" * 5000, "x" * 5001]
+    hashed = hash_strings(pa.array([*values, None, *values], pa.string()))
+    assert len(set(hashed[: len(values) + 1].tolist())) == len(values) + 1  # null is not ""
+    assert hashed[: len(values)].tolist() == hashed[len(values) + 1 :].tolist()
+    sliced = pa.array(["zz", *values], pa.string()).slice(1)
+    assert hash_strings(sliced).tolist() == hashed[: len(values)].tolist()
+    dataset = CATALOG.dataset("zhijian.org_code")
+    names = dataset.field_names
+    row = {n: ["v"] for n in names}
+    moved = row | {names[0]: ["v" + "v"], names[1]: [""]}  # the same bytes, one field over
+    from etl.changes import row_hash
+
+    assert row_hash(pa.table(row), dataset)[0] != row_hash(pa.table(moved), dataset)[0]
