@@ -234,7 +234,9 @@ class Lake:
     # -- reading -------------------------------------------------------------------------
 
     def read_manifest(self, path: str) -> Manifest | None:
-        """The committed partition's facts, or None when none was committed."""
+        """The committed partition's facts, or None when none was committed (here)."""
+        if not path.startswith(self.root + "/"):
+            return None  # recorded for another lake root: nothing of it is committed here
         ref = self.ref(path)
         if not ref.is_raw:
             return _read_folder_manifest(self.fs, path)
