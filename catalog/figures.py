@@ -71,3 +71,42 @@ class QualityFigures:
             f"clean {self.clean:,} + quarantined {self.quarantined:,} + collapsed duplicates "
             f"{self.collapsed:,}{deleted}"
         )
+
+
+@dataclass(frozen=True)
+class UnificationFigures:
+    """One night's unification: how many records became how many persons and enterprises.
+
+    ``*_rules`` count crosswalk rows per match rule; ``subject_rows`` are the clean input
+    rows (each must appear in exactly one crosswalk row as its subject: ``conserved``);
+    ``conflicting_id_clusters`` counts persons holding two different valid IDs (always 0
+    unless the matcher is broken).
+    """
+
+    ds: date
+    clean_rows: int
+    subject_rows: int
+    persons: int
+    persons_with_id: int
+    person_rows: int
+    person_rules: dict
+    enterprises: int
+    unlinked_enterprises: int
+    enterprise_rows: int
+    enterprise_rules: dict
+    conflicting_id_clusters: int
+    id_changes: int  # crosswalk rows whose unified id changed since the previous night
+    details: dict = field(default_factory=dict)  # blocking pairs, model weights, timings …
+    run_id: str | None = None
+
+    @property
+    def conserved(self) -> bool:
+        """Every clean row is the subject of exactly one crosswalk row."""
+        return self.clean_rows == self.subject_rows
+
+    def summary(self) -> str:
+        return (
+            f"unified {self.ds}: {self.clean_rows:,} clean rows → {self.persons:,} persons"
+            f" ({self.persons_with_id:,} with a valid ID), {self.enterprises:,} enterprises"
+            f" ({self.unlinked_enterprises:,} unlinked); ids changed: {self.id_changes:,}"
+        )

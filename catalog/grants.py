@@ -108,9 +108,7 @@ class GrantRegistry:
     """Grants, distributions and audit entries in the catalog store's database."""
 
     def __init__(self, store: CatalogStore) -> None:
-        self.engine = store.engine
-        tables = [Grant.__table__, Distribution.__table__, AuditEntry.__table__]
-        Base.metadata.create_all(self.engine, tables=tables)
+        self.engine = store.engine  # its tables come with the store's migrations (0002)
 
     def add(self, request: GrantRequest, catalog: Catalog, by: str) -> Grant:
         """Check the request against the catalog, then record it; one line per problem."""

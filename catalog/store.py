@@ -33,8 +33,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from catalog.errors import CatalogError, database_reason, impersonal, shown_url
-from catalog.figures import QualityFigures
+from catalog.figures import QualityFigures, UnificationFigures
 from catalog.files import OWNER_FILE_MODE, new_owner_file
+from catalog.schema import ensure_current
 
 
 class Base(DeclarativeBase):
@@ -164,6 +165,16 @@ class Acceptance(Base):
     reason: Mapped[str] = mapped_column(Text)
 
 
+class UnificationResult(Base):
+    """Unification figures of one date (the latest run of that date wins)."""
+
+    __tablename__ = "unification_results"
+    ds: Mapped[date] = mapped_column(Date, primary_key=True)
+    run_id: Mapped[str | None] = mapped_column(String(250))
+    figures: Mapped[dict] = mapped_column(JSON)
+    unified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 @dataclass(frozen=True)
 class PartitionRecord:
     zone: str
@@ -191,8 +202,7 @@ class CatalogStore:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            ensure_current(self.engine)  # an empty store is created, an older one refused
         except SQLAlchemyError as exc:
             shown = shown_url(parsed)
             reason = database_reason(exc)
@@ -355,6 +365,26 @@ class CatalogStore:
             )
             return [_figures(q) for q in s.scalars(query)]
 
+    def record_unification(self, run_id: str, figures: UnificationFigures) -> None:
+        values = {f.name: getattr(figures, f.name) for f in fields(figures)} | {"run_id": run_id}
+        values["ds"] = values["ds"].isoformat()
+        with Session(self.engine) as s, s.begin():
+            s.merge(
+                UnificationResult(ds=figures.ds, run_id=run_id, figures=values, unified_at=_now())
+            )
+
+    def unification(self, ds: date | None = None) -> UnificationFigures | None:
+        """The unification figures of ``ds``, or of the latest unified date."""
+        with Session(self.engine) as s:
+            query = select(UnificationResult).order_by(UnificationResult.ds.desc()).limit(1)
+            if ds is not None:
+                query = select(UnificationResult).where(UnificationResult.ds == ds)
+            row = s.scalars(query).first()
+        if row is None:
+            return None
+        values = dict(row.figures) | {"ds": date.fromisoformat(row.figures["ds"])}
+        return UnificationFigures(**values)
+
     def record_error(self, run_id: str, step: str, message: str) -> None:
         """Keep a step's one-line error (masked again here: the store is not the raw zone)."""
         message = impersonal(message, quoted=False)  # quoted names stay: values are gone
@@ -451,24 +481,6 @@ class CatalogStore:
     def runs(self, limit: int = 20) -> list[Run]:
         with Session(self.engine) as s:
             return list(s.scalars(select(Run).order_by(Run.started_at.desc()).limit(limit)))
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Columns added to a table since a store was created (``create_all`` skips tables that
-    exist): added in place with their server default, so an older store keeps working."""
-    from sqlalchemy import inspect, text
-
-    inspector = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for col in table.columns:
-            if col.name in present:
-                continue
-            kind = col.type.compile(dialect=engine.dialect)
-            default = col.server_default
-            added = f'"{col.name}" {kind}' + (f" DEFAULT {default.arg}" if default else "")
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {added}"))
 
 
 def _figures(row: QualityResult) -> QualityFigures:

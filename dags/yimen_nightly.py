@@ -10,9 +10,11 @@ at 02:00 on D+1 processes day D; a manual trigger processes the last complete ni
 Each dataset group extracts, then standardises, validates (Great Expectations suite from
 the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine/`. The
 `quality_gate` task passes only when every dataset validated within its quarantine limit;
-after it, one mapped `publish_shared` task per consumer department writes its masked
-extracts (`shared/<consumer>/…`). `close_night` always runs and records the
-outcome. Task bodies are one-line calls into `etl.nightly`.
+`unify` then builds unified persons and enterprises with their crosswalks in
+`raw/unified/` (no unification after a tripped breaker); after it, one mapped
+`publish_shared` task per consumer department writes its masked extracts
+(`shared/<consumer>/…`). `close_night` always runs and records the outcome. Task bodies
+are one-line calls into `etl.nightly`.
 """
 
 from __future__ import annotations
@@ -127,6 +129,13 @@ def yimen_nightly():
         with _masked_failure():
             return quality_gate(_night())
 
+    @task(retries=0, execution_timeout=timedelta(hours=1))
+    def unify() -> dict:
+        from etl.nightly import unify
+
+        with _masked_failure():
+            return unify(_night())
+
     @task(retries=0, execution_timeout=timedelta(minutes=10))
     def shared_consumers() -> list[str]:
         from etl.nightly import shared_consumers
@@ -169,12 +178,14 @@ def yimen_nightly():
         validated >> gate
         # close only when every step is done, whatever its outcome (not at the first failure)
         [extracted, validated] >> closed
-    # unification plugs in after `gate`; shared extracts: one mapped task per consumer
+    # unification runs only when the gate passed; shared extracts after it, one mapped
+    # task per consumer department
+    unified = unify()
     consumers = shared_consumers()
     shared = publish_shared.expand(consumer=consumers)
-    gate >> consumers
+    gate >> unified >> consumers
     shared >> closed
-    gate >> closed
+    unified >> closed
 
 
 yimen_nightly()

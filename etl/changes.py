@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -197,16 +198,21 @@ def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarra
     when its key has one row tonight, had one row last night with the same content, and was
     published clean; every other row is validated again.
     """
-    t_keys, t_count = np.unique(tonight.keys, return_counts=True)
-    l_keys, l_first, l_count = np.unique(last.keys, return_index=True, return_counts=True)
-    known = np.isin(tonight.keys, l_keys)
-    where = np.searchsorted(l_keys, tonight.keys[known])  # each known row's key in last night
-    same = np.zeros(len(tonight.keys), dtype=bool)
-    same[known] = (l_count[where] == 1) & (last.contents[l_first[where]] == tonight.contents[known])
-    single_tonight = t_count[np.searchsorted(t_keys, tonight.keys)] == 1
-    carried = single_tonight & same & np.isin(tonight.keys, clean_keys)
+    # hash tables (pandas), not sorts: linear in the rows of both nights
+    tonight_counts = pd.Series(tonight.keys).value_counts()
+    last_counts = pd.Series(last.keys).value_counts()
+    first_of_key = np.flatnonzero(~pd.Series(last.keys).duplicated().to_numpy())
+    where = pd.Index(last.keys[first_of_key]).get_indexer(tonight.keys)  # -1: new tonight
+    known = where >= 0
+    last_row = first_of_key[np.where(known, where, 0)] if len(first_of_key) else where
+    single_tonight = tonight_counts.reindex(tonight.keys).to_numpy() == 1
+    single_last = last_counts.reindex(tonight.keys).fillna(0).to_numpy() == 1
+    same = known & single_last
+    same[same] = last.contents[last_row[same]] == tonight.contents[same]
+    carried = single_tonight & same & _member(tonight.keys, clean_keys)
     pairs_last = last.keys * _MIX + last.contents
-    new_content = ~np.isin(tonight.keys * _MIX + tonight.contents, pairs_last)
+    new_content = ~_member(tonight.keys * _MIX + tonight.contents, pairs_last)
+    l_keys = last_counts.index.to_numpy(dtype=np.uint64)
     order = np.argsort(tonight.keys[carried], kind="stable")
     return Changes(
         carried_keys=tonight.keys[carried][order],
@@ -214,8 +220,13 @@ def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarra
         revalidate=np.sort(tonight.row_numbers[~carried]),
         inserted=int((~known).sum()),
         updated=int((known & new_content).sum()),
-        deleted_keys=l_keys[~np.isin(l_keys, t_keys)],
+        deleted_keys=np.sort(l_keys[~_member(l_keys, tonight.keys)]),
     )
+
+
+def _member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """``np.isin`` by a hash table (pandas): no sort of either array."""
+    return pd.Series(values).isin(of).to_numpy()
 
 
 def carried_rows(
@@ -264,10 +275,23 @@ class ChangePlan:
     clean_path: str  # that night's clean partition, the source of the carried rows
     metadata: dict[str, pa.Scalar]  # tonight's constant metadata (_source, _batch_id, …)
 
-    def to_validate(self, raw: pa.Table) -> pa.Table:
-        """The rows of a raw batch that must be standardised and validated tonight."""
-        numbers = raw.column("_row_number")
-        return raw.filter(pc.is_in(numbers, pa.array(self.changes.revalidate, pa.int64())))
+    def to_validate(self, batches: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+        """The raw rows that must be standardised and validated tonight, gathered into
+        batches of up to ``rows`` (each GX run has a fixed cost); at least one batch."""
+        wanted = pa.array(self.changes.revalidate, pa.int64())
+        held: list[pa.Table] = []
+        count = 0
+        for raw in batches:
+            changed = raw.filter(pc.is_in(raw.column("_row_number"), value_set=wanted))
+            if changed.num_rows == 0 and (held or count):
+                continue
+            held.append(changed)
+            count += changed.num_rows
+            if count >= rows:
+                yield pa.concat_tables(held)
+                held, count = [], 0
+        if held:
+            yield pa.concat_tables(held)
 
     def carried(self, lake: Lake, dataset: DatasetDef) -> Iterator[pa.Table]:
         """The carried-forward rows, streamed from last night's clean partition."""

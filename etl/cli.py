@@ -196,6 +196,9 @@ def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
                 f"  note: {part.dataset_id}: {nulls:,} rows with no updated_at, delivered "
                 "every night until the source fills it in"
             )
+    unified = store.unification(ds)
+    if unified:
+        click.echo(f"  {unified.summary()}")
 
 
 def _print_snapshots(settings: LakeSettings, ds: date) -> None:
@@ -270,14 +273,17 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
         "\nwhere to look:\n"
         f"  lake:        {settings.lake_root}/raw/{{sources,clean,quarantine}}/<dept>/<dataset>/"
         f"dt={summary.as_of}/\n"
+        f"  unified:     {settings.lake_root}/raw/unified/"
+        f"{{person,enterprise,person_xref,enterprise_xref,service_case}}/dt={summary.as_of}/\n"
         f"  quality:     {settings.var / 'quality' / 'index.html'} (figures per dataset, links to "
         "the Great Expectations Data Docs)\n"
         f"  catalog db:  {shown_url(settings.catalog_url)}\n"
         f"  departments: {settings.departments_dir} (simulated systems, connections.json)\n"
         f"  shared:      {settings.lake_root}/shared/<consumer>/<dataset>/dt={summary.as_of}/ "
         "(masked extracts per grant: `lake grant list`, `lake verify`)\n"
-        '  next:        `lake status`, `lake sql "SELECT count(*) FROM clean.gongan_population"`'
-        ", `lake catalog list`, `make airflow` for the UI"
+        "  next:        `lake status`, `lake score`, "
+        '`lake sql "SELECT count(*) FROM clean.gongan_population"`, '
+        "`lake catalog list`, `make airflow` for the UI"
     )
 
 
@@ -431,6 +437,41 @@ def catalog_check(directory: Path | None) -> None:
 
     cat = load_catalog(directory)
     click.echo(f"catalog ok: {len(cat.departments)} departments, {len(cat.datasets)} datasets")
+
+
+@main.group()
+def db() -> None:
+    """The catalog store's schema (Alembic migrations in catalog/migrations/)."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: LakeSettings) -> None:
+    """Apply the schema migrations this code needs to the catalog store."""
+    from sqlalchemy import create_engine
+
+    from catalog.schema import current_revision, head_revision, upgrade
+
+    engine = create_engine(settings.catalog_url)
+    before = current_revision(engine)
+    if before is None and _has_tables(engine):
+        raise LakeError(
+            f"catalog store {shown_url(settings.catalog_url)} was created before schema "
+            "migrations; rebuild it (`lake demo`, or a fresh store then `lake run`)"
+        )
+    upgrade(engine)
+    click.echo(
+        f"catalog store {shown_url(settings.catalog_url)}: {before or 'empty'} → "
+        f"at revision {head_revision()}"
+    )
+
+
+def _has_tables(engine) -> bool:
+    from sqlalchemy import inspect
+
+    from catalog.schema import target_metadata
+
+    return bool(set(inspect(engine).get_table_names()) & set(target_metadata().tables))
 
 
 @main.group()
@@ -733,6 +774,111 @@ def status(settings: LakeSettings, as_of: date | None) -> None:
         for d in deliveries:
             state = f"{d.rows:>10,} rows" if d.delivered else f"BLOCKED: {d.reason}"
             click.echo(f"  {d.consumer:10s} ← {d.dataset_id:36s} grant #{d.grant_id:<4d} {state}")
+
+    unified = store.unification()
+    if unified:
+        click.echo(f"\nlatest unification ({unified.ds}):")
+        click.echo(f"  {unified.summary()}")
+        click.echo(f"  persons by rule:     {_rules_text(unified.person_rules)}")
+        click.echo(f"  enterprises by rule: {_rules_text(unified.enterprise_rules)}")
+        click.echo(
+            f"  rows conserved: {'yes' if unified.conserved else 'NO'}"
+            f" ({unified.clean_rows:,} clean = {unified.subject_rows:,} crosswalk subjects);"
+            f" persons with two valid IDs: {unified.conflicting_id_clusters}"
+        )
+
+
+def _rules_text(rules: dict) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in rules.items())
+
+
+def _latest_unified(settings: LakeSettings, ds: date | None) -> date:
+    from catalog.store import CatalogStore
+
+    figures = CatalogStore(settings.catalog_url).unification(ds)
+    if figures is None:
+        raise LakeError(
+            f"no unified tables for {ds}" if ds else "no unified tables yet: run a night first"
+        )
+    return figures.ds
+
+
+@main.command()
+@date_option("the latest unified night")
+@click.option(
+    "--truth",
+    type=click.Path(path_type=Path),
+    help="Ground-truth folder (default: the simulator's, var/ground_truth).",
+)
+@click.pass_obj
+def score(settings: LakeSettings, ds: date | None, truth: Path | None) -> None:
+    """Pairwise precision, recall and F1 of the crosswalks against the ground truth."""
+    from catalog.store import CatalogStore
+    from etl.score import pairwise_scores, read_truth
+
+    ds = _latest_unified(settings, ds)
+    lake = settings.lake()
+    gt = read_truth(truth or settings.ground_truth_dir)
+    figures = CatalogStore(settings.catalog_url).unification(ds)
+    click.echo(f"unified {ds} against {truth or settings.ground_truth_dir}:")
+    for entity in ("person", "enterprise"):
+        xref = lake.read_partition(lake.unified_partition(f"{entity}_xref", ds)).to_pandas()
+        click.echo(
+            f"  {entity + 's':12s} {'rows':>9s} {'pred pairs':>11s} {'true pairs':>11s}"
+            f" {'precision':>10s} {'recall':>8s} {'F1':>8s}"
+        )
+        for s in pairwise_scores(xref, f"{entity}_id", gt):
+            click.echo(
+                f"  {s.rule:12s} {s.rows:9,} {s.predicted:11,} {s.true:11,}"
+                f" {s.precision:10.4f} {s.recall:8.4f} {s.f1:8.4f}"
+            )
+    if figures:
+        click.echo(f"  merges of two different valid IDs: {figures.conflicting_id_clusters}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--kind", type=click.Choice(["person"]), default="person", show_default=True)
+@click.option(
+    "--columns",
+    "columns",
+    required=True,
+    help="Roles to columns: name=姓名,birth_date=出生日期,phone=电话,district=区县,sex=性别",
+)
+@click.option("--encoding", help="Encoding of a CSV file (utf-8, gbk …); required for CSV.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Parquet out.")
+@click.option("--link", is_flag=True, help="Also link each row to the unified persons.")
+@date_option("the latest unified night")
+@click.pass_obj
+def match(
+    settings: LakeSettings,
+    file: Path,
+    kind: str,
+    columns: str,
+    encoding: str | None,
+    out: Path,
+    link: bool,
+    ds: date | None,
+) -> None:
+    """Deduplicate a list of people (no IDs needed) with the lake's matcher."""
+    from etl.match_list import match_list, parse_roles, read_list, write_matched
+
+    roles = parse_roles(columns, file)
+    frame = read_list(file, encoding)
+    persons = None
+    if link:
+        lake = settings.lake()
+        persons = lake.read_partition(
+            lake.unified_partition("person", _latest_unified(settings, ds))
+        ).to_pandas()
+    started = time.monotonic()
+    result = match_list(frame, roles, file, persons)
+    write_matched(result.rows, out)
+    linked = f", {result.linked:,} linked to unified persons" if result.linked is not None else ""
+    click.echo(
+        f"{file}: {len(frame):,} rows → {result.clusters:,} clusters{linked}"
+        f" in {time.monotonic() - started:.1f}s; written to {out}"
+    )
 
 
 if __name__ == "__main__":

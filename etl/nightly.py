@@ -186,6 +186,20 @@ def quality_gate(night: Night) -> dict:
     return {k: {f: getattr(q, f) for f in figures_shown} for k, q in figures.items()}
 
 
+def unify(night: Night) -> dict:
+    """Unified persons, enterprises, crosswalks and cases from the night's clean partitions.
+
+    Runs only after the quality gate passed: a tripped breaker means no unification.
+    """
+    from etl.unify import unify_partitions
+
+    with night.failure_recorded("unify"):
+        figures = unify_partitions(
+            night.catalog, night.ds, lake=night.lake, store=night.store, run_id=night.run_id
+        )
+    return {"summary": figures.summary(), "person_rules": figures.person_rules}
+
+
 def close_night(night: Night, failed_tasks: list[str]) -> dict:
     """Record the night as success or failed and write the quality page.
 

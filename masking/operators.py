@@ -616,13 +616,16 @@ def _coprime_to(n: int) -> np.ndarray:
 _UNITS_3500, _UNITS_500 = _coprime_to(3500), _coprime_to(500)
 
 
+_ANY_NIGHT = dt.date(2200, 1, 1)
+
+
 def _fake_ids(key: DerivedKey, dictionary: pa.Array) -> pa.Array:
     values = pc.utf8_upper(dictionary)
     text = values.to_numpy(zero_copy_only=False).astype(object)
     id15 = pc.match_substring_regex(values, r"^\d{15}$").to_numpy(zero_copy_only=False)
     if id15.any():
         text[id15] = upgrade_resident_id15(text[id15].astype("U15"))
-    valid = is_valid_resident_id(text)
+    valid = is_valid_resident_id(text, born_by=_ANY_NIGHT)  # the shape decides, not the night
     out = np.empty(len(text), dtype="U18")
     if valid.any():
         out[valid] = _permuted_ids(key, text[valid].astype("U18"))

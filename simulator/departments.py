@@ -528,6 +528,7 @@ PLANS: dict[str, Plan] = {
                 ent_name="employer_name",
                 dates=("birth_date", "start_date"),
                 zero_width=False,
+                birth_date="birth_date",
             ),
             _working_age,
             _renshe_make,
@@ -539,7 +540,11 @@ PLANS: dict[str, Plan] = {
             "record_no",
             "JK",
             DirtTargets(
-                **_ID_DIRT, no_id=True, phone="phone", dates=("birth_date", "last_visit_date")
+                **_ID_DIRT,
+                no_id=True,
+                phone="phone",
+                dates=("birth_date", "last_visit_date"),
+                birth_date="birth_date",
             ),
             _all_persons,
             _weiji_make,
@@ -614,6 +619,7 @@ PLANS: dict[str, Plan] = {
                 phone="phone",
                 dates=("applicant_birth_date",),
                 person_rows="applicant_type",
+                birth_date="applicant_birth_date",
             ),
             _xingzheng_draw,
             _xingzheng_make,

@@ -38,6 +38,7 @@ class DirtTargets:
     dates: tuple[str, ...] = ()
     zero_width: bool = True  # False for GBK files: GBK cannot encode U+200B/U+FEFF
     person_rows: str | None = None  # column whose value 自然人 marks person rows (行政服务中心)
+    birth_date: str | None = None  # birth-date column (ID-less rows get typos and swaps)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -56,6 +57,8 @@ def apply_dirt(
         _code_dirt(df, targets, rates, rng, tags)
     if targets.person_name:
         _name_dirt(df, targets.person_name, rates, rng, person, tags)
+    if "no_id" in tags and tags["no_id"].any():
+        _no_id_dirt(df, targets, rates, rng, tags["no_id"], tags)
     if targets.ent_name:
         has = (
             notna(df, targets.ent_name) & ~person
@@ -114,6 +117,73 @@ def _resident_id_dirt(
     ends_x = has & (df[col].str.endswith("X").fillna(False).to_numpy())
     tags["lower_x"] = ends_x & (rng.random(n) < rates.lower_x)
     _set(df, col, tags["lower_x"], df.loc[tags["lower_x"], col].str.lower())
+
+
+def _no_id_dirt(
+    df: pd.DataFrame,
+    t: DirtTargets,
+    rates: DirtRates,
+    rng: np.random.Generator,
+    no_id: np.ndarray,
+    tags: dict[str, np.ndarray],
+) -> None:
+    """Rows given without an ID card: what a person says is less exact than what is checked."""
+    n = len(df)
+    if t.birth_date:
+        has = no_id & notna(df, t.birth_date)
+        tags["birth_typo"] = has & (rng.random(n) < rates.birth_typo)
+        if tags["birth_typo"].any():
+            d = df.loc[tags["birth_typo"], t.birth_date].to_numpy(dtype="U10")
+            digits = np.strings.replace(d, "-", "")
+            pos = rng.choice([3, 5, 7], len(d))  # last digit of year, month or day
+            chars = digits.view("U1").reshape(len(d), 8).copy()
+            rows = np.arange(len(d))
+            old = chars[rows, pos].astype(int)
+            chars[rows, pos] = ((old + rng.integers(1, 3, len(d))) % 10).astype(str)
+            typed = np.array(["".join(r) for r in chars])  # dirty rows only
+            iso = np.strings.add(
+                np.strings.add(np.strings.add(np.strings.slice(typed, 0, 4), "-"),
+                               np.strings.add(np.strings.slice(typed, 4, 6), "-")),
+                np.strings.slice(typed, 6, 8),
+            )  # fmt: skip
+            ok = pd.to_datetime(pd.Series(iso), format="%Y-%m-%d", errors="coerce").notna()
+            iso = np.where(ok.to_numpy(), iso, d)  # an impossible date stays correct
+            df.loc[tags["birth_typo"], t.birth_date] = iso
+            tags["birth_typo"][np.flatnonzero(tags["birth_typo"])[~ok.to_numpy()]] = False
+        d_all = df[t.birth_date].astype("str")
+        day = d_all.str.slice(8, 10)
+        swappable = has & (pd.to_numeric(day, errors="coerce") <= 12).fillna(False).to_numpy()
+        swappable &= (d_all.str.slice(5, 7) != day).fillna(False).to_numpy()
+        tags["birth_swapped"] = swappable & (rng.random(n) < rates.birth_swapped)
+        if tags["birth_swapped"].any():
+            d = df.loc[tags["birth_swapped"], t.birth_date]
+            df.loc[tags["birth_swapped"], t.birth_date] = (
+                d.str.slice(0, 5) + d.str.slice(8, 10) + "-" + d.str.slice(5, 7)
+            )
+    if t.phone:
+        has = no_id & notna(df, t.phone)
+        tags["phone_changed"] = has & (rng.random(n) < rates.phone_changed)
+        k = int(tags["phone_changed"].sum())
+        if k:
+            prefix = rng.choice(vocab.MOBILE_PREFIXES, k).astype(np.int64)
+            df.loc[tags["phone_changed"], t.phone] = (
+                prefix * 10**8 + rng.integers(0, 10**8, k)
+            ).astype(str)
+        tags["phone_typo"] = has & ~tags["phone_changed"] & (rng.random(n) < rates.phone_typo)
+        if tags["phone_typo"].any():
+            p = df.loc[tags["phone_typo"], t.phone].astype("str")
+            pos = rng.integers(3, 11, len(p))
+            digit = pd.Series(rng.integers(0, 10, len(p)).astype(str), index=p.index)
+            same = pd.Series([s[i] for s, i in zip(p, pos, strict=True)], index=p.index)
+            digit = digit.where(digit != same, ((same.astype(int) + 1) % 10).astype(str))
+            out = [s[:i] + c + s[i + 1 :] for s, i, c in zip(p, pos, digit, strict=True)]
+            df.loc[tags["phone_typo"], t.phone] = out
+    if t.person_name:
+        three = (df[t.person_name].str.len() == 3).fillna(False).to_numpy()
+        tags["name_truncated"] = no_id & three & (rng.random(n) < rates.name_truncated)
+        if tags["name_truncated"].any():
+            names = df.loc[tags["name_truncated"], t.person_name]
+            df.loc[tags["name_truncated"], t.person_name] = names.str.slice(0, 2)
 
 
 def _code_dirt(

@@ -25,6 +25,7 @@ _RETIRED = [vocab.RETIRED_BY_DISTRICT[c] for c in vocab.DISTRICT_CODES]
 _RETIRED_TABLE = np.array([(r * 2)[:2] for r in _RETIRED])  # pad each to 2 choices
 _RETIRED_COUNT = np.array([len(r) for r in _RETIRED])
 _XINHUI = vocab.DISTRICT_CODES.index("440705")
+NAMESAKE_SHARE = 0.01  # persons who share name and birth date with another person
 
 
 def draw_persons(
@@ -34,6 +35,7 @@ def draw_persons(
     *,
     taken_ids: np.ndarray | None = None,
     newborn_share: float = 0.0,
+    namesake_share: float = NAMESAKE_SHARE,
 ) -> pd.DataFrame:
     """``n`` persons living in Jiangmen on ``as_of``, with unique resident IDs.
 
@@ -79,6 +81,7 @@ def draw_persons(
     phone[no_phone] = 0
     street = vocab.TOWN_IS_STREET[town]
     household = np.where(rng.random(n) < np.where(street, 0.85, 0.25), 0, 1).astype(np.int8)
+    _namesakes(sex, birth_day, surname, given1, given2, rng, namesake_share)
     return pd.DataFrame(
         {
             "id_no": ids,
@@ -98,6 +101,32 @@ def draw_persons(
             "household": household,
         }
     )
+
+
+def _namesakes(
+    sex: np.ndarray,
+    birth_day: np.ndarray,
+    surname: np.ndarray,
+    given1: np.ndarray,
+    given2: np.ndarray,
+    rng: np.random.Generator,
+    share: float,
+) -> None:
+    """Give ``share`` of the persons the full name of another person born the same day.
+
+    Different people with the same name and birth date (two 陈伟, born 1985-03-12) are what
+    makes matching without an ID hard; in a city of millions they exist, so the world has
+    them on purpose. Their IDs stay different (and valid): only the name is copied.
+    """
+    order = np.lexsort((birth_day, sex))
+    same_day = np.zeros(len(sex), dtype=bool)
+    same_day[1:] = (birth_day[order][1:] == birth_day[order][:-1]) & (
+        sex[order][1:] == sex[order][:-1]
+    )
+    chosen = same_day & (rng.random(len(sex)) < share)
+    to, source = order[chosen], order[np.flatnonzero(chosen) - 1]
+    for codes in (surname, given1, given2):
+        codes[to] = codes[source]
 
 
 def _unique_ids(

@@ -26,6 +26,12 @@ class DirtRates:
     name_space: float = 0.005  # a space inside the name (陈 伟明)
     homophone: float = 0.005  # a given-name character replaced by a homophone (伟 -> 玮)
     no_id: float = 0.01  # no ID at all: name + birth date + phone only
+    # what people tell a counter that does not check an ID card (ID-less rows only)
+    birth_typo: float = 0.06  # one digit of the birth date mistyped
+    birth_swapped: float = 0.03  # day and month swapped (2017-02-23 → 2017-23-02 read as 02/23)
+    phone_changed: float = 0.15  # a different (newer or older) phone number
+    phone_typo: float = 0.04  # one digit of the phone mistyped
+    name_truncated: float = 0.03  # last character of a three-character name dropped
     bad_check: float = 0.003  # resident ID with a wrong check character (a typo)
     date_format: float = 0.15  # dates as 2017/2/23, 20170223 or 2017年2月23日 instead of ISO
     phone_format: float = 0.10  # phone as +86 138-1234-5678, 138 1234 5678 or 86-13812345678

@@ -12,7 +12,9 @@ from catalog.errors import LakeError
 from catalog.store import CatalogStore
 from etl.airflow_runner import DAG_ID, logical_date_for, run_night
 from etl.nightly import partition_date
+from etl.score import pairwise_scores, read_truth
 from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
+from etl.unify import TABLES as UNIFIED_TABLES
 from tests.helpers import DEMO_DATE
 
 
@@ -106,6 +108,16 @@ def test_a_whole_night_runs_through_airflow(
     clean = {p.dataset_id: p.rows for p in store.partitions(ds=DEMO_DATE, zone="raw/clean")}
     assert clean == {k: q.clean for k, q in quality.items()}
     assert store.runs(1)[0].status == "success"
+    unified = {p.dataset_id for p in store.partitions(ds=DEMO_DATE, zone="raw/unified")}
+    assert unified == {f"unified.{t}" for t in UNIFIED_TABLES}
+    figures = store.unification(DEMO_DATE)
+    assert figures.conserved and figures.clean_rows == sum(clean.values())
+    assert figures.conflicting_id_clusters == 0 and figures.persons > 0
+    truth = read_truth(session_settings.ground_truth_dir)
+    for entity, target in (("person", 0.995), ("enterprise", 0.99)):
+        xref = lake.read_partition(lake.unified_partition(f"{entity}_xref", DEMO_DATE))
+        overall = pairwise_scores(xref.to_pandas(), f"{entity}_id", truth)[0]
+        assert overall.rule == "all" and overall.f1 >= target, (entity, overall)
     index = (session_settings.var / "quality" / "index.html").read_text()
     assert all(dataset_id in index for dataset_id in departments.rows)
     shared = {d.consumer: d for d in grants.distributions(DEMO_DATE) if d.run_id == result.run_id}
@@ -172,6 +184,8 @@ def test_broken_deliveries_fail_their_dataset_and_nothing_passes_the_gate(
     assert "renshe__insured_person.extract" in result.failed_tasks
     assert "zhijian__org_code.validate" in result.failed_tasks
     assert "quality_gate" in result.failed_tasks  # upstream_failed: unify/publish never run
+    assert "unify" in result.failed_tasks
+    assert CatalogStore(session_settings.catalog_url).unification(night) is None
     assert "weiji__health_record.validate" not in result.failed_tasks
     store = CatalogStore(session_settings.catalog_url)
     messages = {e.step: e.message for e in store.errors(result.run_id)}

@@ -56,7 +56,7 @@ def test_source_connections_carry_connect_and_statement_timeouts(tmp_path: Path)
     conn = SourceConnection("dishui_db", "sqlite", host=str(db), extra={"connect_timeout": 0})
     assert conn.connect_args() == {"timeout": 0}
     with pytest.raises(SourceError, match="database is locked"):
-        SqlReader(CATALOG.dataset("dishui.taxpayer"), conn, (None, None), 10)
+        SqlReader(CATALOG.dataset("dishui.taxpayer"), conn, (None, None), 10, DEMO_DATE)
     holder.rollback()
     holder.close()
 
@@ -65,7 +65,7 @@ def test_source_connections_carry_connect_and_statement_timeouts(tmp_path: Path)
 def test_a_postgresql_source_runs_under_the_statement_timeout(departments) -> None:
     conn = connections(departments.out_dir)["gongan_db"]
     conn = SourceConnection(**{**conn.__dict__, "extra": {"statement_timeout": 1}})
-    reader = SqlReader(CATALOG.dataset("gongan.population"), conn, (None, None), 10)
+    reader = SqlReader(CATALOG.dataset("gongan.population"), conn, (None, None), 10, DEMO_DATE)
     with reader.engine.connect() as c:
         assert c.execute(text("SHOW statement_timeout")).scalar() == "1s"
         with pytest.raises(Exception, match="statement timeout"):

@@ -1,0 +1,276 @@
+"""Unified enterprises, keyed by USCC, with legacy records linked through their codes.
+
+Pure functions (docs/architecture.md §4, §5):
+
+- :func:`enterprise_mentions` projects a clean batch onto the common mention columns,
+  deriving the codes every record carries: the 9-character organisation code (inside a
+  USCC at 9–17, a 15-character tax number at 7–15, or the org-code record itself), the
+  15-digit business registration number, the owner's ID of an individual business taxed
+  under ``ID + 00``;
+- :func:`resolve_enterprises` links them: same organisation code, same registration
+  number, owner's ID to the owner's registered individual business, then the normalised
+  name for what is left; a record that links to nothing stays its own enterprise,
+  flagged unlinked;
+- :func:`unified_enterprises` applies survivorship (:data:`SURVIVORSHIP`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from etl.matching import cluster_labels
+from etl.unify_ids import PreviousIds, smallest_per_cluster, stable_ids
+from etl.unify_person import SUBJECT, no_mentions, owner_ids, sources_per_entity
+
+ENTERPRISE_PREFIX = "E"
+MENTION_COLUMNS = [
+    "dataset",
+    "source_key",
+    "uscc",
+    "org_code",
+    "reg_no",
+    "owner_id",
+    "individual",
+    "name",
+    "name_norm",
+    "address",
+    "legal_rep_id_no",
+    "status",
+    "updated_at",
+]
+SOURCE_RANK = {
+    "gongshang.enterprise_registration": 0,  # the register of record
+    "guoshui.taxpayer": 1,
+    "dishui.taxpayer": 2,
+    "zhijian.org_code": 3,
+    "xingzheng.service_case": 4,
+}
+SURVIVORSHIP = {
+    "name": "source rank (registration first, then national tax, local tax, org codes)",
+    "status": "source rank (registration first)",
+    "address": "most recent update",
+    "legal_rep_person_id": "registration's legal representative, else the owner's ID + 00",
+}
+RULES = ("exact_uscc", "legacy_code", "exact_reg_no", "owner_id", "fuzzy_name", "unlinked")
+
+
+def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
+    """The enterprises one clean batch is about, in :data:`MENTION_COLUMNS` (may be empty)."""
+    b = batch
+    n = len(b)
+    none = pd.Series([None] * n, dtype="str", index=b.index)
+    if dataset_id == "gongshang.enterprise_registration":
+        out = _frame(b, "reg_id", b["uscc"], none, b["reg_no"], none, "name")
+        out["individual"] = (b["ent_type"] == "个体工商户").to_numpy()
+        out["address"] = b["address"].to_numpy()
+        out["legal_rep_id_no"] = b["legal_rep_id_no"].to_numpy()
+        out["status"] = b["status"].to_numpy()
+    elif dataset_id == "zhijian.org_code":
+        out = _frame(b, "org_code", none, b["org_code"], none, none, "name")
+        out["individual"] = (b["org_type"] == "个体工商户").to_numpy()
+        out["address"] = b["address"].to_numpy()
+    elif dataset_id in ("guoshui.taxpayer", "dishui.taxpayer"):
+        tax = b["tax_no"].astype("str")
+        uscc = tax.where(tax.str.len() == 18)
+        org = tax.str.slice(6, 15).where(tax.str.len() == 15)
+        owner = owner_ids(tax)
+        key = "tax_no" if dataset_id == "guoshui.taxpayer" else "taxpayer_id"
+        out = _frame(b, key, uscc, org, none, tax.where(owner.notna()), "taxpayer_name")
+        out["individual"] = owner.notna().to_numpy()
+        out["status"] = b["status"].to_numpy()
+    elif dataset_id == "xingzheng.service_case":
+        b = b[(b["applicant_type"] != "自然人").to_numpy()]
+        none = none[b.index]
+        out = _frame(b, "case_no", b["applicant_id_no"], none, none, none, "applicant_name")
+        out["individual"] = b["applicant_id_no"].astype("str").str.startswith("92").to_numpy()
+    else:
+        return no_mentions(MENTION_COLUMNS)
+    out["dataset"] = dataset_id
+    out["updated_at"] = pd.to_datetime(b["updated_at"]).to_numpy().astype("datetime64[ms]")
+    for col in MENTION_COLUMNS:
+        if col not in out:
+            out[col] = None
+    out["org_code"] = out["org_code"].fillna(out["uscc"].str.slice(8, 17))
+    return out[MENTION_COLUMNS].reset_index(drop=True)
+
+
+def _frame(
+    b: pd.DataFrame,
+    key: str,
+    uscc: pd.Series,
+    org: pd.Series,
+    reg_no: pd.Series,
+    owner: pd.Series,
+    name: str,
+) -> pd.DataFrame:
+    from etl.zones import NORMALISED_SUFFIX
+
+    norm = name + NORMALISED_SUFFIX
+    return pd.DataFrame(
+        {
+            "source_key": b[key].to_numpy(dtype=object),
+            "uscc": uscc.to_numpy(dtype=object),
+            "org_code": org.to_numpy(dtype=object),
+            "reg_no": reg_no.to_numpy(dtype=object),
+            "owner_id": owner.to_numpy(dtype=object),
+            "name": b[name].to_numpy(dtype=object),
+            "name_norm": (b[norm] if norm in b else b[name]).to_numpy(dtype=object),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class EnterpriseResolution:
+    mentions: pd.DataFrame  # MENTION_COLUMNS + cluster, anchor, member, match_rule, match_score
+
+
+def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
+    """Link enterprise mentions: codes first, owner IDs next, the normalised name last."""
+    m = mentions.reset_index(drop=True).copy()
+    n = len(m)
+    edges: list[tuple[np.ndarray, np.ndarray]] = []
+    for key in ("org_code", "uscc", "reg_no", "owner_id"):
+        edges.append(_same_value_edges(m[key]))
+    owner_left, owner_right = _owner_edges(m)
+    edges.append((owner_left, owner_right))
+    code_cluster = cluster_labels(n, *_joined(edges))
+    # fuzzy fallback: a group without a USCC joins the one USCC group with its normalised
+    # name; a group with neither USCC nor registration number then tries registration-only
+    # groups the same way
+    m["cluster"] = code_cluster
+    has_uscc = m["uscc"].notna().groupby(m["cluster"]).transform("any").to_numpy()
+    first_left, first_right = _name_edges(m, has_uscc, ~has_uscc)
+    m["cluster"] = cluster_labels(n, *_joined(edges + [(first_left, first_right)]))
+    has_uscc = m["uscc"].notna().groupby(m["cluster"]).transform("any").to_numpy()
+    has_reg = m["reg_no"].notna().groupby(m["cluster"]).transform("any").to_numpy()
+    second_left, second_right = _name_edges(m, has_reg & ~has_uscc, ~has_reg & ~has_uscc)
+    fuzzy_left = np.concatenate([first_left, second_left])
+    fuzzy_right = np.concatenate([first_right, second_right])
+    m["cluster"] = cluster_labels(n, *_joined(edges + [(fuzzy_left, fuzzy_right)]))
+    votes = m.dropna(subset=["uscc"]).groupby(["cluster", "uscc"], as_index=False).size()
+    votes = votes.sort_values(["size", "uscc"], ascending=[False, True])
+    uscc_anchor = votes.drop_duplicates("cluster").set_index("cluster")["uscc"]
+    reg_anchor = "reg:" + smallest_per_cluster(m["cluster"], m["reg_no"])
+    org_anchor = "org:" + smallest_per_cluster(m["cluster"], m["org_code"])
+    m["member"] = m["dataset"] + "|" + m["source_key"].astype(str) + "|" + SUBJECT
+    row_anchor = "row:" + smallest_per_cluster(m["cluster"], m["member"])
+    anchor = m["cluster"].map(uscc_anchor)
+    for fallback in (reg_anchor, org_anchor, row_anchor):
+        anchor = anchor.fillna(m["cluster"].map(fallback))
+    m["anchor"] = anchor
+    # linked = part of a registered enterprise (a USCC or a registration number)
+    m["linked"] = (~m["anchor"].str.startswith(("row:", "org:"))).to_numpy()
+
+    has_uscc = pd.Series(m["uscc"].notna().to_numpy())
+    in_code_group_with_uscc = has_uscc.groupby(code_cluster).transform("any").to_numpy()
+    by_owner = np.zeros(n, dtype=bool)
+    by_owner[owner_left] = True
+    by_fuzzy = np.zeros(n, dtype=bool)
+    by_fuzzy[fuzzy_left] = True
+    rule = np.select(
+        [
+            m["uscc"].notna().to_numpy(),
+            m["reg_no"].notna().to_numpy(),
+            m["org_code"].notna().to_numpy() & in_code_group_with_uscc,
+            by_owner,
+            by_fuzzy & m["linked"].to_numpy(),
+            ~m["linked"].to_numpy(),
+        ],
+        ["exact_uscc", "exact_reg_no", "legacy_code", "owner_id", "fuzzy_name", "unlinked"],
+        "legacy_code",
+    )
+    m["match_rule"] = rule
+    m["match_score"] = np.where(
+        rule == "fuzzy_name", 0.9, np.where(rule == "unlinked", np.nan, 1.0)
+    )
+    return EnterpriseResolution(m)
+
+
+def _joined(edges: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges])
+
+
+def _name_edges(
+    m: pd.DataFrame, target: np.ndarray, orphan: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Edges from orphan rows to a target group with the same normalised name.
+
+    A name that two target groups share is ambiguous and links nothing.
+    """
+    named = m["name_norm"].notna().to_numpy()
+    rows = pd.DataFrame({"row": np.arange(len(m)), "cluster": m["cluster"], "name": m["name_norm"]})
+    targets = rows[target & named].drop_duplicates(["name", "cluster"])
+    targets = targets[~targets.duplicated("name", keep=False)]
+    pairs = rows[orphan & named].merge(targets, on="name", suffixes=("", "_to"))
+    return pairs["row"].to_numpy(), pairs["row_to"].to_numpy()
+
+
+def _same_value_edges(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Edges from each row to the first row with the same non-null value."""
+    group = values.groupby(values, dropna=True).ngroup().fillna(-1).to_numpy(dtype=np.int64)
+    rows = np.arange(len(values))
+    has = group >= 0
+    first = pd.Series(rows[has]).groupby(group[has]).transform("first").to_numpy()
+    return rows[has], first
+
+
+def _owner_edges(m: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A tax record under ``ID + 00`` → the registered individual business of that owner.
+
+    When the owner registered several businesses the normalised names must agree; an owner
+    with one registered business links on the ID alone.
+    """
+    taxed = m[m["owner_id"].notna()].assign(owner=lambda d: d["owner_id"].str.slice(0, 18))
+    registered = m[
+        (m["dataset"] == "gongshang.enterprise_registration")
+        & m["individual"].fillna(False).astype(bool)
+        & m["legal_rep_id_no"].notna()
+    ]
+    reg = registered.reset_index()[["index", "legal_rep_id_no", "name_norm"]]
+    reg = reg.rename(columns={"legal_rep_id_no": "owner", "index": "to"})
+    counts = reg.groupby("owner").size().rename("businesses")
+    pairs = taxed.reset_index()[["index", "owner", "name_norm"]].merge(reg, on="owner")
+    pairs = pairs.merge(counts, left_on="owner", right_index=True)
+    ok = (pairs["businesses"] == 1) | (pairs["name_norm_x"] == pairs["name_norm_y"])
+    pairs = pairs[ok].drop_duplicates("index")
+    return pairs["index"].to_numpy(), pairs["to"].to_numpy()
+
+
+def assign_enterprise_ids(
+    resolution: EnterpriseResolution, previous: PreviousIds
+) -> tuple[pd.Series, pd.Series]:
+    m = resolution.mentions
+    return stable_ids(
+        m["cluster"].to_numpy(), m["anchor"], m["member"], previous, ENTERPRISE_PREFIX
+    )
+
+
+def unified_enterprises(m: pd.DataFrame, person_of_id: pd.Series) -> pd.DataFrame:
+    """One row per enterprise (``m`` has ``cluster``, ``enterprise_id``), by :data:`SURVIVORSHIP`.
+
+    ``person_of_id`` maps a valid resident ID to its unified person id (the legal
+    representative's or owner's person).
+    """
+    m = m.assign(rank=m["dataset"].map(SOURCE_RANK).fillna(9))
+    by_rank = m.sort_values(["cluster", "rank", "updated_at"], ascending=[True, True, False])
+    by_time = m.sort_values(["cluster", "updated_at"], ascending=[True, False])
+    out = by_rank.groupby("cluster", sort=True)[
+        ["uscc", "org_code", "reg_no", "name", "name_norm", "status", "legal_rep_id_no"]
+    ].first()
+    out["address"] = by_time.groupby("cluster", sort=True)["address"].first()
+    owner = by_rank.dropna(subset=["owner_id"]).groupby("cluster")["owner_id"].first()
+    rep_id = out["legal_rep_id_no"].fillna(owner.str.slice(0, 18).reindex(out.index))
+    out["legal_rep_person_id"] = rep_id.map(person_of_id)
+    out = out.drop(columns=["legal_rep_id_no"])
+    groups = m.groupby("cluster", sort=True)
+    out.insert(0, "enterprise_id", groups["enterprise_id"].first())
+    out.insert(1, "anchor", groups["anchor"].first())
+    out["linked"] = groups["linked"].first()
+    out["individual"] = m["individual"].fillna(False).astype(bool).groupby(m["cluster"]).max()
+    out["sources"] = sources_per_entity(m, "cluster")
+    out["records"] = groups.size()
+    out["last_updated_at"] = groups["updated_at"].max()
+    return out.sort_values("enterprise_id").reset_index(drop=True)
