@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-week bench-full airflow clean
+.PHONY: demo test lint bench bench-zones bench-week bench-full airflow clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 SCALE ?= 0.125
 bench: $(STAMP)
 	$(BIN)/python bench/bench_pipeline.py --scale $(SCALE)
+
+## bench-zones: raw-zone write/read, folder protocol (main) against Iceberg tables, lake maintain
+bench-zones: $(STAMP)
+	$(BIN)/python bench/bench_zones.py --scale $(SCALE)
 
 ## bench-week: a first night and an incremental night end to end through `lake run`
 bench-week: $(STAMP)

@@ -66,7 +66,6 @@ def extract_step(workdir: Path, dataset_id: str, ds: date) -> None:
     from catalog.store import CatalogStore
     from etl.connections import lookup_airflow_connection
     from etl.extract import extract_to_raw
-    from etl.zones import Lake
 
     dataset = load_catalog().dataset(dataset_id)
     connection = lookup_airflow_connection(dataset.source.connection_id)
@@ -74,7 +73,7 @@ def extract_step(workdir: Path, dataset_id: str, ds: date) -> None:
     baseline = _peak_rss_mb()
     started = time.perf_counter()
     result = extract_to_raw(
-        dataset, connection, ds, lake=Lake(settings.lake_root), store=store, batch_id=f"bench-{ds}"
+        dataset, connection, ds, lake=settings.lake(), store=store, batch_id=f"bench-{ds}"
     )
     seconds = time.perf_counter() - started
     print(
@@ -97,7 +96,6 @@ def validate_step(workdir: Path, dataset_id: str, ds: date) -> None:
     from catalog.errors import BreakerTripped
     from catalog.store import CatalogStore
     from etl.validate import validate_partition
-    from etl.zones import Lake
 
     settings = _settings(workdir)
     dataset = load_catalog().dataset(dataset_id)
@@ -109,7 +107,7 @@ def validate_step(workdir: Path, dataset_id: str, ds: date) -> None:
         result = validate_partition(
             dataset,
             ds,
-            lake=Lake(settings.lake_root),
+            lake=settings.lake(),
             store=CatalogStore(settings.catalog_url),
             run_id=f"bench-{ds}",
             work_dir=settings.var / "tmp",

@@ -45,7 +45,7 @@ def prepare(workdir: Path, scale: float) -> None:
     simulator.build_departments(
         workdir / "departments", scale=scale, as_of=DS, ground_truth_dir=workdir / "truth"
     )
-    lake = Lake(str(workdir / "lake"))
+    lake = Lake(str(workdir / "lake"), f"sqlite:///{workdir / 'catalog.db'}")
     store = CatalogStore(f"sqlite:///{workdir / 'catalog.db'}")
     conns = connections(workdir / "departments")
     for ds in load_catalog().datasets:
@@ -71,7 +71,7 @@ def publish(workdir: Path) -> None:
     from etl.zones import Lake
 
     catalog = load_catalog()
-    lake = Lake(str(workdir / "lake"))
+    lake = Lake(str(workdir / "lake"), f"sqlite:///{workdir / 'catalog.db'}")
     store = CatalogStore(f"sqlite:///{workdir / 'catalog.db'}")
     baseline = _peak_rss_mb()
     started = time.perf_counter()

@@ -25,7 +25,6 @@ from etl.extract import extract_to_raw
 from etl.publish_shared import publish_for_consumer
 from etl.settings import LakeSettings
 from etl.validate import validate_partition
-from etl.zones import Lake
 from masking.keys import create_key_file
 
 DS = date(2026, 11, 28)
@@ -44,7 +43,7 @@ def main() -> None:
     started = time.monotonic()
     built = simulator.build_departments(settings.departments_dir, scale=args.scale, as_of=DS)
     print(f"simulated {sum(built.rows.values()):,} records in {time.monotonic() - started:.0f}s")
-    catalog, lake = load_catalog(), Lake(settings.lake_root)
+    catalog, lake = load_catalog(), settings.lake()
     store = CatalogStore(settings.catalog_url)
     conns = json.loads((settings.departments_dir / "connections.json").read_text())
     for dataset_id in sorted({g["dataset_id"] for g in DEMO_GRANTS}):

@@ -91,10 +91,9 @@ def unify_step(workdir: Path) -> None:
 
 def score_step(workdir: Path) -> None:
     from etl.score import pairwise_scores, read_truth
-    from etl.zones import Lake
 
     settings = _settings(workdir)
-    lake = Lake(settings.lake_root)
+    lake = settings.lake()
     truth = read_truth(settings.ground_truth_dir)
     out = {"step": "score"}
     for entity in ("person", "enterprise"):
@@ -139,12 +138,12 @@ def list_step(workdir: Path, n: int) -> None:
     """An ID-less list of ``n`` rows with its truth, from the night's clean person records."""
     from catalog.definitions import load_catalog
     from etl.score import clean_key, read_truth
-    from etl.zones import RAW_CLEAN, Lake
+    from etl.zones import RAW_CLEAN
     from simulator.dirt import DirtTargets, _no_id_dirt
     from simulator.rates import DirtRates
 
     settings = _settings(workdir)
-    lake = Lake(settings.lake_root)
+    lake = settings.lake()
     catalog = load_catalog()
     parts = []
     for dataset_id in ("weiji.health_record", "renshe.insured_person"):

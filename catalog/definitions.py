@@ -192,6 +192,8 @@ class DatasetDef(_Strict):
     # volume check: a snapshot smaller than the last good night by more than this share fails
     # extraction unless a person accepts that date (`lake accept`); 0 rows after rows always
     shrink_limit: float = Field(default=0.10, ge=0, le=1)
+    # nights of Iceberg snapshots `lake maintain` keeps for time travel (reruns, volume check)
+    retention_nights: int = Field(default=14, ge=1)
     fields: list[FieldDef] = Field(min_length=1)
     checks: list[CheckDef] = Field(default_factory=list)
     public: PublicDef = Field(default_factory=PublicDef)

@@ -1,7 +1,10 @@
 """The catalog store: what the lake has done, in a SQL database behind SQLAlchemy.
 
-Runs, the partitions each run wrote, and per-dataset extraction watermarks. SQLite under
-``var/`` by default; any SQLAlchemy URL (PostgreSQL in production) works unchanged.
+Runs, the partitions each run wrote, per-dataset extraction watermarks, and the lake's
+commit points: which Iceberg snapshot holds each raw partition (``lake_snapshots``). The
+Iceberg catalog's own pointer tables (``iceberg_tables`` …) live in the same database, so
+one database says what the lake holds. SQLite under ``var/`` by default; any SQLAlchemy
+URL (PostgreSQL in production) works unchanged.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Date,
     DateTime,
     Integer,
@@ -136,6 +140,44 @@ class Publication(Base):
     status: Mapped[str] = mapped_column(String(20))  # published / blocked
     report: Mapped[dict] = mapped_column(JSON)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LakeSnapshot(Base):
+    """The commit point of one raw partition: the Iceberg snapshot readers must read.
+
+    A night's write of a (zone, table, date) commits to Iceberg first; the snapshot ids of
+    all the tables a step wrote (clean and quarantine) are then recorded here in one
+    transaction. Readers follow this row, so they see the old night or the new one, never
+    a mix, even if a writer died between its Iceberg commits.
+    """
+
+    __tablename__ = "lake_snapshots"
+    zone: Mapped[str] = mapped_column(String(40), primary_key=True)
+    table: Mapped[str] = mapped_column(String(250), primary_key=True)  # <dept>/<dataset>
+    ds: Mapped[date] = mapped_column(Date, primary_key=True)
+    snapshot_id: Mapped[int | None] = mapped_column(BigInteger)  # None: an empty first write
+    previous_snapshot_id: Mapped[int | None] = mapped_column(BigInteger)  # what a rerun replaced
+    run_id: Mapped[str] = mapped_column(String(250))
+    rows: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    columns: Mapped[list] = mapped_column(JSON)  # the columns this delivery had
+    extra: Mapped[dict] = mapped_column(JSON)
+    committed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """What :meth:`CatalogStore.record_snapshots` records for one partition."""
+
+    zone: str
+    table: str
+    ds: date
+    snapshot_id: int | None
+    run_id: str
+    rows: int
+    fingerprint: str
+    columns: list[str]
+    extra: dict
 
 
 class Acceptance(Base):
@@ -430,6 +472,39 @@ class CatalogStore:
             query = select(Publication).where(Publication.ds == ds).order_by(Publication.name)
             return list(s.scalars(query))
 
+    def record_snapshots(self, records: list[SnapshotRecord]) -> None:
+        """The commit point: name the new snapshots of a step's partitions, all or none."""
+        with Session(self.engine) as s, s.begin():
+            for r in records:
+                old = s.get(LakeSnapshot, (r.zone, r.table, r.ds))
+                previous = old.snapshot_id if old is not None else None
+                if old is not None:
+                    s.delete(old)
+                    s.flush()
+                s.add(
+                    LakeSnapshot(previous_snapshot_id=previous, committed_at=_now(), **r.__dict__)
+                )
+
+    def snapshot(self, zone: str, table: str, ds: date) -> LakeSnapshot | None:
+        """The committed snapshot of one raw partition, or None when none was committed."""
+        with Session(self.engine) as s:
+            return s.get(LakeSnapshot, (zone, table, ds))
+
+    def snapshots(
+        self, ds: date | None = None, zone: str | None = None, table: str | None = None
+    ) -> list[LakeSnapshot]:
+        query = select(LakeSnapshot).order_by(
+            LakeSnapshot.ds, LakeSnapshot.zone, LakeSnapshot.table
+        )
+        if ds is not None:
+            query = query.where(LakeSnapshot.ds == ds)
+        if zone is not None:
+            query = query.where(LakeSnapshot.zone == zone)
+        if table is not None:
+            query = query.where(LakeSnapshot.table == table)
+        with Session(self.engine) as s:
+            return list(s.scalars(query))
+
     def last_good_delivery(self, dataset_id: str, before: date) -> tuple[date, int] | None:
         """The latest date before ``before`` whose run succeeded for this dataset, and its rows.
 
@@ -493,6 +568,14 @@ def _owner_only_sqlite_file(path: Path) -> None:
         new_owner_file(path)
     else:
         os.chmod(path, OWNER_FILE_MODE)
+
+
+def tune_sqlite(engine: Engine) -> None:
+    """WAL and a 30 s busy timeout for an engine on the store's SQLite file (pyiceberg's
+    catalog opens its own engine on it; parallel tasks commit to both)."""
+    if engine.url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        engine.dispose()  # connections opened before the listener get it on reopening
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API object

@@ -363,23 +363,12 @@ def _unusable(
 
 def _column_batches(lake: Lake, path: str, columns: list[str]) -> Iterator[pa.Table]:
     """Only ``columns`` of a committed partition, streamed (the keys of a clean snapshot)."""
-    import pyarrow.parquet as pq
-
-    for name in lake.read_manifest(path).files:
-        with lake.fs.open_input_file(f"{path}/{name}") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(columns=columns):
-                yield pa.Table.from_batches([batch])
+    yield from lake.partition_batches(path, columns=columns)
 
 
 def _columns(lake: Lake, path: str) -> list[str]:
     """The delivered column names of a raw partition (without reading its rows)."""
-    import pyarrow.parquet as pq
-
-    manifest = lake.read_manifest(path)
-    if manifest is None or not manifest.files:
-        return []
-    with lake.fs.open_input_file(f"{path}/{manifest.files[0]}") as handle:
-        return pq.read_schema(handle).names
+    return lake.partition_columns(path)
 
 
 def _metadata(lake: Lake, path: str) -> dict[str, pa.Scalar]:

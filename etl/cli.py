@@ -159,7 +159,7 @@ def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
     earlier run of the same date left in the store are never shown as this run's.
     """
     from catalog.store import CatalogStore
-    from etl.zones import RAW_SOURCES, Lake
+    from etl.zones import RAW_SOURCES
 
     store = CatalogStore(settings.catalog_url)
     extracted = [p for p in store.partitions(ds=ds, zone=RAW_SOURCES) if p.run_id == run_id]
@@ -187,7 +187,7 @@ def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
             f"  {dataset_id:36s} {shown[0]:>10s} {shown[1]:>10s} {shown[2]:>10s} "
             f"{shown[3]:>12s} {shown[4]:>10s} {shown[5]:>8s}{mark}"
         )
-    lake = Lake(settings.lake_root)
+    lake = settings.lake()
     for part in extracted:  # rows with no watermark: read every night (decision 0009)
         manifest = lake.read_manifest(part.path)
         nulls = manifest.extra.get("null_watermark_rows", 0) if manifest else 0
@@ -199,6 +199,30 @@ def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
     unified = store.unification(ds)
     if unified:
         click.echo(f"  {unified.summary()}")
+
+
+def _print_snapshots(settings: LakeSettings, ds: date) -> None:
+    """The night ``ds`` as committed: one line per raw table, from the snapshots it names."""
+    lake = settings.lake()
+    records = lake.store.snapshots(ds=ds)
+    if not records:
+        raise LakeError(f"no night {ds} in the lake: `lake status` lists the nights run")
+    click.echo(f"night {ds} as committed (Iceberg snapshots named by the catalog store):")
+    click.echo(f"  {'zone':15s} {'table':36s} {'rows':>10s} {'snapshot':>20s}  run / replaced")
+    for r in records:
+        path = lake.partition_path(r.zone, *r.table.split("/"), ds=ds)
+        rows = lake.read_partition(path).num_rows  # read back through the named snapshot
+        replaced = ""
+        if r.previous_snapshot_id:  # a rerun: what the date held before, while it is kept
+            try:
+                before = f"{lake.read_snapshot(path, r.previous_snapshot_id).num_rows:,} rows"
+            except LakeError:
+                before = "expired"
+            replaced = f", replaced {r.previous_snapshot_id} ({before})"
+        click.echo(
+            f"  {r.zone:15s} {r.table:36s} {rows:>10,} {r.snapshot_id or '-':>20}  "
+            f"{r.run_id} at {r.committed_at:%Y-%m-%d %H:%M}{replaced}"
+        )
 
 
 @main.command()
@@ -243,6 +267,8 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
     click.echo(f"simulated {sum(summary.rows.values()):,} source records as of {summary.as_of}")
     _seed_demo_grants(settings, summary.as_of)
     _run_and_report(settings, summary.as_of)
+    click.echo("\nmaintenance (snapshots past retention, orphan files):")
+    _maintain(settings, ORPHAN_AGE_HOURS)
     click.echo(
         "\nwhere to look:\n"
         f"  lake:        {settings.lake_root}/raw/{{sources,clean,quarantine}}/<dept>/<dataset>/"
@@ -257,7 +283,8 @@ def demo(settings: LakeSettings, scale: float, ds: date | None) -> None:
         "(masked extracts per grant: `lake grant list`, `lake verify`)\n"
         f"  open data:   {settings.lake_root}/public/index.html (portal page; open it in a "
         "browser, no server needed), catalog.jsonld (DCAT)\n"
-        "  next:        `lake status`, `lake score`, `lake catalog list`, `lake lineage "
+        "  next:        `lake status`, `lake score`, "
+        '`lake sql "SELECT count(*) FROM clean.gongan_population"`, `lake lineage '
         f"public/xingzheng.service_case/dt={summary.as_of}`, `make airflow` for the UI"
     )
 
@@ -510,11 +537,10 @@ def verify(settings: LakeSettings, ds: date | None) -> None:
     from catalog.store import CatalogStore
     from etl.publish_public import verify_public
     from etl.verify import verify_shared
-    from etl.zones import Lake
 
     findings, scanned = verify_shared(settings, ds)
     public, public_scanned = verify_public(
-        load_catalog(), Lake(settings.lake_root), CatalogStore(settings.catalog_url), ds
+        load_catalog(), settings.lake(), CatalogStore(settings.catalog_url), ds
     )
     for line in findings + public:
         click.secho(f"  {line}", fg="red")
@@ -620,9 +646,9 @@ def lineage(settings: LakeSettings, path: str) -> None:
     from catalog.lineage import lineage as lineage_of
     from catalog.lineage import lineage_lines
     from catalog.store import CatalogStore
-    from etl.zones import RAW_SOURCES, Lake
+    from etl.zones import RAW_SOURCES
 
-    lake = Lake(settings.lake_root)
+    lake = settings.lake()
     full = _partition_folder(lake.root, path)
     came_from, went_to = lineage_of(CatalogStore(settings.catalog_url), full)
 
@@ -707,6 +733,9 @@ def airflow(settings: LakeSettings, args: tuple[str, ...]) -> None:
     os.execvp(sys.executable, [sys.executable, "-m", "airflow", *args])
 
 
+ORPHAN_AGE_HOURS = 6.0
+
+
 @main.command()
 @click.argument("dataset_id")
 @click.option("--date", "ds", required=True, callback=_parse_date, help="The night YYYY-MM-DD.")
@@ -738,12 +767,92 @@ def accept(settings: LakeSettings, dataset_id: str, ds: date, reason: str) -> No
 
 
 @main.command()
+@click.option(
+    "--orphan-age-hours",
+    type=float,
+    default=ORPHAN_AGE_HOURS,
+    show_default=True,
+    help="Only remove unreferenced files older than this (a running writer's are younger).",
+)
 @click.pass_obj
-def status(settings: LakeSettings) -> None:
+def maintain(settings: LakeSettings, orphan_age_hours: float) -> None:
+    """Expire raw-table snapshots past each dataset's retention; remove orphan files."""
+    _maintain(settings, orphan_age_hours)
+
+
+def _maintain(settings: LakeSettings, orphan_age_hours: float) -> None:
+    from datetime import timedelta
+
+    from catalog.definitions import load_catalog
+    from etl.zones import catalog_retention
+
+    lake = settings.lake()
+    started = time.monotonic()
+    reports = lake.maintain(
+        catalog_retention(load_catalog().datasets), orphan_age=timedelta(hours=orphan_age_hours)
+    )
+    for r in reports:
+        if r.snapshots_expired or r.orphans_removed:
+            click.echo(
+                f"  {r.table:44s} {r.snapshots_expired:3d} snapshots expired, "
+                f"{r.orphans_removed:3d} orphan files removed ({r.bytes_removed:,} bytes)"
+            )
+    expired = sum(r.snapshots_expired for r in reports)
+    orphans = sum(r.orphans_removed for r in reports)
+    click.echo(
+        f"  {len(reports)} tables maintained in {time.monotonic() - started:.1f}s: "
+        f"{expired} snapshots expired, {orphans} orphan files removed"
+    )
+
+
+@main.command()
+@click.argument("query")
+@click.option("--max-rows", type=int, default=40, show_default=True)
+@click.pass_obj
+def sql(settings: LakeSettings, query: str, max_rows: int) -> None:
+    """Run QUERY in DuckDB over the raw tables (committed nights only), print the result.
+
+    Tables are named ZONE.DEPT_DATASET with ZONE one of sources, clean, quarantine, unified,
+    e.g. `lake sql "SELECT dt, count(*) FROM clean.gongan_population GROUP BY dt"`. Only the
+    tables the query names are read (through pyiceberg into Arrow, no DuckDB extension).
+    """
+    import duckdb
+
+    lake = settings.lake()
+    con = duckdb.connect()
+    for identifier in lake.raw_tables():
+        schema, name = identifier[0].removeprefix("raw_"), "_".join(identifier[1:])
+        if f"{schema}.{name}".lower() not in query.lower():
+            continue
+        view = f"__{schema}__{name}"
+        con.register(view, lake.committed_table(identifier))
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        con.execute(f'CREATE VIEW "{schema}"."{name}" AS SELECT * FROM "{view}"')
+    try:
+        result = con.sql(query)
+    except duckdb.Error as exc:
+        raise LakeError(f"sql: {str(exc).splitlines()[0]}") from exc
+    if result is None:
+        return
+    result.show(max_rows=max_rows, max_width=200)
+
+
+@main.command()
+@click.option(
+    "--as-of",
+    "as_of",
+    callback=_parse_date,
+    help="Show the night of this date as the lake holds it (snapshots, what a rerun replaced).",
+)
+@click.pass_obj
+def status(settings: LakeSettings, as_of: date | None) -> None:
     """Latest runs and their errors, the latest night, quality figures per dataset."""
     from catalog.store import CatalogStore
 
     store = CatalogStore(settings.catalog_url)
+    if as_of is not None:
+        _print_snapshots(settings, as_of)
+        return
     runs = store.runs(limit=10)
     if not runs:
         click.echo("no runs yet: try `lake demo`")
@@ -825,10 +934,9 @@ def score(settings: LakeSettings, ds: date | None, truth: Path | None) -> None:
     """Pairwise precision, recall and F1 of the crosswalks against the ground truth."""
     from catalog.store import CatalogStore
     from etl.score import pairwise_scores, read_truth
-    from etl.zones import Lake
 
     ds = _latest_unified(settings, ds)
-    lake = Lake(settings.lake_root)
+    lake = settings.lake()
     gt = read_truth(truth or settings.ground_truth_dir)
     figures = CatalogStore(settings.catalog_url).unification(ds)
     click.echo(f"unified {ds} against {truth or settings.ground_truth_dir}:")
@@ -878,9 +986,7 @@ def match(
     frame = read_list(file, encoding)
     persons = None
     if link:
-        from etl.zones import Lake
-
-        lake = Lake(settings.lake_root)
+        lake = settings.lake()
         persons = lake.read_partition(
             lake.unified_partition("person", _latest_unified(settings, ds))
         ).to_pandas()

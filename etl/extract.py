@@ -3,7 +3,8 @@
 One reader per source kind streams the delivery in record batches of strings (the raw zone
 keeps values exactly as the department sent them; standardising is a later step). The
 extraction adds ``_source``, ``_batch_id``, ``_extracted_at`` and ``_row_number`` and writes
-``raw/sources/<dept>/<dataset>/dt=<ds>/`` atomically. SQL sources with an ``updated_at``
+``raw/sources/<dept>/<dataset>/dt=<ds>/`` atomically (one Iceberg commit, then the store's
+commit point). SQL sources with an ``updated_at``
 watermark are read incrementally; file drops are full snapshots.
 
 Before the new partition replaces the old one, the delivery contract (``etl/contract.py``)
@@ -121,7 +122,9 @@ def extract_to_raw(
         }
 
     batches = (stamp(batch) for batch in _checked(reader))
-    manifest = lake.write_partition(path, batches, schema, private=True, extra=checked_extra)
+    manifest = lake.write_partition(
+        path, batches, schema, private=True, extra=checked_extra, run_id=batch_id
+    )
     # a recorded window keeps its end on reruns; file drops have no watermark
     high = bound or getattr(reader, "high_watermark", None) or low
     store.record_partition(

@@ -79,12 +79,13 @@ class Night:
 
     @classmethod
     def open(cls, ds: date, run_id: str, settings: LakeSettings) -> Night:
+        lake = settings.lake()
         return cls(
             ds=ds,
             run_id=run_id,
             settings=settings,
-            store=CatalogStore(settings.catalog_url),
-            lake=Lake(settings.lake_root),
+            store=lake.store,
+            lake=lake,
             catalog=load_catalog(),
         )
 

@@ -3,13 +3,19 @@
 Defaults put everything a run writes under ``<repo>/var/``; environment variables move it:
 ``YIMEN_HOME`` (the folder holding ``var/``), ``YIMEN_LAKE_ROOT`` (a local path or an
 object-store URI such as ``s3://bucket/lake``) and ``YIMEN_CATALOG_URL`` (any SQLAlchemy URL).
+Object storage is reached with the standard AWS variables (``AWS_ENDPOINT_URL``,
+``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), never with YAML.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from etl.zones import Lake
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_POOL = "source_connections"  # the Airflow pool for reads against department systems
@@ -22,6 +28,13 @@ class LakeSettings:
     catalog_url: str
     departments_dir: Path
     ground_truth_dir: Path
+    storage: dict[str, str] = field(default_factory=dict)  # object-store FileIO properties
+
+    def lake(self) -> Lake:
+        """The lake these settings point at (its Iceberg catalog lives in the store's DB)."""
+        from etl.zones import Lake
+
+        return Lake(self.lake_root, self.catalog_url, storage=self.storage)
 
     @property
     def var(self) -> Path:
@@ -49,4 +62,24 @@ class LakeSettings:
             catalog_url=os.environ.get("YIMEN_CATALOG_URL", f"sqlite:///{var / 'catalog.db'}"),
             departments_dir=Path(os.environ.get("YIMEN_DEPARTMENTS_DIR", var / "departments")),
             ground_truth_dir=Path(os.environ.get("YIMEN_GROUND_TRUTH_DIR", var / "ground_truth")),
+            storage=storage_from_env(os.environ),
         )
+
+
+_STORAGE_ENV = {
+    "AWS_ENDPOINT_URL": "s3.endpoint",
+    "AWS_REGION": "s3.region",
+    "AWS_DEFAULT_REGION": "s3.region",
+    "AWS_ACCESS_KEY_ID": "s3.access-key-id",
+    "AWS_SECRET_ACCESS_KEY": "s3.secret-access-key",
+    "AWS_SESSION_TOKEN": "s3.session-token",
+}
+
+
+def storage_from_env(env: dict[str, str]) -> dict[str, str]:
+    """pyiceberg FileIO properties for object storage, from the standard AWS variables."""
+    found: dict[str, str] = {}
+    for name, prop in _STORAGE_ENV.items():
+        if env.get(name):
+            found.setdefault(prop, env[name])
+    return found

@@ -272,7 +272,7 @@ def unify_partitions(
     except BaseException:
         lake.discard(staged)
         raise
-    lake.commit(staged)
+    lake.commit(staged, run_id=run_id)
     for name, one in zip(TABLES, staged, strict=True):
         store.record_partition(
             run_id,

@@ -203,7 +203,7 @@ def validate_partition(
         if result.delivered == 0:
             result.schema_notes.append("the delivery has no rows")
         q_manifest, clean_manifest = _commit_clean_and_quarantine(
-            lake, dataset, ds, result, source, spool, quarantined, delivered_schema
+            lake, dataset, ds, result, source, spool, quarantined, delivered_schema, run_id
         )
     finally:
         spool.close()
@@ -238,6 +238,7 @@ def _commit_clean_and_quarantine(
     spool: BucketSpool,
     quarantined: RowSpill,
     delivered_schema: pa.Schema | None,
+    run_id: str,
 ):
     """Stage both partitions completely, then commit them together (or neither)."""
     quarantine_staged = clean_staged = None
@@ -266,7 +267,7 @@ def _commit_clean_and_quarantine(
             private=True,
             extra=conserved_rows,
         )
-        lake.commit([quarantine_staged, clean_staged])
+        lake.commit([quarantine_staged, clean_staged], run_id=run_id)
     except BaseException:
         lake.discard([s for s in (quarantine_staged, clean_staged) if s is not None])
         raise

@@ -21,7 +21,7 @@ from catalog.grants import AuditEntry, GrantRegistry
 from catalog.store import CatalogStore
 from etl.publish_shared import extract_plan
 from etl.settings import LakeSettings
-from etl.zones import RAW_CLEAN, SHARED, Lake
+from etl.zones import RAW_CLEAN, SHARED
 from masking.keys import MasterKey
 from masking.leak_scan import scan_table
 from masking.operators import Context, Token
@@ -31,7 +31,7 @@ def verify_shared(settings: LakeSettings, ds: date | None) -> tuple[list[str], i
     """Findings (without values) over the shared partitions of ``ds`` (default: latest)."""
     store, lake, catalog = (
         CatalogStore(settings.catalog_url),
-        Lake(settings.lake_root),
+        settings.lake(),
         load_catalog(),
     )
     registry = GrantRegistry(store)
@@ -73,7 +73,7 @@ def reidentify_token(
         raise LakeError("re-identification needs a reason: it is audited")
     store, lake, catalog = (
         CatalogStore(settings.catalog_url),
-        Lake(settings.lake_root),
+        settings.lake(),
         load_catalog(),
     )
     context = Context(key=key.token_key(consumer))

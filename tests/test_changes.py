@@ -36,8 +36,8 @@ class Lakeside:
         simulator.build_departments(
             self.departments, scale=TEST_SCALE, as_of=DEMO_DATE, ground_truth_dir=root / "gt"
         )
-        self.lake = Lake(str(root / "lake"))
-        self.store = CatalogStore(f"sqlite:///{root / 'catalog.db'}")
+        self.lake = Lake(str(root / "lake"), f"sqlite:///{root / 'catalog.db'}")
+        self.store = self.lake.store
 
     def extract(self, ds, run_id: str) -> None:
         conns = connections(self.departments)
@@ -96,11 +96,18 @@ def test_the_clean_snapshot_equals_full_validation_of_the_same_delivery(
     lakeside, tmp_path: Path
 ) -> None:
     side, results, _truth = lakeside
-    full_lake = Lake(str(tmp_path / "lake"))
-    full_store = CatalogStore(f"sqlite:///{tmp_path / 'catalog.db'}")  # no earlier night
+    full_lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path / 'catalog.db'}")
+    full_store = full_lake.store  # no earlier night
     for d in SNAPSHOTS:
         raw = side.lake.dataset_partition(RAW_SOURCES, d, DAY2)
-        shutil.copytree(raw, full_lake.dataset_partition(RAW_SOURCES, d, DAY2))
+        delivered = side.lake.read_partition(raw)  # the same delivery, in a lake of its own
+        full_lake.write_partition(
+            full_lake.dataset_partition(RAW_SOURCES, d, DAY2),
+            delivered.to_batches(),
+            delivered.schema,
+            private=True,
+            extra=side.lake.read_manifest(raw).extra,
+        )
         full = side.validate(d, DAY2, "full", lake=full_lake, store=full_store)
         assert full.changes == {} and full.unchanged == 0  # validated every row
         detected = results[d.id]

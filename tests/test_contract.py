@@ -20,7 +20,6 @@ import pytest
 
 from catalog.definitions import load_catalog
 from catalog.errors import BreakerTripped, SourceError
-from catalog.store import CatalogStore
 from etl.connections import SourceConnection
 from etl.contract import (
     LastGoodNight,
@@ -44,8 +43,8 @@ class Lakeside:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.lake = Lake(str(root / "lake"))
-        self.store = CatalogStore(f"sqlite:///{root / 'catalog.db'}")
+        self.lake = Lake(str(root / "lake"), f"sqlite:///{root / 'catalog.db'}")
+        self.store = self.lake.store
 
     def extract(self, dataset_id: str, conn: SourceConnection, ds: date = DEMO_DATE):
         return extract_to_raw(

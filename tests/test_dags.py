@@ -15,7 +15,6 @@ from etl.nightly import partition_date
 from etl.score import pairwise_scores, read_truth
 from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
 from etl.unify import TABLES as UNIFIED_TABLES
-from etl.zones import Lake
 from tests.helpers import DEMO_DATE
 
 
@@ -98,7 +97,7 @@ def test_a_whole_night_runs_through_airflow(
     assert result.state == "success", result.failed_tasks
     parts = {p.dataset_id: p for p in store.partitions(ds=DEMO_DATE, zone="raw/sources")}
     assert {k: p.rows for k, p in parts.items()} == departments.rows
-    lake = Lake(session_settings.lake_root)
+    lake = session_settings.lake()
     for part in parts.values():
         assert lake.read_manifest(part.path).rows == part.rows
     quality = {q.dataset_id: q for q in store.quality(DEMO_DATE)}

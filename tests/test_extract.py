@@ -18,7 +18,7 @@ from etl.connections import SourceConnection
 from etl.extract import extract_to_raw
 from etl.readers import drop_file
 from etl.settings import LakeSettings
-from etl.zones import METADATA_FIELDS, RAW_SOURCES, Lake
+from etl.zones import METADATA_FIELDS, RAW_SOURCES
 from tests.helpers import DEMO_DATE, connections, postgres_url, with_control_file
 
 CATALOG = load_catalog()
@@ -45,7 +45,7 @@ def extract_from(
         CATALOG.dataset(dataset_id),
         conn,
         ds,
-        lake=Lake(settings.lake_root),
+        lake=settings.lake(),
         store=CatalogStore(settings.catalog_url),
         batch_id=run,
     )
@@ -80,7 +80,7 @@ def test_raw_partition_holds_exactly_what_was_delivered(
 ) -> None:
     result = extract(settings, departments.out_dir, dataset_id, DEMO_DATE)
     source = delivered(departments.out_dir, dataset_id, DEMO_DATE)
-    raw = Lake(settings.lake_root).read_partition(result.path).to_pandas()
+    raw = settings.lake().read_partition(result.path).to_pandas()
     dataset = CATALOG.dataset(dataset_id)
     assert result.rows == len(source) == len(raw) == departments.rows[dataset_id] > 0
     assert list(raw.columns) == dataset.field_names + [f.name for f in METADATA_FIELDS]
@@ -102,7 +102,7 @@ def test_gbk_text_survives_extraction_exactly(departments, settings: LakeSetting
     from simulator.build import STATE_DIR
 
     result = extract(settings, departments.out_dir, "renshe.insured_person", DEMO_DATE)
-    raw = Lake(settings.lake_root).read_partition(result.path).to_pandas()
+    raw = settings.lake().read_partition(result.path).to_pandas()
     system = pd.read_parquet(departments.out_dir / STATE_DIR / "renshe.insured_person.parquet")
     columns = ["insured_no", "name", "employer_name", "insurance_type", "status"]
     got, held = (
@@ -124,14 +124,14 @@ def test_rerunning_a_date_replaces_only_that_partition(departments, settings: La
     first = extract(settings, departments.out_dir, "zhijian.org_code", DEMO_DATE, run="r1")
     other_day = DEMO_DATE - timedelta(days=1)
     other_dir = Path(
-        Lake(settings.lake_root).dataset_partition(
+        settings.lake().dataset_partition(
             RAW_SOURCES, CATALOG.dataset("zhijian.org_code"), other_day
         )
     )
     other_dir.mkdir(parents=True)
     (other_dir / "keep.txt").write_text("untouched")
     again = extract(settings, departments.out_dir, "zhijian.org_code", DEMO_DATE, run="r2")
-    lake = Lake(settings.lake_root)
+    lake = settings.lake()
     table = lake.read_partition(again.path)
     assert again.rows == first.rows == table.num_rows
     assert set(table.column("_batch_id").to_pylist()) == {"r2"}
@@ -139,6 +139,7 @@ def test_rerunning_a_date_replaces_only_that_partition(departments, settings: La
     assert sorted(p.name for p in Path(again.path).parent.iterdir()) == [
         f"dt={other_day}",
         f"dt={DEMO_DATE}",
+        "metadata",  # the Iceberg table's metadata beside its dt= folders
     ]
     parts = CatalogStore(settings.catalog_url).partitions(ds=DEMO_DATE)
     assert [(p.dataset_id, p.run_id) for p in parts] == [("zhijian.org_code", "r2")]
@@ -175,17 +176,17 @@ def test_incremental_extraction_picks_up_exactly_the_changed_rows(
         changes.__dict__[k]["gongan.population"] for k in ("updates", "inserts", "deletes")
     )
     assert 0 < day2.rows == expected < day1.rows
-    raw = Lake(settings.lake_root).read_partition(day2.path).to_pandas()
+    raw = settings.lake().read_partition(day2.path).to_pandas()
     assert raw["person_no"].is_unique
     assert raw["updated_at"].str.startswith(day2_date.isoformat()).all()
     assert (raw["status"] == "注销").sum() == changes.deletes["gongan.population"]
-    manifest = Lake(settings.lake_root).read_manifest(day2.path)
+    manifest = settings.lake().read_manifest(day2.path)
     assert manifest.extra["low_watermark"] == day1.high_watermark
     assert manifest.extra["high_watermark"] == raw["updated_at"].max() == day2.high_watermark
     for dataset in CATALOG.datasets:  # updated rows keep missing values as NULL, not "None"
         if dataset.source.kind == "sql":
             changed_rows = extract(settings, two_days, dataset.id, day2_date).path
-            table = Lake(settings.lake_root).read_partition(changed_rows).to_pandas()
+            table = settings.lake().read_partition(changed_rows).to_pandas()
             assert not table.isin(["None", "nan", "<NA>"]).any().any(), dataset.id
     # snapshot drops: the new day's file is read whole, deletions are simply absent
     snap = extract(settings, two_days, "renshe.insured_person", day2_date)
@@ -214,7 +215,7 @@ def test_reruns_read_their_own_window_even_after_later_nights(
     )
     assert day3.low_watermark == day2.high_watermark and day3.rows > 0
     # no gap, no overlap: every current source row is in exactly one night's partition
-    lake = Lake(settings.lake_root)
+    lake = settings.lake()
     nights = [
         lake.read_partition(r.path).column("person_no").to_pylist() for r in (again1, again2, day3)
     ]
@@ -253,7 +254,7 @@ def test_a_malformed_watermark_value_does_not_stall_incremental_reads(
             )
         )
     day2 = extract(settings, two_days, "gongan.population", DEMO_DATE + timedelta(days=1))
-    keys = set(Lake(settings.lake_root).read_partition(day2.path).column("person_no").to_pylist())
+    keys = set(settings.lake().read_partition(day2.path).column("person_no").to_pylist())
     # the new change, and the two odd rows read again: never lost, never a stalled night
     assert len(keys) == 3
 
@@ -356,7 +357,7 @@ def test_typed_database_columns_arrive_as_canonical_text(settings: LakeSettings)
         schema=url.database,
     )
     result = extract_from(settings, "dishui.taxpayer", conn_info)
-    row = Lake(settings.lake_root).read_partition(result.path).to_pylist()[0]
+    row = settings.lake().read_partition(result.path).to_pylist()[0]
     assert row["taxpayer_id"] == "1" and row["registered_date"] == "2017-02-23"
     assert row["updated_at"] == "2026-11-28 10:30:05"  # in Shanghai, whole seconds
     assert row["phone"] is None
@@ -372,7 +373,7 @@ def test_typed_database_columns_arrive_as_canonical_text(settings: LakeSettings)
             )
         )
     night2 = extract_from(settings, "dishui.taxpayer", conn_info, DEMO_DATE + timedelta(days=1))
-    ids = Lake(settings.lake_root).read_partition(night2.path).column("taxpayer_id").to_pylist()
+    ids = settings.lake().read_partition(night2.path).column("taxpayer_id").to_pylist()
     assert ids == ["2"]
 
 
@@ -391,7 +392,7 @@ def test_csv_text_that_looks_like_null_is_kept(
     with_control_file(target, 1)
     conn = SourceConnection("zhijian_drop", "fs", extra={"path": str(folder)})
     result = extract_from(settings, dataset.id, conn)
-    row = Lake(settings.lake_root).read_partition(result.path).to_pylist()[0]
+    row = settings.lake().read_partition(result.path).to_pylist()[0]
     assert (row["legal_rep_name"], row["address"], row["issued_date"]) == ("NULL", "NA", None)
 
 
@@ -461,7 +462,7 @@ def test_json_numbers_and_booleans_arrive_as_text(settings: LakeSettings, tmp_pa
     with_control_file(path, len(records))
     drop = SourceConnection("weiji_drop", "fs", extra={"path": str(folder)})
     result = extract_from(settings, "weiji.health_record", drop)
-    table = Lake(settings.lake_root).read_partition(result.path)
+    table = settings.lake().read_partition(result.path)
     assert table.schema.field("blood_type").type == pa.string()
     assert table.column("blood_type").to_pylist() == ["1", "2"]
     assert table.column("clinic").to_pylist() == ["true", "false"]
@@ -482,5 +483,5 @@ def test_blank_excel_rows_are_not_delivered_rows(settings: LakeSettings, tmp_pat
     other = ["440703123456788", *TAXPAYER_ROW[1:]]
     drop = _taxpayer_drop(tmp_path / "guoshui", {1: TAXPAYER_ROW, 3: other})
     result = extract_from(settings, "guoshui.taxpayer", drop)
-    table = Lake(settings.lake_root).read_partition(result.path)
+    table = settings.lake().read_partition(result.path)
     assert table.column("tax_no").to_pylist() == ["91440703123456788M", "440703123456788"]

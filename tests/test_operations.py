@@ -77,7 +77,8 @@ def _largish_raw_partition(departments, root: Path, copies: int = 12) -> None:
     """The session's GBK delivery extracted, then repeated into ~48k rows (new keys)."""
     dataset = CATALOG.dataset("renshe.insured_person")
     conn = connections(departments.out_dir)[dataset.source.connection_id]
-    lake, store = Lake(str(root / "lake")), CatalogStore(f"sqlite:///{root}/c.db")
+    lake = Lake(str(root / "lake"), f"sqlite:///{root}/c.db")
+    store = lake.store
     result = extract_to_raw(dataset, conn, DEMO_DATE, lake=lake, store=store, batch_id="big")
     one = lake.read_partition(result.path)
     tables = []
@@ -108,7 +109,7 @@ from etl.zones import Lake
 root = Path(sys.argv[1])
 validate_partition(
     load_catalog().dataset("renshe.insured_person"), date.fromisoformat(sys.argv[2]),
-    lake=Lake(str(root / "lake")), store=CatalogStore(f"sqlite:///{root}/c.db"),
+    lake=Lake(str(root / "lake"), f"sqlite:///{root}/c.db"), store=CatalogStore(f"sqlite:///{root}/c.db"),
     run_id="killed", work_dir=root / "tmp",
 )
 """
@@ -139,7 +140,7 @@ def test_spill_files_of_a_killed_validation_are_removed_by_the_next(
     result = validate_partition(
         CATALOG.dataset("renshe.insured_person"),
         DEMO_DATE,
-        lake=Lake(str(tmp_path / "lake")),
+        lake=Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db"),
         store=CatalogStore(f"sqlite:///{tmp_path}/c.db"),
         run_id="next",
         work_dir=work,
@@ -200,14 +201,14 @@ def test_the_airflow_ui_listens_on_localhost_with_a_fernet_key_per_installation(
 
 
 def test_a_staged_raw_partition_is_closed_to_others_while_it_is_written(tmp_path: Path) -> None:
-    lake = Lake(str(tmp_path / "lake"))
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
     path = f"{tmp_path}/lake/raw/sources/renshe/insured_person/dt=2026-11-28"
     seen: list[int] = []
 
     def batches():
         yield pa.record_batch({"name": ["陈大文"]})
-        staged = next(Path(path).parent.glob("dt=2026-11-28.tmp-*"))  # mid-write
-        seen.append(stat.S_IMODE(staged.stat().st_mode))
+        table = Path(path).parent  # mid-write: the Iceberg table's folder and the zone's
+        seen.extend(stat.S_IMODE(p.stat().st_mode) for p in (table, table.parent.parent))
         yield pa.record_batch({"name": ["何军荣"]})
 
     before = os.umask(0o022)  # a caller with a loose umask (a cron shell, a test runner)
@@ -215,5 +216,6 @@ def test_a_staged_raw_partition_is_closed_to_others_while_it_is_written(tmp_path
         lake.write_partition(path, batches(), pa.schema([("name", pa.string())]), private=True)
     finally:
         os.umask(before)
-    assert seen == [0o700]  # nobody else can reach the files before their final modes
+    assert seen == [0o750, 0o750]  # nobody else can reach the files before their final modes
     assert stat.S_IMODE(Path(path).stat().st_mode) == 0o750
+    assert {stat.S_IMODE(f.stat().st_mode) for f in Path(path).iterdir()} == {0o640}

@@ -43,7 +43,7 @@ def portal(departments, tmp_path_factory) -> Path:
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
     root = tmp_path_factory.mktemp("portal")
     catalog = load_catalog()
-    lake = Lake(str(root / "lake"))
+    lake = Lake(str(root / "lake"), f"sqlite:///{root / 'catalog.db'}")
     store = CatalogStore(f"sqlite:///{root / 'catalog.db'}")
     conns = connections(departments.out_dir)
     for ds in catalog.datasets:

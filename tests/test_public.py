@@ -60,7 +60,7 @@ class Published:
 
 
 def _lake_with_clean_data(root: Path, departments) -> Published:
-    lake = Lake(str(root / "lake"))
+    lake = Lake(str(root / "lake"), f"sqlite:///{root / 'catalog.db'}")
     store = CatalogStore(f"sqlite:///{root / 'catalog.db'}")
     conns = connections(departments.out_dir)
     for ds in OPENABLE:
@@ -507,7 +507,7 @@ def test_current_clean_state_stacks_incremental_nights(tmp_path: Path) -> None:
     from etl.zones import clean_schema
 
     dataset = CATALOG.dataset("xingzheng.service_case")
-    lake = Lake(str(tmp_path / "lake"))
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path / 'c.db'}")
     store = CatalogStore(f"sqlite:///{tmp_path / 'c.db'}")
     schema = clean_schema(dataset)
 

@@ -27,7 +27,7 @@ from etl.publish_shared import publish_for_consumer
 from etl.settings import LakeSettings
 from etl.validate import validate_partition
 from etl.verify import reidentify_token, verify_shared
-from etl.zones import RAW_CLEAN, Lake, clean_schema
+from etl.zones import RAW_CLEAN, clean_schema
 from masking.keys import MasterKey, create_key_file
 from tests.helpers import DEMO_DATE, connections
 
@@ -41,7 +41,7 @@ class SharedLake:
 
     def __init__(self, home: Path, departments) -> None:
         self.settings = LakeSettings.under(home)
-        self.lake = Lake(self.settings.lake_root)
+        self.lake = self.settings.lake()
         self.store = CatalogStore(self.settings.catalog_url)
         self.registry = GrantRegistry(self.store)
         self.key = create_key_file(self.settings.var / "masking.key")

@@ -345,11 +345,9 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
     from datetime import timedelta
 
     import simulator
-    from catalog.store import CatalogStore
     from etl.connections import SourceConnection
     from etl.nightly import Night, extract_dataset, open_night, unify, validate_dataset
     from etl.settings import LakeSettings
-    from etl.zones import Lake
     from tests.helpers import DEMO_DATE, TEST_SCALE
 
     settings = LakeSettings.under(tmp_path)
@@ -374,7 +372,8 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
     run(DEMO_DATE)
     simulator.advance_day(settings.departments_dir)
     run(second)
-    store, lake = CatalogStore(settings.catalog_url), Lake(settings.lake_root)
+    lake = settings.lake()
+    store = lake.store
     for ds in (DEMO_DATE, second):
         figures = store.unification(ds)
         assert figures.conserved and figures.conflicting_id_clusters == 0

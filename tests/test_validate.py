@@ -15,7 +15,6 @@ import pytest
 
 from catalog.definitions import load_catalog
 from catalog.errors import BreakerTripped, SourceError
-from catalog.store import CatalogStore
 from etl.connections import SourceConnection
 from etl.extract import extract_to_raw
 from etl.rules import valid_phone, valid_resident_id
@@ -32,8 +31,8 @@ class Night:
     """Every dataset of the session's departments extracted and validated into one lake."""
 
     def __init__(self, root: Path, departments) -> None:
-        self.lake = Lake(str(root / "lake"))
-        self.store = CatalogStore(f"sqlite:///{root / 'catalog.db'}")
+        self.lake = Lake(str(root / "lake"), f"sqlite:///{root / 'catalog.db'}")
+        self.store = self.lake.store
         self.departments = departments
         self.results = {}
         conns = connections(departments.out_dir)
@@ -122,7 +121,7 @@ def test_clean_values_are_canonical_and_typed(night: Night) -> None:
         night.lake.partition_path(RAW_CLEAN, "renshe", "insured_person", ds=DEMO_DATE)
     ).schema
     assert schema.field("birth_date").type == pa.date32()
-    assert schema.field("updated_at").type == pa.timestamp("ms")
+    assert schema.field("updated_at").type == pa.timestamp("us")
     assert schema.field("monthly_base").type == pa.decimal128(18, 2)
     assert schema.field("employer_name_norm").type == pa.string()
     norm = clean["employer_name_norm"].dropna()
@@ -213,7 +212,8 @@ def _hostile_night(
         departments.out_dir, tmp_path / "departments", dataset_id, kind, control=control
     )
     ds = CATALOG.dataset(dataset_id)
-    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
+    store = lake.store
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="h")
     return validate_partition(
         ds, DEMO_DATE, lake=lake, store=store, run_id="h", work_dir=tmp_path / "tmp"
@@ -274,7 +274,7 @@ def test_dropped_renamed_or_duplicated_columns_fail_extraction(
     with pytest.raises(SourceError, match=message) as err:
         _hostile_night(departments, tmp_path, dataset_id, kind)
     assert str(err.value).startswith(f"{dataset_id}: header of ") and "\n" not in str(err.value)
-    lake = Lake(str(tmp_path / "lake"))
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
     raw = lake.dataset_partition(RAW_SOURCES, CATALOG.dataset(dataset_id), DEMO_DATE)
     assert lake.read_manifest(raw) is None, "no raw partition from a broken header"
 
@@ -361,7 +361,8 @@ def test_mostly_broken_delivery_trips_the_breaker_but_writes_everything(
     frame.loc[frame.index[: len(frame) * 2 // 3], "org_code"] = "12345678-0"  # wrong check
     frame.to_csv(path, index=False, encoding="utf-8-sig")
     with_control_file(path, len(frame))
-    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
+    store = lake.store
     conn = SourceConnection("zhijian_drop", "fs", extra={"path": str(work / "zhijian")})
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="b")
     with pytest.raises(BreakerTripped, match=r"above the limit of 5%.*org_code:org_code"):
@@ -414,7 +415,8 @@ def test_a_missing_column_trips_the_breaker_on_any_night() -> None:
 def test_a_small_night_with_a_broken_export_trips_the_breaker(tmp_path: Path, departments) -> None:
     """≈120 delivered rows, most IDs mangled by the export: the task fails after writing."""
     dataset = CATALOG.dataset("renshe.insured_person")
-    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path / 'c.db'}")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path / 'c.db'}")
+    store = lake.store
     source = departments.out_dir / "renshe" / "insured_person_20261128.csv"
     frame = pd.read_csv(source, encoding="gbk", dtype="string").head(120)
     frame["id_no"] = frame["id_no"].str.slice(0, 17) + "?"  # the check character lost
@@ -459,7 +461,8 @@ def test_numbers_that_do_not_fit_the_clean_type_are_quarantined(
     frame.to_csv(path, index=False, encoding="gbk")
     with_control_file(path, len(frame))
     ds = CATALOG.dataset("renshe.insured_person")
-    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
+    store = lake.store
     conn = SourceConnection("renshe_drop", "fs", extra={"path": str(work / "renshe")})
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="n")
     result = validate_partition(
@@ -511,7 +514,8 @@ def test_clean_and_quarantine_are_replaced_together_or_not_at_all(
     import etl.validate
 
     ds = CATALOG.dataset("gongan.population")
-    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path}/c.db")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path}/c.db")
+    store = lake.store
     conn = connections(departments.out_dir)["gongan_db"]
     extract_to_raw(ds, conn, DEMO_DATE, lake=lake, store=store, batch_id="one")
     validate_partition(ds, DEMO_DATE, lake=lake, store=store, run_id="one")
@@ -553,7 +557,8 @@ def test_validation_is_judged_against_the_partition_date_not_the_clock(
     frame.to_csv(delivered, index=False, encoding="gbk")
     write_control_file(delivered, len(frame))
     conn = SourceConnection(conn_id="renshe_drop", conn_type="fs", extra={"path": str(drop)})
-    lake, store = Lake(str(tmp_path / "lake")), CatalogStore(f"sqlite:///{tmp_path / 'c.db'}")
+    lake = Lake(str(tmp_path / "lake"), f"sqlite:///{tmp_path / 'c.db'}")
+    store = lake.store
     extract_to_raw(dataset, conn, night, lake=lake, store=store, batch_id="t")
 
     def validated() -> dict[str, str]:

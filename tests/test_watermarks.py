@@ -43,7 +43,7 @@ def test_rows_without_a_watermark_are_delivered_every_night_and_reruns_are_ident
             (NO_MARK,),
         )
     conn_info = SourceConnection("dishui_db", "sqlite", host=str(db))
-    lake, store = Lake(settings.lake_root), CatalogStore(settings.catalog_url)
+    lake, store = settings.lake(), CatalogStore(settings.catalog_url)
 
     def extract(ds, run):
         return extract_to_raw(DATASET, conn_info, ds, lake=lake, store=store, batch_id=run)

@@ -93,7 +93,7 @@ def test_a_week_of_nights_then_a_backfill_of_the_week(tmp_path: Path) -> None:
                 q = figures[dataset_id]
                 assert q.unchanged > 0.9 * q.delivered, q.summary()
                 assert q.details["changes"]["compared_with"] == (night - timedelta(1)).isoformat()
-    lake = Lake(settings.lake_root)
+    lake = settings.lake()
     first = {night: _clean_rows(lake, night) for night in NIGHTS}
 
     _lake(home, "backfill", "--from", NIGHTS[0].isoformat(), "--to", NIGHTS[-1].isoformat())
