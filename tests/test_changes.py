@@ -14,7 +14,6 @@ import pytest
 import simulator
 from catalog.definitions import load_catalog
 from catalog.errors import BreakerTripped
-from catalog.store import CatalogStore
 from etl.changes import SnapshotHashes, compare
 from etl.extract import extract_to_raw
 from etl.validate import validate_partition
@@ -181,22 +180,6 @@ def test_compare_carries_only_single_identical_clean_rows() -> None:
     assert changes.revalidate.tolist() == [2, 3, 4, 5, 6]
     assert (changes.inserted, changes.updated, changes.deleted) == (1, 2, 1)
     assert changes.deleted_keys.tolist() == [6]
-
-
-def test_an_older_store_gains_the_new_figures_columns(tmp_path: Path) -> None:
-    from sqlalchemy import create_engine, text
-
-    from catalog.figures import QualityFigures
-
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    CatalogStore(url)
-    with create_engine(url).begin() as conn:  # a store created before unchanged/deleted
-        conn.execute(text("ALTER TABLE quality_results DROP COLUMN unchanged"))
-        conn.execute(text("ALTER TABLE quality_results DROP COLUMN deleted"))
-    store = CatalogStore(url)
-    store.record_quality("r", QualityFigures("x", DAY2, 10, 2, 0, 0, 1, 0, unchanged=8, deleted=3))
-    (figures,) = store.quality(DAY2)
-    assert (figures.unchanged, figures.deleted, figures.conserved) == (8, 3, True)
 
 
 def test_row_hashes_tell_apart_what_differs_and_only_that() -> None:
