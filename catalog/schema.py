@@ -9,6 +9,7 @@ is rebuilt instead (``lake demo``, or ``lake simulate`` + ``lake run``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sqlalchemy import MetaData, inspect
@@ -17,6 +18,8 @@ from sqlalchemy.engine import Engine
 from catalog.errors import CatalogError, shown_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# every store opening asks for the revision; Alembic's "Context impl …" lines are noise
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def target_metadata() -> MetaData:
