@@ -89,3 +89,22 @@ def usccs(rng: np.random.Generator, n: int, divisions: list[str]) -> np.ndarray:
     bodies = ["".join(r) for r in rng.choice(USCC_ALPHABET, (n, 8))]
     orgs = make_org_codes(np.array(bodies))
     return make_usccs(rng.choice(["91", "92", "93"], n), rng.choice(divisions, n), orgs)
+
+
+def extract_and_validate(
+    datasets, departments_dir: Path, ds: date, *, lake, store, run_id: str, work_dir: Path
+) -> dict:
+    """A night's extract + validate of ``datasets`` into a test lake (the real steps)."""
+    from etl.extract import extract_to_raw
+    from etl.validate import validate_partition
+
+    conns = connections(departments_dir)
+    results = {}
+    for dataset in datasets:
+        conn = conns[dataset.source.connection_id]
+        extract_to_raw(dataset, conn, ds, lake=lake, store=store, batch_id=run_id)
+        results[dataset.id] = validate_partition(
+            dataset, ds, lake=lake, store=store, run_id=run_id,
+            docs_dir=work_dir / "docs" / dataset.id, work_dir=work_dir / "tmp",
+        )  # fmt: skip
+    return results

@@ -15,11 +15,9 @@ import pytest
 
 from catalog.definitions import load_catalog
 from catalog.portal import CHARTS
-from etl.extract import extract_to_raw
 from etl.publish_public import publish_open_data
-from etl.validate import validate_partition
 from etl.zones import PUBLIC, Lake
-from tests.helpers import DEMO_DATE, REPO, connections
+from tests.helpers import DEMO_DATE, REPO, extract_and_validate
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = [
@@ -45,21 +43,11 @@ def portal(departments, tmp_path_factory) -> Path:
     catalog = load_catalog()
     lake = Lake(str(root / "lake"), f"sqlite:///{root / 'catalog.db'}")
     store = CatalogStore(f"sqlite:///{root / 'catalog.db'}")
-    conns = connections(departments.out_dir)
-    for ds in catalog.datasets:
-        if ds.openable:
-            extract_to_raw(
-                ds, conns[ds.source.connection_id], DEMO_DATE, lake=lake, store=store, batch_id="p"
-            )
-            validate_partition(
-                ds,
-                DEMO_DATE,
-                lake=lake,
-                store=store,
-                run_id="p",
-                docs_dir=root / "docs",
-                work_dir=root / "tmp",
-            )
+    openable = [d for d in catalog.datasets if d.openable]
+    extract_and_validate(
+        openable, departments.out_dir, DEMO_DATE, lake=lake, store=store, run_id="p",
+        work_dir=root,
+    )  # fmt: skip
     publish_open_data(catalog, lake, store, DEMO_DATE, "p")
     return Path(lake.root) / PUBLIC / "index.html"
 

@@ -26,13 +26,11 @@ from catalog.definitions import DEFINITIONS_DIR, Catalog, load_catalog
 from catalog.errors import CatalogError, LakeError, PublicationBlocked
 from catalog.lineage import source_deliveries, upstream
 from catalog.store import CatalogStore
-from etl.extract import extract_to_raw
 from etl.publish_public import LeakFound, publish_open_data
 from etl.statistics import suppressed_small_cells
-from etl.validate import validate_partition
 from etl.zones import PUBLIC, RAW_CLEAN, RAW_SOURCES, Lake, excel_csv
 from masking.leak_scan import scan_table
-from tests.helpers import DEMO_DATE, connections
+from tests.helpers import DEMO_DATE, extract_and_validate
 
 CATALOG = load_catalog()
 OPENABLE = [d for d in CATALOG.datasets if d.openable]
@@ -62,20 +60,10 @@ class Published:
 def _lake_with_clean_data(root: Path, departments) -> Published:
     lake = Lake(str(root / "lake"), f"sqlite:///{root / 'catalog.db'}")
     store = CatalogStore(f"sqlite:///{root / 'catalog.db'}")
-    conns = connections(departments.out_dir)
-    for ds in OPENABLE:
-        extract_to_raw(
-            ds, conns[ds.source.connection_id], DEMO_DATE, lake=lake, store=store, batch_id="t"
-        )
-        validate_partition(
-            ds,
-            DEMO_DATE,
-            lake=lake,
-            store=store,
-            run_id="t",
-            docs_dir=root / "docs",
-            work_dir=root / "tmp",
-        )
+    extract_and_validate(
+        OPENABLE, departments.out_dir, DEMO_DATE, lake=lake, store=store, run_id="t",
+        work_dir=root,
+    )  # fmt: skip
     return Published(root, lake, store)
 
 
