@@ -869,7 +869,7 @@ def _narrow(table: pa.Table) -> pa.Table:
     return table.cast(narrow) if narrow != table.schema else table
 
 
-def _rebatch_tables(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+def _rebatch_tables(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
     """Bounded read batches of about ``rows`` rows from a scan's arbitrary batch sizes."""
     pending: list[pa.Table] = []
     held = 0
@@ -1198,18 +1198,9 @@ class _CsvWriter:
 
 def _rebatch(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
     """Merge small source batches into row-group-sized ones (bounded: at most ``rows`` held)."""
-    pending: list[pa.RecordBatch] = []
-    held = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        pending.append(batch)
-        held += batch.num_rows
-        if held >= rows:
-            yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
-            pending, held = [], 0
-    if pending:
-        yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
+    tables = (pa.Table.from_batches([b]) for b in batches)
+    for table in _rebatch_tables(tables, rows):
+        yield from table.combine_chunks().to_batches()
 
 
 def _exists(fs: pafs.FileSystem, path: str) -> bool:
