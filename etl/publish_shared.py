@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +26,7 @@ from catalog.definitions import Catalog, DatasetDef, FieldDef
 from catalog.errors import PublicationBlocked
 from catalog.grants import Distribution, Grant, GrantRegistry
 from catalog.store import CatalogStore
-from etl.zones import MANIFEST, RAW_CLEAN, Lake, clean_type, write_delivery
+from etl.zones import RAW_CLEAN, Lake, clean_type, write_delivery
 from masking.keys import MasterKey
 from masking.leak_scan import LeakFinding, scan_table
 from masking.operators import Context, Token
@@ -330,9 +329,3 @@ def _merged(findings: list[LeakFinding]) -> list[LeakFinding]:
                 f.column, f.kind, old.rows + f.rows, min(firsts) if firsts else None
             )
     return list(merged.values())
-
-
-def shared_partitions(lake: Lake, consumer: str) -> list[Path]:
-    """The committed partitions under ``shared/<consumer>/`` (for ``lake verify``)."""
-    root = Path(lake.root) / "shared" / consumer
-    return sorted(p for p in root.glob("*/dt=*") if (p / MANIFEST).exists())
