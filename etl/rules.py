@@ -38,7 +38,14 @@ from catalog.identifiers import (
 USCC_CHARS = "0-9A-HJ-NPQRTUWXY"
 
 
-def _strings(values: pd.Series) -> pd.Series:
+Column = pd.Series | pa.Array | pa.ChunkedArray  # a rule takes either; validation hands Arrow
+
+
+def _strings(values: Column) -> pd.Series:
+    """A column as a pandas string Series backed by Arrow (no copy from an Arrow array)."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        text = values if values.type == pa.string() else values.cast(pa.string())
+        return pd.Series(pd.arrays.ArrowStringArray(text), copy=False)
     return values.astype("string")
 
 
@@ -216,9 +223,12 @@ _CJK = r"\x{3400}-\x{4dbf}\x{4e00}-\x{9fff}\x{ff00}-\x{ffef}"
 _CJK_ONLY = rf"^[\x00-\x7f\x{{3000}}-\x{{303f}}{_CJK}]*$"
 
 
-def _arrow_text(values: pd.Series) -> pa.Array:
+def _arrow_text(values: Column) -> pa.Array:
     """A column as an Arrow string array (RE2 over Arrow: no Python call per value)."""
-    array = pa.array(values.array if hasattr(values, "array") else values, from_pandas=True)
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        array = values
+    else:
+        array = pa.array(values.array if hasattr(values, "array") else values, from_pandas=True)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     return array if array.type == pa.string() else array.cast(pa.string())
