@@ -24,7 +24,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -431,7 +431,7 @@ class Validated:
                 )
             )
         passed = sum(r.success for r in results)
-        when = datetime.combine(self.figures.ds, time(), tzinfo=timezone.utc)
+        when = datetime.combine(self.figures.ds, time(), tzinfo=UTC)
         return ExpectationSuiteValidationResult(
             success=passed == len(results),
             results=results,
