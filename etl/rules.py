@@ -28,9 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.identifiers import (
-    _slice,
     business_reg_no_check_digits,
-    is_valid_resident_id,
     org_code_check_chars,
     uscc_check_chars,
 )
@@ -41,16 +39,56 @@ USCC_CHARS = "0-9A-HJ-NPQRTUWXY"
 Column = pd.Series | pa.Array | pa.ChunkedArray  # a rule takes either; validation hands Arrow
 
 
-def _strings(values: Column) -> pd.Series:
-    """A column as a pandas string Series backed by Arrow (no copy from an Arrow array)."""
-    if isinstance(values, pa.Array | pa.ChunkedArray):
-        text = values if values.type == pa.string() else values.cast(pa.string())
-        return pd.Series(pd.arrays.ArrowStringArray(text), copy=False)
-    return values.astype("string")
+def _text(values: Column) -> pa.Array:
+    """A column as one Arrow string array (no copy from Arrow; pandas' Arrow strings neither)."""
+    if isinstance(values, pd.Series):
+        values = pa.array(values.astype("string").array, from_pandas=True)
+    elif not isinstance(values, pa.Array | pa.ChunkedArray):
+        values = pa.array(values, pa.string(), from_pandas=True)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    return values if values.type == pa.string() else values.cast(pa.string())
 
 
-def _passes(values: pd.Series, ok_where_present: np.ndarray) -> np.ndarray:
-    return values.isna().to_numpy() | ok_where_present
+def _bools(mask: pa.Array) -> np.ndarray:
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+
+def _passes(values: pa.Array, ok_where_present: np.ndarray) -> np.ndarray:
+    return values.is_null().to_numpy(zero_copy_only=False) | ok_where_present
+
+
+def _matches(values: pa.Array, pattern: str) -> np.ndarray:
+    """The whole value matches ``pattern`` (RE2 over Arrow; nulls: False)."""
+    return _bools(pc.match_substring_regex(values, f"^(?:{pattern})$"))
+
+
+def _codes(values: pa.Array, width: int) -> np.ndarray:
+    """ASCII values all exactly ``width`` bytes long (checked by the caller) as an (n, width)
+    byte matrix, straight from the Arrow buffers."""
+    values = values if values.offset == 0 else pa.concat_arrays([values])
+    n = len(values)
+    if n == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    first = int(np.frombuffer(values.buffers()[1], dtype=np.int32, count=1)[0])
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
+    return data[first : first + n * width].reshape(n, width)
+
+
+def _numbers(digits: np.ndarray) -> np.ndarray:
+    """Rows of ASCII digit bytes → their integer value."""
+    value = np.zeros(len(digits), dtype=np.int64)
+    for column in range(digits.shape[1]):
+        value = value * 10 + (digits[:, column].astype(np.int64) - 48)
+    return value
+
+
+def _real_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """True where year-month-day is a day of the proleptic Gregorian calendar."""
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    days = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(month, 0, 12)]
+    days = days + (leap & (month == 2))
+    return (month >= 1) & (month <= 12) & (day >= 1) & (day <= days)
 
 
 @cache
@@ -73,110 +111,171 @@ def division_codes() -> frozenset[str]:
     return frozenset(codes)
 
 
-def _matches(values: pd.Series, pattern: str) -> np.ndarray:
-    return values.str.fullmatch(pattern).fillna(False).to_numpy(dtype=bool)
+@cache
+def _division_code_set() -> pa.Array:
+    return pa.array(sorted(division_codes()), pa.string())
 
 
-def valid_division_code(values: pd.Series) -> np.ndarray:
-    values = _strings(values)
-    return _passes(values, values.isin(division_codes()).to_numpy(dtype=bool))
+@cache
+def _division_numbers() -> np.ndarray:
+    return np.array(sorted(int(c) for c in division_codes() if c.isdigit()), dtype=np.int64)
 
 
-def valid_resident_id(values: pd.Series, as_of: date) -> np.ndarray:
+def valid_division_code(values: Column) -> np.ndarray:
+    values = _text(values)
+    return _passes(values, _bools(pc.is_in(values, value_set=_division_code_set())))
+
+
+_RESIDENT_ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
+_RESIDENT_ID_CHECK = np.frombuffer(b"10X98765432", dtype=np.uint8)
+
+
+def _valid_resident_ids(ids: np.ndarray, as_of: date) -> np.ndarray:
+    """GB 11643 on an (n, 18) byte matrix of shaped IDs: check char, a birth date that
+    exists, is from 1880 on and not after ``as_of``, and a real division code."""
+    digits = ids[:, :17].astype(np.int64) - 48
+    check_ok = _RESIDENT_ID_CHECK[(digits @ _RESIDENT_ID_WEIGHTS) % 11] == ids[:, 17]
+    year, month, day = _numbers(ids[:, 6:10]), _numbers(ids[:, 10:12]), _numbers(ids[:, 12:14])
+    born = _real_dates(year, month, day) & (year >= 1880)
+    born &= year * 10_000 + month * 100 + day <= as_of.year * 10_000 + as_of.month * 100 + as_of.day
+    divisions = _division_numbers()
+    division = _numbers(ids[:, :6])
+    at = np.minimum(np.searchsorted(divisions, division), len(divisions) - 1)
+    return check_ok & born & (divisions[at] == division)
+
+
+def valid_resident_id(values: Column, as_of: date) -> np.ndarray:
     """18 chars, right check char, a birth date that exists and is not after ``as_of``, a real
     (possibly retired) division code."""
-    values = _strings(values)
-    ok = is_valid_resident_id(values.to_numpy(dtype=object, na_value=None), born_by=as_of)
-    ok &= values.str.slice(0, 6).isin(division_codes()).to_numpy(dtype=bool)
+    values = _text(values)
+    shaped = _matches(values, r"[1-9][0-9]{16}[0-9X]")
+    ok = np.zeros(len(values), dtype=bool)
+    if shaped.any():
+        ok[shaped] = _valid_resident_ids(_codes(values.filter(pa.array(shaped)), 18), as_of)
     return _passes(values, ok)
 
 
 def _shaped_and_checked(
-    values: pd.Series, pattern: str, width: int, check: Callable[[np.ndarray], np.ndarray]
+    values: Column, pattern: str, width: int, check: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
-    """Values that match ``pattern`` and pass ``check`` (run only on those); nulls pass."""
-    values = _strings(values)
+    """Values that match ``pattern`` and pass ``check`` (run only on those, as an (n, width)
+    byte matrix); nulls pass."""
+    values = _text(values)
     shaped = _matches(values, pattern)
     ok = np.zeros(len(values), dtype=bool)
     if shaped.any():
-        ok[shaped] = check(values[shaped].to_numpy(dtype=f"U{width}"))
+        ok[shaped] = check(_codes(values.filter(pa.array(shaped)), width))
     return _passes(values, ok)
 
 
+def _part(codes: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Characters ``start:stop`` of byte-matrix codes as numpy ``S`` strings (what the
+    identifier maths in ``catalog.identifiers`` reads without converting)."""
+    return np.ascontiguousarray(codes[:, start:stop]).view(f"S{stop - start}").reshape(-1)
+
+
+def _char(codes: np.ndarray, at: int) -> np.ndarray:
+    """Character ``at`` of byte-matrix codes, as the ``U1`` the check-char functions return."""
+    return _part(codes, at, at + 1).astype("U1")
+
+
 def _org_code_check_ok(codes: np.ndarray) -> np.ndarray:
-    return org_code_check_chars(_slice(codes, 0, 8)) == _slice(codes, 8, 9)
+    return org_code_check_chars(_part(codes, 0, 8)) == _char(codes, 8)
 
 
-def valid_org_code(values: pd.Series) -> np.ndarray:
+def valid_org_code(values: Column) -> np.ndarray:
     return _shaped_and_checked(values, r"[0-9A-Z]{8}[0-9X]", 9, _org_code_check_ok)
 
 
-def valid_uscc(values: pd.Series) -> np.ndarray:
+def valid_uscc(values: Column) -> np.ndarray:
     """Shape, GB 32100 check char, and the check char of the embedded organisation code."""
     return _shaped_and_checked(
         values,
         rf"[{USCC_CHARS}]{{2}}[0-9]{{6}}[{USCC_CHARS}]{{10}}",
         18,
         lambda codes: (
-            (uscc_check_chars(_slice(codes, 0, 17)) == _slice(codes, 17, 18))
-            & _org_code_check_ok(_slice(codes, 8, 17))
+            (uscc_check_chars(_part(codes, 0, 17)) == _char(codes, 17))
+            & _org_code_check_ok(codes[:, 8:17])
         ),
     )
 
 
-def valid_business_reg_no(values: pd.Series) -> np.ndarray:
+def valid_business_reg_no(values: Column) -> np.ndarray:
     return _shaped_and_checked(
         values,
         r"[0-9]{15}",
         15,
-        lambda codes: business_reg_no_check_digits(_slice(codes, 0, 14)) == _slice(codes, 14, 15),
+        lambda codes: business_reg_no_check_digits(_part(codes, 0, 14)) == _char(codes, 14),
     )
 
 
-def valid_tax_no(values: pd.Series, as_of: date) -> np.ndarray:
+def _cut(values: pa.Array, start: int, stop: int) -> pa.Array:
+    return pc.utf8_slice_codeunits(values, start, stop)
+
+
+def valid_tax_no(values: Column, as_of: date) -> np.ndarray:
     """A USCC, an old 15-char number (division + org code), or a resident ID + 2 digits."""
-    values = _strings(values)
-    as_uscc = valid_uscc(values) & values.notna().to_numpy()
+    values = _text(values)
+    as_uscc = valid_uscc(values) & values.is_valid().to_numpy(zero_copy_only=False)
     old = _matches(values, r"[0-9]{6}[0-9A-Z]{8}[0-9X]")
-    old &= valid_org_code(values.str.slice(6, 15)) & valid_division_code(values.str.slice(0, 6))
+    old &= valid_org_code(_cut(values, 6, 15)) & valid_division_code(_cut(values, 0, 6))
     personal = _matches(values, r"[0-9]{17}[0-9X][0-9]{2}")
-    personal &= valid_resident_id(values.str.slice(0, 18), as_of)
+    personal &= valid_resident_id(_cut(values, 0, 18), as_of)
     return _passes(values, as_uscc | old | personal)
 
 
-def valid_applicant_id(values: pd.Series, as_of: date) -> np.ndarray:
-    values = _strings(values)
+def valid_applicant_id(values: Column, as_of: date) -> np.ndarray:
+    values = _text(values)
     return valid_resident_id(values, as_of) | valid_uscc(values)
 
 
-def valid_phone(values: pd.Series) -> np.ndarray:
+def valid_phone(values: Column) -> np.ndarray:
     """A mobile (11 digits from 13x–19x) or a landline with area code."""
-    values = _strings(values)
+    values = _text(values)
     return _passes(values, _matches(values, r"1[3-9][0-9]{9}|0[1-9][0-9]{8,10}"))
 
 
-def _canonical_moment(values: pd.Series, strptime: str, pattern: str) -> np.ndarray:
-    values = _strings(values)
-    parsed = pd.to_datetime(values, format=strptime, errors="coerce")
-    ok = parsed.notna().to_numpy() & (parsed.dt.year.between(1900, 2100)).to_numpy(dtype=bool)
-    return _passes(values, ok & _matches(values, pattern))
-
-
-def valid_date(values: pd.Series) -> np.ndarray:
+def valid_date(values: Column) -> np.ndarray:
     """An existing date in canonical ``YYYY-MM-DD`` form (what standardisation produces)."""
-    return _canonical_moment(values, "%Y-%m-%d", r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+    values = _text(values)
+    shaped = _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+    ok = np.zeros(len(values), dtype=bool)
+    if shaped.any():
+        text = _codes(values.filter(pa.array(shaped)), 10)
+        year, month, day = _numbers(text[:, 0:4]), _numbers(text[:, 5:7]), _numbers(text[:, 8:10])
+        ok[shaped] = _real_dates(year, month, day) & (year >= 1900) & (year <= 2100)
+    return _passes(values, ok)
 
 
-def valid_datetime(values: pd.Series) -> np.ndarray:
-    """An existing moment in canonical ``YYYY-MM-DD HH:MM:SS`` form (it is compared as text)."""
-    return _canonical_moment(
-        values, "%Y-%m-%d %H:%M:%S", r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}"
-    )
+def valid_datetime(values: Column) -> np.ndarray:
+    """An existing moment in canonical ``YYYY-MM-DD HH:MM:SS`` form (it is compared as text).
+
+    Second 60 is accepted (a leap second reads as the next minute), as the typed clean
+    column parses it; the year (after that rounding) must lie in 1900–2100.
+    """
+    values = _text(values)
+    shaped = _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+    ok = np.zeros(len(values), dtype=bool)
+    if shaped.any():
+        text = _codes(values.filter(pa.array(shaped)), 19)
+        year, month, day = _numbers(text[:, 0:4]), _numbers(text[:, 5:7]), _numbers(text[:, 8:10])
+        hour, minute = _numbers(text[:, 11:13]), _numbers(text[:, 14:16])
+        second = _numbers(text[:, 17:19])
+        last_moment = (month == 12) & (day == 31) & (hour == 23) & (minute == 59) & (second == 60)
+        ok[shaped] = (
+            _real_dates(year, month, day)
+            & (hour <= 23)
+            & (minute <= 59)
+            & (second <= 60)
+            & (year >= 1900)
+            & ((year < 2100) | ((year == 2100) & ~last_moment))
+        )
+    return _passes(values, ok)
 
 
-def valid_enterprise_name(values: pd.Series) -> np.ndarray:
-    values = _strings(values)
-    return _passes(values, (values.str.len() >= 2).fillna(False).to_numpy(dtype=bool))
+def valid_enterprise_name(values: Column) -> np.ndarray:
+    values = _text(values)
+    return _passes(values, _bools(pc.greater_equal(pc.utf8_length(values), 2)))
 
 
 @dataclass(frozen=True)
@@ -223,28 +322,17 @@ _CJK = r"\x{3400}-\x{4dbf}\x{4e00}-\x{9fff}\x{ff00}-\x{ffef}"
 _CJK_ONLY = rf"^[\x00-\x7f\x{{3000}}-\x{{303f}}{_CJK}]*$"
 
 
-def _arrow_text(values: Column) -> pa.Array:
-    """A column as an Arrow string array (RE2 over Arrow: no Python call per value)."""
-    if isinstance(values, pa.Array | pa.ChunkedArray):
-        array = values
-    else:
-        array = pa.array(values.array if hasattr(values, "array") else values, from_pandas=True)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    return array if array.type == pa.string() else array.cast(pa.string())
-
-
 def _flag(values: pa.Array, pattern: str) -> np.ndarray:
     found = pc.match_substring_regex(values, pattern)
     return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
 
 
-def intact_text(values: pd.Series) -> np.ndarray:
+def intact_text(values: Column) -> np.ndarray:
     """No NUL, no control character, no replacement character (decoding damage)."""
-    return ~_flag(_arrow_text(values), BROKEN_TEXT)
+    return ~_flag(_text(values), BROKEN_TEXT)
 
 
-def not_mojibake(values: pd.Series, encoding: str) -> np.ndarray:
+def not_mojibake(values: Column, encoding: str) -> np.ndarray:
     """Fails a value that is UTF-8 mis-read as ``encoding`` (张三 read as GBK: 寮犱笁).
 
     Encoded back to ``encoding``, such a value gives bytes that are valid UTF-8 and decode
@@ -253,7 +341,7 @@ def not_mojibake(values: pd.Series, encoding: str) -> np.ndarray:
     values are joined into one string (line feed between, a byte GBK never uses inside a
     character), encoded and decoded once, and split again.
     """
-    text = _arrow_text(values)
+    text = _text(values)
     candidate = ~pc.fill_null(pc.string_is_ascii(text), True).to_numpy(zero_copy_only=False)
     candidate &= ~_flag(text, "\n") & ~_flag(text, BROKEN_TEXT)  # intact_text reports those
     ok = np.ones(len(text), dtype=bool)
@@ -263,12 +351,15 @@ def not_mojibake(values: pd.Series, encoding: str) -> np.ndarray:
     joined = pc.binary_join(pa.ListArray.from_arrays([0, len(shown)], shown), "\n")[0].as_py()
     as_utf8 = joined.encode(encoding, errors="replace").decode("utf-8", errors="replace")
     back = pc.split_pattern(pa.array([as_utf8]), "\n").flatten()
-    mojibake = (
-        ~_flag(back, "\\x{fffd}")  # the bytes were valid UTF-8
-        & _flag(back, _CJK_ONLY)
-        & _flag(back, f"[{_CJK}]")
-        & ~pc.equal(back, shown).to_numpy(zero_copy_only=False)
-    )
+    utf8 = ~_bools(pc.match_substring(back, "\ufffd"))  # the bytes were valid UTF-8: rare
+    mojibake = np.zeros(len(back), dtype=bool)
+    if utf8.any():
+        back, shown = back.filter(pa.array(utf8)), shown.filter(pa.array(utf8))
+        mojibake[utf8] = (
+            _flag(back, _CJK_ONLY)
+            & _flag(back, f"[{_CJK}]")
+            & ~pc.equal(back, shown).to_numpy(zero_copy_only=False)
+        )
     ok[np.flatnonzero(candidate)] = ~mojibake
     return ok
 
@@ -308,39 +399,40 @@ def text_rules(encoding: str | None) -> list[Rule]:
 # --- rules across fields ---------------------------------------------------------------
 
 
-def id_agrees_with_birth_date_and_sex(
-    id_no: pd.Series, birth_date: pd.Series, sex: pd.Series
-) -> np.ndarray:
+def id_agrees_with_birth_date_and_sex(id_no: Column, birth_date: Column, sex: Column) -> np.ndarray:
     """Where an ID is present: its birth date and sex digit agree with the other fields."""
-    id_no, birth_date, sex = _strings(id_no), _strings(birth_date), _strings(sex)
-    id_birth = (
-        id_no.str.slice(6, 10) + "-" + id_no.str.slice(10, 12) + "-" + id_no.str.slice(12, 14)
+    id_no, birth_date, sex = _text(id_no), _text(birth_date), _text(sex)
+    id_birth = pc.binary_join_element_wise(
+        _cut(id_no, 6, 10), _cut(id_no, 10, 12), _cut(id_no, 12, 14), "-"
     )
-    birth_ok = (birth_date.isna() | (id_birth == birth_date)).fillna(True).to_numpy(dtype=bool)
-    digit = pd.to_numeric(id_no.str.slice(16, 17), errors="coerce")
-    male = (digit % 2 == 1).fillna(False).to_numpy(dtype=bool)
-    id_sex = pd.Series(np.where(male, "男", "女"), index=sex.index, dtype="string")
-    sex_ok = (sex.isna() | digit.isna() | (sex == id_sex)).fillna(True).to_numpy(dtype=bool)
-    return id_no.isna().to_numpy() | (birth_ok & sex_ok)
+    birth_ok = pc.fill_null(pc.or_(pc.is_null(birth_date), pc.equal(id_birth, birth_date)), True)
+    digit = _cut(id_no, 16, 17)  # odd: male; not an ASCII digit: nothing to compare
+    is_digit = _bools(pc.match_substring_regex(digit, "^[0-9]$"))
+    male = _bools(pc.is_in(digit, value_set=pa.array(list("13579"))))
+    id_sex = pa.array(np.where(male, "男", "女"), pa.string())
+    sex_same = pc.fill_null(pc.equal(sex, id_sex), True).to_numpy(zero_copy_only=False)
+    sex_ok = sex.is_null().to_numpy(zero_copy_only=False) | ~is_digit | sex_same
+    ok = birth_ok.to_numpy(zero_copy_only=False) & sex_ok
+    return id_no.is_null().to_numpy(zero_copy_only=False) | ok
 
 
-def not_before(later: pd.Series, earlier: pd.Series) -> np.ndarray:
+def not_before(later: Column, earlier: Column) -> np.ndarray:
     """``later >= earlier`` where both are present (ISO strings compare as times)."""
-    later, earlier = _strings(later), _strings(earlier)
-    return (later.isna() | earlier.isna() | (later >= earlier)).fillna(True).to_numpy(dtype=bool)
+    later, earlier = _text(later), _text(earlier)
+    return pc.fill_null(pc.greater_equal(later, earlier), True).to_numpy(zero_copy_only=False)
 
 
 def id_kind_matches_applicant_type(
-    applicant_id: pd.Series, applicant_type: pd.Series, as_of: date
+    applicant_id: Column, applicant_type: Column, as_of: date
 ) -> np.ndarray:
     """Natural persons apply with a resident ID, legal persons with a USCC."""
-    applicant_id, applicant_type = _strings(applicant_id), _strings(applicant_type)
-    person = (applicant_type == "自然人").fillna(False).to_numpy(dtype=bool)
-    legal = (applicant_type == "法人").fillna(False).to_numpy(dtype=bool)
+    applicant_id, applicant_type = _text(applicant_id), _text(applicant_type)
+    present = applicant_id.is_valid().to_numpy(zero_copy_only=False)
+    person = _bools(pc.equal(applicant_type, "自然人")) & present
+    legal = _bools(pc.equal(applicant_type, "法人")) & present
     ok = np.ones(len(applicant_id), dtype=bool)
-    present = applicant_id.notna().to_numpy()
-    ok[person & present] = valid_resident_id(applicant_id[person & present], as_of)
-    ok[legal & present] = valid_uscc(applicant_id[legal & present])
+    ok[person] = valid_resident_id(applicant_id.filter(pa.array(person)), as_of)
+    ok[legal] = valid_uscc(applicant_id.filter(pa.array(legal)))
     return ok
 
 

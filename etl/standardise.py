@@ -26,6 +26,9 @@ from etl.zones import NORMALISED_SUFFIX
 ZERO_WIDTH = "[\u200b\u200c\u200d\u2060\ufeff\u00ad]"
 _DATE = r"(?P<y>\d{4})(?:[-/.年](?P<m>\d{1,2})[-/.月](?P<d>\d{1,2})日?|(?P<m2>\d{2})(?P<d2>\d{2}))"
 _TIME = r"(?:[ T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?)?"
+# what canonical_dates produces: such values map to themselves
+_CANONICAL_DATE = r"^\d{4}-\d{2}-\d{2}$"
+_CANONICAL_DATETIME = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
 
 
 @dataclass
@@ -96,13 +99,14 @@ def upgrade_short_ids(values: pa.Array) -> pa.Array:
     short = pc.fill_null(pc.match_substring_regex(values, r"^[0-9]{15}$"), False)
     if not pc.any(short).as_py():
         return values
-    where = np.flatnonzero(short.to_numpy(zero_copy_only=False))
-    upgraded = upgrade_resident_id15(
-        pc.take(values, pa.array(where)).to_numpy(zero_copy_only=False)
-    )
-    replaced = values.to_numpy(zero_copy_only=False).astype(object)
-    replaced[where] = upgraded
-    return pa.array(replaced, pa.string())
+    upgraded = upgrade_resident_id15(pc.filter(values, short).to_numpy(zero_copy_only=False))
+    return _replaced(values, short, upgraded.tolist())
+
+
+def _replaced(values: pa.Array, where: pa.Array, replacements: list[str]) -> pa.Array:
+    """``values`` with the rows flagged in ``where`` replaced, in order (the rest untouched,
+    no round trip of the whole column through Python objects)."""
+    return pc.replace_with_mask(values, where, pa.array(replacements, pa.string()))
 
 
 def canonical_phone(values: pa.Array) -> pa.Array:
@@ -116,7 +120,18 @@ def canonical_dates(values: pa.Array, *, with_time: bool) -> pa.Array:
     """``2017/2/23``, ``20170223``, ``2017年2月23日`` … → ``2017-02-23`` (+ `` HH:MM:SS``).
 
     Values that match no known format are left as they are for validation to reject.
+    Values already in the canonical form (nearly all) are left alone without parsing them.
     """
+    canonical = _CANONICAL_DATETIME if with_time else _CANONICAL_DATE
+    todo = pc.invert(pc.fill_null(pc.match_substring_regex(values, canonical), True))
+    if not pc.any(todo).as_py():
+        return values
+    repaired = _canonical_dates(pc.filter(values, todo), with_time=with_time)
+    return pc.replace_with_mask(values, todo, repaired)
+
+
+def _canonical_dates(values: pa.Array, *, with_time: bool) -> pa.Array:
+    """The parse behind :func:`canonical_dates`, for every value it is given."""
     pattern = "^" + _DATE + (_TIME if with_time else "") + "$"
     parts = pc.extract_regex(values, pattern)
     matched = pc.fill_null(pc.is_valid(parts), False)
@@ -155,8 +170,13 @@ def canonical_dates(values: pa.Array, *, with_time: bool) -> pa.Array:
 
 def _without_spaces_in_cjk(values: pa.Array) -> pa.Array:
     """``陈 大文`` → ``陈大文``: Chinese names never contain spaces (Latin names keep theirs)."""
+    spaced = pc.fill_null(pc.match_substring_regex(values, r"\s"), False)
+    if not pc.any(spaced).as_py():
+        return values
     cjk = pc.fill_null(pc.match_substring_regex(values, r"[\x{4e00}-\x{9fff}]"), False)
-    return pc.if_else(cjk, pc.replace_substring_regex(values, r"\s+", ""), values)
+    where = pc.and_(spaced, cjk)
+    joined = pc.replace_substring_regex(pc.filter(values, where), r"\s+", "")
+    return pc.replace_with_mask(values, where, joined)
 
 
 def simplified_chinese(values: pa.Array) -> pa.Array:
@@ -165,10 +185,8 @@ def simplified_chinese(values: pa.Array) -> pa.Array:
     if not pc.any(needs).as_py():
         return values
     table = _traditional_table()
-    where = np.flatnonzero(needs.to_numpy(zero_copy_only=False))
-    out = values.to_numpy(zero_copy_only=False).astype(object)
-    out[where] = [v.translate(table) for v in out[where]]  # a few % of rows at most
-    return pa.array(out, pa.string())
+    found = pc.filter(values, needs).to_pylist()
+    return _replaced(values, needs, [v.translate(table) for v in found])  # a few % of rows
 
 
 def normalised_enterprise_name(values: pa.Array) -> pa.Array:
