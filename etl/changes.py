@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef
 from catalog.store import CatalogStore
-from etl.dedup import REJECTED
+from etl.dedup import FIELD_SEPARATOR, NULL_SENTINEL, REJECTED, hash_strings, key_hash
 from etl.standardise import standardise_column
 from etl.zones import METADATA_FIELDS, NORMALISED_SUFFIX, RAW_CLEAN, RAW_SOURCES, Lake
 
@@ -55,15 +55,6 @@ def standardised_key_hash(raw: pa.Table, dataset: DatasetDef) -> np.ndarray:
     return key_hash(pa.table(columns), dataset.key)
 
 
-def key_hash(table: pa.Table, key: list[str]) -> np.ndarray:
-    """A 64-bit hash of the key columns (as text) of every row."""
-    columns = [pc.fill_null(table.column(k).cast(pa.string()), NULL_SENTINEL) for k in key]
-    joined = (
-        pc.binary_join_element_wise(*columns, FIELD_SEPARATOR) if len(columns) > 1 else columns[0]
-    )
-    return hash_strings(joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined)
-
-
 def row_hash(raw: pa.Table, dataset: DatasetDef) -> np.ndarray:
     """A 64-bit hash of each row's catalog columns exactly as delivered (nulls distinct).
 
@@ -80,74 +71,6 @@ def row_hash(raw: pa.Table, dataset: DatasetDef) -> np.ndarray:
         return np.zeros(raw.num_rows, dtype=np.uint64)
     joined = pc.binary_join_element_wise(*columns, FIELD_SEPARATOR)
     return hash_strings(joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined)
-
-
-NULL_SENTINEL = "\x00"  # a null is not an empty string
-FIELD_SEPARATOR = "\x1f"  # ASCII unit separator: ("a", "bc") and ("ab", "c") differ
-_ROWS_PER_BLOCK = 32_768
-_LONG = 512  # bytes: longer rows (a 10 MB field) are hashed one by one, not padded
-
-
-def hash_strings(values: pa.Array) -> np.ndarray:
-    """A 64-bit hash of each string (null: a fixed value), vectorised over the Arrow bytes.
-
-    Rows are laid side by side as zero-padded 8-byte words and folded with the splitmix64
-    finaliser, one word column at a time; the length is mixed in first, so padding cannot
-    make two strings equal. Not cryptographic: deliveries are not adversarial here, and a
-    collision would need two versions of one key to meet in 64 bits.
-    """
-    values = values.cast(pa.large_string())
-    n = len(values)
-    out = np.empty(n, dtype=np.uint64)
-    if n == 0:
-        return out
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[
-        values.offset : values.offset + n + 1
-    ]
-    data = (
-        np.frombuffer(values.buffers()[2], dtype=np.uint8)
-        if values.buffers()[2]
-        else np.zeros(1, np.uint8)
-    )
-    lengths = np.diff(offsets)
-    long = np.flatnonzero(lengths > _LONG)
-    short_lengths = np.where(lengths > _LONG, 0, lengths)
-    for start in range(0, n, _ROWS_PER_BLOCK):
-        stop = min(n, start + _ROWS_PER_BLOCK)
-        out[start:stop] = _hash_block(data, offsets[start:stop], short_lengths[start:stop])
-    for row in long:  # rare: hashed whole with the same fold, one row at a time
-        out[row] = _hash_block(data, offsets[row : row + 1], lengths[row : row + 1])[0]
-    nulls = values.is_null().to_numpy(zero_copy_only=False)
-    out[nulls] = np.uint64(0x5BD1E9955BD1E995)
-    return out
-
-
-_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
-
-
-def _hash_block(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Hash rows ``data[start:start + length]``, eight (little-endian) bytes at a time."""
-    first, end = int(starts[0]), int(starts[-1] + lengths[-1])
-    block = np.zeros(end - first + 8, dtype=np.uint8)  # zero tail: the last word may overrun
-    block[: end - first] = data[first:end]
-    # a uint64 at every byte offset (unaligned, strided by one byte): no byte-level gathers
-    words = np.ndarray((len(block) - 7,), dtype="<u8", buffer=block, strides=(1,))
-    local = starts - first
-    h = _mix(lengths.astype(np.uint64) ^ np.uint64(0x9E3779B97F4A7C15))
-    for k in range(int(-(-lengths.max() // 8)) if len(lengths) else 0):
-        left = np.clip(lengths - 8 * k, 0, 8)
-        word = words[np.minimum(local + 8 * k, len(words) - 1)] & _LOW_BYTES[left]
-        h = np.where(left > 0, _mix(h ^ word), h)
-    return h
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser: every input bit flips about half the output bits."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 @dataclass(frozen=True)
@@ -235,7 +158,7 @@ def carried_rows(
     """Last night's clean rows of the carried keys, as validation's standardised text, with
     tonight's metadata (row number from tonight's delivery), ready for the key buckets."""
     keys = key_hash(clean, dataset.key)
-    wanted = np.isin(keys, changes.carried_keys)
+    wanted = _member(keys, changes.carried_keys)
     rows = clean.filter(pa.array(wanted))
     numbers = changes.carried_row_numbers[np.searchsorted(changes.carried_keys, keys[wanted])]
     n = rows.num_rows
@@ -256,10 +179,10 @@ def carried_rows(
 def _as_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """A clean (typed) column back in the canonical text standardisation produces."""
     kind = values.type
-    if pa.types.is_timestamp(kind):  # in whole seconds: ``%S`` of a ms timestamp has a fraction
-        return pc.strftime(values.cast(pa.timestamp("s")), format="%Y-%m-%d %H:%M:%S")
-    if pa.types.is_date(kind):
-        return pc.strftime(values, format="%Y-%m-%d")
+    # Arrow's own cast of whole-second timestamps and of dates is the canonical text
+    # (``YYYY-MM-DD HH:MM:SS`` / ``YYYY-MM-DD``) and ≈ 10× faster than strftime
+    if pa.types.is_timestamp(kind):  # in whole seconds, as standardisation writes them
+        return values.cast(pa.timestamp("s")).cast(pa.string())
     return values if kind == pa.string() else values.cast(pa.string())
 
 

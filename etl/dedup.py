@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from catalog.files import new_owner_file, owner_only_dir
@@ -98,10 +98,84 @@ def _owner_alive(folder: Path, pid_text: str) -> bool:
     return True
 
 
+# --- 64-bit hashes of text columns, over the Arrow bytes (no pandas object strings) ---
+
+
 def key_hash(table: pa.Table, key: list[str]) -> np.ndarray:
-    """A stable 64-bit hash of the key columns of every row."""
-    frame = table.select(key).to_pandas(types_mapper=pd.ArrowDtype)
-    return pd.util.hash_pandas_object(frame.astype("string"), index=False).to_numpy()
+    """A 64-bit hash of the key columns (as text, nulls distinct) of every row."""
+    columns = [pc.fill_null(table.column(k).cast(pa.string()), NULL_SENTINEL) for k in key]
+    joined = (
+        pc.binary_join_element_wise(*columns, FIELD_SEPARATOR) if len(columns) > 1 else columns[0]
+    )
+    return hash_strings(joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined)
+
+
+NULL_SENTINEL = "\x00"  # a null is not an empty string
+FIELD_SEPARATOR = "\x1f"  # ASCII unit separator: ("a", "bc") and ("ab", "c") differ
+_ROWS_PER_BLOCK = 32_768
+_LONG = 512  # bytes: longer rows (a 10 MB field) are hashed one by one, not padded
+
+
+def hash_strings(values: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each string (null: a fixed value), vectorised over the Arrow bytes.
+
+    Rows are laid side by side as zero-padded 8-byte words and folded with the splitmix64
+    finaliser, one word column at a time; the length is mixed in first, so padding cannot
+    make two strings equal. Not cryptographic: deliveries are not adversarial here, and a
+    collision would need two versions of one key to meet in 64 bits.
+    """
+    values = values.cast(pa.large_string())
+    n = len(values)
+    out = np.empty(n, dtype=np.uint64)
+    if n == 0:
+        return out
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[
+        values.offset : values.offset + n + 1
+    ]
+    data = (
+        np.frombuffer(values.buffers()[2], dtype=np.uint8)
+        if values.buffers()[2]
+        else np.zeros(1, np.uint8)
+    )
+    lengths = np.diff(offsets)
+    long = np.flatnonzero(lengths > _LONG)
+    short_lengths = np.where(lengths > _LONG, 0, lengths)
+    for start in range(0, n, _ROWS_PER_BLOCK):
+        stop = min(n, start + _ROWS_PER_BLOCK)
+        out[start:stop] = _hash_block(data, offsets[start:stop], short_lengths[start:stop])
+    for row in long:  # rare: hashed whole with the same fold, one row at a time
+        out[row] = _hash_block(data, offsets[row : row + 1], lengths[row : row + 1])[0]
+    nulls = values.is_null().to_numpy(zero_copy_only=False)
+    out[nulls] = np.uint64(0x5BD1E9955BD1E995)
+    return out
+
+
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
+
+
+def _hash_block(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Hash rows ``data[start:start + length]``, eight (little-endian) bytes at a time."""
+    first, end = int(starts[0]), int(starts[-1] + lengths[-1])
+    block = np.zeros(end - first + 8, dtype=np.uint8)  # zero tail: the last word may overrun
+    block[: end - first] = data[first:end]
+    # a uint64 at every byte offset (unaligned, strided by one byte): no byte-level gathers
+    words = np.ndarray((len(block) - 7,), dtype="<u8", buffer=block, strides=(1,))
+    local = starts - first
+    h = _mix(lengths.astype(np.uint64) ^ np.uint64(0x9E3779B97F4A7C15))
+    for k in range(int(-(-lengths.max() // 8)) if len(lengths) else 0):
+        left = np.clip(lengths - 8 * k, 0, 8)
+        word = words[np.minimum(local + 8 * k, len(words) - 1)] & _LOW_BYTES[left]
+        h = np.where(left > 0, _mix(h ^ word), h)
+    return h
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser: every input bit flips about half the output bits."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 @dataclass
@@ -163,16 +237,18 @@ class BucketSpool:
         self.folder.remove()
 
     def _latest_per_key(self, table: pa.Table) -> pa.Table:
+        """The newest row of each key, in key order (only the kept rows' columns are moved)."""
         sort = [(k, "ascending") for k in self.key]
         if self.order_by:
             sort.append((self.order_by, "descending"))
         sort.append(("_row_number", "descending"))
-        table = table.sort_by(sort)
-        hashes = key_hash(table, self.key)
+        order = pc.sort_indices(table.select([name for name, _ in sort]), sort_keys=sort)
+        order = order.to_numpy()
+        hashes = key_hash(table, self.key)[order]
         newest = np.ones(len(hashes), dtype=bool)
         newest[1:] = hashes[1:] != hashes[:-1]
         rejected = (
-            table.column(REJECTED).to_numpy(zero_copy_only=False).astype(bool)
+            table.column(REJECTED).to_numpy(zero_copy_only=False).astype(bool)[order]
             if REJECTED in table.column_names
             else np.zeros(len(hashes), dtype=bool)
         )
@@ -181,12 +257,14 @@ class BucketSpool:
         older = ~newest & ~rejected
         if older.any():
             self.counts.collapsed += int(older.sum())
-            content = pd.util.hash_pandas_object(
-                table.select(self.fields).to_pandas().astype("string"), index=False
-            ).to_numpy()
             group_start = np.maximum.accumulate(np.where(newest, np.arange(len(newest)), 0))
-            self.counts.exact += int(((content == content[group_start]) & older).sum())
-        table = table.filter(pa.array(kept))
+            compared = np.flatnonzero(older)
+            heads = group_start[compared]
+            rows = np.concatenate([order[compared], order[heads]])
+            content = key_hash(table.take(pa.array(rows)), self.fields)
+            same = content[: len(compared)] == content[len(compared) :]
+            self.counts.exact += int(same.sum())
+        table = table.take(pa.array(order[kept]))
         return table.drop_columns([REJECTED]) if REJECTED in table.column_names else table
 
 

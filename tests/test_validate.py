@@ -17,6 +17,7 @@ from catalog.definitions import load_catalog
 from catalog.errors import BreakerTripped, SourceError
 from etl.connections import SourceConnection
 from etl.extract import extract_to_raw
+from etl.quality_report import write_quality_index
 from etl.rules import valid_phone, valid_resident_id
 from etl.standardise import _traditional_class
 from etl.validate import validate_partition
@@ -159,7 +160,20 @@ def test_quality_figures_are_stored(night: Night) -> None:
         result.quarantined,
     )
     assert q.details["failures"]["id_no:resident_id"] == result.quarantined
-    assert Path(result.docs).is_file() and "gongan.population" in Path(result.docs).read_text()
+    assert q.details["checked"] == result.delivered  # a first night checks every row
+
+
+def test_data_docs_record_the_counts_once_the_night_closes(night: Night, tmp_path: Path) -> None:
+    """Validation only counts; the quality page (close of night) has GX render the counts."""
+    result = night.results["gongan.population"]
+    shutil.rmtree(Path(result.docs).parent, ignore_errors=True)
+    page = write_quality_index(night.store, tmp_path / "quality" / "index.html", CATALOG)
+    docs = Path(result.docs)
+    assert docs.is_file() and "gongan.population" in docs.read_text()
+    assert docs.as_uri() in page.read_text()
+    rendered = "\n".join(p.read_text() for p in docs.parent.rglob("*.html"))
+    assert "id_no:resident_id" in rendered or "resident" in rendered
+    assert f"{result.quarantined:,}" in rendered or str(result.quarantined) in rendered
 
 
 def test_rerunning_validation_gives_the_same_partitions(night: Night, tmp_path: Path) -> None:
