@@ -342,26 +342,37 @@ def not_mojibake(values: Column, encoding: str) -> np.ndarray:
     character), encoded and decoded once, and split again.
     """
     text = _text(values)
-    candidate = ~pc.fill_null(pc.string_is_ascii(text), True).to_numpy(zero_copy_only=False)
-    candidate &= ~_flag(text, "\n") & ~_flag(text, BROKEN_TEXT)  # intact_text reports those
     ok = np.ones(len(text), dtype=bool)
+    candidate = ~pc.fill_null(pc.string_is_ascii(text), True).to_numpy(zero_copy_only=False)
+    back = _round_trip(text.filter(pa.array(candidate)), encoding) if candidate.any() else None
+    if candidate.any() and back is None:  # a value holds the line feed that joins them
+        candidate &= ~_bools(pc.match_substring(text, "\n"))
+        back = _round_trip(text.filter(pa.array(candidate)), encoding)
     if not candidate.any():
         return ok
-    shown = text.filter(pa.array(candidate))
-    joined = pc.binary_join(pa.ListArray.from_arrays([0, len(shown)], shown), "\n")[0].as_py()
-    as_utf8 = joined.encode(encoding, errors="replace").decode("utf-8", errors="replace")
-    back = pc.split_pattern(pa.array([as_utf8]), "\n").flatten()
     utf8 = ~_bools(pc.match_substring(back, "\ufffd"))  # the bytes were valid UTF-8: rare
-    mojibake = np.zeros(len(back), dtype=bool)
     if utf8.any():
-        back, shown = back.filter(pa.array(utf8)), shown.filter(pa.array(utf8))
-        mojibake[utf8] = (
+        where = np.flatnonzero(candidate)[utf8]
+        back, shown = back.filter(pa.array(utf8)), text.take(pa.array(where))
+        mojibake = (
             _flag(back, _CJK_ONLY)
             & _flag(back, f"[{_CJK}]")
             & ~pc.equal(back, shown).to_numpy(zero_copy_only=False)
+            & ~_flag(shown, BROKEN_TEXT)  # decoding damage: intact_text reports it
         )
-    ok[np.flatnonzero(candidate)] = ~mojibake
+        ok[where] = ~mojibake
     return ok
+
+
+def _round_trip(shown: pa.Array, encoding: str) -> pa.Array | None:
+    """Each value encoded to ``encoding`` and decoded as UTF-8 (one join, one codec call);
+    None when a value holds a line feed, so the split would not give one part per value."""
+    if len(shown) == 0:
+        return pa.array([], pa.string())
+    joined = pc.binary_join(pa.ListArray.from_arrays([0, len(shown)], shown), "\n")[0].as_py()
+    as_utf8 = joined.encode(encoding, errors="replace").decode("utf-8", errors="replace")
+    back = pc.split_pattern(pa.array([as_utf8]), "\n").flatten()
+    return back if len(back) == len(shown) else None
 
 
 _MOJIBAKE_ENCODINGS = {"gbk": "gbk", "gb2312": "gbk", "gb18030": "gb18030"}  # codec → rule

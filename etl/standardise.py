@@ -23,6 +23,7 @@ from catalog.identifiers import upgrade_resident_id15
 from etl.zones import NORMALISED_SUFFIX
 
 ZERO_WIDTH = "[\u200b\u200c\u200d\u2060\ufeff\u00ad]"
+_NOT_NFKC_STABLE = r"[^\x00-\x7f\x{4e00}-\x{9fff}]"  # a value with one of these may change
 _DATE = r"(?P<y>\d{4})(?:[-/.年](?P<m>\d{1,2})[-/.月](?P<d>\d{1,2})日?|(?P<m2>\d{2})(?P<d2>\d{2}))"
 _TIME = r"(?:[ T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?)?"
 # what canonical_dates produces: such values map to themselves
@@ -51,7 +52,7 @@ def standardise(
         if f.name not in table.column_names:
             continue
         original = table.column(f.name).combine_chunks()
-        canonical = standardise_column(original, f)
+        canonical = _per_distinct_value(original, f)
         changed = pc.sum(pc.fill_null(pc.not_equal(original, canonical), False)).as_py() or 0
         report.repaired[f.name] = changed
         table = table.set_column(table.column_names.index(f.name), f.name, canonical)
@@ -60,6 +61,19 @@ def standardise(
                 f.name + NORMALISED_SUFFIX, normalised_enterprise_name(canonical)
             )
     return table, report
+
+
+def _per_distinct_value(values: pa.Array, f: FieldDef) -> pa.Array:
+    """:func:`standardise_column`, run once per distinct value where a column has few (sex,
+    status, ethnicity …): every repair is a function of the value alone."""
+    if len(values) >= 8 * _SAMPLE and pc.count_distinct(values.slice(0, _SAMPLE)).as_py() <= 64:
+        encoded = pc.dictionary_encode(values.cast(pa.string()))
+        if len(encoded.dictionary) <= len(values) // 64:
+            return pc.take(standardise_column(encoded.dictionary, f), encoded.indices)
+    return standardise_column(values, f)
+
+
+_SAMPLE = 2048  # values looked at to guess whether a column has few distinct values
 
 
 def standardise_column(values: pa.Array, f: FieldDef) -> pa.Array:
@@ -82,10 +96,25 @@ def standardise_column(values: pa.Array, f: FieldDef) -> pa.Array:
 
 
 def clean_text(values: pa.Array) -> pa.Array:
-    """NFKC, no zero-width characters, trimmed; empty strings become nulls."""
-    values = pc.utf8_normalize(values.cast(pa.string()), form="NFKC")
-    values = pc.utf8_trim_whitespace(pc.replace_substring_regex(values, ZERO_WIDTH, ""))
+    """NFKC, no zero-width characters, trimmed; empty strings become nulls.
+
+    Text made only of ASCII and CJK unified ideographs (U+4E00–U+9FFF) is its own NFKC
+    form and holds no zero-width character, so those two repairs run only on the values
+    with anything else in them (full-width forms, compatibility ideographs, odd spaces):
+    a few in a million.
+    """
+    values = values.cast(pa.string())
+    if not pc.all(pc.fill_null(pc.string_is_ascii(values), True)).as_py():
+        foreign = pc.fill_null(pc.match_substring_regex(values, _NOT_NFKC_STABLE), False)
+        if pc.any(foreign).as_py():
+            repaired = _unicode_repairs(pc.filter(values, foreign))
+            values = pc.replace_with_mask(values, foreign, repaired)
+    values = pc.utf8_trim_whitespace(values)
     return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+
+
+def _unicode_repairs(values: pa.Array) -> pa.Array:
+    return pc.replace_substring_regex(pc.utf8_normalize(values, form="NFKC"), ZERO_WIDTH, "")
 
 
 def _identifier_text(values: pa.Array) -> pa.Array:
