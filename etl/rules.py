@@ -328,8 +328,37 @@ def _flag(values: pa.Array, pattern: str) -> np.ndarray:
 
 
 def intact_text(values: Column) -> np.ndarray:
-    """No NUL, no control character, no replacement character (decoding damage)."""
-    return ~_flag(_text(values), BROKEN_TEXT)
+    """No NUL, no control character, no replacement character (decoding damage).
+
+    One numpy pass over the column's UTF-8 bytes finds the few values that could hold
+    one (a byte below 0x20 or 0x7f, or the lead byte of U+0080–U+00BF or of U+F000–U+FFFF);
+    the exact pattern runs on those values only.
+    """
+    values = _text(values)
+    suspect = _rows_with_byte(values, _SUSPECT_BYTES)
+    broken = np.zeros(len(values), dtype=bool)
+    if suspect.any():
+        broken[suspect] = _flag(values.filter(pa.array(suspect)), BROKEN_TEXT)
+    return ~broken
+
+
+_SUSPECT_BYTES = np.zeros(256, dtype=bool)
+_SUSPECT_BYTES[[*range(0x20), 0x7F, 0xC2, 0xEF]] = True  # see intact_text
+
+
+def _rows_with_byte(values: pa.Array, wanted: np.ndarray) -> np.ndarray:
+    """True for each value with at least one byte that ``wanted`` (a 256-entry mask) marks."""
+    n = len(values)
+    if n == 0 or values.buffers()[2] is None:
+        return np.zeros(n, dtype=bool)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[
+        values.offset : values.offset + n + 1
+    ]
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    hits = np.flatnonzero(wanted[data]) + offsets[0]
+    rows = np.zeros(n, dtype=bool)
+    rows[np.searchsorted(offsets, hits, side="right") - 1] = True
+    return rows & values.is_valid().to_numpy(zero_copy_only=False)
 
 
 def not_mojibake(values: Column, encoding: str) -> np.ndarray:
