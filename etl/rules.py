@@ -250,8 +250,9 @@ def valid_date(values: Column) -> np.ndarray:
 def valid_datetime(values: Column) -> np.ndarray:
     """An existing moment in canonical ``YYYY-MM-DD HH:MM:SS`` form (it is compared as text).
 
-    Second 60 is accepted (a leap second reads as the next minute), as the typed clean
-    column parses it; the year (after that rounding) must lie in 1900–2100.
+    Seconds 60 and 61 are accepted and read as the next minute, as pandas (the rule's
+    first formulation) and the typed clean column's parse read them; the year, after
+    that rounding, must lie in 1900–2100.
     """
     values = _text(values)
     shaped = _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
@@ -261,14 +262,15 @@ def valid_datetime(values: Column) -> np.ndarray:
         year, month, day = _numbers(text[:, 0:4]), _numbers(text[:, 5:7]), _numbers(text[:, 8:10])
         hour, minute = _numbers(text[:, 11:13]), _numbers(text[:, 14:16])
         second = _numbers(text[:, 17:19])
-        last_moment = (month == 12) & (day == 31) & (hour == 23) & (minute == 59) & (second == 60)
+        new_year = (month == 12) & (day == 31) & (hour == 23) & (minute == 59) & (second >= 60)
+        year = year + new_year
         ok[shaped] = (
-            _real_dates(year, month, day)
+            _real_dates(year - new_year, month, day)
             & (hour <= 23)
             & (minute <= 59)
-            & (second <= 60)
+            & (second <= 61)
             & (year >= 1900)
-            & ((year < 2100) | ((year == 2100) & ~last_moment))
+            & (year <= 2100)
         )
     return _passes(values, ok)
 
