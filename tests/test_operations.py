@@ -126,7 +126,7 @@ def test_spill_files_of_a_killed_validation_are_removed_by_the_next(
     spilling: list[Path] = []
     deadline = time.monotonic() + 300  # a bound on waiting, not a timing assertion
     while not spilling and child.poll() is None and time.monotonic() < deadline:
-        spilling = [p.parent for p in work.glob("dedup-*/*.parquet")]
+        spilling = [p.parent for p in work.glob("dedup-*/*.arrows")]
         time.sleep(0.005)
     assert spilling, "the validation finished before it spilled"
     os.kill(child.pid, signal.SIGKILL)  # as the kernel's OOM killer or `kill -9` would
@@ -134,7 +134,7 @@ def test_spill_files_of_a_killed_validation_are_removed_by_the_next(
     leftovers = sorted(work.glob("*-*"))
     assert spilling[0] in leftovers and f"-{child.pid}-" in spilling[0].name
     assert stat.S_IMODE(spilling[0].stat().st_mode) == 0o700
-    for file in spilling[0].glob("*.parquet"):  # personal data: the owner's only
+    for file in spilling[0].glob("*.arrows"):  # personal data: the owner's only
         assert stat.S_IMODE(file.stat().st_mode) == 0o600
 
     result = validate_partition(
