@@ -127,6 +127,19 @@ def validate_step(
     )
 
 
+def page_step(home: Path, lake_root: str | None) -> None:
+    """The close of the night's quality page (where Data Docs are rendered, since 0013)."""
+    from catalog.store import CatalogStore
+    from etl.quality_report import write_quality_index
+
+    settings = _settings(home, lake_root)
+    store = CatalogStore(settings.catalog_url)
+    started = time.perf_counter()
+    write_quality_index(store, settings.var / "quality" / "index.html")
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(_peak_rss_mb())}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=REPO / "var" / "bench-validate")
@@ -135,13 +148,15 @@ def main() -> None:
     parser.add_argument("--lake-root", help="validate this lake into a copy of its catalog DB")
     parser.add_argument("--profile", type=Path, help="write pyinstrument profiles here")
     parser.add_argument("--nights", type=int, default=2, choices=[1, 2])
-    parser.add_argument("--step", choices=["prepare", "validate"], help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=["prepare", "validate", "page"], help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--date", help=argparse.SUPPRESS)
     args = parser.parse_args()
     home = args.home.resolve()
     if args.step == "prepare":
         return prepare_step(home, args.scale)
+    if args.step == "page":
+        return page_step(home, args.lake_root)
     if args.step == "validate":
         return validate_step(
             home, args.lake_root, args.dataset, date.fromisoformat(args.date), args.profile
@@ -179,9 +194,14 @@ def main() -> None:
                 f"{'':20s}{r['dataset']:34s} {r['rows']:>10,} {r['unchanged']:>10,} "
                 f"{r['quarantined']:>11,} {r['seconds']:>8.2f} {r['peak_rss_mb']:>12,}"
             )
+        page = child("--step", "page")
         print(
             f"{'':20s}{'Σ (one dataset at a time)':34s} {total_rows:>10,} {'':>23s} "
             f"{total_s:>8.1f} {peak:>12,}"
+        )
+        print(
+            f"{'':20s}{'+ quality page and Data Docs':34s} {'':>35s} "
+            f"{page['seconds']:>8.1f} {page['peak_rss_mb']:>12,}"
         )
 
 
