@@ -337,7 +337,7 @@ def intact_text(values: Column) -> np.ndarray:
     the exact pattern runs on those values only.
     """
     values = _text(values)
-    suspect = _rows_with_byte(values, _SUSPECT_BYTES)
+    suspect = rows_with_byte(values, _SUSPECT_BYTES)
     broken = np.zeros(len(values), dtype=bool)
     if suspect.any():
         broken[suspect] = _flag(values.filter(pa.array(suspect)), BROKEN_TEXT)
@@ -348,7 +348,7 @@ _SUSPECT_BYTES = np.zeros(256, dtype=bool)
 _SUSPECT_BYTES[[*range(0x20), 0x7F, 0xC2, 0xEF]] = True  # see intact_text
 
 
-def _rows_with_byte(values: pa.Array, wanted: np.ndarray) -> np.ndarray:
+def rows_with_byte(values: pa.Array, wanted: np.ndarray) -> np.ndarray:
     """True for each value with at least one byte that ``wanted`` (a 256-entry mask) marks."""
     n = len(values)
     if n == 0 or values.buffers()[2] is None:

@@ -15,15 +15,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef, FieldDef
 from catalog.identifiers import upgrade_resident_id15
+from etl.rules import rows_with_byte
 from etl.zones import NORMALISED_SUFFIX
 
 ZERO_WIDTH = "[\u200b\u200c\u200d\u2060\ufeff\u00ad]"
-_NOT_NFKC_STABLE = r"[^\x00-\x7f\x{4e00}-\x{9fff}]"  # a value with one of these may change
+# UTF-8 lead bytes of anything but ASCII and U+4000–U+9FFF (CJK ideographs, Extension A's
+# tail, Yijing hexagrams: none has a compatibility decomposition): a value with one may change
+_NOT_NFKC_STABLE_LEAD = np.zeros(256, dtype=bool)
+_NOT_NFKC_STABLE_LEAD[[*range(0xC0, 0xE4), *range(0xEA, 0x100)]] = True
 _DATE = r"(?P<y>\d{4})(?:[-/.年](?P<m>\d{1,2})[-/.月](?P<d>\d{1,2})日?|(?P<m2>\d{2})(?P<d2>\d{2}))"
 _TIME = r"(?:[ T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?)?"
 # what canonical_dates produces: such values map to themselves
@@ -98,14 +103,14 @@ def standardise_column(values: pa.Array, f: FieldDef) -> pa.Array:
 def clean_text(values: pa.Array) -> pa.Array:
     """NFKC, no zero-width characters, trimmed; empty strings become nulls.
 
-    Text made only of ASCII and CJK unified ideographs (U+4E00–U+9FFF) is its own NFKC
-    form and holds no zero-width character, so those two repairs run only on the values
-    with anything else in them (full-width forms, compatibility ideographs, odd spaces):
-    a few in a million.
+    Text made only of ASCII and U+4000–U+9FFF (CJK ideographs) is its own NFKC form and
+    holds no zero-width character, so those two repairs run only on the values with
+    anything else in them (full-width forms, compatibility ideographs, odd spaces): a
+    few in a million. One numpy pass over the UTF-8 lead bytes finds them.
     """
     values = values.cast(pa.string())
     if not pc.all(pc.fill_null(pc.string_is_ascii(values), True)).as_py():
-        foreign = pc.fill_null(pc.match_substring_regex(values, _NOT_NFKC_STABLE), False)
+        foreign = pa.array(rows_with_byte(values, _NOT_NFKC_STABLE_LEAD))
         if pc.any(foreign).as_py():
             repaired = _unicode_repairs(pc.filter(values, foreign))
             values = pc.replace_with_mask(values, foreign, repaired)
