@@ -350,6 +350,7 @@ _SUSPECT_BYTES[[*range(0x20), 0x7F, 0xC2, 0xEF]] = True  # see intact_text
 
 def rows_with_byte(values: pa.Array, wanted: np.ndarray) -> np.ndarray:
     """True for each value with at least one byte that ``wanted`` (a 256-entry mask) marks."""
+    values = _text(values)
     n = len(values)
     if n == 0 or values.buffers()[2] is None:
         return np.zeros(n, dtype=bool)

@@ -108,6 +108,7 @@ def clean_text(values: pa.Array) -> pa.Array:
     anything else in them (full-width forms, compatibility ideographs, odd spaces): a
     few in a million. One numpy pass over the UTF-8 lead bytes finds them.
     """
+    values = _one_array(values)
     values = values.cast(pa.string())
     if not pc.all(pc.fill_null(pc.string_is_ascii(values), True)).as_py():
         foreign = pa.array(rows_with_byte(values, _NOT_NFKC_STABLE_LEAD))
@@ -129,11 +130,19 @@ def _identifier_text(values: pa.Array) -> pa.Array:
 
 def upgrade_short_ids(values: pa.Array) -> pa.Array:
     """15-digit (pre-1999) resident IDs become their 18-character form."""
+    values = _one_array(values)
     short = pc.fill_null(pc.match_substring_regex(values, r"^[0-9]{15}$"), False)
     if not pc.any(short).as_py():
         return values
     upgraded = upgrade_resident_id15(pc.filter(values, short).to_numpy(zero_copy_only=False))
     return _replaced(values, short, upgraded.tolist())
+
+
+def _one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (callers hand in chunked columns too); masks need one."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    return values
 
 
 def _replaced(values: pa.Array, where: pa.Array, replacements: list[str]) -> pa.Array:
@@ -155,6 +164,7 @@ def canonical_dates(values: pa.Array, *, with_time: bool) -> pa.Array:
     Values that match no known format are left as they are for validation to reject.
     Values already in the canonical form (nearly all) are left alone without parsing them.
     """
+    values = _one_array(values)
     canonical = _CANONICAL_DATETIME if with_time else _CANONICAL_DATE
     todo = pc.invert(pc.fill_null(pc.match_substring_regex(values, canonical), True))
     if not pc.any(todo).as_py():
@@ -203,6 +213,7 @@ def _canonical_dates(values: pa.Array, *, with_time: bool) -> pa.Array:
 
 def _without_spaces_in_cjk(values: pa.Array) -> pa.Array:
     """``陈 大文`` → ``陈大文``: Chinese names never contain spaces (Latin names keep theirs)."""
+    values = _one_array(values)
     spaced = pc.fill_null(pc.match_substring_regex(values, r"\s"), False)
     if not pc.any(spaced).as_py():
         return values
@@ -214,6 +225,7 @@ def _without_spaces_in_cjk(values: pa.Array) -> pa.Array:
 
 def simplified_chinese(values: pa.Array) -> pa.Array:
     """Traditional-only characters → simplified (OpenCC's table), only in rows that have them."""
+    values = _one_array(values)
     needs = pc.fill_null(pc.match_substring_regex(values, _traditional_class()), False)
     if not pc.any(needs).as_py():
         return values
