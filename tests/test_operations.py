@@ -92,6 +92,7 @@ def test_a_postgresql_source_runs_under_the_statement_timeout(departments) -> No
         assert cursor.fetchone() == ("1s",)
         with pytest.raises(Exception, match="statement timeout"):
             cursor.execute("SELECT pg_sleep(3)")
+            cursor.fetchall()
 
 
 def _largish_raw_partition(departments, root: Path, copies: int = 12) -> None:
