@@ -9,10 +9,12 @@ process. Every clean, quarantined, unified and public partition must hold the sa
 from __future__ import annotations
 
 import hashlib
+import os
+import sqlite3
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from catalog.store import CatalogStore
 from etl.airflow_runner import run_night
@@ -26,15 +28,17 @@ COMPARED_ZONES = ("raw/sources", "raw/clean", "raw/quarantine", "raw/unified", "
 def _rows_fingerprint(table: pa.Table) -> str:
     """SHA-256 of a partition's rows in a canonical order, without the run's stamp."""
     table = table.drop_columns([c for c in table.column_names if c in RUN_COLUMNS])
-    table = table.select(sorted(table.column_names))
-    text = table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names]))
-    text = pa.table([pc.fill_null(c, "\x00") for c in text.columns], names=text.column_names)
-    text = text.sort_by([(n, "ascending") for n in text.column_names])
-    digest = hashlib.sha256()
-    for column in text.columns:
-        for chunk in column.chunks:
-            digest.update(pa.ipc.serialize_pandas(pa.table({"c": chunk}).to_pandas()).to_pybytes())
-    return digest.hexdigest()
+    frame = table.select(sorted(table.column_names)).to_pandas().astype("string")
+    frame = frame.fillna("\x00").sort_values(list(frame.columns)).reset_index(drop=True)
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+def _task_pids(settings: LakeSettings, run_id: str) -> set[int]:
+    """The processes the run's task instances ran in, as Airflow recorded them."""
+    with sqlite3.connect(settings.var / "airflow" / "airflow.db") as db:
+        rows = db.execute("SELECT pid FROM task_instance WHERE run_id = ?", (run_id,))
+        return {pid for (pid,) in rows if pid is not None}  # a skipped task ran nowhere
 
 
 def _night_in(home: Path, settings: LakeSettings, monkeypatch, parallel: bool) -> dict:
@@ -42,6 +46,11 @@ def _night_in(home: Path, settings: LakeSettings, monkeypatch, parallel: bool) -
     monkeypatch.setenv("YIMEN_HOME", str(home))  # what the tasks read at their edge
     result = run_night(settings, DEMO_DATE, parallel=parallel)
     assert result.state == "success", result.failed_tasks
+    pids = _task_pids(settings, result.run_id)
+    if parallel:  # each task in a process of its own, forked by the executor's workers
+        assert os.getpid() not in pids and len(pids) > 20
+    else:
+        assert pids == {os.getpid()}
     lake_settings = LakeSettings.from_env()
     lake = lake_settings.lake()
     store = CatalogStore(lake_settings.catalog_url)
