@@ -26,7 +26,7 @@ from etl.nightly import LAKE_TZ
 from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
 
 DAG_ID = "yimen_nightly"
-SOURCE_POOL_SLOTS = 4
+SOURCE_POOL_SLOTS = 2  # as many as tasks run at once (airflow.cfg parallelism, two cores)
 
 
 def airflow_environment(settings: LakeSettings) -> dict[str, str]:
@@ -105,7 +105,8 @@ def ensure_airflow_ready(settings: LakeSettings) -> None:
         marker.touch()
     from airflow.models.pool import Pool
 
-    if Pool.get_pool(SOURCE_POOL) is None:
+    pool = Pool.get_pool(SOURCE_POOL)
+    if pool is None or pool.slots != SOURCE_POOL_SLOTS:
         Pool.create_or_update_pool(
             SOURCE_POOL,
             SOURCE_POOL_SLOTS,
