@@ -145,11 +145,17 @@ def run_night(
     ``show_progress`` every partition written and step failed is reported on the terminal
     as it happens.
     """
+    started = clock.monotonic()
+
+    def phase(name: str) -> None:  # in Airflow's log: where the night's fixed costs go
+        print(f"lake run: {name} after {clock.monotonic() - started:.1f} s", flush=True)
+
     with _output_to(log_file) as terminal, _execution_api() if parallel else nullcontext() as api:
         # while the execution API warms up in its own process, this one migrates (first
         # run only), loads the DAG and, in a thread, the modules every task will inherit
         preloaded = _preloading() if parallel else None
         ensure_airflow_ready(settings)
+        phase("Airflow ready")
         from airflow.dag_processing.dagbag import DagBag
 
         bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
@@ -157,15 +163,20 @@ def run_night(
             path, error = next(iter(bag.import_errors.items()))
             raise LakeError(f"DAG file {path} does not import: {error.strip().splitlines()[-1]}")
         dag = bag.dags[DAG_ID]
+        phase("DAG loaded")
         if api is not None and preloaded is not None:
             preloaded.join()  # before the executor forks its workers from this process
+            phase("task modules loaded")
             api.wait_ready()
+            phase("execution API ready")
         with _NightWatcher(settings, terminal if show_progress else None):
             dag_run = dag.test(
                 logical_date=logical_date_for(ds),
                 run_conf={"ds": ds.isoformat(), "fail_fast": True},
                 use_executor=parallel,
             )
+        phase("dag.test done")
+    phase("execution API stopped")
     failed = [
         ti.task_id
         for ti in dag_run.get_task_instances()
@@ -207,7 +218,9 @@ class _ExecutionApi:
         return self.url
 
     def close(self) -> None:
+        """Stop the child: it holds no state worth a graceful shutdown (the night is over)."""
         self.process.stdin.close()
+        self.process.terminate()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
