@@ -289,10 +289,27 @@ TASK_MODULES = (
     "great_expectations.expectations",
     "great_expectations.execution_engine.pandas_execution_engine",
     "great_expectations.data_context.types.base",
+    "great_expectations.render.renderer",
     "pyiceberg.catalog.sql",
     "adbc_driver_sqlite.dbapi",
     "adbc_driver_postgresql.dbapi",
+    # what a task's first validation still imported (measured: 332 modules, 3 s of a 5 s
+    # validation): the store's Alembic check, the standardisers, Airflow's task side
+    "alembic.command",
+    "alembic.runtime.migration",
+    "alembic.autogenerate",
+    "mako.template",
+    "pygments.formatters.html",
+    "opencc",
+    "stdnum",
+    "jinja2.ext",
+    "dill",
+    "encodings.gbk",
     "airflow.sdk",
+    "airflow.sdk.execution_time.task_runner",
+    "airflow.models.dag",
+    "airflow.models.taskinstance",
+    "airflow.serialization.serialized_objects",
 )
 
 
