@@ -153,7 +153,8 @@ def run_night(
     with _output_to(log_file) as terminal, _execution_api() if parallel else nullcontext() as api:
         # while the execution API warms up in its own process, this one migrates (first
         # run only), loads the DAG and, in a thread, the modules every task will inherit
-        preloaded = _preloading() if parallel else None
+        # (run in-process, the first validation finds Great Expectations loaded)
+        preloaded = _preloading()
         ensure_airflow_ready(settings)
         phase("Airflow ready")
         from airflow.dag_processing.dagbag import DagBag
@@ -164,7 +165,7 @@ def run_night(
             raise LakeError(f"DAG file {path} does not import: {error.strip().splitlines()[-1]}")
         dag = bag.dags[DAG_ID]
         phase("DAG loaded")
-        if api is not None and preloaded is not None:
+        if api is not None:
             preloaded.join()  # before the executor forks its workers from this process
             phase("task modules loaded")
             api.wait_ready()
