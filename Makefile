@@ -38,8 +38,13 @@ bench-zones: $(STAMP)
 	$(BIN)/python bench/bench_zones.py --scale $(SCALE)
 
 ## bench-week: a first night and an incremental night end to end through `lake run`
+## (per-task wall times, critical path, peak RSS/PSS of the process tree)
 bench-week: $(STAMP)
 	$(BIN)/python bench/bench_week.py --scale $(SCALE)
+
+## bench-full: the same at full scale (8 million records; minutes, ~4 GiB: one at a time)
+bench-full: $(STAMP)
+	$(BIN)/python bench/bench_week.py --scale 1.0 --workdir var/bench-full
 
 ## airflow: the Airflow UI (airflow standalone) on http://localhost:8080 with the repo's config
 airflow: $(STAMP)

@@ -1,12 +1,17 @@
 """Benchmark: a first night and an incremental night, end to end through `lake run`.
 
 Simulates the departments at a scale, runs the first night (`lake run`, Airflow's
-``dag.test()``), advances the simulation one day and runs that night: the night the city
-pays for every day (SQL sources by watermark, snapshot drops by change detection). For
-each night: wall time, peak RSS of the `lake run` process tree (sampled from /proc), and
-every task's duration from Airflow's metadata DB. Not part of the test run.
+``dag.test()`` with the LocalExecutor, as users run it), advances the simulation one day
+and runs that night: the night the city pays for every day (SQL sources by watermark,
+snapshot drops by change detection). For each night: wall time; peak memory of the whole
+`lake run` process tree (executor workers, task processes and the execution API child
+included), sampled from /proc as the sum of RSS (shared pages counted in every process
+that maps them) and of PSS (shared pages split between them: what the tree really holds);
+every task's wall time from Airflow's task instances; and the critical path, the chain of
+tasks each waiting for the one before. Not part of the test run.
 
     .venv/bin/python bench/bench_week.py --scale 0.125   # ≈ 1 million records
+    .venv/bin/python bench/bench_week.py --scale 0.125 --sequential   # one task at a time
 """
 
 from __future__ import annotations
@@ -21,28 +26,33 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _tree_rss_mb(root: int) -> float:
-    """Resident memory of a process and all its descendants, in MB (Linux /proc)."""
-    total, todo = 0, [root]
+def _tree_memory_mb(root: int) -> tuple[float, float]:
+    """RSS and PSS of a process and all its descendants, in MB (Linux /proc)."""
+    rss = pss = 0
+    todo = [root]
     while todo:
         pid = todo.pop()
         try:
             status = Path(f"/proc/{pid}/status").read_text()
-            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+            rss += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            pss += int(re.search(r"^Pss:\s+(\d+)", rollup, re.M).group(1))
             for task in Path(f"/proc/{pid}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, AttributeError):
             continue
-    return total / 1024
+    return rss / 1024, pss / 1024
 
 
-def _measured(args: list[str], env: dict[str, str]) -> tuple[str, float, float]:
-    """Run a `lake` command; its output, wall seconds and peak RSS of its process tree."""
+def _measured(args: list[str], env: dict[str, str]) -> tuple[str, float, float, float]:
+    """Run a `lake` command; its output, wall seconds, and peak RSS and PSS of its tree."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "etl.cli", *args],
@@ -52,13 +62,14 @@ def _measured(args: list[str], env: dict[str, str]) -> tuple[str, float, float]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    peak = 0.0
+    peak_rss = peak_pss = 0.0
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak_rss, peak_pss
         while not stop.wait(0.2):
-            peak = max(peak, _tree_rss_mb(proc.pid))
+            rss, pss = _tree_memory_mb(proc.pid)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -68,23 +79,68 @@ def _measured(args: list[str], env: dict[str, str]) -> tuple[str, float, float]:
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"lake {' '.join(args)} failed:\n{out[-3000:]}")
-    return out, seconds, peak
+    return out, seconds, peak_rss, peak_pss
 
 
-def _task_seconds(home: Path, run_id: str) -> dict[str, float]:
-    """Each task's duration in the run, from Airflow's metadata DB."""
+def _task_times(home: Path, run_id: str) -> dict[str, tuple[datetime, datetime]]:
+    """Each task instance's start and end in the run, from Airflow's metadata DB."""
     with sqlite3.connect(home / "var" / "airflow" / "airflow.db") as db:
         rows = db.execute(
-            "SELECT task_id, duration FROM task_instance WHERE run_id = ? ORDER BY task_id",
+            "SELECT task_id, map_index, start_date, end_date FROM task_instance "
+            "WHERE run_id = ? AND start_date IS NOT NULL ORDER BY start_date",
             (run_id,),
         ).fetchall()
-    return {task: round(seconds or 0.0, 2) for task, seconds in rows}
+    return {
+        task + (f"[{index}]" if index >= 0 else ""): (_when(start), _when(end or start))
+        for task, index, start, end in rows
+    }
 
 
-def _night(home: Path, env: dict[str, str], ds: str, kind: str) -> dict:
-    out, seconds, peak = _measured(["run", "--date", ds], env)
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace(" ", "T"))
+
+
+def _upstream(home: Path) -> dict[str, list[str]]:
+    """Each task's direct upstream tasks, from the DAG as Airflow serialized it."""
+    with sqlite3.connect(home / "var" / "airflow" / "airflow.db") as db:
+        data, packed = db.execute(
+            "SELECT data, data_compressed FROM serialized_dag ORDER BY created_at DESC LIMIT 1"
+        ).fetchone()
+    dag = json.loads(data) if data else json.loads(zlib.decompress(packed))
+    upstream: dict[str, list[str]] = {}
+    for task in dag["dag"]["tasks"]:
+        fields = task.get("__var", task)
+        upstream.setdefault(fields["task_id"], [])
+        for downstream in fields.get("downstream_task_ids", []):
+            upstream.setdefault(downstream, []).append(fields["task_id"])
+    return upstream
+
+
+def critical_path(
+    times: dict[str, tuple[datetime, datetime]], upstream: dict[str, list[str]]
+) -> list[str]:
+    """The chain that ended last: from the last task to finish back through the upstream
+    task each one waited for (of its upstream tasks, the one that finished last)."""
+
+    def instances(task: str) -> list[str]:  # a mapped task: each of its instances
+        return [n for n in times if n == task or n.startswith(task + "[")]
+
+    path = [max(times, key=lambda n: times[n][1])]
+    while True:
+        before = [n for up in upstream.get(path[-1].split("[")[0], []) for n in instances(up)]
+        if not before:
+            return path[::-1]
+        path.append(max(before, key=lambda n: times[n][1]))
+
+
+def _night(home: Path, env: dict[str, str], ds: str, kind: str, sequential: bool) -> dict:
+    args = ["run", "--date", ds] + (["--sequential"] if sequential else [])
+    out, seconds, peak_rss, peak_pss = _measured(args, env)
     run_id = re.search(r"\(run (\S+)\)", out).group(1)
-    tasks = _task_seconds(home, run_id)
+    times = _task_times(home, run_id)
+    tasks = {t: round((end - start).total_seconds(), 2) for t, (start, end) in times.items()}
+    path = critical_path(times, _upstream(home))
+    in_tasks = max(e for _, e in times.values()) - min(s for s, _ in times.values())
     steps = {
         step: round(sum(s for t, s in tasks.items() if t.endswith(f".{step}")), 1)
         for step in ("extract", "validate")
@@ -94,15 +150,28 @@ def _night(home: Path, env: dict[str, str], ds: str, kind: str) -> dict:
         "night": kind,
         "ds": ds,
         "wall_s": round(seconds, 1),
-        "peak_rss_mb": round(peak),
+        "first_task_to_last_s": round(in_tasks.total_seconds(), 1),
+        "peak_rss_mb": round(peak_rss),
+        "peak_pss_mb": round(peak_pss),
         "task_seconds_sum": steps,
         "tasks": tasks,
+        "critical_path": [(t, tasks[t]) for t in path],
+        "critical_path_task_s": round(sum(tasks[t] for t in path), 1),
         "figures": figures[-8:],
     }
 
 
-def _say(step: str, seconds: float, peak: float) -> None:
-    print(json.dumps({"step": step, "seconds": round(seconds, 1), "peak_rss_mb": round(peak)}))
+def _print_night(night: dict) -> None:
+    print(f"\n{night['night']} night {night['ds']}: task wall seconds (Airflow task instances)")
+    for task, seconds in sorted(night["tasks"].items(), key=lambda kv: -kv[1]):
+        print(f"  {seconds:8.2f}  {task}")
+    chain = " → ".join(f"{t} {s:.1f}" for t, s in night["critical_path"])
+    print(f"  critical path ({night['critical_path_task_s']:.1f} s in tasks): {chain}")
+
+
+def _say(step: str, seconds: float, peak_rss: float, peak_pss: float) -> None:
+    figures = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss)}
+    print(json.dumps({"step": step, **figures, "peak_pss_mb": round(peak_pss)}))
 
 
 def main() -> None:
@@ -110,6 +179,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.125)
     parser.add_argument("--workdir", type=Path, default=REPO / "var" / "bench-week")
     parser.add_argument("--date", default="2026-11-28")
+    parser.add_argument(
+        "--sequential", action="store_true", help="one task at a time (`lake run --sequential`)"
+    )
     args = parser.parse_args()
     home = args.workdir.resolve()
     shutil.rmtree(home, ignore_errors=True)
@@ -117,23 +189,29 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("YIMEN_", "AIRFLOW"))}
     env["YIMEN_HOME"] = str(home)
 
-    _out, seconds, peak = _measured(
-        ["simulate", "--scale", str(args.scale), "--date", args.date], env
-    )
-    _say("simulate", seconds, peak)
-    first = _night(home, env, args.date, "first")
+    _out, *measured = _measured(["simulate", "--scale", str(args.scale), "--date", args.date], env)
+    _say("simulate", *measured)
+    first = _night(home, env, args.date, "first", args.sequential)
     print(json.dumps(first, ensure_ascii=False))
-    _out, seconds, peak = _measured(["simulate", "--advance"], env)
-    _say("advance", seconds, peak)
+    _out, *measured = _measured(["simulate", "--advance"], env)
+    _say("advance", *measured)
     next_day = _out.split("as of ")[1].split()[0]
-    incremental = _night(home, env, next_day, "incremental")
+    incremental = _night(home, env, next_day, "incremental", args.sequential)
     print(json.dumps(incremental, ensure_ascii=False))
-    print(f"\nscale {args.scale}: night          wall    peak RSS   Σ extract   Σ validate")
+    for night in (first, incremental):
+        _print_night(night)
+    mode = "one task at a time" if args.sequential else "LocalExecutor, concurrent"
+    print(
+        f"\nscale {args.scale} ({mode}): night  wall (first→last task)  peak RSS / PSS"
+        "   Σ extract  Σ validate  critical path"
+    )
     for night in (first, incremental):
         sums = night["task_seconds_sum"]
         print(
-            f"  {night['night']:12s} {night['ds']}  {night['wall_s']:6.1f} s  "
-            f"{night['peak_rss_mb']:6d} MB  {sums['extract']:8.1f} s  {sums['validate']:8.1f} s"
+            f"  {night['night']:12s} {night['ds']}  {night['wall_s']:6.1f} s "
+            f"({night['first_task_to_last_s']:5.1f} s)  {night['peak_rss_mb']:6d} / "
+            f"{night['peak_pss_mb']:5d} MB  {sums['extract']:7.1f} s  {sums['validate']:7.1f} s"
+            f"  {night['critical_path_task_s']:7.1f} s"
         )
 
 

@@ -7,9 +7,11 @@ extractors stay plain functions that tests can call with a SQLite file or a fold
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy.engine import URL
 
@@ -23,6 +25,8 @@ _SQLALCHEMY_DRIVERS = {
     "postgresql": "postgresql+psycopg",
     "mysql": "mysql+pymysql",
 }
+
+_ADBC_DRIVERS = {"sqlite": "sqlite", "postgres": "postgresql", "postgresql": "postgresql"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,54 @@ class SourceConnection:
         if driver == "mysql+pymysql":
             return {"connect_timeout": connect, "read_timeout": statement}
         return {}
+
+    def arrow_driver(self) -> str | None:
+        """The ADBC driver that reads this database straight into Arrow, if there is one.
+
+        ``None`` means the generic SQLAlchemy/DB-API reader: another database type, the
+        driver package missing, or the connection's extra says ``{"reader": "dbapi"}`` (the
+        way back for one source should a driver misread it).
+        """
+        driver = _ADBC_DRIVERS.get(self.conn_type)
+        if driver is None or self.extra.get("reader") == "dbapi":
+            return None
+        if importlib.util.find_spec(f"adbc_driver_{driver}") is None:
+            return None
+        return driver
+
+    def adbc_connect(self) -> Any:
+        """An ADBC DB-API connection (autocommit: one statement, one consistent read) with
+        the same connect and statement bounds as :meth:`connect_args`."""
+        connect = int(self.extra.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+        statement = int(self.extra.get("statement_timeout", DEFAULT_STATEMENT_TIMEOUT))
+        driver = self.arrow_driver()
+        if driver == "sqlite":
+            import adbc_driver_sqlite.dbapi
+
+            path = Path(self.host or self.schema or "")
+            if not path.is_file():  # SQLite would otherwise create an empty database here
+                raise SourceError(f"connection '{self.conn_id}': no SQLite database at {path}")
+            uri = f"file:{quote(str(path))}?mode=ro"
+            conn = adbc_driver_sqlite.dbapi.connect(uri, autocommit=True)
+            with conn.cursor() as cursor:  # wait this long for a lock the system holds
+                cursor.execute(f"PRAGMA busy_timeout = {connect * 1000}")
+                cursor.fetchall()
+            return conn
+        if driver == "postgresql":
+            import adbc_driver_postgresql.dbapi
+
+            # libpq's URI: percent-encoded (libpq reads no "+" as a space, as SQLAlchemy writes)
+            user = quote(self.login or "", safe="")
+            secret = f":{quote(self.password, safe='')}" if self.password else ""
+            auth = f"{user}{secret}@" if user else ""
+            where = f"{auth}{self.host or ''}" + (f":{self.port}" if self.port else "")
+            options = quote(f"-c statement_timeout={statement * 1000}", safe="")
+            uri = (
+                f"postgresql://{where}/{quote(self.schema or '', safe='')}"
+                f"?connect_timeout={connect}&options={options}"
+            )
+            return adbc_driver_postgresql.dbapi.connect(uri, autocommit=True)
+        raise SourceError(f"connection '{self.conn_id}' has no Arrow (ADBC) driver")
 
     def folder(self) -> Path:
         """The drop folder of a file-drop (``fs``) connection."""

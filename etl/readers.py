@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -58,7 +59,8 @@ def open_source(
     """The reader for this dataset's delivery on ``ds``; fails early if it is not there."""
     kind = dataset.source.kind
     if kind == "sql":
-        return SqlReader(dataset, connection, window, batch_rows, ds)
+        reader = ArrowSqlReader if connection.arrow_driver() else SqlReader
+        return reader(dataset, connection, window, batch_rows, ds)
     path = delivered_file(dataset, connection, ds)
     if kind == "csv":
         return CsvReader(dataset.id, path, dataset.source.encoding or "utf-8")
@@ -105,12 +107,68 @@ def _as_text(values: pa.Array) -> pa.Array:
     return values if kind == pa.string() else values.cast(pa.string())
 
 
-class SqlReader:
-    """Streams ``SELECT *`` (incremental: ``WHERE low < <watermark> <= high``), server-side.
+class _WatermarkWindow:
+    """What every SQL reader shares: the window's ends and the newest watermark read.
 
     Rows whose watermark is NULL are read by every window, first load, rerun or later
     night alike, and counted (``null_watermark_rows``): they are delivered every night
     until the source fixes them (docs/decisions/0009-null-watermarks.md).
+    """
+
+    dataset_id: str
+    ds: date
+    watermark: str | None
+    low: str | None
+    high: str | None
+    _newest: object
+    null_watermark_rows: int
+
+    def _start_window(self, dataset: DatasetDef, window: tuple[str | None, str | None]) -> None:
+        self.dataset_id = dataset.id
+        self.watermark = dataset.source.watermark_column
+        self.low, self.high = window
+        self._newest = None  # the largest well-formed watermark value read so far
+        self.null_watermark_rows = 0  # rows with no watermark, read by every window
+
+    def _track(self, values: pa.Array) -> None:
+        """Remember the largest watermark value that is well formed and not in the future.
+
+        Typed columns are compared as typed (microseconds and time zone kept); text columns
+        only by their ``YYYY-MM-DD HH:MM:SS…`` values, since a stray ``2026/11/29`` sorts
+        above every ISO value as text. A value beyond the day after the partition date (the
+        night runs early on that day) is a clock or typing error: taken as the mark it would
+        stop every later night from reading anything. Judged against the partition date,
+        not the machine's clock, so a rerun or backfill of a date keeps the same window.
+        """
+        self.null_watermark_rows += values.null_count
+        if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
+            values = values.filter(pc.less_equal(values, _day_after_like(self.ds, values.type)))
+        else:
+            values = values.cast(pa.string())
+            ok = pc.fill_null(pc.match_substring_regex(values, ISO_DATETIME), False)
+            values = values.filter(ok).filter(
+                pc.less_equal(values.filter(ok), _day_after_like(self.ds, pa.string()))
+            )
+        newest = pc.max(values).as_py() if len(values) else None
+        if newest is not None and (self._newest is None or newest > self._newest):
+            self._newest = newest
+
+    @property
+    def high_watermark(self) -> str | None:
+        """The newest watermark read, as text the source compares exactly (ISO, tz kept)."""
+        value = self._newest
+        if value is None or isinstance(value, str):
+            return value
+        return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
+
+
+class SqlReader(_WatermarkWindow):
+    """The generic path: ``SELECT *`` (incremental: ``WHERE low < <watermark> <= high``)
+    streamed server-side through SQLAlchemy and a DB-API cursor, row tuples into Arrow.
+
+    Any database SQLAlchemy reaches; :class:`ArrowSqlReader` replaces it where an ADBC
+    driver exists (SQLite, PostgreSQL), since building Python row objects costs ~9 µs a
+    row (27 s for public security's 3 million rows against 3 s through ADBC).
     """
 
     def __init__(
@@ -121,15 +179,11 @@ class SqlReader:
         batch_rows: int,
         ds: date,
     ) -> None:
-        self.dataset_id = dataset.id
+        self._start_window(dataset, window)
         self.ds = ds  # the partition date: the reference for "a watermark in the future"
         self.url = connection.sqlalchemy_url()
         self.table = dataset.source.table or ""
         self.location = f"{shown_url(self.url)}#{self.table}"
-        self.watermark = dataset.source.watermark_column
-        self.low, self.high = window
-        self._newest: object = None  # the largest well-formed watermark value read so far
-        self.null_watermark_rows = 0  # rows with no watermark, read by every window
         self.batch_rows = batch_rows
         self.engine = create_engine(self.url, connect_args=connection.connect_args())
         try:
@@ -163,9 +217,7 @@ class SqlReader:
                 for rows in result.partitions(self.batch_rows):
                     arrays = [_as_arrow(c) for c in zip(*rows, strict=True)]
                     if self.watermark in self.columns:
-                        marks = arrays[self.columns.index(self.watermark)]
-                        self.null_watermark_rows += marks.null_count
-                        self._track(marks)
+                        self._track(arrays[self.columns.index(self.watermark)])
                     yield _as_string_batch(self.columns, arrays)
         except SQLAlchemyError as exc:
             reason = database_reason(exc)
@@ -173,35 +225,126 @@ class SqlReader:
         finally:
             self.engine.dispose()
 
-    def _track(self, values: pa.Array) -> None:
-        """Remember the largest watermark value that is well formed and not in the future.
 
-        Typed columns are compared as typed (microseconds and time zone kept); text columns
-        only by their ``YYYY-MM-DD HH:MM:SS…`` values, since a stray ``2026/11/29`` sorts
-        above every ISO value as text. A value beyond the day after the partition date (the
-        night runs early on that day) is a clock or typing error: taken as the mark it would
-        stop every later night from reading anything. Judged against the partition date,
-        not the machine's clock, so a rerun or backfill of a date keeps the same window.
-        """
-        if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
-            values = values.filter(pc.less_equal(values, _day_after_like(self.ds, values.type)))
+class ArrowSqlReader(_WatermarkWindow):
+    """Reads through an ADBC driver: the database fills Arrow buffers, no Python rows.
+
+    Same query, window and watermark rules as :class:`SqlReader` (a test compares their
+    partitions' fingerprints). SQLite values are read as SQLite's own text
+    (``CAST(… AS TEXT)``): the ADBC SQLite driver guesses a column's type from the first
+    batch and fails when a later batch disagrees (a column NULL for 100,000 rows, then
+    text), so one leading row of empty strings fixes every column as text and is dropped.
+    For the TEXT columns department systems use, that is exactly what the DB-API path
+    delivers; a REAL column would show SQLite's 15-digit form. PostgreSQL columns arrive
+    typed (binary COPY) and become text as in the DB-API path. The window's ends are
+    written into the statement as quoted literals, so the database compares them against
+    the column's own type as it does a bound text parameter.
+    """
+
+    def __init__(
+        self,
+        dataset: DatasetDef,
+        connection: SourceConnection,
+        window: tuple[str | None, str | None],
+        batch_rows: int,
+        ds: date,
+    ) -> None:
+        self._start_window(dataset, window)
+        self.ds = ds
+        self.connection = connection
+        self.sqlite = connection.arrow_driver() == "sqlite"
+        self.table = dataset.source.table or ""
+        self.location = f"{shown_url(connection.sqlalchemy_url())}#{self.table}"
+        self.batch_rows = batch_rows
+        self.columns = []
+        with self._session() as cursor:
+            cursor.execute(f"SELECT * FROM {_quoted_name(self.table)} LIMIT 0")
+            self.columns = [d[0] for d in cursor.description]
+            cursor.fetch_arrow_table()
+
+    @contextmanager
+    def _session(self) -> Iterator:
+        """A cursor on a fresh connection; any driver error as one line naming the source."""
+        from adbc_driver_manager import Error as AdbcError
+
+        failures = (AdbcError, pa.ArrowException, OSError)
+        try:
+            conn = self.connection.adbc_connect()
+        except (*failures, SourceError) as exc:
+            raise SourceError(
+                f"{self.dataset_id}: cannot read {self.location}: {database_reason(exc)}"
+            ) from exc
+        try:
+            with conn.cursor() as cursor:
+                if self.sqlite:
+                    cursor.adbc_statement.set_options(
+                        **{"adbc.sqlite.query.batch_rows": str(self.batch_rows)}
+                    )
+                yield cursor
+        except failures as exc:
+            raise SourceError(
+                f"{self.dataset_id}: cannot read {self.location}: {database_reason(exc)}"
+            ) from exc
+        finally:
+            conn.close()
+
+    def _query(self) -> str:
+        names = [_quoted(c) for c in self.columns]
+        source = _quoted_name(self.table)
+        if self.sqlite:
+            typed = ", ".join(f"CAST({n} AS TEXT) AS {n}" for n in names)
+            query = f"SELECT 0 AS {_quoted(_SENTINEL)}, {typed} FROM {source}"
         else:
-            values = values.cast(pa.string())
-            ok = pc.fill_null(pc.match_substring_regex(values, ISO_DATETIME), False)
-            values = values.filter(ok).filter(
-                pc.less_equal(values.filter(ok), _day_after_like(self.ds, pa.string()))
-            )
-        newest = pc.max(values).as_py() if len(values) else None
-        if newest is not None and (self._newest is None or newest > self._newest):
-            self._newest = newest
+            query = f"SELECT {', '.join(names)} FROM {source}"
+        window, mark = [], _quoted(self.watermark or "")
+        if self.low is not None and self.watermark:
+            window.append(f"{mark} > {_literal(self.low)}")
+        if self.high is not None and self.watermark:
+            window.append(f"{mark} <= {_literal(self.high)}")
+        if window:  # rows with no watermark belong to no window: every night reads them
+            query += f" WHERE ({' AND '.join(window)}) OR {mark} IS NULL"
+        if self.sqlite:  # the leading all-text row (see the class docstring)
+            empty = ", ".join(f"'' AS {n}" for n in names)
+            query = f"SELECT 1 AS {_quoted(_SENTINEL)}, {empty} UNION ALL {query}"
+        return query
 
-    @property
-    def high_watermark(self) -> str | None:
-        """The newest watermark read, as text the source compares exactly (ISO, tz kept)."""
-        value = self._newest
-        if value is None or isinstance(value, str):
-            return value
-        return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        self.null_watermark_rows = 0
+        with self._session() as cursor:
+            cursor.execute(self._query())
+            first = True
+            for batch in cursor.fetch_record_batch():
+                if self.sqlite:
+                    if first and (batch.num_rows == 0 or batch.column(0)[0].as_py() != 1):
+                        raise SourceError(f"{self.dataset_id}: {self.location}: rows out of order")
+                    batch = batch.slice(1) if first else batch
+                    batch = batch.drop_columns([_SENTINEL])
+                    batch.validate(full=True)  # SQLite text need not be UTF-8
+                first = False
+                if batch.num_rows == 0:
+                    continue
+                arrays = list(batch.columns)
+                if self.watermark in self.columns:
+                    self._track(arrays[self.columns.index(self.watermark)])
+                yield _as_string_batch(self.columns, arrays)
+
+
+_SENTINEL = "_lake_first_row"  # the leading row's marker column (SQLite)
+
+
+def _quoted(name: str) -> str:
+    """A column name, double-quoted for SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quoted_name(name: str) -> str:
+    """A (possibly schema-qualified) table name, double-quoted for SQL."""
+    return ".".join(_quoted(part) for part in name.split("."))
+
+
+def _literal(value: str) -> str:
+    """A watermark as a SQL string literal (standard quoting, no backslash escapes)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 ISO_DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}"

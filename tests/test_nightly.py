@@ -87,3 +87,46 @@ def test_a_task_that_died_without_a_word_still_fails_the_night(tmp_path) -> None
         close_night(night, ["renshe__insured_person.extract"])
     assert CatalogStore(settings.catalog_url).runs(1)[0].status == "failed"
     assert (settings.var / "quality" / "index.html").exists()
+
+
+def test_heavy_validations_wait_for_each_other_and_small_ones_do_not(tmp_path) -> None:
+    import subprocess
+    import sys
+    import threading
+    from datetime import date
+
+    from etl.nightly import HEAVY_ROWS, Night, one_heavy_step_at_a_time
+    from etl.settings import LakeSettings
+
+    night = Night.open(date(2026, 11, 28), "run", LakeSettings.under(tmp_path))
+    lock_file = night.work_dir / "heavy-step.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(  # another task's process in the middle of a heavy validation
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys\n"
+            f"f = open({str(lock_file)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with one_heavy_step_at_a_time(night, HEAVY_ROWS - 1):
+            pass  # a small delivery goes ahead
+        entered = threading.Event()
+
+        def heavy() -> None:
+            with one_heavy_step_at_a_time(night, HEAVY_ROWS):
+                entered.set()
+
+        waiter = threading.Thread(target=heavy, daemon=True)
+        waiter.start()
+        assert not entered.wait(1.0)  # a heavy one waits while the other runs
+    finally:
+        holder.communicate("")  # the other task ends (its process exits: the lock goes)
+    assert entered.wait(60)
+    waiter.join()

@@ -23,7 +23,7 @@ from catalog.figures import QualityFigures
 from catalog.store import CatalogStore, PartitionRecord
 from etl.connections import SourceConnection
 from etl.extract import extract_to_raw
-from etl.readers import SqlReader
+from etl.readers import ArrowSqlReader, SqlReader
 from etl.settings import REPO_ROOT, LakeSettings
 from etl.validate import validate_partition
 from etl.zones import RAW_SOURCES, Lake
@@ -48,17 +48,33 @@ def test_source_connections_carry_connect_and_statement_timeouts(tmp_path: Path)
         "connect_timeout": 5,
         "read_timeout": 1800,
     }
-    # SQLite: a database the department's system holds locked fails the read, it does not hang
+    # SQLite: a database the department's system holds locked fails the read, it does not
+    # hang. The system is another process, as in life (POSIX locks do not separate the
+    # SQLite copies inside one process: the ADBC driver links its own).
     db = tmp_path / "locked.db"
-    holder = sqlite3.connect(db, isolation_level=None)
-    holder.execute("CREATE TABLE taxpayer (taxpayer_id TEXT, updated_at TEXT)")
-    holder.execute("BEGIN EXCLUSIVE")
-    conn = SourceConnection("dishui_db", "sqlite", host=str(db), extra={"connect_timeout": 0})
-    assert conn.connect_args() == {"timeout": 0}
-    with pytest.raises(SourceError, match="database is locked"):
-        SqlReader(CATALOG.dataset("dishui.taxpayer"), conn, (None, None), 10, DEMO_DATE)
-    holder.rollback()
-    holder.close()
+    with sqlite3.connect(db) as setup:
+        setup.execute("CREATE TABLE taxpayer (taxpayer_id TEXT, updated_at TEXT)")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys\n"
+            f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        conn = SourceConnection("dishui_db", "sqlite", host=str(db), extra={"connect_timeout": 0})
+        assert conn.connect_args() == {"timeout": 0}
+        for reader in (SqlReader, ArrowSqlReader):  # the DB-API and the ADBC path alike
+            with pytest.raises(SourceError, match="database is locked"):
+                reader(CATALOG.dataset("dishui.taxpayer"), conn, (None, None), 10, DEMO_DATE)
+    finally:
+        holder.communicate("")
 
 
 @pytest.mark.skipif(postgres_url() is None, reason="no test PostgreSQL (make test starts one)")
@@ -71,6 +87,12 @@ def test_a_postgresql_source_runs_under_the_statement_timeout(departments) -> No
         with pytest.raises(Exception, match="statement timeout"):
             c.execute(text("SELECT pg_sleep(3)"))
     reader.engine.dispose()
+    with conn.adbc_connect() as arrow, arrow.cursor() as cursor:  # the ADBC path too
+        cursor.execute("SELECT current_setting('statement_timeout')")
+        assert cursor.fetchone() == ("1s",)
+        with pytest.raises(Exception, match="statement timeout"):
+            cursor.execute("SELECT pg_sleep(3)")
+            cursor.fetchall()
 
 
 def _largish_raw_partition(departments, root: Path, copies: int = 12) -> None:
