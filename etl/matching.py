@@ -127,17 +127,28 @@ def person_match_keys(frame: pd.DataFrame) -> pd.DataFrame:
     """The comparison form of each role present: name chars, toneless pinyin, dates, digits.
 
     ``frame`` has any of the columns in :data:`ROLES` (``name`` required). Returns one row per
-    input row with ``name``, ``pinyin``, ``surname``, ``birth`` (``YYYYMMDD``), ``birth_year``,
-    ``phone``, ``district``, ``sex``; absent roles are all-null columns. Text work is Arrow
-    compute on whole columns.
+    input row with ``name``, ``pinyin``, ``surname``, ``name_tf``, ``birth`` (``YYYYMMDD``),
+    ``birth_year``, ``phone``, ``district``, ``sex``; absent roles are all-null columns.
+    """
+    out = comparison_keys(frame)
+    name = out["name"]
+    pinyin, surname = name_pinyin(name)
+    out.insert(1, "pinyin", pinyin)
+    out.insert(2, "surname", surname)
+    counts = name.value_counts()
+    out.insert(3, "name_tf", name.map(counts / max(len(out), 1)).astype(float).to_numpy())
+    return out
+
+
+def comparison_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    """The keys that need no look-up table: normalised name, birth digits, phone, district, sex.
+
+    Whole-column Arrow compute, so the nightly run can key millions of rows batch by batch
+    and add the pinyin once per distinct name (:func:`name_pinyin`).
     """
     n = len(frame)
     name = pc.replace_substring_regex(_arrow_text(frame["name"]), r"\s+", "")
-    name = _series(simplified_chinese(name))
-    pinyin, surname = name_pinyin(name)
-    out = pd.DataFrame({"name": name, "pinyin": pinyin, "surname": surname})
-    counts = name.value_counts()
-    out["name_tf"] = name.map(counts / max(n, 1)).astype(float).to_numpy()
+    out = pd.DataFrame({"name": _series(simplified_chinese(name))})
     out["birth"] = _birth_digits(frame["birth_date"]) if "birth_date" in frame else _nulls(n)
     out["birth_year"] = out["birth"].str.slice(0, 4)
     out["phone"] = _phone_digits(frame["phone"]) if "phone" in frame else _nulls(n)
@@ -372,8 +383,14 @@ def u_probabilities(
     left = rng.integers(0, n, pairs)
     right = rng.integers(0, n, pairs)
     keep = left != right
-    levels = comparison_levels(keys, left[keep], right[keep])
-    return _level_shares(levels, floor=1e-6)
+    return random_pair_shares(keys, left[keep], right[keep])
+
+
+def random_pair_shares(
+    keys: pd.DataFrame, left: np.ndarray, right: np.ndarray
+) -> dict[str, tuple[float, ...]]:
+    """Share of each agreement level among the given (random) pairs: the ``u`` of the model."""
+    return _level_shares(comparison_levels(keys, left, right), floor=1e-6)
 
 
 def m_probabilities(

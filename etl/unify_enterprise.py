@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from etl.matching import cluster_labels
-from etl.unify_ids import PreviousIds, smallest_per_cluster, stable_ids
-from etl.unify_person import SUBJECT, no_mentions, owner_ids, sources_per_entity
+from etl.unify_ids import smallest_per_cluster
+from etl.unify_person import SUBJECT, owner_ids
 
 ENTERPRISE_PREFIX = "E"
 MENTION_COLUMNS = [
@@ -87,7 +87,7 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
         out = _frame(b, "case_no", b["applicant_id_no"], none, none, none, "applicant_name")
         out["individual"] = b["applicant_id_no"].astype("str").str.startswith("92").to_numpy()
     else:
-        return no_mentions(MENTION_COLUMNS)
+        return no_enterprise_mentions()
     out["dataset"] = dataset_id
     out["updated_at"] = pd.to_datetime(b["updated_at"]).to_numpy().astype("datetime64[ms]")
     for col in MENTION_COLUMNS:
@@ -95,6 +95,13 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
             out[col] = None
     out["org_code"] = out["org_code"].fillna(out["uscc"].str.slice(8, 17))
     return out[MENTION_COLUMNS].reset_index(drop=True)
+
+
+def no_enterprise_mentions() -> pd.DataFrame:
+    """An empty mention frame with the types a full one has (so concatenation keeps them)."""
+    frame = pd.DataFrame({c: pd.Series(dtype="str") for c in MENTION_COLUMNS})
+    frame["updated_at"] = pd.Series(dtype="datetime64[ms]")
+    return frame
 
 
 def _frame(
@@ -239,15 +246,6 @@ def _owner_edges(m: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return pairs["index"].to_numpy(), pairs["to"].to_numpy()
 
 
-def assign_enterprise_ids(
-    resolution: EnterpriseResolution, previous: PreviousIds
-) -> tuple[pd.Series, pd.Series]:
-    m = resolution.mentions
-    return stable_ids(
-        m["cluster"].to_numpy(), m["anchor"], m["member"], previous, ENTERPRISE_PREFIX
-    )
-
-
 def unified_enterprises(m: pd.DataFrame, person_of_id: pd.Series) -> pd.DataFrame:
     """One row per enterprise (``m`` has ``cluster``, ``enterprise_id``), by :data:`SURVIVORSHIP`.
 
@@ -274,3 +272,13 @@ def unified_enterprises(m: pd.DataFrame, person_of_id: pd.Series) -> pd.DataFram
     out["records"] = groups.size()
     out["last_updated_at"] = groups["updated_at"].max()
     return out.sort_values("enterprise_id").reset_index(drop=True)
+
+
+def sources_per_entity(m: pd.DataFrame, entity: str) -> pd.Series:
+    """``dataset,dataset`` per entity, sorted: a bit per dataset, summed, then looked up."""
+    names = sorted(m["dataset"].unique())
+    bit = m["dataset"].map({d: 1 << i for i, d in enumerate(names)})
+    pairs = pd.DataFrame({entity: m[entity], "bit": bit}).drop_duplicates()
+    masks = pairs.groupby(entity, sort=True)["bit"].sum()
+    text = {k: ",".join(d for i, d in enumerate(names) if k >> i & 1) for k in masks.unique()}
+    return masks.map(text)

@@ -7,17 +7,21 @@ step on a real simulated night, and ``lake match`` through the CLI on hand-writt
 from __future__ import annotations
 
 from datetime import date
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
 from etl.cli import main
-from etl.unify import NightMentions, unified_night
+from etl import unify
+from etl.unify import NightMentions, load_person_mentions
 from etl.unify_enterprise import enterprise_mentions
 from etl.unify_ids import PreviousIds
 from etl.unify_person import person_mentions
+from etl.unify_workspace import workspace
 from tests.helpers import resident_ids, usccs
 
 DS = date(2026, 11, 28)
@@ -139,15 +143,25 @@ def _world(night_one: bool = False) -> dict[str, pd.DataFrame]:
     }
 
 
-def _mentions(world: dict[str, pd.DataFrame]) -> NightMentions:
+def _mentions(world: dict[str, pd.DataFrame]) -> tuple[list[pa.Table], NightMentions]:
     persons = [person_mentions(k, v) for k, v in world.items()]
     firms = [enterprise_mentions(k, v) for k, v in world.items()]
-    return NightMentions(
-        pd.concat(persons, ignore_index=True),
+    return persons, NightMentions(
         pd.concat(firms, ignore_index=True),
         pd.DataFrame(columns=["case_no"]),
         {k: len(v) for k, v in world.items()},
     )
+
+
+def unified_night(mentions, ds, previous_persons, previous_enterprises) -> SimpleNamespace:
+    """The unification core in an in-memory workspace; its tables as frames."""
+    persons, night_mentions = mentions
+    with workspace() as ws:
+        load_person_mentions(ws, persons, repeated=False)
+        night = unify.unified_night(
+            ws, night_mentions, ds, previous_persons, previous_enterprises
+        )
+        return SimpleNamespace(tables=night.frames(), figures=night.figures)
 
 
 def _person_of(night, dataset: str, key: str, role: str = "subject") -> str:

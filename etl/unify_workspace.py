@@ -1,0 +1,96 @@
+"""The DuckDB database a night's unification works in: bounded memory, spills to disk.
+
+Unification joins and groups every mention of the night (7.5 million person mentions at full
+scale). Held as pandas frames that took 13 GB; in DuckDB the same work runs on both cores
+within a fixed memory limit, spilling to a private scratch file that is removed afterwards
+(it holds personal data: owner-only, like the raw zone). docs/decisions/0013 says why.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from catalog.files import owner_only_dir
+
+Loadable = pd.DataFrame | pa.Table | Iterable[pa.Table]
+BATCH_ROWS = 262_144
+
+
+class Workspace:
+    """One DuckDB connection; tables are created by loading frames/Arrow or by SQL."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def load(self, name: str, data: Loadable, empty: pa.Table | None = None) -> int:
+        """(Re)create table ``name`` from a frame, an Arrow table or a stream of Arrow tables.
+
+        A stream that yields nothing loads ``empty`` (the columns it would have had).
+        """
+        self.con.execute(f"DROP TABLE IF EXISTS {name}")
+        parts = [data] if isinstance(data, (pd.DataFrame, pa.Table)) else data
+        rows, created = 0, False
+        for part in parts:
+            self.con.register("_incoming", part)
+            verb = f"INSERT INTO {name}" if created else f"CREATE TABLE {name} AS"
+            self.con.execute(f"{verb} SELECT * FROM _incoming")
+            self.con.unregister("_incoming")
+            rows += len(part)
+            created = True
+        if not created:
+            if empty is None:
+                raise ValueError(f"nothing to load into {name}")
+            return self.load(name, empty)
+        return rows
+
+    def execute(self, sql: str, params: list | None = None) -> None:
+        self.con.execute(sql, params or []).fetchall()  # finished: the connection is free
+
+    def frame(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        return self.con.execute(sql, params or []).df()
+
+    def scalar(self, sql: str, params: list | None = None):
+        return self.con.execute(sql, params or []).fetchall()[0][0]
+
+    def arrow(self, sql: str) -> pa.Table:
+        return self.con.sql(sql).to_arrow_table()
+
+    def batches(self, sql: str, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """Stream a query's result in bounded record batches."""
+        reader = self.con.sql(sql).to_arrow_reader(rows)
+        yield from reader
+
+
+@contextmanager
+def workspace(
+    scratch: Path | None = None, memory_limit: str = "1GB", threads: int | None = None
+) -> Iterator[Workspace]:
+    """A workspace in a private scratch file under ``scratch`` (in memory without one)."""
+    threads = threads or max(1, min(2, os.cpu_count() or 1))
+    config = {"memory_limit": memory_limit, "threads": threads}
+    if scratch is None:
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            yield Workspace(con)
+        finally:
+            con.close()
+        return
+    folder = Path(scratch) / f"unify-{uuid.uuid4().hex}"
+    owner_only_dir(folder)
+    config["temp_directory"] = str(folder / "spill")
+    con = duckdb.connect(str(folder / "work.duckdb"), config=config)
+    try:
+        yield Workspace(con)
+    finally:
+        con.close()
+        for path in sorted(folder.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        folder.rmdir()
