@@ -132,7 +132,7 @@ def person_mentions(dataset_id: str, batch: pa.Table | pd.DataFrame) -> pa.Table
         return empty_mentions()
     n = b.num_rows
     cols["dataset"] = pa.array([dataset_id] * n, pa.string())
-    cols["updated_at"] = pc.cast(b.column("updated_at"), pa.timestamp("ms"))
+    cols["updated_at"] = pc.cast(b.column("updated_at"), pa.timestamp("us"))
     for name in ("district", "address"):
         cols.setdefault(name, None)
     _with_id_facts(cols, n)
@@ -143,7 +143,7 @@ def person_mentions(dataset_id: str, batch: pa.Table | pd.DataFrame) -> pa.Table
 def empty_mentions() -> pa.Table:
     """No mentions, with the columns and types a full batch has."""
     fields = [pa.field(c, pa.string()) for c in MENTION_COLUMNS + KEY_COLUMNS]
-    schema = pa.schema(fields).set(10, pa.field("updated_at", pa.timestamp("ms")))
+    schema = pa.schema(fields).set(10, pa.field("updated_at", pa.timestamp("us")))
     return schema.empty_table()
 
 

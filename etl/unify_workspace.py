@@ -85,8 +85,9 @@ def workspace(
         return
     folder = Path(scratch) / f"unify-{uuid.uuid4().hex}"
     owner_only_dir(folder)
-    config["temp_directory"] = str(folder / "spill")
-    con = duckdb.connect(str(folder / "work.duckdb"), config=config)
+    config["temp_directory"] = str(folder)  # an in-memory database spills its tables here
+    target = os.environ.get("YIMEN_WS_MODE", "memory")
+    con = duckdb.connect(str(folder / "work.duckdb") if target == "file" else ":memory:", config=config)
     try:
         yield Workspace(con)
     finally:
