@@ -35,6 +35,7 @@ from etl.unify_enterprise import (
 from etl.unify_enterprise import SOURCE_RANK as SOURCE_RANK_ENTERPRISE
 from etl.unify_ids import PreviousIds, stable_ids
 from etl.unify_person import (
+    PERSON_COLUMNS,
     PERSON_PREFIX,
     SUBJECT,
     empty_mentions,
@@ -42,7 +43,7 @@ from etl.unify_person import (
     person_table_sql,
     resolve_persons,
 )
-from etl.unify_workspace import BATCH_ROWS, Workspace, workspace
+from etl.unify_workspace import BATCH_ROWS, Workspace, in_order, workspace
 from etl.zones import RAW_CLEAN, RAW_UNIFIED, Lake
 
 SERVICE_CASES = "xingzheng.service_case"
@@ -97,26 +98,39 @@ ENTERPRISE_DATASETS = set(SOURCE_RANK_ENTERPRISE)
 def read_mentions(
     ws: Workspace, catalog: Catalog, ds: date, lake: Lake, store: CatalogStore | None = None
 ) -> NightMentions:
-    """Stream the clean partitions current on ``ds``: persons into the workspace, the rest kept."""
+    """Stream the clean partitions current on ``ds``: persons into the workspace, the rest kept.
+
+    Batches are projected onto mentions on two threads (Arrow and numpy release the GIL),
+    at most two batches in flight, so memory stays bounded by the batch size.
+    """
     enterprises, cases, keys = [], [], {}
     nights = {d.id: current_partitions(d, ds, store) for d in catalog.datasets}
 
-    def person_batches() -> Iterator[pa.Table]:
+    def clean_batches() -> Iterator[tuple[str, pa.Table]]:
         for dataset in catalog.datasets:
             seen = []
             for night in nights[dataset.id]:
                 path = lake.dataset_partition(RAW_CLEAN, dataset, night)
-                for batch in lake.partition_batches(path):
+                wanted = PERSON_COLUMNS.get(dataset.id)
+                if wanted is not None:
+                    present = set(lake.partition_columns(path))
+                    wanted = [c for c in wanted if c in present]
+                for batch in lake.partition_batches(path, columns=wanted):
                     seen.append(batch.column(dataset.key[0]))
-                    yield person_mentions(dataset.id, batch)
-                    if dataset.id in ENTERPRISE_DATASETS:
-                        frame = batch.to_pandas()
-                        enterprises.append(enterprise_mentions(dataset.id, frame))
-                        if dataset.id == SERVICE_CASES:
-                            cases.append(frame[CASE_COLUMNS])
+                    yield dataset.id, batch
             keys[dataset.id] = len(pa.chunked_array(seen).unique()) if seen else 0
 
-    load_person_mentions(ws, person_batches(), any(len(n) > 1 for n in nights.values()))
+    def project(item: tuple[str, pa.Table]) -> pa.Table:
+        dataset_id, batch = item
+        if dataset_id in ENTERPRISE_DATASETS:
+            frame = batch.to_pandas()
+            enterprises.append(enterprise_mentions(dataset_id, frame))
+            if dataset_id == SERVICE_CASES:
+                cases.append(frame[CASE_COLUMNS])
+        return person_mentions(dataset_id, batch)
+
+    repeated = any(len(n) > 1 for n in nights.values())
+    load_person_mentions(ws, in_order(project, clean_batches()), repeated)
     # a key delivered again on a later night: its newest version is the current one
     enterprise = pd.concat(_non_empty(enterprises), ignore_index=True)
     enterprise = enterprise.drop_duplicates(["dataset", "source_key"], keep="last")
@@ -142,15 +156,15 @@ def load_person_mentions(ws: Workspace, batches: Iterable[pa.Table], repeated: b
                 offset += batch.num_rows
 
     empty = empty_mentions().append_column("row", pa.array([], pa.int64()))
-    ws.load("person_mention", numbered(), empty)
+    ws.load_spilled("person_mention", numbered(), empty)
     if repeated:
-        ws.execute("""
-            CREATE OR REPLACE TABLE person_mention AS
-            SELECT * EXCLUDE (row), row_number() OVER (ORDER BY row) - 1 AS row FROM (
+        ws.rewrite(
+            "person_mention",
+            """SELECT * EXCLUDE (row), row_number() OVER (ORDER BY row) - 1 AS row FROM (
                 SELECT * FROM person_mention
                 QUALIFY row = max(row) OVER (PARTITION BY dataset, source_key, role)
-            )
-        """)
+            ) ORDER BY row""",
+        )
     return ws.scalar("SELECT count(*) FROM person_mention")
 
 
@@ -189,10 +203,7 @@ def previous_ids(lake: Lake, prev: date | None, entity: str) -> PreviousIds:
 
     def members() -> Iterator[pa.Table]:
         for b in lake.partition_batches(xref, columns=["dataset", "source_key", "role", id_col]):
-            member = pc.binary_join_element_wise(
-                b.column("dataset"), b.column("source_key"), b.column("role"), "|"
-            )
-            yield pa.table({"member": member, "id": b.column(id_col)})
+            yield b.rename_columns(["dataset", "source_key", "role", "id"])
 
     none = PreviousIds.none()
     return PreviousIds(_or(anchors(), none.anchors), _or(members(), none.members))
@@ -231,9 +242,10 @@ def unified_night(
     started = time.monotonic()
     people = resolve_persons(ws)
     stable_ids(ws, "person", previous_persons, PERSON_PREFIX)
-    ws.execute(f"CREATE OR REPLACE TABLE person AS {person_table_sql()}")
+    # the two big tables are views: computed while they are written, never held
+    ws.execute(f"CREATE OR REPLACE VIEW person AS {person_table_sql(ws)}")
     ws.execute("""
-        CREATE OR REPLACE TABLE person_xref AS
+        CREATE OR REPLACE VIEW person_xref AS
         SELECT a.dataset, a.source_key, a.role, a.match_rule, a.match_score,
                i.id AS person_id, b.previous_id AS previous_person_id
         FROM person_assigned a JOIN person_ids i USING (anchor)
@@ -246,7 +258,7 @@ def unified_night(
     em = firms.mentions
     ws.load(
         "enterprise_assigned",
-        pd.DataFrame({"row": np.arange(len(em)), "anchor": em["anchor"], "member": em["member"]}),
+        em[["dataset", "source_key", "anchor"]].assign(role=SUBJECT, row=np.arange(len(em))),
     )
     stable_ids(ws, "enterprise", previous_enterprises, ENTERPRISE_PREFIX)
     ids = ws.frame("""
@@ -264,14 +276,14 @@ def unified_night(
     ws.load("enterprise_xref", enterprise_xref)
     ws.load("service_case", service_cases(ws, mentions.cases, enterprise_xref))
 
-    person_rules = _counts(ws, "person_xref", "match_rule")
+    person_rules = _counts(ws, "person_assigned", "match_rule")
     figures = UnificationFigures(
         ds=ds,
         clean_rows=sum(mentions.clean_rows.values()),
-        subject_rows=ws.scalar("SELECT count(*) FROM person_xref WHERE role = ?", [SUBJECT])
+        subject_rows=ws.scalar("SELECT count(*) FROM person_assigned WHERE role = ?", [SUBJECT])
         + len(enterprise_xref),
-        persons=ws.scalar("SELECT count(*) FROM person"),
-        persons_with_id=ws.scalar("SELECT count(*) FROM person WHERE has_valid_id"),
+        persons=ws.scalar("SELECT count(*) FROM person_ids"),
+        persons_with_id=ws.scalar("SELECT count(*) FROM person_ids WHERE anchor NOT LIKE 'row:%'"),
         person_rows=sum(person_rules.values()),
         person_rules=person_rules,
         enterprises=len(enterprises),
@@ -279,9 +291,8 @@ def unified_night(
         enterprise_rows=len(enterprise_xref),
         enterprise_rules=_counts(ws, "enterprise_xref", "match_rule"),
         conflicting_id_clusters=people.conflicting_id_clusters,
-        id_changes=ws.scalar(
-            "SELECT count(previous_person_id) FROM person_xref"
-        ) + int(enterprise_xref["previous_enterprise_id"].notna().sum()),
+        id_changes=ws.scalar("SELECT count(*) FROM person_id_before")
+        + int(enterprise_xref["previous_enterprise_id"].notna().sum()),
         details={
             "candidate_pairs": int(len(people.candidates.left)),
             "pairs_per_blocking_rule": people.candidates.per_rule,
@@ -307,7 +318,9 @@ def _person_of_id(ws: Workspace, em: pd.DataFrame) -> pd.Series:
     return found.drop_duplicates("id_no").set_index("id_no")["id"]
 
 
-def service_cases(ws: Workspace, cases: pd.DataFrame, enterprise_xref: pd.DataFrame) -> pd.DataFrame:
+def service_cases(
+    ws: Workspace, cases: pd.DataFrame, enterprise_xref: pd.DataFrame
+) -> pd.DataFrame:
     """Each case with its applicant resolved to a unified person or enterprise."""
     people = ws.frame(
         """SELECT source_key AS case_no, person_id, match_rule, match_score FROM person_xref
@@ -346,7 +359,7 @@ def unify_partitions(
     store: CatalogStore,
     run_id: str,
     scratch: Path | None = None,
-    memory_limit: str = "1GB",
+    memory_limit: str = "1500MB",
 ) -> UnificationFigures:
     """The step: read the night's clean partitions, unify, commit five tables, record figures.
 
@@ -354,8 +367,10 @@ def unify_partitions(
     so memory stays near ``memory_limit`` plus the enterprise frames whatever the night's size.
     """
     prev = previous_night(store, ds)
+    started = time.monotonic()
     with workspace(scratch, memory_limit) as ws:
         mentions = read_mentions(ws, catalog, ds, lake, store)
+        read_at = time.monotonic()
         night = unified_night(
             ws,
             mentions,
@@ -386,6 +401,7 @@ def unify_partitions(
         except BaseException:
             lake.discard(staged)
             raise
+        written_at = time.monotonic()
     lake.commit(staged, run_id=run_id)
     for name, one in zip(TABLES, staged, strict=True):
         store.record_partition(
@@ -399,7 +415,13 @@ def unify_partitions(
                 fingerprint=one.manifest.fingerprint,
             ),
         )
-    figures = UnificationFigures(**{**figures.__dict__, "run_id": run_id})
+    seconds = {
+        "seconds_read": round(read_at - started, 1),
+        "seconds_write": round(written_at - read_at - figures.details["seconds_total"], 1),
+        "seconds_step": round(time.monotonic() - started, 1),
+    }
+    details = {**figures.details, **seconds}
+    figures = UnificationFigures(**{**figures.__dict__, "details": details, "run_id": run_id})
     store.record_unification(run_id, figures)
     return figures
 

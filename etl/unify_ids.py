@@ -22,13 +22,15 @@ class PreviousIds:
     """Last night's anchors and crosswalk, or nothing on the first night."""
 
     anchors: Loadable  # columns: anchor, id (a frame, Arrow, or a stream of Arrow tables)
-    members: Loadable  # columns: member, id
+    members: Loadable  # columns: dataset, source_key, role, id (last night's crosswalk)
     next_number: int | None = None  # None: one past the highest among ``anchors``
 
     @classmethod
     def none(cls) -> PreviousIds:
-        empty = pd.DataFrame({"anchor": pd.Series(dtype="str"), "id": pd.Series(dtype="str")})
-        return cls(empty, empty.rename(columns={"anchor": "member"}), 1)
+        def empty(*columns: str) -> pd.DataFrame:
+            return pd.DataFrame({c: pd.Series(dtype="str") for c in columns})
+
+        return cls(empty("anchor", "id"), empty("dataset", "source_key", "role", "id"), 1)
 
 
 def id_number(ids: pd.Series, prefix: str) -> int:
@@ -40,12 +42,12 @@ def id_number(ids: pd.Series, prefix: str) -> int:
 def stable_ids(ws: Workspace, entity: str, previous: PreviousIds, prefix: str) -> None:
     """``{entity}_ids`` (anchor → id) and ``{entity}_id_before`` (row → previous id if changed).
 
-    ``{entity}_assigned`` holds every row with its ``row``, ``anchor`` and ``member`` (the
-    crosswalk key ``dataset|source_key|role``). SQL in the workspace: at full scale this
-    joins 7.5 million crosswalk members with last night's.
+    ``{entity}_assigned`` holds every row with its ``row``, ``anchor`` and crosswalk key
+    (``dataset``, ``source_key``, ``role``). SQL in the workspace: at full scale this joins
+    7.5 million crosswalk rows with last night's.
     """
-    ws.load("prev_anchor", previous.anchors)
-    ws.load("prev_member", previous.members)
+    ws.load_spilled("prev_anchor", previous.anchors)
+    ws.load_spilled("prev_member", previous.members)
     first_new = previous.next_number or next_number(ws, "prev_anchor", prefix)
     ws.execute(f"""
         CREATE OR REPLACE TEMP TABLE cluster AS SELECT DISTINCT anchor FROM {entity}_assigned;
@@ -55,7 +57,7 @@ def stable_ids(ws: Workspace, entity: str, previous: PreviousIds, prefix: str) -
         CREATE OR REPLACE TEMP TABLE claimed AS
             WITH vote AS (
                 SELECT a.anchor, p.id, count(*) AS size
-                FROM {entity}_assigned a JOIN prev_member p USING (member)
+                FROM {entity}_assigned a JOIN prev_member p USING (dataset, source_key, role)
                 ANTI JOIN kept k ON a.anchor = k.anchor
                 ANTI JOIN kept t ON p.id = t.id
                 GROUP BY ALL
@@ -74,7 +76,7 @@ def stable_ids(ws: Workspace, entity: str, previous: PreviousIds, prefix: str) -
             FROM cluster ANTI JOIN kept USING (anchor) ANTI JOIN claimed USING (anchor);
         CREATE OR REPLACE TABLE {entity}_id_before AS
             SELECT a.row, p.id AS previous_id
-            FROM {entity}_assigned a JOIN prev_member p USING (member)
+            FROM {entity}_assigned a JOIN prev_member p USING (dataset, source_key, role)
             JOIN {entity}_ids i USING (anchor)
             WHERE p.id <> i.id;
     """)
@@ -82,9 +84,7 @@ def stable_ids(ws: Workspace, entity: str, previous: PreviousIds, prefix: str) -
 
 def next_number(ws: Workspace, table: str, prefix: str) -> int:
     """One past the highest number issued in ``table``'s ``id`` column (1 when empty)."""
-    top = ws.scalar(
-        f"SELECT max(TRY_CAST(substr(id, {len(prefix) + 1}) AS BIGINT)) FROM {table}"
-    )
+    top = ws.scalar(f"SELECT max(TRY_CAST(substr(id, {len(prefix) + 1}) AS BIGINT)) FROM {table}")
     return int(top or 0) + 1
 
 

@@ -57,8 +57,22 @@ MENTION_COLUMNS = [
     "updated_at",
 ]
 # the comparison keys each mention carries into the workspace (pinyin is added per name)
-KEY_COLUMNS = ["k_name", "k_birth", "k_phone", "k_district", "k_sex"]
+KEY_COLUMNS = ["k_name", "k_pinyin", "k_surname", "k_birth", "k_phone", "k_district", "k_sex"]
 SUBJECT, LEGAL_REP, OWNER = "subject", "legal_rep", "owner"
+# the clean columns person_mentions reads from the datasets only it reads (the big person
+# registers): the night reads just these, not every column of millions of rows
+PERSON_COLUMNS = {
+    "gongan.population": [
+        "person_no", "id_no", "name", "sex", "birth_date", "division_code", "address",
+        "updated_at",
+    ],
+    "renshe.insured_person": [
+        "insured_no", "id_no", "name", "sex", "birth_date", "phone", "updated_at",
+    ],
+    "weiji.health_record": [
+        "record_no", "id_no", "name", "sex", "birth_date", "phone", "address", "updated_at",
+    ],
+}  # fmt: skip
 PERSON_PREFIX = "P"
 
 # Which source wins a field (lower rank wins; ties go to the most recent update).
@@ -222,7 +236,9 @@ def _with_keys(table: pa.Table) -> pa.Table:
     """Append the comparison keys (:func:`etl.matching.comparison_keys`) as ``k_*`` columns."""
     frame = table.select(["name", "birth_date", "phone", "district", "sex"]).to_pandas()
     keys = comparison_keys(frame)
-    for col, key in zip(KEY_COLUMNS, ["name", "birth", "phone", "district", "sex"], strict=True):
+    keys["pinyin"], keys["surname"] = name_pinyin(keys["name"])
+    names = ["name", "pinyin", "surname", "birth", "phone", "district", "sex"]
+    for col, key in zip(KEY_COLUMNS, names, strict=True):
         table = table.append_column(col, pa.array(keys[key], pa.string()))
     return table
 
@@ -265,7 +281,11 @@ def resolve_persons(ws: Workspace, seed: int = 0) -> PersonResolution:
     def at(r: np.ndarray) -> np.ndarray:  # row number → position in ``keys``
         return np.searchsorted(rows, r)
 
-    u = DEFAULT_U if n < MIN_ROWS_TO_MEASURE_U else random_pair_shares(keys, at(u_left), at(u_right))
+    u = (
+        DEFAULT_U
+        if n < MIN_ROWS_TO_MEASURE_U
+        else random_pair_shares(keys, at(u_left), at(u_right))
+    )
     model = match_model(_m_shares(keys, at(m_left), at(m_right)), u, n)
     levels = comparison_levels(keys, at(cands.left), at(cands.right))
     weights = pair_weights(levels, model, keys["name_tf"].to_numpy()[at(cands.left)])
@@ -278,31 +298,23 @@ def resolve_persons(ws: Workspace, seed: int = 0) -> PersonResolution:
 
 
 def _name_keys(ws: Workspace) -> None:
-    """``person_name``: pinyin, surname and frequency of each distinct normalised name."""
-    names = ws.frame(
-        "SELECT k_name, count(*) AS c FROM person_mention WHERE k_name IS NOT NULL GROUP BY k_name"
-    )
-    n = ws.scalar("SELECT count(*) FROM person_mention")
-    name = names["k_name"].astype("str")
-    pinyin, surname = name_pinyin(name)
-    ws.load(
-        "person_name",
-        pd.DataFrame(
-            {
-                "k_name": name,
-                "k_pinyin": pinyin,
-                "k_surname": surname,
-                "name_tf": names["c"].to_numpy() / max(n, 1),
-            }
-        ),
-    )
+    """``person_name`` (each normalised name's share of rows) and the ``person_key`` view.
+
+    ``person_key`` names the mention's keys as :data:`etl.matching.BLOCKING_RULES` and
+    :func:`etl.matching.comparison_levels` call them.
+    """
+    ws.execute("""
+        CREATE OR REPLACE TABLE person_name AS
+        SELECT k_name, count(*) / (SELECT count(*) FROM person_mention) AS name_tf
+        FROM person_mention WHERE k_name IS NOT NULL GROUP BY k_name
+    """)
     ws.execute(f"""
-        CREATE OR REPLACE TABLE person_key AS
-        SELECT p.row, p.id_no IS NULL AS probe, p.k_name AS name, n.k_pinyin AS pinyin,
-               n.k_surname AS surname, n.name_tf, p.k_birth AS birth,
-               substr(p.k_birth, 1, 4) AS birth_year, p.k_phone AS phone,
-               {_phone_tail("p.k_phone")} AS phone_tail, p.k_district AS district, p.k_sex AS sex
-        FROM person_mention p LEFT JOIN person_name n USING (k_name)
+        CREATE OR REPLACE VIEW person_key AS
+        SELECT row, id_no IS NULL AS probe, k_name AS name, k_pinyin AS pinyin,
+               k_surname AS surname, k_birth AS birth, substr(k_birth, 1, 4) AS birth_year,
+               k_phone AS phone, {_phone_tail("k_phone")} AS phone_tail,
+               k_district AS district, k_sex AS sex
+        FROM person_mention
     """)
 
 
@@ -363,8 +375,9 @@ def _keys_of(ws: Workspace, rows: np.ndarray) -> pd.DataFrame:
     """The comparison keys of the given rows, in row order (with ``member`` and ``id_no``)."""
     ws.load("wanted_row", pa.table({"row": pa.array(rows, pa.int64())}))
     keys = ws.frame("""
-        SELECT k.*, p.id_no, p.dataset || '|' || p.source_key || '|' || p.role AS member
+        SELECT k.*, n.name_tf, p.id_no, p.dataset || '|' || p.source_key || '|' || p.role AS member
         FROM wanted_row w JOIN person_key k USING (row) JOIN person_mention p USING (row)
+        LEFT JOIN person_name n ON n.k_name = k.name
         ORDER BY k.row
     """)
     for col in ("name", "pinyin", "surname", "birth", "birth_year", "phone", "district", "sex"):
@@ -438,9 +451,8 @@ def _assign_probes(
         ).drop_duplicates("id_no"),
     )
     ws.execute("""
-        CREATE OR REPLACE TABLE person_assigned AS
+        CREATE OR REPLACE VIEW person_assigned AS
         SELECT p.*, coalesce(a.anchor, x.anchor, p.id_no) AS anchor,
-               p.dataset || '|' || p.source_key || '|' || p.role AS member,
                CASE WHEN p.id_no IS NULL THEN a.match_rule ELSE 'exact_id' END AS match_rule,
                CASE WHEN p.id_no IS NULL THEN a.match_score ELSE 1.0 END AS match_score
         FROM person_mention p
@@ -458,33 +470,52 @@ def _rank_case() -> str:
     return f"CASE dataset {whens} ELSE 9 END"
 
 
-def _first(column: str, order: str) -> str:
-    """The first non-null value of ``column`` in ``order`` within the group."""
-    return f"first({column} ORDER BY {order}) FILTER (WHERE {column} IS NOT NULL)"
+# One sortable number per row for "first non-null in this order" (``arg_min``: a hash
+# aggregate, several times cheaper than ordered aggregates): rank, then the newest update,
+# then the row number so that ties always resolve the same way.
+_NEWEST_FIRST = "CAST(9999999999999999 - coalesce(epoch_us(updated_at), 0) AS HUGEINT)"
+BY_RANK = f"(CAST(rank AS HUGEINT) * {10**32}::HUGEINT + {_NEWEST_FIRST} * {10**14} + row)"
+BY_TIME = f"({_NEWEST_FIRST} * {10**14} + row)"
 
 
-BY_RANK = "rank, updated_at DESC NULLS LAST, row"
-BY_TIME = "updated_at DESC NULLS LAST, row"
+def _first(column: str, order: str, value: str | None = None) -> str:
+    """The value (``column`` itself by default) of the first row in ``order`` with a ``column``."""
+    return f"arg_min({value or column}, {order}) FILTER (WHERE {column} IS NOT NULL)"
 
 
-def person_table_sql(assigned: str = "person_assigned", ids: str = "person_ids") -> str:
+def person_table_sql(ws: Workspace) -> str:
     """One row per person by :data:`SURVIVORSHIP`, with its sources and last update."""
+    datasets = [r for r in ws.frame("SELECT DISTINCT dataset FROM person_assigned")["dataset"]]
+    bits = {d: 1 << i for i, d in enumerate(sorted(datasets))}
+    bit_case = " ".join(f"WHEN '{d}' THEN {b}" for d, b in bits.items())
+    names = ", ".join(f"('{d}', {b})" for d, b in bits.items()) or "(NULL, 0)"
     return f"""
-        WITH m AS (SELECT *, {_rank_case()} AS rank FROM {assigned})
-        SELECT i.id AS person_id, min(m.id_no) AS id_no, m.anchor,
-               {_first("name", BY_RANK)} AS name,
-               {_first("sex", BY_RANK)} AS sex,
-               {_first("birth_date", BY_RANK)} AS birth_date,
-               {_first("phone", BY_TIME)} AS phone,
-               {_first("address", BY_TIME)} AS address,
-               {_first("district", BY_TIME)} AS district,
-               first(dataset ORDER BY {BY_RANK}) FILTER (WHERE name IS NOT NULL) AS name_source,
-               first(dataset ORDER BY {BY_TIME}) FILTER (WHERE phone IS NOT NULL) AS phone_source,
-               array_to_string(list_sort(list_distinct(list(dataset))), ',') AS sources,
-               count(*) AS records,
-               max(updated_at) AS last_updated_at,
-               min(m.id_no) IS NOT NULL AS has_valid_id
-        FROM m JOIN {ids} i USING (anchor)
-        GROUP BY m.anchor, i.id
+        WITH m AS (
+            SELECT *, {_rank_case()} AS rank, CASE dataset {bit_case} ELSE 0 END AS bit
+            FROM person_assigned
+        ), per AS (
+            SELECT anchor, min(id_no) AS id_no,
+                   {_first("name", BY_RANK)} AS name,
+                   {_first("sex", BY_RANK)} AS sex,
+                   {_first("birth_date", BY_RANK)} AS birth_date,
+                   {_first("phone", BY_TIME)} AS phone,
+                   {_first("address", BY_TIME)} AS address,
+                   {_first("district", BY_TIME)} AS district,
+                   {_first("name", BY_RANK, "dataset")} AS name_source,
+                   {_first("phone", BY_TIME, "dataset")} AS phone_source,
+                   bit_or(bit) AS mask,
+                   count(*) AS records,
+                   max(updated_at) AS last_updated_at
+            FROM m GROUP BY anchor
+        ), dataset_bit(dataset, bit) AS (VALUES {names}
+        ), source_text AS (
+            SELECT mask, string_agg(d.dataset, ',' ORDER BY d.dataset) AS sources
+            FROM (SELECT DISTINCT mask FROM per) JOIN dataset_bit d ON (mask & d.bit) <> 0
+            GROUP BY mask
+        )
+        SELECT i.id AS person_id, per.id_no, per.anchor, per.name, per.sex, per.birth_date,
+               per.phone, per.address, per.district, per.name_source, per.phone_source,
+               s.sources, per.records, per.last_updated_at, per.id_no IS NOT NULL AS has_valid_id
+        FROM per JOIN person_ids i USING (anchor) JOIN source_text s USING (mask)
         ORDER BY person_id
     """

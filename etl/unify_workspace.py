@@ -10,25 +10,71 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from catalog.files import owner_only_dir
 
 Loadable = pd.DataFrame | pa.Table | Iterable[pa.Table]
+T = TypeVar("T")
+R = TypeVar("R")
 BATCH_ROWS = 262_144
 
 
 class Workspace:
     """One DuckDB connection; tables are created by loading frames/Arrow or by SQL."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, folder: Path | None = None) -> None:
         self.con = con
+        self.folder = folder
+
+    def load_spilled(self, name: str, data: Loadable, empty: pa.Table | None = None) -> int:
+        """Load a long stream as view ``name`` over a Parquet file in the scratch folder.
+
+        Millions of rows stay on disk (compressed, read column by column as queries need
+        them) instead of in DuckDB's memory; without a scratch folder (tests) it is a table.
+        """
+        if self.folder is None:
+            return self.load(name, data, empty)
+        if isinstance(data, pd.DataFrame):
+            data = pa.Table.from_pandas(data, preserve_index=False)
+        batches = [data] if isinstance(data, pa.Table) else data
+        path = self.folder / f"{name}.parquet"
+        writer, rows = None, 0
+        try:
+            for batch in batches:
+                if writer is None:
+                    writer = pq.ParquetWriter(path, batch.schema, compression="lz4")
+                writer.write_table(batch)
+                rows += batch.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            if empty is None:
+                raise ValueError(f"nothing to load into {name}")
+            pq.write_table(empty, path)
+        self.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+        return rows
+
+    def rewrite(self, name: str, sql: str) -> None:
+        """Replace ``name`` by the result of ``sql`` (which may read ``name``), spilled alike."""
+        if self.folder is None:
+            self.execute(f"CREATE OR REPLACE TABLE {name}_next AS {sql}")
+            self.execute(f"DROP TABLE {name}; ALTER TABLE {name}_next RENAME TO {name}")
+            return
+        path = self.folder / f"{name}-{uuid.uuid4().hex}.parquet"
+        self.execute(f"COPY ({sql}) TO '{path}' (FORMAT parquet, COMPRESSION lz4)")
+        self.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
 
     def load(self, name: str, data: Loadable, empty: pa.Table | None = None) -> int:
         """(Re)create table ``name`` from a frame, an Arrow table or a stream of Arrow tables.
@@ -86,12 +132,29 @@ def workspace(
     folder = Path(scratch) / f"unify-{uuid.uuid4().hex}"
     owner_only_dir(folder)
     config["temp_directory"] = str(folder)  # an in-memory database spills its tables here
-    target = os.environ.get("YIMEN_WS_MODE", "memory")
-    con = duckdb.connect(str(folder / "work.duckdb") if target == "file" else ":memory:", config=config)
+    con = duckdb.connect(":memory:", config=config)
     try:
-        yield Workspace(con)
+        yield Workspace(con, folder)
     finally:
         con.close()
         for path in sorted(folder.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
         folder.rmdir()
+
+
+def in_order(
+    fn: Callable[[T], R], items: Iterable[T], workers: int = 2, ahead: int = 2
+) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, in order, at most ``ahead`` items in flight.
+
+    For column work (Arrow compute and numpy release the GIL) over a stream too long to
+    hold: unlike ``Executor.map`` it does not submit the whole stream up front.
+    """
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -158,9 +158,7 @@ def unified_night(mentions, ds, previous_persons, previous_enterprises) -> Simpl
     persons, night_mentions = mentions
     with workspace() as ws:
         load_person_mentions(ws, persons, repeated=False)
-        night = unify.unified_night(
-            ws, night_mentions, ds, previous_persons, previous_enterprises
-        )
+        night = unify.unified_night(ws, night_mentions, ds, previous_persons, previous_enterprises)
         return SimpleNamespace(tables=night.frames(), figures=night.figures)
 
 
@@ -235,10 +233,11 @@ def _previous(night, entity: str, prefix: str) -> PreviousIds:
     from etl.unify_ids import id_number
 
     table, xref = night.tables[entity], night.tables[f"{entity}_xref"]
-    members = xref["dataset"] + "|" + xref["source_key"] + "|" + xref["role"]
     return PreviousIds(
         table[["anchor", f"{entity}_id"]].rename(columns={f"{entity}_id": "id"}),
-        pd.DataFrame({"member": members, "id": xref[f"{entity}_id"]}),
+        xref[["dataset", "source_key", "role", f"{entity}_id"]].rename(
+            columns={f"{entity}_id": "id"}
+        ),
         id_number(table[f"{entity}_id"], prefix) + 1,
     )
 
