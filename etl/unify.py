@@ -104,19 +104,24 @@ def read_mentions(
     at most two batches in flight, so memory stays bounded by the batch size.
     """
     enterprises, cases, keys = [], [], {}
-    nights = {d.id: current_partitions(d, ds, store) for d in catalog.datasets}
 
     def clean_batches() -> Iterator[tuple[str, pa.Table]]:
         for dataset in catalog.datasets:
-            seen = []
-            for night in nights[dataset.id]:
+            key, seen = dataset.key[0], []
+            nights = current_partitions(dataset, ds, store)
+            superseded = superseded_keys(lake, dataset, nights)
+            for night in nights:
                 path = lake.dataset_partition(RAW_CLEAN, dataset, night)
                 wanted = PERSON_COLUMNS.get(dataset.id)
                 if wanted is not None:
                     present = set(lake.partition_columns(path))
                     wanted = [c for c in wanted if c in present]
                 for batch in lake.partition_batches(path, columns=wanted):
-                    seen.append(batch.column(dataset.key[0]))
+                    if night in superseded:  # delivered again later: the newer row counts
+                        batch = batch.filter(
+                            pc.invert(pc.is_in(batch.column(key), value_set=superseded[night]))
+                        )
+                    seen.append(batch.column(key))
                     yield dataset.id, batch
             keys[dataset.id] = len(pa.chunked_array(seen).unique()) if seen else 0
 
@@ -129,22 +134,37 @@ def read_mentions(
                 cases.append(frame[CASE_COLUMNS])
         return person_mentions(dataset_id, batch)
 
-    repeated = any(len(n) > 1 for n in nights.values())
-    load_person_mentions(ws, in_order(project, clean_batches()), repeated)
-    # a key delivered again on a later night: its newest version is the current one
+    load_person_mentions(ws, in_order(project, clean_batches()))
     enterprise = pd.concat(_non_empty(enterprises), ignore_index=True)
-    enterprise = enterprise.drop_duplicates(["dataset", "source_key"], keep="last")
     case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=CASE_COLUMNS)
-    case = case.drop_duplicates("case_no", keep="last")
-    return NightMentions(enterprise.reset_index(drop=True), case, keys)
+    return NightMentions(enterprise, case, keys)
 
 
-def load_person_mentions(ws: Workspace, batches: Iterable[pa.Table], repeated: bool) -> int:
-    """``person_mention``: the batches' rows numbered in order (``row``, from 0).
+def superseded_keys(lake: Lake, dataset: DatasetDef, nights: list[date]) -> dict[date, pa.Array]:
+    """Per partition, the keys a newer partition delivers again (their rows are not current).
 
-    With ``repeated`` (an incremental dataset read from several nights' partitions) a key
-    delivered again keeps only its newest version.
+    Only incremental datasets read more than one partition; a night's changes are small, so
+    these sets are small and filtering a batch by them is one hash look-up per row.
     """
+    out: dict[date, pa.Array] = {}
+    newer: pa.Array | None = None
+    key = dataset.key[0]
+    for night in reversed(nights):
+        path = lake.dataset_partition(RAW_CLEAN, dataset, night)
+        parts = [b.column(key) for b in lake.partition_batches(path, columns=[key])]
+        mine = pa.chunked_array(parts).combine_chunks() if parts else pa.array([], pa.string())
+        if newer is not None:
+            again = pc.filter(mine, pc.is_in(mine, value_set=newer))
+            if len(again):
+                out[night] = again
+            newer = pa.concat_arrays([newer, mine.cast(newer.type)]).unique()
+        else:
+            newer = mine.unique()
+    return out
+
+
+def load_person_mentions(ws: Workspace, batches: Iterable[pa.Table]) -> int:
+    """``person_mention``: the batches' rows numbered in order (``row``, from 0)."""
     offset = 0
 
     def numbered() -> Iterator[pa.Table]:
@@ -157,14 +177,6 @@ def load_person_mentions(ws: Workspace, batches: Iterable[pa.Table], repeated: b
 
     empty = empty_mentions().append_column("row", pa.array([], pa.int64()))
     ws.load_spilled("person_mention", numbered(), empty)
-    if repeated:
-        ws.rewrite(
-            "person_mention",
-            """SELECT * EXCLUDE (row), row_number() OVER (ORDER BY row) - 1 AS row FROM (
-                SELECT * FROM person_mention
-                QUALIFY row = max(row) OVER (PARTITION BY dataset, source_key, role)
-            ) ORDER BY row""",
-        )
     return ws.scalar("SELECT count(*) FROM person_mention")
 
 

@@ -265,8 +265,8 @@ def resolve_persons(ws: Workspace, seed: int = 0) -> PersonResolution:
     random pairs — both samples of 200,000 pairs, so their cost does not grow with the night.
     """
     n = ws.scalar("SELECT count(*) FROM person_mention")
-    _name_keys(ws)
-    cands = _candidates(ws)
+    key_views(ws)
+    cands = blocking_candidates(ws)
     m_left, m_right = _same_id_pairs(ws)
     rng = np.random.default_rng(seed)
     u_left, u_right = rng.integers(0, max(n, 1), 200_000), rng.integers(0, max(n, 1), 200_000)
@@ -297,7 +297,7 @@ def resolve_persons(ws: Workspace, seed: int = 0) -> PersonResolution:
     return PersonResolution(cands, model, conflicts)
 
 
-def _name_keys(ws: Workspace) -> None:
+def key_views(ws: Workspace) -> None:
     """``person_name`` (each normalised name's share of rows) and the ``person_key`` view.
 
     ``person_key`` names the mention's keys as :data:`etl.matching.BLOCKING_RULES` and
@@ -322,7 +322,7 @@ def _phone_tail(column: str) -> str:
     return f"CASE WHEN length({column}) >= 4 THEN right({column}, 4) ELSE {column} END"
 
 
-def _candidates(ws: Workspace) -> Candidates:
+def blocking_candidates(ws: Workspace) -> Candidates:
     """Pairs (probe, row) sharing a blocking key (:data:`BLOCKING_RULES`), each pair once.
 
     One hash join per rule; a block of more than :data:`MAX_BLOCK` rows is not selective

@@ -66,16 +66,6 @@ class Workspace:
         self.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
         return rows
 
-    def rewrite(self, name: str, sql: str) -> None:
-        """Replace ``name`` by the result of ``sql`` (which may read ``name``), spilled alike."""
-        if self.folder is None:
-            self.execute(f"CREATE OR REPLACE TABLE {name}_next AS {sql}")
-            self.execute(f"DROP TABLE {name}; ALTER TABLE {name}_next RENAME TO {name}")
-            return
-        path = self.folder / f"{name}-{uuid.uuid4().hex}.parquet"
-        self.execute(f"COPY ({sql}) TO '{path}' (FORMAT parquet, COMPRESSION lz4)")
-        self.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
-
     def load(self, name: str, data: Loadable, empty: pa.Table | None = None) -> int:
         """(Re)create table ``name`` from a frame, an Arrow table or a stream of Arrow tables.
 

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from etl.cli import main
 from etl import unify
+from etl.cli import main
 from etl.unify import NightMentions, load_person_mentions
 from etl.unify_enterprise import enterprise_mentions
 from etl.unify_ids import PreviousIds
@@ -157,7 +157,7 @@ def unified_night(mentions, ds, previous_persons, previous_enterprises) -> Simpl
     """The unification core in an in-memory workspace; its tables as frames."""
     persons, night_mentions = mentions
     with workspace() as ws:
-        load_person_mentions(ws, persons, repeated=False)
+        load_person_mentions(ws, persons)
         night = unify.unified_night(ws, night_mentions, ds, previous_persons, previous_enterprises)
         return SimpleNamespace(tables=night.frames(), figures=night.figures)
 
