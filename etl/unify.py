@@ -123,7 +123,11 @@ def read_mentions(
                         )
                     seen.append(batch.column(key))
                     yield dataset.id, batch
-            keys[dataset.id] = len(pa.chunked_array(seen).unique()) if seen else 0
+            # a clean partition holds each key once; across nights the newest copy counts
+            seen_keys = (
+                pa.chunked_array(seen, pa.string()) if seen else pa.chunked_array([], pa.string())
+            )
+            keys[dataset.id] = len(seen_keys) if len(nights) == 1 else len(seen_keys.unique())
 
     def project(item: tuple[str, pa.Table]) -> pa.Table:
         dataset_id, batch = item
@@ -149,6 +153,8 @@ def superseded_keys(lake: Lake, dataset: DatasetDef, nights: list[date]) -> dict
     out: dict[date, pa.Array] = {}
     newer: pa.Array | None = None
     key = dataset.key[0]
+    if len(nights) < 2:
+        return out
     for night in reversed(nights):
         path = lake.dataset_partition(RAW_CLEAN, dataset, night)
         parts = [b.column(key) for b in lake.partition_batches(path, columns=[key])]

@@ -205,8 +205,7 @@ def _filled(col: pa.ChunkedArray | pa.Array | None, n: int) -> pa.ChunkedArray |
 
 
 def _valid_ids(ids: pa.ChunkedArray | pa.Array) -> pa.Array:
-    values = pc.fill_null(ids, "").to_numpy(zero_copy_only=False).astype(str)
-    return pa.array(is_valid_resident_id(values, ANY_NIGHT))
+    return pa.array(is_valid_resident_id(ids, ANY_NIGHT))
 
 
 def _with_id_facts(cols: dict, n: int) -> None:

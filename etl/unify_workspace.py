@@ -53,7 +53,10 @@ class Workspace:
         try:
             for batch in batches:
                 if writer is None:
-                    writer = pq.ParquetWriter(path, batch.schema, compression="lz4")
+                    # spilled for a few minutes only: the cheapest encoding to write
+                    writer = pq.ParquetWriter(
+                        path, batch.schema, compression="none", use_dictionary=False
+                    )
                 writer.write_table(batch)
                 rows += batch.num_rows
         finally:
@@ -91,7 +94,10 @@ class Workspace:
         self.con.execute(sql, params or []).fetchall()  # finished: the connection is free
 
     def frame(self, sql: str, params: list | None = None) -> pd.DataFrame:
-        return self.con.execute(sql, params or []).df()
+        """A query's result as pandas, through Arrow (strings stay Arrow-backed)."""
+        if params:
+            return self.con.execute(sql, params).df()
+        return self.con.sql(sql).to_arrow_table().to_pandas()
 
     def scalar(self, sql: str, params: list | None = None):
         return self.con.execute(sql, params or []).fetchall()[0][0]

@@ -390,6 +390,8 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
     for ds in (DEMO_DATE, second):
         figures = store.unification(ds)
         assert figures.conserved and figures.conflicting_id_clusters == 0
+    # the workspace (personal data spilled to disk) is gone once the step is done
+    assert not list((settings.var / "tmp").glob("unify-*"))
     # the incremental sources' second partition holds a day's changes; unified is everyone
     assert store.unification(second).persons >= store.unification(DEMO_DATE).persons
     for entity in ("person", "enterprise"):
@@ -430,3 +432,17 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
     linked = CliRunner().invoke(main, args, env=env)
     assert linked.exit_code == 0, linked.output
     assert pd.read_parquet(out)["person_id"].tolist() == sample["person_id"].tolist()
+
+
+def test_the_workspace_is_private_and_removed_even_when_the_step_fails(tmp_path) -> None:
+    seen = {}
+    with pytest.raises(RuntimeError):
+        with workspace(tmp_path, "200MB") as ws:
+            ws.load_spilled("t", pa.table({"x": pa.array(range(100_000))}))
+            (folder,) = tmp_path.glob("unify-*")
+            seen["mode"] = folder.stat().st_mode & 0o777
+            seen["files"] = [p.name for p in folder.iterdir()]
+            assert ws.scalar("SELECT sum(x) FROM t") == sum(range(100_000))
+            raise RuntimeError("the night failed here")
+    assert seen["mode"] == 0o700 and "t.parquet" in seen["files"]
+    assert not list(tmp_path.iterdir())
