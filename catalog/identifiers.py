@@ -115,15 +115,20 @@ def is_valid_resident_id(ids: np.ndarray | list[str] | pa.Array, born_by: date) 
     if not len(where):
         return valid
     m = _byte_matrix(pc.take(text, pa.array(where)), 18)
-    digits = _DIGIT_LUT[m[:, :17]]
-    shaped = (digits >= 0).all(axis=1) & (m[:, 0] != ord("0"))
+    d = m[:, :17] - np.uint8(48)  # digit values; anything else wraps past 9
+    shaped = (d <= 9).all(axis=1) & (m[:, 0] != ord("0"))
     last = m[:, 17]
     shaped &= ((last >= ord("0")) & (last <= ord("9"))) | (last == ord("X"))
-    d = np.where(digits >= 0, digits, 0)
-    check = _RESIDENT_ID_CHECK_BYTES[(d @ RESIDENT_ID_WEIGHTS) % 11]
-    year = d[:, 6] * 1000 + d[:, 7] * 100 + d[:, 8] * 10 + d[:, 9]
-    month = d[:, 10] * 10 + d[:, 11]
-    day = d[:, 12] * 10 + d[:, 13]
+    total = (d.astype(np.int16) * RESIDENT_ID_WEIGHTS.astype(np.int16)).sum(axis=1)
+    check = _RESIDENT_ID_CHECK_BYTES[total % 11]
+
+    def number(first: int, width: int) -> np.ndarray:
+        out = np.zeros(len(d), dtype=np.int32)
+        for i in range(first, first + width):
+            out = out * 10 + d[:, i]
+        return out
+
+    year, month, day = number(6, 4), number(10, 2), number(12, 2)
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
     month_days = _MONTH_DAYS[np.clip(month, 0, 12)] + ((month == 2) & leap)
     exists = (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)

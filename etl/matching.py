@@ -18,6 +18,7 @@ that weight as a probability (0.5 at the threshold).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -147,14 +148,36 @@ def comparison_keys(frame: pd.DataFrame) -> pd.DataFrame:
     and add the pinyin once per distinct name (:func:`name_pinyin`).
     """
     n = len(frame)
-    name = pc.replace_substring_regex(_arrow_text(frame["name"]), r"\s+", "")
-    out = pd.DataFrame({"name": _series(simplified_chinese(name))})
-    out["birth"] = _birth_digits(frame["birth_date"]) if "birth_date" in frame else _nulls(n)
+
+    def keyed(role: str, key_of: Callable[[pd.Series], pd.Series]) -> pd.Series:
+        return per_distinct(frame[role], key_of) if role in frame else _nulls(n)
+
+    out = pd.DataFrame({"name": per_distinct(frame["name"], _normalised_name)})
+    out["birth"] = keyed("birth_date", _birth_digits)
     out["birth_year"] = out["birth"].str.slice(0, 4)
     out["phone"] = _phone_digits(frame["phone"]) if "phone" in frame else _nulls(n)
-    out["district"] = _series(_arrow_text(frame["district"])) if "district" in frame else _nulls(n)
-    out["sex"] = _sex(frame["sex"]) if "sex" in frame else _nulls(n)
+    out["district"] = keyed("district", lambda v: _series(_arrow_text(v)))
+    out["sex"] = keyed("sex", _sex)
     return out
+
+
+def per_distinct(values: pd.Series, key_of: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``key_of`` computed once per distinct value and spread back over the rows.
+
+    Names, birth dates, districts and sexes repeat many times in a column of millions of
+    rows; their keys cost a fraction when computed on the distinct values.
+    """
+    codes, uniques = pd.factorize(values.reset_index(drop=True), use_na_sentinel=True)
+    keys = key_of(pd.Series(uniques)).reset_index(drop=True)
+    arrow = pa.array(keys, from_pandas=True).cast(pa.string())
+    taken = pc.take(arrow, pa.array(codes, mask=codes < 0))
+    return _series(taken).set_axis(values.index)
+
+
+def _normalised_name(names: pd.Series) -> pd.Series:
+    """No spaces, simplified characters: 陳 偉 and 陈伟 compare as one name."""
+    name = pc.replace_substring_regex(_arrow_text(names), r"\s+", "")
+    return _series(simplified_chinese(name))
 
 
 def name_pinyin(names: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -235,7 +235,10 @@ def _with_keys(table: pa.Table) -> pa.Table:
     """Append the comparison keys (:func:`etl.matching.comparison_keys`) as ``k_*`` columns."""
     frame = table.select(["name", "birth_date", "phone", "district", "sex"]).to_pandas()
     keys = comparison_keys(frame)
-    keys["pinyin"], keys["surname"] = name_pinyin(keys["name"])
+    codes, names = pd.factorize(keys["name"], use_na_sentinel=True)
+    pinyin, surname = name_pinyin(pd.Series(names, dtype="str"))
+    for col, values in (("pinyin", pinyin), ("surname", surname)):
+        keys[col] = pc.take(pa.array(values, from_pandas=True), pa.array(codes, mask=codes < 0))
     names = ["name", "pinyin", "surname", "birth", "phone", "district", "sex"]
     for col, key in zip(KEY_COLUMNS, names, strict=True):
         table = table.append_column(col, pa.array(keys[key], pa.string()))
