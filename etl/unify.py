@@ -43,7 +43,7 @@ from etl.unify_person import (
     person_table_sql,
     resolve_persons,
 )
-from etl.unify_workspace import BATCH_ROWS, Workspace, in_order, workspace
+from etl.unify_workspace import BATCH_ROWS, Stopwatch, Workspace, in_order, workspace
 from etl.zones import RAW_CLEAN, RAW_UNIFIED, Lake
 
 SERVICE_CASES = "xingzheng.service_case"
@@ -259,7 +259,9 @@ def unified_night(
     """Resolve the workspace's person mentions and the night's enterprise mentions."""
     started = time.monotonic()
     people = resolve_persons(ws)
+    clock = Stopwatch()
     stable_ids(ws, "person", previous_persons, PERSON_PREFIX)
+    clock.lap("person_ids")
     # the two big tables are views: computed while they are written, never held
     ws.execute(f"CREATE OR REPLACE VIEW person AS {person_table_sql(ws)}")
     ws.execute("""
@@ -273,6 +275,7 @@ def unified_night(
     resolved_at = time.monotonic()
 
     firms = resolve_enterprises(mentions.enterprises)
+    clock.lap("enterprise_links")
     em = firms.mentions
     ws.load(
         "enterprise_assigned",
@@ -285,6 +288,7 @@ def unified_night(
         ORDER BY a.row
     """)
     em = em.assign(enterprise_id=ids["id"].to_numpy(), role=SUBJECT)
+    clock.lap("enterprise_ids")
     enterprises = unified_enterprises(em, _person_of_id(ws, em))
     enterprise_xref = em[XREF_COLUMNS].assign(
         enterprise_id=em["enterprise_id"].to_numpy(),
@@ -293,6 +297,7 @@ def unified_night(
     ws.load("enterprise", enterprises)
     ws.load("enterprise_xref", enterprise_xref)
     ws.load("service_case", service_cases(ws, mentions.cases, enterprise_xref))
+    clock.lap("enterprise_tables")
 
     person_rules = _counts(ws, "person_assigned", "match_rule")
     figures = UnificationFigures(
@@ -318,6 +323,7 @@ def unified_night(
             "weights": people.model.describe(),
             "clean_rows": mentions.clean_rows,
             "seconds_persons": round(resolved_at - started, 1),
+            "seconds_parts": {**people.seconds, **clock.laps},
             "seconds_total": round(time.monotonic() - started, 1),
         },
     )
@@ -402,7 +408,7 @@ def unify_partitions(
                 f"unification {ds}: {figures.clean_rows:,} clean rows but "
                 f"{figures.subject_rows:,} subject rows in the crosswalks: nothing written"
             )
-        staged = []
+        staged, writes = [], Stopwatch()
         try:
             for name in TABLES:
                 reader = ws.con.sql(f"SELECT * FROM {name}").to_arrow_reader(BATCH_ROWS)
@@ -416,6 +422,7 @@ def unify_partitions(
                         extra={"previous_night": prev.isoformat() if prev else None},
                     )
                 )
+                writes.lap(f"write_{name}")
         except BaseException:
             lake.discard(staged)
             raise
@@ -439,6 +446,7 @@ def unify_partitions(
         "seconds_step": round(time.monotonic() - started, 1),
     }
     details = {**figures.details, **seconds}
+    details["seconds_parts"] = {**details["seconds_parts"], **writes.laps}
     figures = UnificationFigures(**{**figures.__dict__, "details": details, "run_id": run_id})
     store.record_unification(run_id, figures)
     return figures

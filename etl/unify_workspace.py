@@ -9,6 +9,7 @@ within a fixed memory limit, spilling to a private scratch file that is removed 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -154,3 +155,16 @@ def in_order(
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+class Stopwatch:
+    """Wall seconds per named part of a step (recorded with the step's figures)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round(now - self._last, 1)
+        self._last = now
