@@ -43,7 +43,14 @@ from etl.unify_person import (
     person_table_sql,
     resolve_persons,
 )
-from etl.unify_workspace import BATCH_ROWS, Stopwatch, Workspace, in_order, workspace
+from etl.unify_workspace import (
+    BATCH_ROWS,
+    ParquetFiles,
+    Stopwatch,
+    Workspace,
+    in_order,
+    workspace,
+)
 from etl.zones import RAW_CLEAN, RAW_UNIFIED, Lake
 
 SERVICE_CASES = "xingzheng.service_case"
@@ -203,17 +210,30 @@ def previous_night(store: CatalogStore, ds: date) -> date | None:
 
 
 def previous_ids(lake: Lake, prev: date | None, entity: str) -> PreviousIds:
-    """Last night's anchors (entity table) and crosswalk members, streamed, for stable ids."""
+    """Last night's anchors (entity table) and crosswalk rows, for stable ids.
+
+    The lake's own local files are handed to DuckDB as they are (no copy); otherwise the
+    partitions are streamed in batches.
+    """
     if prev is None:
         return PreviousIds.none()
     id_col = f"{entity}_id"
+    table = lake.unified_partition(entity, prev)
+    xref = lake.unified_partition(f"{entity}_xref", prev)
     try:
-        table = lake.unified_partition(entity, prev)
-        xref = lake.unified_partition(f"{entity}_xref", prev)
         if not lake.partition_columns(table) or not lake.partition_columns(xref):
             return PreviousIds.none()
+        files = lake.local_files(table), lake.local_files(xref)
     except PartitionError:
         return PreviousIds.none()
+    if all(files):
+        return PreviousIds(
+            ParquetFiles(files[0], {"anchor": "anchor", "id": id_col}),
+            ParquetFiles(
+                files[1],
+                {"dataset": "dataset", "source_key": "source_key", "role": "role", "id": id_col},
+            ),
+        )
 
     def anchors() -> Iterator[pa.Table]:
         for b in lake.partition_batches(table, columns=["anchor", id_col]):
@@ -334,10 +354,9 @@ def _person_of_id(ws: Workspace, em: pd.DataFrame) -> pd.Series:
     """Unified person id of each legal representative's / owner's resident ID."""
     wanted = pd.concat([em["legal_rep_id_no"], em["owner_id"].str.slice(0, 18)]).dropna()
     ws.load("wanted_id", pd.DataFrame({"id_no": wanted.astype("str").unique()}))
-    found = ws.frame("""
-        SELECT DISTINCT a.id_no, i.id FROM person_assigned a
-        SEMI JOIN wanted_id w ON a.id_no = w.id_no
-        JOIN person_ids i USING (anchor)
+    found = ws.frame("""  -- a valid ID anchors its person (or the ID it was merged into)
+        SELECT w.id_no, i.id FROM wanted_id w LEFT JOIN id_merged m USING (id_no)
+        JOIN person_ids i ON i.anchor = coalesce(m.anchor, w.id_no)
     """)
     return found.drop_duplicates("id_no").set_index("id_no")["id"]
 
@@ -347,8 +366,9 @@ def service_cases(
 ) -> pd.DataFrame:
     """Each case with its applicant resolved to a unified person or enterprise."""
     people = ws.frame(
-        """SELECT source_key AS case_no, person_id, match_rule, match_score FROM person_xref
-           WHERE dataset = ? AND role = ?""",
+        """SELECT a.source_key AS case_no, i.id AS person_id, a.match_rule, a.match_score
+           FROM person_assigned a JOIN person_ids i USING (anchor)
+           WHERE a.dataset = ? AND a.role = ?""",
         [SERVICE_CASES, SUBJECT],
     )
     mine = enterprise_xref[

@@ -54,11 +54,13 @@ def stable_ids(ws: Workspace, entity: str, previous: PreviousIds, prefix: str) -
         CREATE OR REPLACE TEMP TABLE kept AS
             SELECT c.anchor, p.id FROM cluster c JOIN prev_anchor p USING (anchor)
             QUALIFY row_number() OVER (PARTITION BY p.id ORDER BY c.anchor) = 1;
+        CREATE OR REPLACE TEMP TABLE unkept AS
+            SELECT anchor FROM cluster ANTI JOIN kept USING (anchor);
         CREATE OR REPLACE TEMP TABLE claimed AS
-            WITH vote AS (
+            WITH vote AS (  -- only the few clusters whose anchor is new look at their rows
                 SELECT a.anchor, p.id, count(*) AS size
-                FROM {entity}_assigned a JOIN prev_member p USING (dataset, source_key, role)
-                ANTI JOIN kept k ON a.anchor = k.anchor
+                FROM (SELECT * FROM {entity}_assigned SEMI JOIN unkept USING (anchor)) a
+                JOIN prev_member p USING (dataset, source_key, role)
                 ANTI JOIN kept t ON p.id = t.id
                 GROUP BY ALL
             ), per_id AS (
@@ -73,7 +75,7 @@ def stable_ids(ws: Workspace, entity: str, previous: PreviousIds, prefix: str) -
             UNION ALL
             SELECT anchor, '{prefix}' || lpad(CAST({first_new} - 1
                        + row_number() OVER (ORDER BY anchor) AS VARCHAR), 10, '0')
-            FROM cluster ANTI JOIN kept USING (anchor) ANTI JOIN claimed USING (anchor);
+            FROM unkept ANTI JOIN claimed USING (anchor);
         CREATE OR REPLACE TABLE {entity}_id_before AS
             SELECT a.row, p.id AS previous_id
             FROM {entity}_assigned a JOIN prev_member p USING (dataset, source_key, role)

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,7 +26,21 @@ import pyarrow.parquet as pq
 
 from catalog.files import owner_only_dir
 
-Loadable = pd.DataFrame | pa.Table | Iterable[pa.Table]
+
+@dataclass(frozen=True)
+class ParquetFiles:
+    """Parquet files DuckDB reads in place, with the columns taken (name → file column)."""
+
+    paths: list[str]
+    columns: dict[str, str]
+
+    def select(self) -> str:
+        cols = ", ".join(f'"{src}" AS "{name}"' for name, src in self.columns.items())
+        files = ", ".join("'" + p.replace("'", "''") + "'" for p in self.paths)
+        return f"SELECT {cols} FROM read_parquet([{files}])"
+
+
+Loadable = pd.DataFrame | pa.Table | Iterable[pa.Table] | ParquetFiles
 T = TypeVar("T")
 R = TypeVar("R")
 BATCH_ROWS = 262_144
@@ -44,6 +59,9 @@ class Workspace:
         Millions of rows stay on disk (compressed, read column by column as queries need
         them) instead of in DuckDB's memory; without a scratch folder (tests) it is a table.
         """
+        if isinstance(data, ParquetFiles):
+            self.execute(f"CREATE OR REPLACE VIEW {name} AS {data.select()}")
+            return -1
         if self.folder is None:
             return self.load(name, data, empty)
         if isinstance(data, pd.DataFrame):
