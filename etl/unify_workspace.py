@@ -135,7 +135,7 @@ def workspace(
     scratch: Path | None = None, memory_limit: str = "1GB", threads: int | None = None
 ) -> Iterator[Workspace]:
     """A workspace in a private scratch file under ``scratch`` (in memory without one)."""
-    threads = threads or max(1, min(2, os.cpu_count() or 1))
+    threads = threads or min(2, os.cpu_count() or 1)
     config = {"memory_limit": memory_limit, "threads": threads}
     if scratch is None:
         con = duckdb.connect(":memory:", config=config)
