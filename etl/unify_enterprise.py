@@ -62,16 +62,20 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
     b = batch
     n = len(b)
     none = pd.Series([None] * n, dtype="str", index=b.index)
+
+    def text(name: str) -> pd.Series:  # Arrow-backed strings, positions as in ``out``
+        return b[name].astype("str").reset_index(drop=True)
+
     if dataset_id == "gongshang.enterprise_registration":
         out = _frame(b, "reg_id", b["uscc"], none, b["reg_no"], none, "name")
         out["individual"] = (b["ent_type"] == "个体工商户").to_numpy()
-        out["address"] = b["address"].to_numpy()
-        out["legal_rep_id_no"] = b["legal_rep_id_no"].to_numpy()
-        out["status"] = b["status"].to_numpy()
+        out["address"] = text("address")
+        out["legal_rep_id_no"] = text("legal_rep_id_no")
+        out["status"] = text("status")
     elif dataset_id == "zhijian.org_code":
         out = _frame(b, "org_code", none, b["org_code"], none, none, "name")
         out["individual"] = (b["org_type"] == "个体工商户").to_numpy()
-        out["address"] = b["address"].to_numpy()
+        out["address"] = text("address")
     elif dataset_id in ("guoshui.taxpayer", "dishui.taxpayer"):
         tax = b["tax_no"].astype("str")
         uscc = tax.where(tax.str.len() == 18)
@@ -80,7 +84,7 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
         key = "tax_no" if dataset_id == "guoshui.taxpayer" else "taxpayer_id"
         out = _frame(b, key, uscc, org, none, tax.where(owner.notna()), "taxpayer_name")
         out["individual"] = owner.notna().to_numpy()
-        out["status"] = b["status"].to_numpy()
+        out["status"] = text("status")
     elif dataset_id == "xingzheng.service_case":
         b = b[(b["applicant_type"] != "自然人").to_numpy()]
         none = none[b.index]
@@ -92,7 +96,7 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
     out["updated_at"] = pd.to_datetime(b["updated_at"]).to_numpy().astype("datetime64[ms]")
     for col in MENTION_COLUMNS:
         if col not in out:
-            out[col] = None
+            out[col] = pd.Series([None] * len(out), dtype="str")
     out["org_code"] = out["org_code"].fillna(out["uscc"].str.slice(8, 17))
     return out[MENTION_COLUMNS].reset_index(drop=True)
 
@@ -116,15 +120,19 @@ def _frame(
     from etl.zones import NORMALISED_SUFFIX
 
     norm = name + NORMALISED_SUFFIX
+
+    def text(values: pd.Series) -> pd.Series:  # Arrow-backed strings: no Python objects
+        return values.astype("str").reset_index(drop=True)
+
     return pd.DataFrame(
         {
-            "source_key": b[key].to_numpy(dtype=object),
-            "uscc": uscc.to_numpy(dtype=object),
-            "org_code": org.to_numpy(dtype=object),
-            "reg_no": reg_no.to_numpy(dtype=object),
-            "owner_id": owner.to_numpy(dtype=object),
-            "name": b[name].to_numpy(dtype=object),
-            "name_norm": (b[norm] if norm in b else b[name]).to_numpy(dtype=object),
+            "source_key": text(b[key]),
+            "uscc": text(uscc),
+            "org_code": text(org),
+            "reg_no": text(reg_no),
+            "owner_id": text(owner),
+            "name": text(b[name]),
+            "name_norm": text(b[norm] if norm in b else b[name]),
         }
     )
 

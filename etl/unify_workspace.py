@@ -109,6 +109,19 @@ class Workspace:
             return self.load(name, empty)
         return rows
 
+    @contextmanager
+    def threads(self, count: int | None) -> Iterator[None]:
+        """Run what is started inside on ``count`` threads (None: as configured)."""
+        if count is None:
+            yield
+            return
+        before = self.scalar("SELECT current_setting('threads')")
+        self.execute(f"SET threads = {int(count)}")
+        try:
+            yield
+        finally:
+            self.execute(f"SET threads = {int(before)}")
+
     def execute(self, sql: str, params: list | None = None) -> None:
         self.con.execute(sql, params or []).fetchall()  # finished: the connection is free
 
@@ -136,7 +149,9 @@ def workspace(
 ) -> Iterator[Workspace]:
     """A workspace in a private scratch file under ``scratch`` (in memory without one)."""
     threads = threads or min(2, os.cpu_count() or 1)
-    config = {"memory_limit": memory_limit, "threads": threads}
+    # every result that needs an order says ORDER BY; the rest may come in any order, which
+    # lets DuckDB stream and parallelise without buffering for order
+    config = {"memory_limit": memory_limit, "threads": threads, "preserve_insertion_order": False}
     if scratch is None:
         con = duckdb.connect(":memory:", config=config)
         try:
