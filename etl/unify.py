@@ -85,6 +85,8 @@ def table_query(name: str) -> str:
     """The query that reads unified table ``name`` out of the workspace, in a fixed order."""
     order = f" ORDER BY {ORDER[name]}" if name in ORDER else ""
     return f"SELECT * FROM {name}{order}"
+
+
 XREF_COLUMNS = ["dataset", "source_key", "role", "match_rule", "match_score"]
 
 

@@ -436,13 +436,12 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
 
 def test_the_workspace_is_private_and_removed_even_when_the_step_fails(tmp_path) -> None:
     seen = {}
-    with pytest.raises(RuntimeError):
-        with workspace(tmp_path, "200MB") as ws:
-            ws.load_spilled("t", pa.table({"x": pa.array(range(100_000))}))
-            (folder,) = tmp_path.glob("unify-*")
-            seen["mode"] = folder.stat().st_mode & 0o777
-            seen["files"] = [p.name for p in folder.iterdir()]
-            assert ws.scalar("SELECT sum(x) FROM t") == sum(range(100_000))
-            raise RuntimeError("the night failed here")
+    with pytest.raises(RuntimeError), workspace(tmp_path, "200MB") as ws:
+        ws.load_spilled("t", pa.table({"x": pa.array(range(100_000))}))
+        (folder,) = tmp_path.glob("unify-*")
+        seen["mode"] = folder.stat().st_mode & 0o777
+        seen["files"] = [p.name for p in folder.iterdir()]
+        assert ws.scalar("SELECT sum(x) FROM t") == sum(range(100_000))
+        raise RuntimeError("the night failed here")
     assert seen["mode"] == 0o700 and "t.parquet" in seen["files"]
     assert not list(tmp_path.iterdir())
