@@ -40,8 +40,8 @@ from etl.unify_person import (
     SUBJECT,
     empty_mentions,
     person_mentions,
-    person_table_sql,
     resolve_persons,
+    unified_persons,
 )
 from etl.unify_workspace import (
     BATCH_ROWS,
@@ -74,11 +74,6 @@ ORDER = {
     "enterprise_xref": "dataset, source_key",
     "service_case": "case_no",
 }
-
-
-# Survivorship groups 7.5 million rows into 3 million persons: a hash aggregate with that
-# many groups runs faster on one thread than split over two (measured: 0013)
-ONE_THREAD = {"person": 1}
 
 
 def table_query(name: str) -> str:
@@ -278,14 +273,26 @@ def _or(batches: Iterator[pa.Table], empty: pd.DataFrame) -> Iterator[pa.Table |
 
 @dataclass(frozen=True)
 class UnifiedNight:
-    """The five unified tables of a night (workspace tables :data:`TABLES`) and its figures."""
+    """The five unified tables of a night and its figures: ``person`` as Arrow, the others
+    as workspace tables or views (:func:`table_query`)."""
 
     ws: Workspace
+    persons: pa.Table
     figures: UnificationFigures
+
+    def batches(self, name: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Table ``name`` in bounded record batches, as written (see :func:`_writable`)."""
+        if name == "person":
+            schema = _writable(self.persons.schema)
+            return schema, (b.cast(schema) for b in self.persons.to_batches(BATCH_ROWS))
+        reader = self.ws.con.sql(table_query(name)).to_arrow_reader(BATCH_ROWS)
+        schema = _writable(reader.schema)
+        return schema, (b.cast(schema) for b in reader)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The tables as pandas frames (small nights: tests, the demo's summary)."""
-        return {name: self.ws.frame(table_query(name)) for name in TABLES}
+        out = {name: self.ws.frame(table_query(name)) for name in TABLES if name != "person"}
+        return {"person": self.persons.to_pandas(), **out}
 
 
 def unified_night(
@@ -302,7 +309,7 @@ def unified_night(
     stable_ids(ws, "person", previous_persons, PERSON_PREFIX)
     clock.lap("person_ids")
     # the two big tables are views: computed while they are written, never held
-    ws.execute(f"CREATE OR REPLACE VIEW person AS {person_table_sql(ws)}")
+    persons = unified_persons(ws)
     ws.execute("""
         CREATE OR REPLACE VIEW person_xref AS
         SELECT a.dataset, a.source_key, a.role, a.match_rule, a.match_score,
@@ -344,8 +351,8 @@ def unified_night(
         clean_rows=sum(mentions.clean_rows.values()),
         subject_rows=ws.scalar("SELECT count(*) FROM person_assigned WHERE role = ?", [SUBJECT])
         + len(enterprise_xref),
-        persons=ws.scalar("SELECT count(*) FROM person_ids"),
-        persons_with_id=ws.scalar("SELECT count(*) FROM person_ids WHERE anchor NOT LIKE 'row:%'"),
+        persons=persons.num_rows,
+        persons_with_id=pc.sum(persons.column("has_valid_id")).as_py() or 0,
         person_rows=sum(person_rules.values()),
         person_rules=person_rules,
         enterprises=len(enterprises),
@@ -366,7 +373,7 @@ def unified_night(
             "seconds_total": round(time.monotonic() - started, 1),
         },
     )
-    return UnifiedNight(ws, figures)
+    return UnifiedNight(ws, persons, figures)
 
 
 def _person_of_id(ws: Workspace, em: pd.DataFrame) -> pd.Series:
@@ -450,19 +457,16 @@ def unify_partitions(
         staged, writes = [], Stopwatch()
         try:
             for name in TABLES:
-                with ws.threads(ONE_THREAD.get(name)):
-                    reader = ws.con.sql(table_query(name)).to_arrow_reader(BATCH_ROWS)
-                    schema = _writable(reader.schema)
-                    staged.append(
-                        lake.stage_partition(
-                            lake.unified_partition(name, ds),
-                            (b.cast(schema) for b in reader),
-                            schema,
-                            private=True,
-                            extra={"previous_night": prev.isoformat() if prev else None},
-                        )
+                schema, batches = night.batches(name)
+                staged.append(
+                    lake.stage_partition(
+                        lake.unified_partition(name, ds),
+                        batches,
+                        schema,
+                        private=True,
+                        extra={"previous_night": prev.isoformat() if prev else None},
                     )
-                    reader.close()
+                )
                 writes.lap(f"write_{name}")
         except BaseException:
             lake.discard(staged)

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from catalog.errors import PartitionError
 from catalog.identifiers import JIANGMEN_DIVISIONS, is_valid_resident_id
 from etl.matching import (
     BLOCKING_RULES,
@@ -269,6 +270,11 @@ def resolve_persons(ws: Workspace, seed: int = 0) -> PersonResolution:
     """
     clock = Stopwatch()
     n = ws.scalar("SELECT count(*) FROM person_mention")
+    if n >= MAX_ROWS:
+        raise PartitionError(
+            f"unification: {n:,} person mentions exceed the survivorship key's {MAX_ROWS:,}"
+            " rows (docs/decisions/0013)"
+        )
     key_views(ws)
     cands = blocking_candidates(ws)
     clock.lap("blocking")
@@ -322,7 +328,8 @@ def key_views(ws: Workspace) -> None:
         SELECT row, id_no IS NULL AS probe, k_name AS name, k_pinyin AS pinyin,
                k_surname AS surname, k_birth AS birth, substr(k_birth, 1, 4) AS birth_year,
                k_phone AS phone, {_phone_tail("k_phone")} AS phone_tail,
-               k_district AS district, k_sex AS sex
+               k_district AS district, k_sex AS sex, id_no,
+               dataset || '|' || source_key || '|' || role AS member
         FROM person_mention
     """)
 
@@ -397,8 +404,8 @@ def _keys_of(ws: Workspace, rows: np.ndarray) -> pd.DataFrame:
     """The comparison keys of the given rows, in row order (with ``member`` and ``id_no``)."""
     ws.load("wanted_row", pa.table({"row": pa.array(rows, pa.int64())}))
     keys = ws.frame("""
-        SELECT k.*, n.name_tf, p.id_no, p.dataset || '|' || p.source_key || '|' || p.role AS member
-        FROM wanted_row w JOIN person_key k USING (row) JOIN person_mention p USING (row)
+        SELECT k.*, n.name_tf
+        FROM person_key k SEMI JOIN wanted_row w USING (row)
         LEFT JOIN person_name n ON n.k_name = k.name
         ORDER BY k.row
     """)
@@ -502,33 +509,41 @@ BY_RANK = f"((rank::BIGINT << 59) | {_NEWEST_FIRST} | row)"
 BY_TIME = f"({_NEWEST_FIRST} | row)"
 
 
-def _first(column: str, order: str, value: str | None = None) -> str:
-    """The value (``column`` itself by default) of the first row in ``order`` with a ``column``."""
-    return f"arg_min({value or column}, {order}) FILTER (WHERE {column} IS NOT NULL)"
+ROW_BITS = (1 << 27) - 1
+# each surviving field: the column, and the order its first non-null value is taken in
+SURVIVING = {
+    "name": BY_RANK,
+    "sex": BY_RANK,
+    "birth_date": BY_RANK,
+    "phone": BY_TIME,
+    "address": BY_TIME,
+    "district": BY_TIME,
+}
 
 
-def person_table_sql(ws: Workspace) -> str:
-    """One row per person by :data:`SURVIVORSHIP`, with its sources and last update."""
-    datasets = [r for r in ws.frame("SELECT DISTINCT dataset FROM person_assigned")["dataset"]]
-    bits = {d: 1 << i for i, d in enumerate(sorted(datasets))}
+def unified_persons(ws: Workspace) -> pa.Table:
+    """One row per person by :data:`SURVIVORSHIP`, with its sources and last update.
+
+    SQL groups the night's mentions by person keeping only numbers — for each field the
+    row that wins it (``min`` of a packed BIGINT key), the dataset bits, counts — so the
+    group-by of 7.5 million rows holds no strings; the winning values are then taken from
+    the mention columns by row number, one column at a time.
+    """
+    datasets = sorted(ws.frame("SELECT DISTINCT dataset FROM person_mention")["dataset"])
+    bits = {d: 1 << i for i, d in enumerate(datasets)}
     bit_case = " ".join(f"WHEN '{d}' THEN {b}" for d, b in bits.items())
     names = ", ".join(f"('{d}', {b})" for d, b in bits.items()) or "(NULL, 0)"
-    return f"""
+    winners = ",\n".join(
+        f"min({order}) FILTER (WHERE {col} IS NOT NULL) & {ROW_BITS} AS {col}_row"
+        for col, order in SURVIVING.items()
+    )
+    per = ws.arrow(f"""
         WITH m AS (
-            SELECT *, {_rank_case()} AS rank, CASE dataset {bit_case} ELSE 0 END AS bit
+            SELECT anchor, row, updated_at, name, sex, birth_date, phone, address, district,
+                   {_rank_case()} AS rank, CASE dataset {bit_case} ELSE 0 END AS bit
             FROM person_assigned
         ), per AS (
-            SELECT anchor, min(id_no) AS id_no,
-                   {_first("name", BY_RANK)} AS name,
-                   {_first("sex", BY_RANK)} AS sex,
-                   {_first("birth_date", BY_RANK)} AS birth_date,
-                   {_first("phone", BY_TIME)} AS phone,
-                   {_first("address", BY_TIME)} AS address,
-                   {_first("district", BY_TIME)} AS district,
-                   {_first("name", BY_RANK, "dataset")} AS name_source,
-                   {_first("phone", BY_TIME, "dataset")} AS phone_source,
-                   bit_or(bit) AS mask,
-                   count(*) AS records,
+            SELECT anchor, {winners}, bit_or(bit) AS mask, count(*) AS records,
                    max(updated_at) AS last_updated_at
             FROM m GROUP BY anchor
         ), dataset_bit(dataset, bit) AS (VALUES {names}
@@ -537,9 +552,23 @@ def person_table_sql(ws: Workspace) -> str:
             FROM (SELECT DISTINCT mask FROM per) JOIN dataset_bit d ON (mask & d.bit) <> 0
             GROUP BY mask
         )
-        SELECT i.id AS person_id, per.id_no, per.anchor, per.name, per.sex, per.birth_date,
-               per.phone, per.address, per.district, per.name_source, per.phone_source,
-               s.sources, per.records, per.last_updated_at, per.id_no IS NOT NULL AS has_valid_id
-        FROM per JOIN person_ids i USING (anchor) JOIN source_text s USING (mask)
+        SELECT i.id AS person_id, per.*, s.sources FROM per
+        JOIN person_ids i USING (anchor) JOIN source_text s USING (mask)
         ORDER BY person_id
-    """
+    """)
+    anchor = per.column("anchor")
+    is_id = pc.invert(pc.starts_with(anchor, "row:"))  # a valid ID anchors its person
+    out = {
+        "person_id": per.column("person_id"),
+        "id_no": pc.if_else(is_id, anchor, pa.scalar(None, pa.string())),
+        "anchor": anchor,
+    }
+    for col in SURVIVING:
+        out[col] = pc.take(ws.column("person_mention", col), per.column(f"{col}_row"))
+    dataset = ws.column("person_mention", "dataset")
+    out["name_source"] = pc.take(dataset, per.column("name_row"))
+    out["phone_source"] = pc.take(dataset, per.column("phone_row"))
+    for col in ("sources", "records", "last_updated_at"):
+        out[col] = per.column(col)
+    out["has_valid_id"] = is_id
+    return pa.table(out)

@@ -52,6 +52,17 @@ class Workspace:
     def __init__(self, con: duckdb.DuckDBPyConnection, folder: Path | None = None) -> None:
         self.con = con
         self.folder = folder
+        self.spilled: dict[str, Path] = {}
+
+    def column(self, name: str, column: str) -> pa.ChunkedArray:
+        """One column of a table whose rows are numbered 0… (``row``), in row order.
+
+        A spilled table's file is read directly: in row order by construction, one column
+        at a time, without DuckDB materialising anything.
+        """
+        if name in self.spilled:
+            return pq.read_table(self.spilled[name], columns=[column]).column(0)
+        return self.arrow(f"SELECT {column} FROM {name} ORDER BY row").column(0)
 
     def load_spilled(self, name: str, data: Loadable, empty: pa.Table | None = None) -> int:
         """Load a long stream as view ``name`` over a Parquet file in the scratch folder.
@@ -86,6 +97,7 @@ class Workspace:
                 raise ValueError(f"nothing to load into {name}")
             pq.write_table(empty, path)
         self.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+        self.spilled[name] = path
         return rows
 
     def load(self, name: str, data: Loadable, empty: pa.Table | None = None) -> int:
@@ -108,19 +120,6 @@ class Workspace:
                 raise ValueError(f"nothing to load into {name}")
             return self.load(name, empty)
         return rows
-
-    @contextmanager
-    def threads(self, count: int | None) -> Iterator[None]:
-        """Run what is started inside on ``count`` threads (None: as configured)."""
-        if count is None:
-            yield
-            return
-        before = self.scalar("SELECT current_setting('threads')")
-        self.execute(f"SET threads = {int(count)}")
-        try:
-            yield
-        finally:
-            self.execute(f"SET threads = {int(before)}")
 
     def execute(self, sql: str, params: list | None = None) -> None:
         self.con.execute(sql, params or []).fetchall()  # finished: the connection is free
