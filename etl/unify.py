@@ -310,6 +310,7 @@ def unified_night(
     clock.lap("person_ids")
     # the two big tables are views: computed while they are written, never held
     persons = unified_persons(ws)
+    clock.lap("person_table")
     ws.execute("""
         CREATE OR REPLACE VIEW person_xref AS
         SELECT a.dataset, a.source_key, a.role, a.match_rule, a.match_score,
@@ -429,7 +430,7 @@ def unify_partitions(
     store: CatalogStore,
     run_id: str,
     scratch: Path | None = None,
-    memory_limit: str = "2GB",
+    memory_limit: str = "1200MB",
 ) -> UnificationFigures:
     """The step: read the night's clean partitions, unify, commit five tables, record figures.
 
