@@ -9,6 +9,7 @@ within a fixed memory limit, spilling to a private scratch file that is removed 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from collections import deque
@@ -158,7 +159,8 @@ def workspace(
         finally:
             con.close()
         return
-    folder = Path(scratch) / f"unify-{uuid.uuid4().hex}"
+    remove_stale_workspaces(Path(scratch))
+    folder = Path(scratch) / f"unify-{os.getpid()}-{uuid.uuid4().hex}"
     owner_only_dir(folder)
     config["temp_directory"] = str(folder)  # an in-memory database spills its tables here
     con = duckdb.connect(":memory:", config=config)
@@ -169,6 +171,28 @@ def workspace(
         for path in sorted(folder.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
         folder.rmdir()
+
+
+def remove_stale_workspaces(scratch: Path) -> list[Path]:
+    """Remove workspaces left by a process that died (killed mid-step): they hold personal
+    data. A workspace names its process; one whose process still runs is left alone."""
+    removed = []
+    for folder in scratch.glob("unify-*-*") if scratch.exists() else []:
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def in_order(

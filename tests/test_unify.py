@@ -445,3 +445,33 @@ def test_the_workspace_is_private_and_removed_even_when_the_step_fails(tmp_path)
         raise RuntimeError("the night failed here")
     assert seen["mode"] == 0o700 and "t.parquet" in seen["files"]
     assert not list(tmp_path.iterdir())
+
+
+def test_a_workspace_left_by_a_killed_process_is_removed_next_time(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[2]);"
+        "from pathlib import Path; from etl.unify_workspace import workspace;"
+        "import pyarrow as pa\n"
+        "with workspace(Path(sys.argv[1])) as ws:\n"
+        "    ws.load_spilled('m', pa.table({'x': list(range(1000))}))\n"
+        "    print('ready', flush=True); time.sleep(60)\n"
+    )
+    from etl.settings import REPO_ROOT
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path), str(REPO_ROOT)], stdout=subprocess.PIPE
+    )
+    assert child.stdout.readline().strip() == b"ready"
+    live = list(tmp_path.glob("unify-*"))
+    with workspace(tmp_path):  # the live one is left alone
+        assert set(live) <= set(tmp_path.glob("unify-*"))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert live and all(p.exists() for p in live)  # a real kill runs no clean-up
+    with workspace(tmp_path):
+        pass
+    assert not list(tmp_path.iterdir())
