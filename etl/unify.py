@@ -128,7 +128,7 @@ def read_mentions(
 
     def clean_batches() -> Iterator[tuple[str, pa.Table]]:
         for dataset in catalog.datasets:
-            key, seen = dataset.key[0], []
+            key, rows = dataset.key[0], 0
             nights = current_partitions(dataset, ds, store)
             superseded = superseded_keys(lake, dataset, nights)
             for night in nights:
@@ -142,13 +142,10 @@ def read_mentions(
                         batch = batch.filter(
                             pc.invert(pc.is_in(batch.column(key), value_set=superseded[night]))
                         )
-                    seen.append(batch.column(key))
+                    rows += batch.num_rows
                     yield dataset.id, batch
-            # a clean partition holds each key once; across nights the newest copy counts
-            seen_keys = (
-                pa.chunked_array(seen, pa.string()) if seen else pa.chunked_array([], pa.string())
-            )
-            keys[dataset.id] = len(seen_keys) if len(nights) == 1 else len(seen_keys.unique())
+            # a clean partition holds each key once, and only a key's newest copy is read
+            keys[dataset.id] = rows
 
     def project(item: tuple[str, pa.Table]) -> pa.Table:
         dataset_id, batch = item

@@ -146,7 +146,7 @@ def person_mentions(dataset_id: str, batch: pa.Table | pd.DataFrame) -> pa.Table
     else:
         return empty_mentions()
     n = b.num_rows
-    cols["dataset"] = pa.array([dataset_id] * n, pa.string())
+    cols["dataset"] = pa.repeat(pa.scalar(dataset_id, pa.string()), n)
     cols["updated_at"] = pc.cast(b.column("updated_at"), pa.timestamp("us"))
     for name in ("district", "address"):
         cols.setdefault(name, None)
@@ -192,7 +192,7 @@ def _roles(
 ) -> dict[str, pa.ChunkedArray | None]:
     return {
         "source_key": _text(b, key),
-        "role": pa.array([role] * b.num_rows, pa.string()),
+        "role": pa.repeat(pa.scalar(role, pa.string()), b.num_rows),
         "id_no": _text(b, id_no),
         "name": _text(b, name),
         "sex": _text(b, sex),
