@@ -1,6 +1,6 @@
 """Unified persons: every person a clean dataset mentions, one row per real person.
 
-Three parts (docs/architecture.md §5 unified zone, docs/decisions/0011 and 0013):
+Three parts (docs/architecture.md §5 unified zone, docs/decisions/0011 and 0014):
 
 - :func:`person_mentions` projects one clean batch of a dataset onto the common mention
   columns (who the row is about, and in which role) and its comparison keys — Arrow column
@@ -273,7 +273,7 @@ def resolve_persons(ws: Workspace, seed: int = 0) -> PersonResolution:
     if n >= MAX_ROWS:
         raise PartitionError(
             f"unification: {n:,} person mentions exceed the survivorship key's {MAX_ROWS:,}"
-            " rows (docs/decisions/0013)"
+            " rows (docs/decisions/0014)"
         )
     key_views(ws)
     cands = blocking_candidates(ws)

@@ -3,7 +3,7 @@
 Unification joins and groups every mention of the night (7.5 million person mentions at full
 scale). Held as pandas frames that took 13 GB; in DuckDB the same work runs on both cores
 within a fixed memory limit, spilling to a private scratch file that is removed afterwards
-(it holds personal data: owner-only, like the raw zone). docs/decisions/0013 says why.
+(it holds personal data: owner-only, like the raw zone). docs/decisions/0014 says why.
 """
 
 from __future__ import annotations
