@@ -68,20 +68,6 @@ CASE_COLUMNS = [
     "updated_at",
 ]
 TABLES = ("person", "enterprise", "person_xref", "enterprise_xref", "service_case")
-# the order rows are written in (the person views order themselves): a rerun writes the same
-ORDER = {
-    "enterprise": "enterprise_id",
-    "enterprise_xref": "dataset, source_key",
-    "service_case": "case_no",
-}
-
-
-def table_query(name: str) -> str:
-    """The query that reads unified table ``name`` out of the workspace, in a fixed order."""
-    order = f" ORDER BY {ORDER[name]}" if name in ORDER else ""
-    return f"SELECT * FROM {name}{order}"
-
-
 XREF_COLUMNS = ["dataset", "source_key", "role", "match_rule", "match_score"]
 
 
@@ -270,26 +256,30 @@ def _or(batches: Iterator[pa.Table], empty: pd.DataFrame) -> Iterator[pa.Table |
 
 @dataclass(frozen=True)
 class UnifiedNight:
-    """The five unified tables of a night and its figures: ``person`` as Arrow, the others
-    as workspace tables or views (:func:`table_query`)."""
+    """The five unified tables of a night and its figures: ``person_xref`` (7.5 million rows
+    at full scale) is a workspace view streamed as it is written, the others are Arrow."""
 
     ws: Workspace
-    persons: pa.Table
+    tables: dict[str, pa.Table]
     figures: UnificationFigures
 
     def batches(self, name: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Table ``name`` in bounded record batches, as written (see :func:`_writable`)."""
-        if name == "person":
-            schema = _writable(self.persons.schema)
-            return schema, (b.cast(schema) for b in self.persons.to_batches(BATCH_ROWS))
-        reader = self.ws.con.sql(table_query(name)).to_arrow_reader(BATCH_ROWS)
+        if name in self.tables:
+            schema = _writable(self.tables[name].schema)
+            return schema, (b.cast(schema) for b in self.tables[name].to_batches(BATCH_ROWS))
+        reader = self.ws.con.sql(f"SELECT * FROM {name}").to_arrow_reader(BATCH_ROWS)
         schema = _writable(reader.schema)
         return schema, (b.cast(schema) for b in reader)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The tables as pandas frames (small nights: tests, the demo's summary)."""
-        out = {name: self.ws.frame(table_query(name)) for name in TABLES if name != "person"}
-        return {"person": self.persons.to_pandas(), **out}
+        return {
+            name: self.tables[name].to_pandas()
+            if name in self.tables
+            else self.ws.frame(f"SELECT * FROM {name}")
+            for name in TABLES
+        }
 
 
 def unified_night(
@@ -338,9 +328,7 @@ def unified_night(
         enterprise_id=em["enterprise_id"].to_numpy(),
         previous_enterprise_id=ids["previous_id"].to_numpy(),
     )
-    ws.load("enterprise", enterprises)
-    ws.load("enterprise_xref", enterprise_xref)
-    ws.load("service_case", service_cases(ws, mentions.cases, enterprise_xref))
+    cases = service_cases(ws, mentions.cases, enterprise_xref)
     clock.lap("enterprise_tables")
 
     person_rules = _counts(ws, "person_assigned", "match_rule")
@@ -356,7 +344,10 @@ def unified_night(
         enterprises=len(enterprises),
         unlinked_enterprises=int((~enterprises["linked"]).sum()),
         enterprise_rows=len(enterprise_xref),
-        enterprise_rules=_counts(ws, "enterprise_xref", "match_rule"),
+        enterprise_rules={
+            str(k): int(v)
+            for k, v in enterprise_xref["match_rule"].value_counts().sort_index().items()
+        },
         conflicting_id_clusters=people.conflicting_id_clusters,
         id_changes=ws.scalar("SELECT count(*) FROM person_id_before")
         + int(enterprise_xref["previous_enterprise_id"].notna().sum()),
@@ -371,7 +362,17 @@ def unified_night(
             "seconds_total": round(time.monotonic() - started, 1),
         },
     )
-    return UnifiedNight(ws, persons, figures)
+    tables = {
+        "person": persons,
+        "enterprise": _arrow(enterprises),
+        "enterprise_xref": _arrow(enterprise_xref),
+        "service_case": _arrow(cases),
+    }
+    return UnifiedNight(ws, tables, figures)
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def _person_of_id(ws: Workspace, em: pd.DataFrame) -> pd.Series:

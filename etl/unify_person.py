@@ -554,7 +554,7 @@ def unified_persons(ws: Workspace) -> pa.Table:
         )
         SELECT i.id AS person_id, per.*, s.sources FROM per
         JOIN person_ids i USING (anchor) JOIN source_text s USING (mask)
-        ORDER BY person_id
+        ORDER BY CAST(substr(i.id, 2) AS BIGINT)  -- P0000000042: the number sorts faster
     """)
     anchor = per.column("anchor")
     is_id = pc.invert(pc.starts_with(anchor, "row:"))  # a valid ID anchors its person
