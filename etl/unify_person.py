@@ -215,6 +215,9 @@ def _with_id_facts(cols: dict, n: int) -> None:
     valid = _valid_ids(ids)
     ids = pc.if_else(valid, ids, pa.scalar(None, pa.string()))
     cols["id_no"] = ids
+    birth, sex_given = cols["birth_date"], cols["sex"]
+    if birth is not None and sex_given is not None and not birth.null_count + sex_given.null_count:
+        return  # the registers carry both: nothing to fill
     from_id = pc.binary_join_element_wise(
         pc.utf8_slice_codeunits(ids, 6, 10),
         pc.utf8_slice_codeunits(ids, 10, 12),
