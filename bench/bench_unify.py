@@ -83,6 +83,8 @@ def unify_step(workdir: Path) -> None:
                 "seconds": seconds,
                 "peak_rss_mb": round(_peak_rss_mb()),
                 "candidate_pairs": figures.details["candidate_pairs"],
+                "seconds_parts": figures.details.get("seconds_parts"),
+                "seconds_read": figures.details.get("seconds_read"),
                 "summary": result["summary"],
             }
         )
@@ -108,27 +110,30 @@ def score_step(workdir: Path) -> None:
 
 def blocking_recall(workdir: Path) -> float:
     """Share of true (ID-less row, other row) pairs that blocking puts in front of the model."""
-    from catalog.identifiers import is_valid_resident_id
-    from etl.matching import candidate_pairs, person_match_keys
     from etl.nightly import Night
     from etl.score import clean_key, read_truth
     from etl.unify import read_mentions
+    from etl.unify_person import blocking_candidates, key_views
+    from etl.unify_workspace import workspace
 
     settings = _settings(workdir)
     night = Night.open(DS, "bench-unify", settings)
-    m = read_mentions(night.catalog, DS, night.lake).persons
-    m = m[m["role"] == "subject"].reset_index(drop=True)
+    with workspace(settings.var / "tmp", "1500MB") as ws:
+        read_mentions(ws, night.catalog, DS, night.lake, night.store)
+        key_views(ws)
+        cands = blocking_candidates(ws)
+        m = ws.frame(
+            "SELECT row, dataset, source_key, role, id_no IS NULL AS probe FROM person_mention"
+        )
+    m = m[m["role"] == "subject"]
     truth = read_truth(settings.ground_truth_dir)
     m = m.assign(source_key=clean_key(m["source_key"])).merge(
         truth, on=["dataset", "source_key"], how="left"
     )
-    probe = ~is_valid_resident_id(m["id_no"].fillna("").to_numpy(dtype=str))
-    cands = candidate_pairs(person_match_keys(m), probe)
-    entity = m["entity_id"].to_numpy()
-    n = len(m)
+    n = int(m["row"].max()) + 1
     found = np.concatenate([cands.left * n + cands.right, cands.right * n + cands.left])
-    rows = pd.DataFrame({"e": entity, "i": np.arange(len(m))})
-    pairs = rows[probe].merge(rows, on="e")
+    rows = pd.DataFrame({"e": m["entity_id"].to_numpy(), "i": m["row"].to_numpy()})
+    pairs = rows[m["probe"].to_numpy()].merge(rows, on="e")
     pairs = pairs[pairs["i_x"] != pairs["i_y"]]
     hit = np.isin(pairs["i_x"].to_numpy() * n + pairs["i_y"].to_numpy(), found).sum()
     return _r(hit / max(len(pairs), 1))

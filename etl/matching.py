@@ -18,6 +18,7 @@ that weight as a probability (0.5 at the threshold).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -127,23 +128,56 @@ def person_match_keys(frame: pd.DataFrame) -> pd.DataFrame:
     """The comparison form of each role present: name chars, toneless pinyin, dates, digits.
 
     ``frame`` has any of the columns in :data:`ROLES` (``name`` required). Returns one row per
-    input row with ``name``, ``pinyin``, ``surname``, ``birth`` (``YYYYMMDD``), ``birth_year``,
-    ``phone``, ``district``, ``sex``; absent roles are all-null columns. Text work is Arrow
-    compute on whole columns.
+    input row with ``name``, ``pinyin``, ``surname``, ``name_tf``, ``birth`` (``YYYYMMDD``),
+    ``birth_year``, ``phone``, ``district``, ``sex``; absent roles are all-null columns.
+    """
+    out = comparison_keys(frame)
+    name = out["name"]
+    pinyin, surname = name_pinyin(name)
+    out.insert(1, "pinyin", pinyin)
+    out.insert(2, "surname", surname)
+    counts = name.value_counts()
+    out.insert(3, "name_tf", name.map(counts / max(len(out), 1)).astype(float).to_numpy())
+    return out
+
+
+def comparison_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    """The keys that need no look-up table: normalised name, birth digits, phone, district, sex.
+
+    Whole-column Arrow compute, so the nightly run can key millions of rows batch by batch
+    and add the pinyin once per distinct name (:func:`name_pinyin`).
     """
     n = len(frame)
-    name = pc.replace_substring_regex(_arrow_text(frame["name"]), r"\s+", "")
-    name = _series(simplified_chinese(name))
-    pinyin, surname = name_pinyin(name)
-    out = pd.DataFrame({"name": name, "pinyin": pinyin, "surname": surname})
-    counts = name.value_counts()
-    out["name_tf"] = name.map(counts / max(n, 1)).astype(float).to_numpy()
-    out["birth"] = _birth_digits(frame["birth_date"]) if "birth_date" in frame else _nulls(n)
+
+    def keyed(role: str, key_of: Callable[[pd.Series], pd.Series]) -> pd.Series:
+        return per_distinct(frame[role], key_of) if role in frame else _nulls(n)
+
+    out = pd.DataFrame({"name": per_distinct(frame["name"], _normalised_name)})
+    out["birth"] = keyed("birth_date", _birth_digits)
     out["birth_year"] = out["birth"].str.slice(0, 4)
     out["phone"] = _phone_digits(frame["phone"]) if "phone" in frame else _nulls(n)
-    out["district"] = _series(_arrow_text(frame["district"])) if "district" in frame else _nulls(n)
-    out["sex"] = _sex(frame["sex"]) if "sex" in frame else _nulls(n)
+    out["district"] = keyed("district", lambda v: _series(_arrow_text(v)))
+    out["sex"] = keyed("sex", _sex)
     return out
+
+
+def per_distinct(values: pd.Series, key_of: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``key_of`` computed once per distinct value and spread back over the rows.
+
+    Names, birth dates, districts and sexes repeat many times in a column of millions of
+    rows; their keys cost a fraction when computed on the distinct values.
+    """
+    codes, uniques = pd.factorize(values.reset_index(drop=True), use_na_sentinel=True)
+    keys = key_of(pd.Series(uniques)).reset_index(drop=True)
+    arrow = pa.array(keys, from_pandas=True).cast(pa.string())
+    taken = pc.take(arrow, pa.array(codes, mask=codes < 0))
+    return _series(taken).set_axis(values.index)
+
+
+def _normalised_name(names: pd.Series) -> pd.Series:
+    """No spaces, simplified characters: 陳 偉 and 陈伟 compare as one name."""
+    name = pc.replace_substring_regex(_arrow_text(names), r"\s+", "")
+    return _series(simplified_chinese(name))
 
 
 def name_pinyin(names: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -372,8 +406,14 @@ def u_probabilities(
     left = rng.integers(0, n, pairs)
     right = rng.integers(0, n, pairs)
     keep = left != right
-    levels = comparison_levels(keys, left[keep], right[keep])
-    return _level_shares(levels, floor=1e-6)
+    return random_pair_shares(keys, left[keep], right[keep])
+
+
+def random_pair_shares(
+    keys: pd.DataFrame, left: np.ndarray, right: np.ndarray
+) -> dict[str, tuple[float, ...]]:
+    """Share of each agreement level among the given (random) pairs: the ``u`` of the model."""
+    return _level_shares(comparison_levels(keys, left, right), floor=1e-6)
 
 
 def m_probabilities(

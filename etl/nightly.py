@@ -233,7 +233,12 @@ def unify(night: Night) -> dict:
 
     with night.failure_recorded("unify"):
         figures = unify_partitions(
-            night.catalog, night.ds, lake=night.lake, store=night.store, run_id=night.run_id
+            night.catalog,
+            night.ds,
+            lake=night.lake,
+            store=night.store,
+            run_id=night.run_id,
+            scratch=night.settings.var / "tmp",
         )
     return {"summary": figures.summary(), "person_rules": figures.person_rules}
 

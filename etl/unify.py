@@ -11,30 +11,45 @@ rebuilds from the night's clean snapshot rather than merging increments.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from catalog.definitions import Catalog, DatasetDef
 from catalog.errors import PartitionError
 from catalog.figures import UnificationFigures
 from catalog.store import CatalogStore, PartitionRecord
 from etl.unify_enterprise import (
-    assign_enterprise_ids,
+    ENTERPRISE_PREFIX,
     enterprise_mentions,
+    no_enterprise_mentions,
     resolve_enterprises,
     unified_enterprises,
 )
-from etl.unify_ids import PreviousIds, id_number
+from etl.unify_enterprise import SOURCE_RANK as SOURCE_RANK_ENTERPRISE
+from etl.unify_ids import PreviousIds, stable_ids
 from etl.unify_person import (
+    PERSON_COLUMNS,
     PERSON_PREFIX,
     SUBJECT,
-    assign_person_ids,
+    empty_mentions,
     person_mentions,
     resolve_persons,
     unified_persons,
+)
+from etl.unify_workspace import (
+    BATCH_ROWS,
+    ParquetFiles,
+    Stopwatch,
+    Workspace,
+    in_order,
+    workspace,
 )
 from etl.zones import RAW_CLEAN, RAW_UNIFIED, Lake
 
@@ -58,9 +73,12 @@ XREF_COLUMNS = ["dataset", "source_key", "role", "match_rule", "match_score"]
 
 @dataclass(frozen=True)
 class NightMentions:
-    """What the night's clean partitions say about persons, enterprises and cases."""
+    """What the night's clean partitions say about enterprises and cases, and how many rows.
 
-    persons: pd.DataFrame
+    The person mentions (millions of rows) go straight into the workspace's
+    ``person_mention`` table instead (:func:`load_person_mentions`).
+    """
+
     enterprises: pd.DataFrame
     cases: pd.DataFrame
     clean_rows: dict[str, int]
@@ -81,39 +99,101 @@ def current_partitions(dataset: DatasetDef, ds: date, store: CatalogStore | None
     return sorted(dates | {ds})
 
 
+ENTERPRISE_DATASETS = set(SOURCE_RANK_ENTERPRISE)
+
+
 def read_mentions(
-    catalog: Catalog, ds: date, lake: Lake, store: CatalogStore | None = None
+    ws: Workspace, catalog: Catalog, ds: date, lake: Lake, store: CatalogStore | None = None
 ) -> NightMentions:
-    """Stream the clean partitions current on ``ds`` and keep only the mention columns."""
-    persons, enterprises, cases, keys = [], [], [], {}
-    for dataset in catalog.datasets:
-        seen = []
-        for night in current_partitions(dataset, ds, store):
-            for batch in lake.partition_batches(lake.dataset_partition(RAW_CLEAN, dataset, night)):
-                frame = batch.to_pandas()
-                seen.append(frame[dataset.key[0]])
-                persons.append(person_mentions(dataset.id, frame))
-                enterprises.append(enterprise_mentions(dataset.id, frame))
-                persons, enterprises = _non_empty(persons), _non_empty(enterprises)
-                if dataset.id == SERVICE_CASES:
-                    cases.append(frame[CASE_COLUMNS])
-        keys[dataset.id] = pd.concat(seen).nunique() if seen else 0
-    # a key delivered again on a later night: its newest version is the current one
-    person = pd.concat(persons, ignore_index=True)
-    person = person.drop_duplicates(["dataset", "source_key", "role"], keep="last")
-    enterprise = pd.concat(enterprises, ignore_index=True)
-    enterprise = enterprise.drop_duplicates(["dataset", "source_key"], keep="last")
+    """Stream the clean partitions current on ``ds``: persons into the workspace, the rest kept.
+
+    Batches are projected onto mentions on two threads (Arrow and numpy release the GIL),
+    at most two batches in flight, so memory stays bounded by the batch size.
+    """
+    enterprises, cases, keys = [], [], {}
+
+    def clean_batches() -> Iterator[tuple[str, pa.Table]]:
+        for dataset in catalog.datasets:
+            key, rows = dataset.key[0], 0
+            nights = current_partitions(dataset, ds, store)
+            superseded = superseded_keys(lake, dataset, nights)
+            for night in nights:
+                path = lake.dataset_partition(RAW_CLEAN, dataset, night)
+                wanted = PERSON_COLUMNS.get(dataset.id)
+                if wanted is not None:
+                    present = set(lake.partition_columns(path))
+                    wanted = [c for c in wanted if c in present]
+                for batch in lake.partition_batches(path, columns=wanted):
+                    if night in superseded:  # delivered again later: the newer row counts
+                        batch = batch.filter(
+                            pc.invert(pc.is_in(batch.column(key), value_set=superseded[night]))
+                        )
+                    rows += batch.num_rows
+                    yield dataset.id, batch
+            # a clean partition holds each key once, and only a key's newest copy is read
+            keys[dataset.id] = rows
+
+    def project(item: tuple[str, pa.Table]) -> pa.Table:
+        dataset_id, batch = item
+        if dataset_id in ENTERPRISE_DATASETS:
+            frame = batch.to_pandas()
+            enterprises.append(enterprise_mentions(dataset_id, frame))
+            if dataset_id == SERVICE_CASES:
+                cases.append(frame[CASE_COLUMNS])
+        return person_mentions(dataset_id, batch)
+
+    load_person_mentions(ws, in_order(project, clean_batches()))
+    enterprise = pd.concat(_non_empty(enterprises), ignore_index=True)
     case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=CASE_COLUMNS)
-    case = case.drop_duplicates("case_no", keep="last")
-    return NightMentions(
-        person.reset_index(drop=True), enterprise.reset_index(drop=True), case, keys
-    )
+    return NightMentions(enterprise, case, keys)
+
+
+def superseded_keys(lake: Lake, dataset: DatasetDef, nights: list[date]) -> dict[date, pa.Array]:
+    """Per partition, the keys a newer partition delivers again (their rows are not current).
+
+    Only incremental datasets read more than one partition; a night's changes are small, so
+    these sets are small and filtering a batch by them is one hash look-up per row.
+    """
+    out: dict[date, pa.Array] = {}
+    newer: pa.Array | None = None
+    key = dataset.key[0]
+    if len(nights) < 2:
+        return out
+    for night in reversed(nights):
+        path = lake.dataset_partition(RAW_CLEAN, dataset, night)
+        parts = [b.column(key) for b in lake.partition_batches(path, columns=[key])]
+        mine = pa.chunked_array(parts).combine_chunks() if parts else pa.array([], pa.string())
+        if newer is not None:
+            again = pc.filter(mine, pc.is_in(mine, value_set=newer))
+            if len(again):
+                out[night] = again
+            newer = pa.concat_arrays([newer, mine.cast(newer.type)]).unique()
+        else:
+            newer = mine.unique()
+    return out
+
+
+def load_person_mentions(ws: Workspace, batches: Iterable[pa.Table]) -> int:
+    """``person_mention``: the batches' rows numbered in order (``row``, from 0)."""
+    offset = 0
+
+    def numbered() -> Iterator[pa.Table]:
+        nonlocal offset
+        for batch in batches:
+            if batch.num_rows:
+                rows = pa.array(np.arange(offset, offset + batch.num_rows), pa.int64())
+                yield batch.append_column("row", rows)
+                offset += batch.num_rows
+
+    empty = empty_mentions().append_column("row", pa.array([], pa.int64()))
+    ws.load_spilled("person_mention", numbered(), empty)
+    return ws.scalar("SELECT count(*) FROM person_mention")
 
 
 def _non_empty(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
     """Drop empty frames (keep one), so concatenation keeps every column's type."""
     kept = [f for f in frames if len(f)]
-    return kept or frames[:1]
+    return kept or frames[:1] or [no_enterprise_mentions()]
 
 
 def previous_night(store: CatalogStore, ds: date) -> date | None:
@@ -126,76 +206,151 @@ def previous_night(store: CatalogStore, ds: date) -> date | None:
     return max(dates) if dates else None
 
 
-def previous_ids(lake: Lake, prev: date | None, entity: str, prefix: str) -> PreviousIds:
-    """Last night's anchors (entity table) and crosswalk members, for stable ids."""
+def previous_ids(lake: Lake, prev: date | None, entity: str) -> PreviousIds:
+    """Last night's anchors (entity table) and crosswalk rows, for stable ids.
+
+    The lake's own local files are handed to DuckDB as they are (no copy); otherwise the
+    partitions are streamed in batches.
+    """
     if prev is None:
         return PreviousIds.none()
     id_col = f"{entity}_id"
+    table = lake.unified_partition(entity, prev)
+    xref = lake.unified_partition(f"{entity}_xref", prev)
     try:
-        table = lake.read_partition(lake.unified_partition(entity, prev))
-        xref = lake.read_partition(lake.unified_partition(f"{entity}_xref", prev))
+        if not lake.partition_columns(table) or not lake.partition_columns(xref):
+            return PreviousIds.none()
+        files = lake.local_files(table), lake.local_files(xref)
     except PartitionError:
         return PreviousIds.none()
-    anchors = table.select(["anchor", id_col]).to_pandas().rename(columns={id_col: "id"})
-    x = xref.select(["dataset", "source_key", "role", id_col]).to_pandas()
-    members = pd.DataFrame(
-        {"member": x["dataset"] + "|" + x["source_key"] + "|" + x["role"], "id": x[id_col]}
-    ).drop_duplicates("member")
-    return PreviousIds(anchors, members, id_number(anchors["id"], prefix) + 1)
+    if all(files):
+        return PreviousIds(
+            ParquetFiles(files[0], {"anchor": "anchor", "id": id_col}),
+            ParquetFiles(
+                files[1],
+                {"dataset": "dataset", "source_key": "source_key", "role": "role", "id": id_col},
+            ),
+        )
+
+    def anchors() -> Iterator[pa.Table]:
+        for b in lake.partition_batches(table, columns=["anchor", id_col]):
+            yield pa.table({"anchor": b.column("anchor"), "id": b.column(id_col)})
+
+    def members() -> Iterator[pa.Table]:
+        for b in lake.partition_batches(xref, columns=["dataset", "source_key", "role", id_col]):
+            yield b.rename_columns(["dataset", "source_key", "role", "id"])
+
+    none = PreviousIds.none()
+    return PreviousIds(_or(anchors(), none.anchors), _or(members(), none.members))
+
+
+def _or(batches: Iterator[pa.Table], empty: pd.DataFrame) -> Iterator[pa.Table | pd.DataFrame]:
+    """The stream, or ``empty`` when it yields nothing (a partition without rows)."""
+    got = False
+    for batch in batches:
+        got = True
+        yield batch
+    if not got:
+        yield empty
 
 
 @dataclass(frozen=True)
 class UnifiedNight:
-    """The five unified tables of a night and its figures (the pure result, no I/O)."""
+    """The five unified tables of a night and its figures: ``person_xref`` (7.5 million rows
+    at full scale) is a workspace view streamed as it is written, the others are Arrow."""
 
-    tables: dict[str, pd.DataFrame]
+    ws: Workspace
+    tables: dict[str, pa.Table]
     figures: UnificationFigures
+
+    def batches(self, name: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Table ``name`` in bounded record batches, as written (see :func:`_writable`)."""
+        if name in self.tables:
+            schema = _writable(self.tables[name].schema)
+            return schema, (b.cast(schema) for b in self.tables[name].to_batches(BATCH_ROWS))
+        reader = self.ws.con.sql(f"SELECT * FROM {name}").to_arrow_reader(BATCH_ROWS)
+        schema = _writable(reader.schema)
+        return schema, (b.cast(schema) for b in reader)
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """The tables as pandas frames (small nights: tests, the demo's summary)."""
+        return {
+            name: self.tables[name].to_pandas()
+            if name in self.tables
+            else self.ws.frame(f"SELECT * FROM {name}")
+            for name in TABLES
+        }
 
 
 def unified_night(
+    ws: Workspace,
     mentions: NightMentions,
     ds: date,
     previous_persons: PreviousIds,
     previous_enterprises: PreviousIds,
 ) -> UnifiedNight:
-    """Resolve the night's mentions into unified persons, enterprises, crosswalks and cases."""
+    """Resolve the workspace's person mentions and the night's enterprise mentions."""
     started = time.monotonic()
-    people = resolve_persons(mentions.persons)
-    person_id, person_before = assign_person_ids(people, previous_persons)
-    pm = people.mentions.assign(person_id=person_id.to_numpy())
-    persons = unified_persons(pm)
-    person_of_id = pm.dropna(subset=["id_no"]).drop_duplicates("id_no")
-    person_of_id = person_of_id.set_index("id_no")["person_id"]
+    people = resolve_persons(ws)
+    clock = Stopwatch()
+    stable_ids(ws, "person", previous_persons, PERSON_PREFIX)
+    clock.lap("person_ids")
+    # the two big tables are views: computed while they are written, never held
+    persons = unified_persons(ws)
+    clock.lap("person_table")
+    ws.execute("""
+        CREATE OR REPLACE VIEW person_xref AS
+        SELECT a.dataset, a.source_key, a.role, a.match_rule, a.match_score,
+               i.id AS person_id, b.previous_id AS previous_person_id
+        FROM person_assigned a JOIN person_ids i USING (anchor)
+        LEFT JOIN person_id_before b USING (row)
+        ORDER BY a.row
+    """)
     resolved_at = time.monotonic()
 
     firms = resolve_enterprises(mentions.enterprises)
-    enterprise_id, enterprise_before = assign_enterprise_ids(firms, previous_enterprises)
-    em = firms.mentions.assign(enterprise_id=enterprise_id.to_numpy(), role=SUBJECT)
-    enterprises = unified_enterprises(em, person_of_id)
-
-    person_xref = pm[XREF_COLUMNS].assign(
-        person_id=pm["person_id"].to_numpy(), previous_person_id=person_before.to_numpy()
+    clock.lap("enterprise_links")
+    em = firms.mentions
+    ws.load(
+        "enterprise_assigned",
+        em[["dataset", "source_key", "anchor"]].assign(role=SUBJECT, row=np.arange(len(em))),
     )
+    stable_ids(ws, "enterprise", previous_enterprises, ENTERPRISE_PREFIX)
+    ids = ws.frame("""
+        SELECT a.row, i.id, b.previous_id FROM enterprise_assigned a
+        JOIN enterprise_ids i USING (anchor) LEFT JOIN enterprise_id_before b USING (row)
+        ORDER BY a.row
+    """)
+    em = em.assign(enterprise_id=ids["id"].to_numpy(), role=SUBJECT)
+    clock.lap("enterprise_ids")
+    enterprises = unified_enterprises(em, _person_of_id(ws, em))
     enterprise_xref = em[XREF_COLUMNS].assign(
         enterprise_id=em["enterprise_id"].to_numpy(),
-        previous_enterprise_id=enterprise_before.to_numpy(),
+        previous_enterprise_id=ids["previous_id"].to_numpy(),
     )
-    cases = service_cases(mentions.cases, person_xref, enterprise_xref)
-    subject = int((person_xref["role"] == SUBJECT).sum()) + len(enterprise_xref)
+    cases = service_cases(ws, mentions.cases, enterprise_xref)
+    clock.lap("enterprise_tables")
+
+    person_rules = _counts(ws, "person_assigned", "match_rule")
     figures = UnificationFigures(
         ds=ds,
         clean_rows=sum(mentions.clean_rows.values()),
-        subject_rows=subject,
-        persons=len(persons),
-        persons_with_id=int(persons["has_valid_id"].sum()),
-        person_rows=len(person_xref),
-        person_rules=_counts(person_xref["match_rule"]),
+        subject_rows=ws.scalar("SELECT count(*) FROM person_assigned WHERE role = ?", [SUBJECT])
+        + len(enterprise_xref),
+        persons=persons.num_rows,
+        persons_with_id=pc.sum(persons.column("has_valid_id")).as_py() or 0,
+        person_rows=sum(person_rules.values()),
+        person_rules=person_rules,
         enterprises=len(enterprises),
         unlinked_enterprises=int((~enterprises["linked"]).sum()),
         enterprise_rows=len(enterprise_xref),
-        enterprise_rules=_counts(enterprise_xref["match_rule"]),
+        enterprise_rules={
+            str(k): int(v)
+            for k, v in enterprise_xref["match_rule"].value_counts().sort_index().items()
+        },
         conflicting_id_clusters=people.conflicting_id_clusters,
-        id_changes=int(person_before.notna().sum() + enterprise_before.notna().sum()),
+        id_changes=ws.scalar("SELECT count(*) FROM person_id_before")
+        + int(enterprise_xref["previous_enterprise_id"].notna().sum()),
         details={
             "candidate_pairs": int(len(people.candidates.left)),
             "pairs_per_blocking_rule": people.candidates.per_rule,
@@ -203,75 +358,119 @@ def unified_night(
             "weights": people.model.describe(),
             "clean_rows": mentions.clean_rows,
             "seconds_persons": round(resolved_at - started, 1),
+            "seconds_parts": {**people.seconds, **clock.laps},
             "seconds_total": round(time.monotonic() - started, 1),
         },
     )
     tables = {
         "person": persons,
-        "enterprise": enterprises,
-        "person_xref": person_xref,
-        "enterprise_xref": enterprise_xref,
-        "service_case": cases,
+        "enterprise": _arrow(enterprises),
+        "enterprise_xref": _arrow(enterprise_xref),
+        "service_case": _arrow(cases),
     }
-    return UnifiedNight(tables, figures)
+    return UnifiedNight(ws, tables, figures)
+
+
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _person_of_id(ws: Workspace, em: pd.DataFrame) -> pd.Series:
+    """Unified person id of each legal representative's / owner's resident ID."""
+    wanted = pd.concat([em["legal_rep_id_no"], em["owner_id"].str.slice(0, 18)]).dropna()
+    ws.load("wanted_id", pd.DataFrame({"id_no": wanted.astype("str").unique()}))
+    found = ws.frame("""  -- a valid ID anchors its person (or the ID it was merged into)
+        SELECT w.id_no, i.id FROM wanted_id w LEFT JOIN id_merged m USING (id_no)
+        JOIN person_ids i ON i.anchor = coalesce(m.anchor, w.id_no)
+    """)
+    return found.drop_duplicates("id_no").set_index("id_no")["id"]
 
 
 def service_cases(
-    cases: pd.DataFrame, person_xref: pd.DataFrame, enterprise_xref: pd.DataFrame
+    ws: Workspace, cases: pd.DataFrame, enterprise_xref: pd.DataFrame
 ) -> pd.DataFrame:
     """Each case with its applicant resolved to a unified person or enterprise."""
-
-    def resolved(xref: pd.DataFrame, id_col: str) -> pd.DataFrame:
-        mine = xref[(xref["dataset"] == SERVICE_CASES) & (xref["role"] == SUBJECT)]
-        return mine[["source_key", id_col, "match_rule", "match_score"]].rename(
-            columns={"source_key": "case_no"}
-        )
-
-    both = pd.concat(
-        [resolved(person_xref, "person_id"), resolved(enterprise_xref, "enterprise_id")],
-        ignore_index=True,
+    people = ws.frame(
+        """SELECT a.source_key AS case_no, i.id AS person_id, a.match_rule, a.match_score
+           FROM person_assigned a JOIN person_ids i USING (anchor)
+           WHERE a.dataset = ? AND a.role = ?""",
+        [SERVICE_CASES, SUBJECT],
     )
-    return cases.merge(both, on="case_no", how="left")
+    mine = enterprise_xref[
+        (enterprise_xref["dataset"] == SERVICE_CASES) & (enterprise_xref["role"] == SUBJECT)
+    ]
+    firms = mine[["source_key", "enterprise_id", "match_rule", "match_score"]].rename(
+        columns={"source_key": "case_no"}
+    )
+    both = pd.concat(_non_empty_frames([people, firms]), ignore_index=True)
+    out = cases.merge(both, on="case_no", how="left")
+    for col in ("person_id", "enterprise_id"):
+        if col not in out:
+            out[col] = pd.Series(dtype="str")
+    return out
 
 
-def _counts(values: pd.Series) -> dict[str, int]:
-    return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
+def _non_empty_frames(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    kept = [f for f in frames if len(f)]
+    return kept or frames[:1]
+
+
+def _counts(ws: Workspace, table: str, column: str) -> dict[str, int]:
+    counts = ws.frame(f"SELECT {column} AS k, count(*) AS n FROM {table} GROUP BY 1 ORDER BY 1")
+    return {str(k): int(v) for k, v in zip(counts["k"], counts["n"], strict=True)}
 
 
 def unify_partitions(
-    catalog: Catalog, ds: date, *, lake: Lake, store: CatalogStore, run_id: str
+    catalog: Catalog,
+    ds: date,
+    *,
+    lake: Lake,
+    store: CatalogStore,
+    run_id: str,
+    scratch: Path | None = None,
+    memory_limit: str = "1200MB",
 ) -> UnificationFigures:
-    """The step: read the night's clean partitions, unify, commit five tables, record figures."""
-    mentions = read_mentions(catalog, ds, lake, store)
+    """The step: read the night's clean partitions, unify, commit five tables, record figures.
+
+    The work happens in a DuckDB workspace under ``scratch`` (a private file, removed after),
+    so memory stays near ``memory_limit`` plus the enterprise frames whatever the night's size.
+    """
     prev = previous_night(store, ds)
-    night = unified_night(
-        mentions,
-        ds,
-        previous_ids(lake, prev, "person", PERSON_PREFIX),
-        previous_ids(lake, prev, "enterprise", "E"),
-    )
-    figures = night.figures
-    if not figures.conserved:
-        raise PartitionError(
-            f"unification {ds}: {figures.clean_rows:,} clean rows but "
-            f"{figures.subject_rows:,} subject rows in the crosswalks: nothing written"
+    started = time.monotonic()
+    with workspace(scratch, memory_limit) as ws:
+        mentions = read_mentions(ws, catalog, ds, lake, store)
+        read_at = time.monotonic()
+        night = unified_night(
+            ws,
+            mentions,
+            ds,
+            previous_ids(lake, prev, "person"),
+            previous_ids(lake, prev, "enterprise"),
         )
-    staged = []
-    try:
-        for name in TABLES:
-            table = _arrow(night.tables[name])
-            staged.append(
-                lake.stage_partition(
-                    lake.unified_partition(name, ds),
-                    table.to_batches(),
-                    table.schema,
-                    private=True,
-                    extra={"previous_night": prev.isoformat() if prev else None},
-                )
+        figures = night.figures
+        if not figures.conserved:
+            raise PartitionError(
+                f"unification {ds}: {figures.clean_rows:,} clean rows but "
+                f"{figures.subject_rows:,} subject rows in the crosswalks: nothing written"
             )
-    except BaseException:
-        lake.discard(staged)
-        raise
+        staged, writes = [], Stopwatch()
+        try:
+            for name in TABLES:
+                schema, batches = night.batches(name)
+                staged.append(
+                    lake.stage_partition(
+                        lake.unified_partition(name, ds),
+                        batches,
+                        schema,
+                        private=True,
+                        extra={"previous_night": prev.isoformat() if prev else None},
+                    )
+                )
+                writes.lap(f"write_{name}")
+        except BaseException:
+            lake.discard(staged)
+            raise
+        written_at = time.monotonic()
     lake.commit(staged, run_id=run_id)
     for name, one in zip(TABLES, staged, strict=True):
         store.record_partition(
@@ -285,20 +484,26 @@ def unify_partitions(
                 fingerprint=one.manifest.fingerprint,
             ),
         )
-    figures = UnificationFigures(**{**figures.__dict__, "run_id": run_id})
+    seconds = {
+        "seconds_read": round(read_at - started, 1),
+        "seconds_write": round(written_at - read_at - figures.details["seconds_total"], 1),
+        "seconds_step": round(time.monotonic() - started, 1),
+    }
+    details = {**figures.details, **seconds}
+    details["seconds_parts"] = {**details["seconds_parts"], **writes.laps}
+    figures = UnificationFigures(**{**figures.__dict__, "details": details, "run_id": run_id})
     store.record_unification(run_id, figures)
     return figures
 
 
-def _arrow(frame: pd.DataFrame) -> pa.Table:
-    """A unified table as Arrow: text as strings, timestamps in microseconds."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+def _writable(schema: pa.Schema) -> pa.Schema:
+    """A unified table's schema as written: text as strings, timestamps in microseconds."""
     fields = []
-    for f in table.schema:
+    for f in schema:
         if pa.types.is_timestamp(f.type):
             fields.append(pa.field(f.name, pa.timestamp("us")))
         elif pa.types.is_large_string(f.type) or pa.types.is_null(f.type):
             fields.append(pa.field(f.name, pa.string()))
         else:
             fields.append(f)
-    return table.cast(pa.schema(fields))
+    return pa.schema(fields)

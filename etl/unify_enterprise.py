@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from etl.matching import cluster_labels
-from etl.unify_ids import PreviousIds, smallest_per_cluster, stable_ids
-from etl.unify_person import SUBJECT, no_mentions, owner_ids, sources_per_entity
+from etl.unify_ids import smallest_per_cluster
+from etl.unify_person import SUBJECT, owner_ids
 
 ENTERPRISE_PREFIX = "E"
 MENTION_COLUMNS = [
@@ -62,16 +62,20 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
     b = batch
     n = len(b)
     none = pd.Series([None] * n, dtype="str", index=b.index)
+
+    def text(name: str) -> pd.Series:  # Arrow-backed strings, positions as in ``out``
+        return b[name].astype("str").reset_index(drop=True)
+
     if dataset_id == "gongshang.enterprise_registration":
         out = _frame(b, "reg_id", b["uscc"], none, b["reg_no"], none, "name")
         out["individual"] = (b["ent_type"] == "个体工商户").to_numpy()
-        out["address"] = b["address"].to_numpy()
-        out["legal_rep_id_no"] = b["legal_rep_id_no"].to_numpy()
-        out["status"] = b["status"].to_numpy()
+        out["address"] = text("address")
+        out["legal_rep_id_no"] = text("legal_rep_id_no")
+        out["status"] = text("status")
     elif dataset_id == "zhijian.org_code":
         out = _frame(b, "org_code", none, b["org_code"], none, none, "name")
         out["individual"] = (b["org_type"] == "个体工商户").to_numpy()
-        out["address"] = b["address"].to_numpy()
+        out["address"] = text("address")
     elif dataset_id in ("guoshui.taxpayer", "dishui.taxpayer"):
         tax = b["tax_no"].astype("str")
         uscc = tax.where(tax.str.len() == 18)
@@ -80,21 +84,28 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
         key = "tax_no" if dataset_id == "guoshui.taxpayer" else "taxpayer_id"
         out = _frame(b, key, uscc, org, none, tax.where(owner.notna()), "taxpayer_name")
         out["individual"] = owner.notna().to_numpy()
-        out["status"] = b["status"].to_numpy()
+        out["status"] = text("status")
     elif dataset_id == "xingzheng.service_case":
         b = b[(b["applicant_type"] != "自然人").to_numpy()]
         none = none[b.index]
         out = _frame(b, "case_no", b["applicant_id_no"], none, none, none, "applicant_name")
         out["individual"] = b["applicant_id_no"].astype("str").str.startswith("92").to_numpy()
     else:
-        return no_mentions(MENTION_COLUMNS)
+        return no_enterprise_mentions()
     out["dataset"] = dataset_id
     out["updated_at"] = pd.to_datetime(b["updated_at"]).to_numpy().astype("datetime64[ms]")
     for col in MENTION_COLUMNS:
         if col not in out:
-            out[col] = None
+            out[col] = pd.Series([None] * len(out), dtype="str")
     out["org_code"] = out["org_code"].fillna(out["uscc"].str.slice(8, 17))
     return out[MENTION_COLUMNS].reset_index(drop=True)
+
+
+def no_enterprise_mentions() -> pd.DataFrame:
+    """An empty mention frame with the types a full one has (so concatenation keeps them)."""
+    frame = pd.DataFrame({c: pd.Series(dtype="str") for c in MENTION_COLUMNS})
+    frame["updated_at"] = pd.Series(dtype="datetime64[ms]")
+    return frame
 
 
 def _frame(
@@ -109,15 +120,19 @@ def _frame(
     from etl.zones import NORMALISED_SUFFIX
 
     norm = name + NORMALISED_SUFFIX
+
+    def text(values: pd.Series) -> pd.Series:  # Arrow-backed strings: no Python objects
+        return values.astype("str").reset_index(drop=True)
+
     return pd.DataFrame(
         {
-            "source_key": b[key].to_numpy(dtype=object),
-            "uscc": uscc.to_numpy(dtype=object),
-            "org_code": org.to_numpy(dtype=object),
-            "reg_no": reg_no.to_numpy(dtype=object),
-            "owner_id": owner.to_numpy(dtype=object),
-            "name": b[name].to_numpy(dtype=object),
-            "name_norm": (b[norm] if norm in b else b[name]).to_numpy(dtype=object),
+            "source_key": text(b[key]),
+            "uscc": text(uscc),
+            "org_code": text(org),
+            "reg_no": text(reg_no),
+            "owner_id": text(owner),
+            "name": text(b[name]),
+            "name_norm": text(b[norm] if norm in b else b[name]),
         }
     )
 
@@ -239,15 +254,6 @@ def _owner_edges(m: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return pairs["index"].to_numpy(), pairs["to"].to_numpy()
 
 
-def assign_enterprise_ids(
-    resolution: EnterpriseResolution, previous: PreviousIds
-) -> tuple[pd.Series, pd.Series]:
-    m = resolution.mentions
-    return stable_ids(
-        m["cluster"].to_numpy(), m["anchor"], m["member"], previous, ENTERPRISE_PREFIX
-    )
-
-
 def unified_enterprises(m: pd.DataFrame, person_of_id: pd.Series) -> pd.DataFrame:
     """One row per enterprise (``m`` has ``cluster``, ``enterprise_id``), by :data:`SURVIVORSHIP`.
 
@@ -274,3 +280,13 @@ def unified_enterprises(m: pd.DataFrame, person_of_id: pd.Series) -> pd.DataFram
     out["records"] = groups.size()
     out["last_updated_at"] = groups["updated_at"].max()
     return out.sort_values("enterprise_id").reset_index(drop=True)
+
+
+def sources_per_entity(m: pd.DataFrame, entity: str) -> pd.Series:
+    """``dataset,dataset`` per entity, sorted: a bit per dataset, summed, then looked up."""
+    names = sorted(m["dataset"].unique())
+    bit = m["dataset"].map({d: 1 << i for i, d in enumerate(names)})
+    pairs = pd.DataFrame({entity: m[entity], "bit": bit}).drop_duplicates()
+    masks = pairs.groupby(entity, sort=True)["bit"].sum()
+    text = {k: ",".join(d for i, d in enumerate(names) if k >> i & 1) for k in masks.unique()}
+    return masks.map(text)

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
+
+from etl.unify_workspace import Loadable, Workspace
 
 
 @dataclass(frozen=True)
 class PreviousIds:
     """Last night's anchors and crosswalk, or nothing on the first night."""
 
-    anchors: pd.DataFrame  # columns: anchor, id
-    members: pd.DataFrame  # columns: member, id
-    next_number: int = 1
+    anchors: Loadable  # columns: anchor, id (a frame, Arrow, or a stream of Arrow tables)
+    members: Loadable  # columns: dataset, source_key, role, id (last night's crosswalk)
+    next_number: int | None = None  # None: one past the highest among ``anchors``
 
     @classmethod
     def none(cls) -> PreviousIds:
-        empty = pd.DataFrame({"anchor": pd.Series(dtype="str"), "id": pd.Series(dtype="str")})
-        return cls(empty, empty.rename(columns={"anchor": "member"}), 1)
+        def empty(*columns: str) -> pd.DataFrame:
+            return pd.DataFrame({c: pd.Series(dtype="str") for c in columns})
+
+        return cls(empty("anchor", "id"), empty("dataset", "source_key", "role", "id"), 1)
 
 
 def id_number(ids: pd.Series, prefix: str) -> int:
@@ -36,37 +39,55 @@ def id_number(ids: pd.Series, prefix: str) -> int:
     return int(numbers.max()) if len(numbers) and numbers.notna().any() else 0
 
 
-def stable_ids(
-    cluster: np.ndarray, anchor: pd.Series, member: pd.Series, previous: PreviousIds, prefix: str
-) -> tuple[pd.Series, pd.Series]:
-    """An id per row (the cluster's) and the row's previous id where it changed (else null).
+def stable_ids(ws: Workspace, entity: str, previous: PreviousIds, prefix: str) -> None:
+    """``{entity}_ids`` (anchor → id) and ``{entity}_id_before`` (row → previous id if changed).
 
-    ``cluster`` labels rows; ``anchor`` is the cluster's anchor on every row; ``member`` is
-    the row's crosswalk key (``dataset|source_key|role``).
+    ``{entity}_assigned`` holds every row with its ``row``, ``anchor`` and crosswalk key
+    (``dataset``, ``source_key``, ``role``). SQL in the workspace: at full scale this joins
+    7.5 million crosswalk rows with last night's.
     """
-    rows = pd.DataFrame({"cluster": cluster, "anchor": anchor.to_numpy(), "member": member})
-    clusters = rows.drop_duplicates("cluster")[["cluster", "anchor"]]
-    by_anchor = clusters.merge(previous.anchors, on="anchor", how="left")
-    kept = by_anchor.dropna(subset=["id"]).drop_duplicates("id")
-    assigned = dict(zip(kept["cluster"], kept["id"], strict=True))
-    taken = set(kept["id"])
+    ws.load_spilled("prev_anchor", previous.anchors)
+    ws.load_spilled("prev_member", previous.members)
+    first_new = previous.next_number or next_number(ws, "prev_anchor", prefix)
+    ws.execute(f"""
+        CREATE OR REPLACE TEMP TABLE cluster AS SELECT DISTINCT anchor FROM {entity}_assigned;
+        CREATE OR REPLACE TEMP TABLE kept AS
+            SELECT c.anchor, p.id FROM cluster c JOIN prev_anchor p USING (anchor)
+            QUALIFY row_number() OVER (PARTITION BY p.id ORDER BY c.anchor) = 1;
+        CREATE OR REPLACE TEMP TABLE unkept AS
+            SELECT anchor FROM cluster ANTI JOIN kept USING (anchor);
+        CREATE OR REPLACE TEMP TABLE claimed AS
+            WITH vote AS (  -- only the few clusters whose anchor is new look at their rows
+                SELECT a.anchor, p.id, count(*) AS size
+                FROM (SELECT * FROM {entity}_assigned SEMI JOIN unkept USING (anchor)) a
+                JOIN prev_member p USING (dataset, source_key, role)
+                ANTI JOIN kept t ON p.id = t.id
+                GROUP BY ALL
+            ), per_id AS (
+                SELECT * FROM vote
+                QUALIFY row_number() OVER (PARTITION BY id ORDER BY size DESC, anchor) = 1
+            )
+            SELECT anchor, id FROM per_id
+            QUALIFY row_number() OVER (PARTITION BY anchor ORDER BY size DESC, id) = 1;
+        CREATE OR REPLACE TABLE {entity}_ids AS
+            SELECT anchor, id FROM kept
+            UNION ALL SELECT anchor, id FROM claimed
+            UNION ALL
+            SELECT anchor, '{prefix}' || lpad(CAST({first_new} - 1
+                       + row_number() OVER (ORDER BY anchor) AS VARCHAR), 10, '0')
+            FROM unkept ANTI JOIN claimed USING (anchor);
+        CREATE OR REPLACE TABLE {entity}_id_before AS
+            SELECT a.row, p.id AS previous_id
+            FROM {entity}_assigned a JOIN prev_member p USING (dataset, source_key, role)
+            JOIN {entity}_ids i USING (anchor)
+            WHERE p.id <> i.id;
+    """)
 
-    claims = rows.merge(previous.members, on="member")
-    claims = claims[~claims["cluster"].isin(assigned) & ~claims["id"].isin(taken)]
-    votes = claims.groupby(["cluster", "id"], as_index=False).size()
-    votes = votes.sort_values(["size", "id"], ascending=[False, True])
-    votes = votes.drop_duplicates("id").drop_duplicates("cluster")
-    assigned.update(zip(votes["cluster"], votes["id"], strict=True))
 
-    fresh = clusters[~clusters["cluster"].isin(assigned)].sort_values("anchor")
-    numbers = np.arange(previous.next_number, previous.next_number + len(fresh))
-    fresh_ids = [f"{prefix}{k:010d}" for k in numbers]  # one string per new entity
-    assigned.update(zip(fresh["cluster"], fresh_ids, strict=True))
-
-    ids = rows["cluster"].map(assigned).astype("str")
-    before = rows[["member"]].merge(previous.members, on="member", how="left")["id"]
-    changed = before.notna() & (before.to_numpy() != ids.to_numpy())
-    return ids, before.where(changed).astype("str")
+def next_number(ws: Workspace, table: str, prefix: str) -> int:
+    """One past the highest number issued in ``table``'s ``id`` column (1 when empty)."""
+    top = ws.scalar(f"SELECT max(TRY_CAST(substr(id, {len(prefix) + 1}) AS BIGINT)) FROM {table}")
+    return int(top or 0) + 1
 
 
 def smallest_per_cluster(cluster: pd.Series, values: pd.Series) -> pd.Series:

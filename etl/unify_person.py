@@ -1,12 +1,15 @@
 """Unified persons: every person a clean dataset mentions, one row per real person.
 
-Pure functions (tables in, tables out; docs/architecture.md §5 unified zone):
+Three parts (docs/architecture.md §5 unified zone, docs/decisions/0011 and 0014):
 
 - :func:`person_mentions` projects one clean batch of a dataset onto the common mention
-  columns (who the row is about, and in which role);
-- :func:`resolve_persons` links mentions: a valid resident ID links exactly; ID-less rows
-  are matched by :mod:`etl.matching` against everyone (never two valid IDs together);
-- :func:`unified_persons` applies survivorship (:data:`SURVIVORSHIP`) per person.
+  columns (who the row is about, and in which role) and its comparison keys — Arrow column
+  work, batch by batch, so the night never holds its clean rows in Python objects;
+- :func:`resolve_persons` links the mentions loaded in a :class:`~etl.unify_workspace.Workspace`:
+  a valid resident ID links exactly (a SQL key); only the ID-less mentions (0.5 % at full
+  scale) and the rows sharing a blocking key with them go through :mod:`etl.matching`'s
+  probabilistic matcher (never two valid IDs together);
+- :data:`PERSON_TABLE` applies survivorship (:data:`SURVIVORSHIP`) per person in SQL.
 """
 
 from __future__ import annotations
@@ -16,23 +19,30 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from catalog.errors import PartitionError
 from catalog.identifiers import JIANGMEN_DIVISIONS, is_valid_resident_id
 from etl.matching import (
+    BLOCKING_RULES,
+    DEFAULT_U,
+    MAX_BLOCK,
+    MIN_ROWS_TO_MEASURE_U,
     Candidates,
     MatchModel,
     best_links,
-    candidate_pairs,
     cluster_labels,
+    comparison_keys,
     comparison_levels,
     m_probabilities,
     match_model,
+    name_pinyin,
     pair_weights,
-    person_match_keys,
-    u_probabilities,
+    random_pair_shares,
     weight_to_score,
 )
-from etl.unify_ids import PreviousIds, smallest_per_cluster, stable_ids
+from etl.unify_workspace import Stopwatch, Workspace
 
 MENTION_COLUMNS = [
     "dataset",
@@ -47,7 +57,23 @@ MENTION_COLUMNS = [
     "address",
     "updated_at",
 ]
+# the comparison keys each mention carries into the workspace (pinyin is added per name)
+KEY_COLUMNS = ["k_name", "k_pinyin", "k_surname", "k_birth", "k_phone", "k_district", "k_sex"]
 SUBJECT, LEGAL_REP, OWNER = "subject", "legal_rep", "owner"
+# the clean columns person_mentions reads from the datasets only it reads (the big person
+# registers): the night reads just these, not every column of millions of rows
+PERSON_COLUMNS = {
+    "gongan.population": [
+        "person_no", "id_no", "name", "sex", "birth_date", "division_code", "address",
+        "updated_at",
+    ],
+    "renshe.insured_person": [
+        "insured_no", "id_no", "name", "sex", "birth_date", "phone", "updated_at",
+    ],
+    "weiji.health_record": [
+        "record_no", "id_no", "name", "sex", "birth_date", "phone", "address", "updated_at",
+    ],
+}  # fmt: skip
 PERSON_PREFIX = "P"
 
 # Which source wins a field (lower rank wins; ties go to the most recent update).
@@ -68,8 +94,9 @@ SURVIVORSHIP = {
     "address": "most recent update",
     "district": "most recent update",
 }
-_DISTRICT_BY_NAME = {name: code for code, name in JIANGMEN_DIVISIONS.items()}
-_DISTRICT_PATTERN = "(" + "|".join(_DISTRICT_BY_NAME) + ")"
+_DISTRICT_NAMES = pa.array(list(JIANGMEN_DIVISIONS.values()))
+_DISTRICT_CODES = pa.array(list(JIANGMEN_DIVISIONS.keys()))
+_DISTRICT_PATTERN = "(?P<d>" + "|".join(JIANGMEN_DIVISIONS.values()) + ")"
 
 
 # Clean rows were judged against their own partition date by validation; here an ID is
@@ -78,55 +105,61 @@ _DISTRICT_PATTERN = "(" + "|".join(_DISTRICT_BY_NAME) + ")"
 ANY_NIGHT = date(2200, 1, 1)
 
 
-def person_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
-    """The persons one clean batch mentions, in :data:`MENTION_COLUMNS` (may be empty).
+def person_mentions(dataset_id: str, batch: pa.Table | pd.DataFrame) -> pa.Table:
+    """The persons one clean batch mentions: :data:`MENTION_COLUMNS` + :data:`KEY_COLUMNS`.
 
     Subjects: the register rows of population, insured persons, health records and the
     natural-person applicants of service cases (every such row, with or without an ID).
     Mentions inside enterprise records — the legal representative of a registration, the
     owner of an individual business taxed under ``ID + 00`` — are taken when they carry a
-    valid ID (a name alone cannot tell two people apart).
+    valid ID (a name alone cannot tell two people apart). An ID that is not valid is
+    dropped (the row becomes ID-less); a valid one fills a missing birth date and sex.
     """
-    b = batch
+    b = batch if isinstance(batch, pa.Table) else pa.Table.from_pandas(batch, preserve_index=False)
+    cols: dict[str, pa.ChunkedArray | pa.Array | None]
     if dataset_id == "gongan.population":
-        out = _frame(b, "person_no", SUBJECT, "id_no", "name", "sex", "birth_date", None)
-        out["district"] = b["division_code"].to_numpy()
-        out["address"] = b["address"].to_numpy()
+        cols = _roles(b, "person_no", SUBJECT, "id_no", "name", "sex", "birth_date", None)
+        cols["district"], cols["address"] = _text(b, "division_code"), _text(b, "address")
     elif dataset_id == "renshe.insured_person":
-        out = _frame(b, "insured_no", SUBJECT, "id_no", "name", "sex", "birth_date", "phone")
+        cols = _roles(b, "insured_no", SUBJECT, "id_no", "name", "sex", "birth_date", "phone")
     elif dataset_id == "weiji.health_record":
-        out = _frame(b, "record_no", SUBJECT, "id_no", "name", "sex", "birth_date", "phone")
-        out["address"] = b["address"].to_numpy()
-        out["district"] = _district_of(b["address"]).to_numpy()
+        cols = _roles(b, "record_no", SUBJECT, "id_no", "name", "sex", "birth_date", "phone")
+        cols["address"] = _text(b, "address")
+        cols["district"] = _district_of(cols["address"])
     elif dataset_id == "xingzheng.service_case":
-        b = b[(b["applicant_type"] == "自然人").to_numpy()]
-        out = _frame(
+        b = b.filter(pc.fill_null(pc.equal(_text(b, "applicant_type"), "自然人"), False))
+        cols = _roles(
             b, "case_no", SUBJECT, "applicant_id_no", "applicant_name", None,
             "applicant_birth_date", "phone",
         )  # fmt: skip
-        out["district"] = b["district_code"].to_numpy()
+        cols["district"] = _text(b, "district_code")
     elif dataset_id == "gongshang.enterprise_registration":
-        b = b[is_valid_resident_id(b["legal_rep_id_no"].fillna("").to_numpy(dtype=str), ANY_NIGHT)]
-        out = _frame(b, "reg_id", LEGAL_REP, "legal_rep_id_no", "legal_rep_name", None, None, None)
+        b = b.filter(_valid_ids(_text(b, "legal_rep_id_no")))
+        cols = _roles(b, "reg_id", LEGAL_REP, "legal_rep_id_no", "legal_rep_name", None, None, None)
     elif dataset_id in ("guoshui.taxpayer", "dishui.taxpayer"):
-        owner = owner_ids(b["tax_no"])
-        b, owner = b[owner.notna().to_numpy()], owner.dropna()
+        owner = owner_ids(pd.Series(_text(b, "tax_no").to_pandas()))
+        b = b.filter(pa.array(owner.notna().to_numpy()))
         key = "tax_no" if dataset_id == "guoshui.taxpayer" else "taxpayer_id"
-        phone = "phone" if "phone" in b else None
-        out = _frame(b, key, OWNER, None, "legal_rep_name", None, None, phone)
-        out["id_no"] = owner.to_numpy()
+        phone = "phone" if "phone" in b.column_names else None
+        cols = _roles(b, key, OWNER, None, "legal_rep_name", None, None, phone)
+        cols["id_no"] = pa.array(owner.dropna().to_numpy(dtype=object), pa.string())
     else:
-        return no_mentions(MENTION_COLUMNS)
-    out["dataset"] = dataset_id
-    out["updated_at"] = pd.to_datetime(b["updated_at"]).to_numpy().astype("datetime64[ms]")
-    return out[MENTION_COLUMNS].reset_index(drop=True)
+        return empty_mentions()
+    n = b.num_rows
+    cols["dataset"] = pa.repeat(pa.scalar(dataset_id, pa.string()), n)
+    cols["updated_at"] = pc.cast(b.column("updated_at"), pa.timestamp("us"))
+    for name in ("district", "address"):
+        cols.setdefault(name, None)
+    _with_id_facts(cols, n)
+    table = pa.table({c: _filled(cols[c], n) for c in MENTION_COLUMNS})
+    return _with_keys(table)
 
 
-def no_mentions(columns: list[str]) -> pd.DataFrame:
-    """An empty mention frame with the types a full one has (so concatenation keeps them)."""
-    frame = pd.DataFrame({c: pd.Series(dtype="str") for c in columns})
-    frame["updated_at"] = pd.Series(dtype="datetime64[ms]")
-    return frame
+def empty_mentions() -> pa.Table:
+    """No mentions, with the columns and types a full batch has."""
+    fields = [pa.field(c, pa.string()) for c in MENTION_COLUMNS + KEY_COLUMNS]
+    schema = pa.schema(fields).set(10, pa.field("updated_at", pa.timestamp("us")))
+    return schema.empty_table()
 
 
 def owner_ids(tax_no: pd.Series) -> pd.Series:
@@ -137,8 +170,18 @@ def owner_ids(tax_no: pd.Series) -> pd.Series:
     return candidate.where(valid)
 
 
-def _frame(
-    b: pd.DataFrame,
+def _text(b: pa.Table, name: str | None) -> pa.ChunkedArray | None:
+    """A column as text (dates as ISO ``YYYY-MM-DD``), or None when there is no such role."""
+    if name is None:
+        return None
+    col = b.column(name)
+    if pa.types.is_timestamp(col.type):
+        return pc.strftime(col, "%Y-%m-%d")
+    return col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
+
+
+def _roles(
+    b: pa.Table,
     key: str,
     role: str,
     id_no: str | None,
@@ -146,78 +189,265 @@ def _frame(
     sex: str | None,
     birth: str | None,
     phone: str | None,
-) -> pd.DataFrame:
-    def col(name: str | None) -> np.ndarray:
-        return b[name].to_numpy(dtype=object) if name else np.full(len(b), None, dtype=object)
+) -> dict[str, pa.ChunkedArray | None]:
+    return {
+        "source_key": _text(b, key),
+        "role": pa.repeat(pa.scalar(role, pa.string()), b.num_rows),
+        "id_no": _text(b, id_no),
+        "name": _text(b, name),
+        "sex": _text(b, sex),
+        "birth_date": _text(b, birth),
+        "phone": _text(b, phone),
+    }
 
-    out = pd.DataFrame(
-        {
-            "source_key": col(key),
-            "id_no": col(id_no),
-            "name": col(name),
-            "sex": col(sex),
-            "birth_date": col(birth),
-            "phone": col(phone),
-            "district": col(None),
-            "address": col(None),
-        }
+
+def _filled(col: pa.ChunkedArray | pa.Array | None, n: int) -> pa.ChunkedArray | pa.Array:
+    return pa.nulls(n, pa.string()) if col is None else col
+
+
+def _valid_ids(ids: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return pa.array(is_valid_resident_id(ids, ANY_NIGHT))
+
+
+def _with_id_facts(cols: dict, n: int) -> None:
+    """Keep only valid IDs; a valid ID fills a missing birth date and sex (legal reps, owners)."""
+    ids = _filled(cols["id_no"], n)
+    valid = _valid_ids(ids)
+    ids = pc.if_else(valid, ids, pa.scalar(None, pa.string()))
+    cols["id_no"] = ids
+    birth, sex_given = cols["birth_date"], cols["sex"]
+    if birth is not None and sex_given is not None and not birth.null_count + sex_given.null_count:
+        return  # the registers carry both: nothing to fill
+    from_id = pc.binary_join_element_wise(
+        pc.utf8_slice_codeunits(ids, 6, 10),
+        pc.utf8_slice_codeunits(ids, 10, 12),
+        pc.utf8_slice_codeunits(ids, 12, 14),
+        "-",
     )
-    out["birth_date"] = out["birth_date"].map(_iso, na_action="ignore")
-    out["role"] = role
-    return out
+    cols["birth_date"] = pc.coalesce(_filled(cols["birth_date"], n), from_id)
+    odd = pc.is_in(pc.utf8_slice_codeunits(ids, 16, 17), pa.array(list("13579")))
+    sex = pc.if_else(pc.is_null(ids), pa.scalar(None, pa.string()), pc.if_else(odd, "男", "女"))
+    cols["sex"] = pc.coalesce(_filled(cols["sex"], n), sex)
 
 
-def _iso(value: object) -> str:
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+def _district_of(address: pa.ChunkedArray) -> pa.Array:
+    found = pc.struct_field(pc.extract_regex(address, _DISTRICT_PATTERN), [0])
+    return pc.take(_DISTRICT_CODES, pc.index_in(found, _DISTRICT_NAMES))
 
 
-def _district_of(address: pd.Series) -> pd.Series:
-    return address.astype("str").str.extract(_DISTRICT_PATTERN)[0].map(_DISTRICT_BY_NAME)
+def _with_keys(table: pa.Table) -> pa.Table:
+    """Append the comparison keys (:func:`etl.matching.comparison_keys`) as ``k_*`` columns."""
+    frame = table.select(["name", "birth_date", "phone", "district", "sex"]).to_pandas()
+    keys = comparison_keys(frame)
+    codes, names = pd.factorize(keys["name"], use_na_sentinel=True)
+    pinyin, surname = name_pinyin(pd.Series(names, dtype="str"))
+    for col, values in (("pinyin", pinyin), ("surname", surname)):
+        keys[col] = pc.take(pa.array(values, from_pandas=True), pa.array(codes, mask=codes < 0))
+    names = ["name", "pinyin", "surname", "birth", "phone", "district", "sex"]
+    for col, key in zip(KEY_COLUMNS, names, strict=True):
+        table = table.append_column(col, pa.array(keys[key], pa.string()))
+    return table
+
+
+# --- resolution (in the workspace) -------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class PersonResolution:
-    """Every mention with its person, how it was linked, and what matching cost."""
+    """How the mentions in ``person_assigned`` were linked, and what matching cost."""
 
-    mentions: pd.DataFrame  # MENTION_COLUMNS + cluster, anchor, match_rule, match_score
     candidates: Candidates
     model: MatchModel
     conflicting_id_clusters: int  # clusters holding two different valid IDs (must be 0)
+    seconds: dict[str, float]  # wall time of each part, for the night's figures
 
 
-def resolve_persons(mentions: pd.DataFrame, seed: int = 0) -> PersonResolution:
-    """Link mentions into persons: exact on valid IDs, probabilistic for the ID-less."""
-    m = mentions.reset_index(drop=True).copy()
-    ids = m["id_no"].fillna("").astype(str).to_numpy()
-    valid = is_valid_resident_id(ids, ANY_NIGHT)
-    m["id_no"] = m["id_no"].where(valid)
-    _birth_and_sex_from_id(m, valid)
-    keys = person_match_keys(m)
-    probe = ~valid
-    cands = candidate_pairs(keys, probe)
-    model = match_model(
-        m_probabilities(keys, m["id_no"]),
-        u_probabilities(keys, np.random.default_rng(seed)),
-        len(keys),
+def resolve_persons(ws: Workspace, seed: int = 0) -> PersonResolution:
+    """Link the workspace's ``person_mention`` rows into ``person_assigned`` (anchor per row).
+
+    A valid ID is its own anchor. ID-less rows (probes) are compared with every row that
+    shares a blocking key with them; each probe links to its best partner above the
+    threshold, and the probes' link graph decides their anchor: the ID it reaches, else its
+    smallest member. The model's ``m`` comes from rows sharing a valid ID, ``u`` from
+    random pairs — both samples of 200,000 pairs, so their cost does not grow with the night.
+    """
+    clock = Stopwatch()
+    n = ws.scalar("SELECT count(*) FROM person_mention")
+    if n >= MAX_ROWS:
+        raise PartitionError(
+            f"unification: {n:,} person mentions exceed the survivorship key's {MAX_ROWS:,}"
+            " rows (docs/decisions/0014)"
+        )
+    key_views(ws)
+    cands = blocking_candidates(ws)
+    clock.lap("blocking")
+    m_left, m_right = _same_id_pairs(ws)
+    rng = np.random.default_rng(seed)
+    u_left, u_right = rng.integers(0, max(n, 1), 200_000), rng.integers(0, max(n, 1), 200_000)
+    keep = u_left != u_right
+    u_left, u_right = u_left[keep], u_right[keep]
+    probes = ws.frame("SELECT row FROM person_mention WHERE id_no IS NULL")["row"].to_numpy()
+    rows = np.unique(
+        np.concatenate([cands.left, cands.right, m_left, m_right, u_left, u_right, probes])
     )
-    levels = comparison_levels(keys, cands.left, cands.right)
-    weights = pair_weights(levels, model, keys["name_tf"].to_numpy()[cands.left])
+    keys = _keys_of(ws, rows)
+    clock.lap("keys")
+
+    def at(r: np.ndarray) -> np.ndarray:  # row number → position in ``keys``
+        return np.searchsorted(rows, r)
+
+    u = (
+        DEFAULT_U
+        if n < MIN_ROWS_TO_MEASURE_U
+        else random_pair_shares(keys, at(u_left), at(u_right))
+    )
+    model = match_model(_m_shares(keys, at(m_left), at(m_right)), u, n)
+    clock.lap("model")
+    levels = comparison_levels(keys, at(cands.left), at(cands.right))
+    weights = pair_weights(levels, model, keys["name_tf"].to_numpy()[at(cands.left)])
     links = best_links(cands.left, cands.right, weights, model.threshold)
-    links = links[probe[links["row"].to_numpy()]]  # only ID-less rows link out
+    is_probe = np.zeros(len(rows), dtype=bool)
+    is_probe[at(probes)] = True
+    links = links[is_probe[at(links["row"].to_numpy())]]  # only ID-less rows link out
+    clock.lap("scoring")
+    conflicts = _assign_probes(ws, keys, rows, probes, links, model)
+    clock.lap("clusters")
+    return PersonResolution(cands, model, conflicts, clock.laps)
 
-    n = len(m)
-    id_group = m.groupby("id_no", dropna=True).ngroup().fillna(-1).to_numpy(dtype=np.int64)
-    first_of_id = pd.Series(np.arange(n)).groupby(id_group).transform("first").to_numpy()
-    same_id = valid & (first_of_id != np.arange(n))
-    left = np.concatenate([np.flatnonzero(same_id), links["row"].to_numpy()])
-    right = np.concatenate([first_of_id[same_id], links["partner"].to_numpy()])
-    m["cluster"] = cluster_labels(n, left, right)
 
-    m["member"] = m["dataset"] + "|" + m["source_key"].astype(str) + "|" + m["role"]
-    ids_per_cluster = m.dropna(subset=["id_no"]).groupby("cluster")["id_no"].nunique()
-    anchor_id = m.dropna(subset=["id_no"]).groupby("cluster")["id_no"].first()
-    anchor_row = smallest_per_cluster(m["cluster"], m["member"])
-    m["anchor"] = m["cluster"].map(anchor_id).fillna("row:" + m["cluster"].map(anchor_row))
+def key_views(ws: Workspace) -> None:
+    """``person_name`` (each normalised name's share of rows) and the ``person_key`` view.
+
+    ``person_key`` names the mention's keys as :data:`etl.matching.BLOCKING_RULES` and
+    :func:`etl.matching.comparison_levels` call them.
+    """
+    ws.execute("""
+        CREATE OR REPLACE TABLE person_name AS
+        SELECT k_name, count(*) / (SELECT count(*) FROM person_mention) AS name_tf
+        FROM person_mention WHERE k_name IS NOT NULL GROUP BY k_name
+    """)
+    ws.execute(f"""
+        CREATE OR REPLACE VIEW person_key AS
+        SELECT row, id_no IS NULL AS probe, k_name AS name, k_pinyin AS pinyin,
+               k_surname AS surname, k_birth AS birth, substr(k_birth, 1, 4) AS birth_year,
+               k_phone AS phone, {_phone_tail("k_phone")} AS phone_tail,
+               k_district AS district, k_sex AS sex, id_no,
+               dataset || '|' || source_key || '|' || role AS member
+        FROM person_mention
+    """)
+
+
+def _phone_tail(column: str) -> str:
+    return f"CASE WHEN length({column}) >= 4 THEN right({column}, 4) ELSE {column} END"
+
+
+def blocking_candidates(ws: Workspace) -> Candidates:
+    """Pairs (probe, row) sharing a blocking key (:data:`BLOCKING_RULES`), each pair once.
+
+    Per rule: the rows whose key some probe has (a semi-join against a few thousand probe
+    keys, not a group-by of every row), then one hash join inside those blocks. A block of
+    more than :data:`MAX_BLOCK` rows is not selective and is skipped (and counted), as
+    :func:`etl.matching.candidate_pairs` does.
+    """
+    parts, per_rule, skipped = [], {}, 0
+    for rule, cols in BLOCKING_RULES.items():
+        on = " AND ".join(f"l.{c} = r.{c}" for c in cols)
+        present = " AND ".join(f"{c} IS NOT NULL" for c in cols)
+        keys = ", ".join(cols)
+        ws.execute(f"""
+            CREATE OR REPLACE TEMP TABLE block_member AS
+            WITH probe_key AS (SELECT DISTINCT {keys} FROM person_key WHERE probe AND {present})
+            SELECT k.row, k.probe, {", ".join(f"k.{c}" for c in cols)}
+            FROM person_key k SEMI JOIN probe_key p ON {on.replace("l.", "k.").replace("r.", "p.")};
+            CREATE OR REPLACE TEMP TABLE block_size AS
+            SELECT {keys}, count(*) AS size FROM block_member GROUP BY ALL;
+        """)
+        skipped += ws.scalar(f"SELECT count(*) FROM block_size WHERE size > {MAX_BLOCK}")
+        pairs = ws.arrow(f"""
+            WITH l AS (
+                SELECT m.* FROM block_member m JOIN block_size b USING ({keys})
+                WHERE m.probe AND b.size <= {MAX_BLOCK}
+            )
+            SELECT l.row AS i, r.row AS j FROM l JOIN block_member r ON {on}
+            WHERE l.row <> r.row AND (NOT r.probe OR l.row < r.row)
+        """)
+        per_rule[rule] = pairs.num_rows
+        parts.append(pairs)
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return Candidates(empty, empty, per_rule, skipped)
+    both = pa.concat_tables(parts)
+    i = both.column("i").to_numpy().astype(np.int64)
+    j = both.column("j").to_numpy().astype(np.int64)
+    n = max(int(ws.scalar("SELECT count(*) FROM person_key")), 1)
+    pair = np.unique(i * n + j)
+    return Candidates(pair // n, pair % n, per_rule, skipped)
+
+
+def _same_id_pairs(ws: Workspace, limit: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of rows known to be one person (the first row of an ID with each later one).
+
+    Over a hash sample of about a million rows' IDs: ``limit`` pairs need no more, and the
+    group-by then costs the same at any scale.
+    """
+    n = ws.scalar("SELECT count(*) FROM person_mention")
+    every = max(1, n // 1_000_000)
+    pairs = ws.frame(f"""
+        WITH s AS (
+            SELECT row, id_no FROM person_mention
+            WHERE id_no IS NOT NULL AND hash(id_no) % {every} = 0
+        ), f AS (SELECT id_no, min(row) AS first FROM s GROUP BY id_no)
+        SELECT f.first AS i, s.row AS j FROM s JOIN f USING (id_no)
+        WHERE s.row <> f.first ORDER BY s.row LIMIT {limit}
+    """)
+    return pairs["i"].to_numpy(np.int64), pairs["j"].to_numpy(np.int64)
+
+
+def _keys_of(ws: Workspace, rows: np.ndarray) -> pd.DataFrame:
+    """The comparison keys of the given rows, in row order (with ``member`` and ``id_no``)."""
+    ws.load("wanted_row", pa.table({"row": pa.array(rows, pa.int64())}))
+    keys = ws.frame("""
+        SELECT k.*, n.name_tf
+        FROM person_key k SEMI JOIN wanted_row w USING (row)
+        LEFT JOIN person_name n ON n.k_name = k.name
+        ORDER BY k.row
+    """)
+    for col in ("name", "pinyin", "surname", "birth", "birth_year", "phone", "district", "sex"):
+        keys[col] = keys[col].astype("str")
+    return keys
+
+
+def _m_shares(keys: pd.DataFrame, left: np.ndarray, right: np.ndarray) -> dict:
+    same = pd.Series(np.r_[np.arange(len(left)), np.arange(len(left))])
+    both = keys.iloc[np.r_[left, right]].reset_index(drop=True)
+    return m_probabilities(both, same)
+
+
+def _assign_probes(
+    ws: Workspace,
+    keys: pd.DataFrame,
+    rows: np.ndarray,
+    probes: np.ndarray,
+    links: pd.DataFrame,
+    model: MatchModel,
+) -> int:
+    """``person_assigned``: every mention's anchor, match rule and score (SQL over the night)."""
+    at = np.searchsorted
+    k = len(rows)
+    ids = keys["id_no"]
+    id_group = ids.groupby(ids, dropna=True).ngroup().fillna(-1).to_numpy(np.int64)
+    first = pd.Series(np.arange(k)).groupby(id_group).transform("first").to_numpy()
+    same = (id_group >= 0) & (first != np.arange(k))
+    left = np.r_[np.flatnonzero(same), at(rows, links["row"].to_numpy())]
+    right = np.r_[first[same], at(rows, links["partner"].to_numpy())]
+    comp = cluster_labels(k, left, right)
+    frame = pd.DataFrame({"comp": comp, "id_no": ids, "member": keys["member"]})
+    ids_per_comp = frame.dropna(subset=["id_no"]).groupby("comp")["id_no"]
+    comp_id = ids_per_comp.first()
+    row_anchor = frame.sort_values("member").drop_duplicates("comp").set_index("comp")["member"]
+    anchor = frame["comp"].map(comp_id).fillna("row:" + frame["comp"].map(row_anchor))
+    conflicting = ids_per_comp.nunique()
+    conflicting = conflicting[conflicting > 1]
 
     linked_weight = pd.concat(
         [
@@ -225,68 +455,123 @@ def resolve_persons(mentions: pd.DataFrame, seed: int = 0) -> PersonResolution:
             pd.Series(links["weight"].to_numpy(), index=links["partner"].to_numpy()),
         ]
     )
-    best = linked_weight.groupby(level=0).max().reindex(np.arange(n)).to_numpy()
-    size = m.groupby("cluster")["cluster"].transform("size").to_numpy()
-    m["match_rule"] = np.where(valid, "exact_id", np.where(size > 1, "probabilistic", "unmatched"))
-    m["match_score"] = np.where(
-        valid, 1.0, np.where(size > 1, weight_to_score(best, model.threshold), np.nan)
+    best = linked_weight.groupby(level=0).max().reindex(probes).to_numpy()
+    size = frame.groupby("comp")["comp"].transform("size").to_numpy()
+    has_id = frame["comp"].isin(comp_id.index).to_numpy()
+    p = at(rows, probes)
+    grouped = (size[p] > 1) | has_id[p]
+    ws.load(
+        "probe_assigned",
+        pd.DataFrame(
+            {
+                "row": probes,
+                "anchor": anchor.to_numpy()[p],
+                "match_rule": np.where(grouped, "probabilistic", "unmatched"),
+                "match_score": np.where(grouped, weight_to_score(best, model.threshold), np.nan),
+            }
+        ),
     )
-    return PersonResolution(m, cands, model, int((ids_per_cluster > 1).sum()))
+    # two valid IDs that probes joined: every row of both goes to the first one's anchor
+    in_conflict = frame[frame["comp"].isin(conflicting.index)].dropna(subset=["id_no"])
+    ws.load(
+        "id_merged",
+        pd.DataFrame(
+            {
+                "id_no": in_conflict["id_no"].astype("str"),
+                "anchor": in_conflict["comp"].map(comp_id).astype("str"),
+            }
+        ).drop_duplicates("id_no"),
+    )
+    ws.execute("""
+        CREATE OR REPLACE VIEW person_assigned AS
+        SELECT p.*, coalesce(a.anchor, x.anchor, p.id_no) AS anchor,
+               CASE WHEN p.id_no IS NULL THEN a.match_rule ELSE 'exact_id' END AS match_rule,
+               CASE WHEN p.id_no IS NULL THEN a.match_score ELSE 1.0 END AS match_score
+        FROM person_mention p
+        LEFT JOIN probe_assigned a USING (row)
+        LEFT JOIN id_merged x USING (id_no)
+    """)
+    return int(len(conflicting))
 
 
-def _birth_and_sex_from_id(m: pd.DataFrame, valid: np.ndarray) -> None:
-    """Mentions with a valid ID but no birth date/sex (legal reps, owners) read them from it."""
-    ids = m["id_no"].astype("str")
-    from_id = ids.str.slice(6, 10) + "-" + ids.str.slice(10, 12) + "-" + ids.str.slice(12, 14)
-    m["birth_date"] = m["birth_date"].where(m["birth_date"].notna() | ~valid, from_id)
-    odd = pd.to_numeric(ids.str.slice(16, 17), errors="coerce") % 2 == 1
-    m["sex"] = m["sex"].where(m["sex"].notna() | ~valid, np.where(odd, "男", "女"))
+# --- survivorship ------------------------------------------------------------------------
 
 
-def assign_person_ids(
-    resolution: PersonResolution, previous: PreviousIds
-) -> tuple[pd.Series, pd.Series]:
-    """Stable person ids per mention and the previous id where it changed."""
-    m = resolution.mentions
-    return stable_ids(m["cluster"].to_numpy(), m["anchor"], m["member"], previous, PERSON_PREFIX)
+def _rank_case() -> str:
+    whens = " ".join(f"WHEN '{d}' THEN {r}" for d, r in SOURCE_RANK.items())
+    return f"CASE dataset {whens} ELSE 9 END"
 
 
-def unified_persons(m: pd.DataFrame) -> pd.DataFrame:
-    """One row per person (``m`` has ``cluster`` and ``person_id``), fields by :data:`SURVIVORSHIP`.
+# One sortable BIGINT per row for "first non-null in this order" (``arg_min``: a hash
+# aggregate, several times cheaper than ordered aggregates): source rank (4 bits), then the
+# newest update (seconds, 32 bits, counted down), then the row number (27 bits) so that
+# ties always resolve the same way.
+MAX_ROWS = 1 << 27
+_NEWEST_FIRST = "((4294967295 - coalesce(epoch(updated_at), 0)::BIGINT) << 27)"
+BY_RANK = f"((rank::BIGINT << 59) | {_NEWEST_FIRST} | row)"
+BY_TIME = f"({_NEWEST_FIRST} | row)"
 
-    Every row says which datasets fed it, where its name and phone came from, and when any
-    of its records was last updated. Groups by the integer cluster, not the id string.
+
+ROW_BITS = (1 << 27) - 1
+# each surviving field: the column, and the order its first non-null value is taken in
+SURVIVING = {
+    "name": BY_RANK,
+    "sex": BY_RANK,
+    "birth_date": BY_RANK,
+    "phone": BY_TIME,
+    "address": BY_TIME,
+    "district": BY_TIME,
+}
+
+
+def unified_persons(ws: Workspace) -> pa.Table:
+    """One row per person by :data:`SURVIVORSHIP`, with its sources and last update.
+
+    SQL groups the night's mentions by person keeping only numbers — for each field the
+    row that wins it (``min`` of a packed BIGINT key), the dataset bits, counts — so the
+    group-by of 7.5 million rows holds no strings; the winning values are then taken from
+    the mention columns by row number, one column at a time.
     """
-    m = m.assign(rank=m["dataset"].map(SOURCE_RANK).fillna(9))
-    by_rank = m.sort_values(["cluster", "rank", "updated_at"], ascending=[True, True, False])
-    by_time = m.sort_values(["cluster", "updated_at"], ascending=[True, False])
-    identity = by_rank.groupby("cluster", sort=True)[["name", "sex", "birth_date"]].first()
-    contact = by_time.groupby("cluster", sort=True)[["phone", "address", "district"]].first()
-    groups = m.groupby("cluster", sort=True)
-    out = pd.concat([identity, contact], axis=1)
-    out.insert(0, "person_id", groups["person_id"].first())
-    out.insert(1, "id_no", groups["id_no"].first())
-    out.insert(2, "anchor", groups["anchor"].first())
-    out["name_source"] = _source_of(by_rank, "name")
-    out["phone_source"] = _source_of(by_time, "phone")
-    out["sources"] = sources_per_entity(m, "cluster")
-    out["records"] = groups.size()
-    out["last_updated_at"] = groups["updated_at"].max()
-    out["has_valid_id"] = out["id_no"].notna()
-    return out.sort_values("person_id").reset_index(drop=True)
-
-
-def _source_of(ordered: pd.DataFrame, column: str) -> pd.Series:
-    """The dataset whose value of ``column`` won (first non-null in the given order)."""
-    has = ordered.dropna(subset=[column])
-    return has.groupby("cluster", sort=True)["dataset"].first()
-
-
-def sources_per_entity(m: pd.DataFrame, entity: str) -> pd.Series:
-    """``dataset,dataset`` per entity, sorted: a bit per dataset, summed, then looked up."""
-    names = sorted(m["dataset"].unique())
-    bit = m["dataset"].map({d: 1 << i for i, d in enumerate(names)})
-    pairs = pd.DataFrame({entity: m[entity], "bit": bit}).drop_duplicates()
-    masks = pairs.groupby(entity, sort=True)["bit"].sum()
-    text = {k: ",".join(d for i, d in enumerate(names) if k >> i & 1) for k in masks.unique()}
-    return masks.map(text)
+    datasets = sorted(ws.frame("SELECT DISTINCT dataset FROM person_mention")["dataset"])
+    bits = {d: 1 << i for i, d in enumerate(datasets)}
+    bit_case = " ".join(f"WHEN '{d}' THEN {b}" for d, b in bits.items())
+    names = ", ".join(f"('{d}', {b})" for d, b in bits.items()) or "(NULL, 0)"
+    winners = ",\n".join(
+        f"min({order}) FILTER (WHERE {col} IS NOT NULL) & {ROW_BITS} AS {col}_row"
+        for col, order in SURVIVING.items()
+    )
+    per = ws.arrow(f"""
+        WITH m AS (
+            SELECT anchor, row, updated_at, name, sex, birth_date, phone, address, district,
+                   {_rank_case()} AS rank, CASE dataset {bit_case} ELSE 0 END AS bit
+            FROM person_assigned
+        ), per AS (
+            SELECT anchor, {winners}, bit_or(bit) AS mask, count(*) AS records,
+                   max(updated_at) AS last_updated_at
+            FROM m GROUP BY anchor
+        ), dataset_bit(dataset, bit) AS (VALUES {names}
+        ), source_text AS (
+            SELECT mask, string_agg(d.dataset, ',' ORDER BY d.dataset) AS sources
+            FROM (SELECT DISTINCT mask FROM per) JOIN dataset_bit d ON (mask & d.bit) <> 0
+            GROUP BY mask
+        )
+        SELECT i.id AS person_id, per.*, s.sources FROM per
+        JOIN person_ids i USING (anchor) JOIN source_text s USING (mask)
+        ORDER BY CAST(substr(i.id, 2) AS BIGINT)  -- P0000000042: the number sorts faster
+    """)
+    anchor = per.column("anchor")
+    is_id = pc.invert(pc.starts_with(anchor, "row:"))  # a valid ID anchors its person
+    out = {
+        "person_id": per.column("person_id"),
+        "id_no": pc.if_else(is_id, anchor, pa.scalar(None, pa.string())),
+        "anchor": anchor,
+    }
+    for col in SURVIVING:
+        out[col] = pc.take(ws.column("person_mention", col), per.column(f"{col}_row"))
+    dataset = ws.column("person_mention", "dataset")
+    out["name_source"] = pc.take(dataset, per.column("name_row"))
+    out["phone_source"] = pc.take(dataset, per.column("phone_row"))
+    for col in ("sources", "records", "last_updated_at"):
+        out[col] = per.column(col)
+    out["has_valid_id"] = is_id
+    return pa.table(out)

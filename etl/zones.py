@@ -266,6 +266,27 @@ class Lake:
         record = self._committed(path, ref)
         yield from _rebatch_tables(self._scan(ref, record, columns=columns), batch_rows)
 
+    def local_files(self, path: str) -> list[str] | None:
+        """The local Parquet files of a committed raw partition, for engines that read them
+        directly (DuckDB); None when they are not plain local files written by the lake."""
+        ref = self.ref(path)
+        if not ref.is_raw or not self.is_local:
+            return None
+        record = self._committed(path, ref)
+        if record.snapshot_id is None or record.rows == 0:
+            return []
+        table = self.iceberg.load_table(ref.identifier)
+        from pyiceberg.expressions import EqualTo
+
+        scan = table.scan(
+            row_filter=EqualTo(PARTITION_COLUMN, ref.ds.isoformat()),
+            snapshot_id=record.snapshot_id,
+        )
+        tasks = list(scan.plan_files())
+        if not all(_holds_columns(table.io, t, list(record.columns)) for t in tasks):
+            return None
+        return [_local(t.file.file_path) for t in tasks]
+
     def partition_columns(self, path: str) -> list[str]:
         """The column names a committed partition holds (its delivery's), without its rows."""
         ref = self.ref(path)

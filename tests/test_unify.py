@@ -7,17 +7,21 @@ step on a real simulated night, and ``lake match`` through the CLI on hand-writt
 from __future__ import annotations
 
 from datetime import date
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
+from etl import unify
 from etl.cli import main
-from etl.unify import NightMentions, unified_night
+from etl.unify import NightMentions, load_person_mentions
 from etl.unify_enterprise import enterprise_mentions
 from etl.unify_ids import PreviousIds
 from etl.unify_person import person_mentions
+from etl.unify_workspace import workspace
 from tests.helpers import resident_ids, usccs
 
 DS = date(2026, 11, 28)
@@ -139,15 +143,23 @@ def _world(night_one: bool = False) -> dict[str, pd.DataFrame]:
     }
 
 
-def _mentions(world: dict[str, pd.DataFrame]) -> NightMentions:
+def _mentions(world: dict[str, pd.DataFrame]) -> tuple[list[pa.Table], NightMentions]:
     persons = [person_mentions(k, v) for k, v in world.items()]
     firms = [enterprise_mentions(k, v) for k, v in world.items()]
-    return NightMentions(
-        pd.concat(persons, ignore_index=True),
+    return persons, NightMentions(
         pd.concat(firms, ignore_index=True),
         pd.DataFrame(columns=["case_no"]),
         {k: len(v) for k, v in world.items()},
     )
+
+
+def unified_night(mentions, ds, previous_persons, previous_enterprises) -> SimpleNamespace:
+    """The unification core in an in-memory workspace; its tables as frames."""
+    persons, night_mentions = mentions
+    with workspace() as ws:
+        load_person_mentions(ws, persons)
+        night = unify.unified_night(ws, night_mentions, ds, previous_persons, previous_enterprises)
+        return SimpleNamespace(tables=night.frames(), figures=night.figures)
 
 
 def _person_of(night, dataset: str, key: str, role: str = "subject") -> str:
@@ -221,10 +233,11 @@ def _previous(night, entity: str, prefix: str) -> PreviousIds:
     from etl.unify_ids import id_number
 
     table, xref = night.tables[entity], night.tables[f"{entity}_xref"]
-    members = xref["dataset"] + "|" + xref["source_key"] + "|" + xref["role"]
     return PreviousIds(
         table[["anchor", f"{entity}_id"]].rename(columns={f"{entity}_id": "id"}),
-        pd.DataFrame({"member": members, "id": xref[f"{entity}_id"]}),
+        xref[["dataset", "source_key", "role", f"{entity}_id"]].rename(
+            columns={f"{entity}_id": "id"}
+        ),
         id_number(table[f"{entity}_id"], prefix) + 1,
     )
 
@@ -377,6 +390,8 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
     for ds in (DEMO_DATE, second):
         figures = store.unification(ds)
         assert figures.conserved and figures.conflicting_id_clusters == 0
+    # the workspace (personal data spilled to disk) is gone once the step is done
+    assert not list((settings.var / "tmp").glob("unify-*"))
     # the incremental sources' second partition holds a day's changes; unified is everyone
     assert store.unification(second).persons >= store.unification(DEMO_DATE).persons
     for entity in ("person", "enterprise"):
@@ -417,3 +432,46 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
     linked = CliRunner().invoke(main, args, env=env)
     assert linked.exit_code == 0, linked.output
     assert pd.read_parquet(out)["person_id"].tolist() == sample["person_id"].tolist()
+
+
+def test_the_workspace_is_private_and_removed_even_when_the_step_fails(tmp_path) -> None:
+    seen = {}
+    with pytest.raises(RuntimeError), workspace(tmp_path, "200MB") as ws:
+        ws.load_spilled("t", pa.table({"x": pa.array(range(100_000))}))
+        (folder,) = tmp_path.glob("unify-*")
+        seen["mode"] = folder.stat().st_mode & 0o777
+        seen["files"] = [p.name for p in folder.iterdir()]
+        assert ws.scalar("SELECT sum(x) FROM t") == sum(range(100_000))
+        raise RuntimeError("the night failed here")
+    assert seen["mode"] == 0o700 and "t.parquet" in seen["files"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_workspace_left_by_a_killed_process_is_removed_next_time(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[2]);"
+        "from pathlib import Path; from etl.unify_workspace import workspace;"
+        "import pyarrow as pa\n"
+        "with workspace(Path(sys.argv[1])) as ws:\n"
+        "    ws.load_spilled('m', pa.table({'x': list(range(1000))}))\n"
+        "    print('ready', flush=True); time.sleep(60)\n"
+    )
+    from etl.settings import REPO_ROOT
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path), str(REPO_ROOT)], stdout=subprocess.PIPE
+    )
+    assert child.stdout.readline().strip() == b"ready"
+    live = list(tmp_path.glob("unify-*"))
+    with workspace(tmp_path):  # the live one is left alone
+        assert set(live) <= set(tmp_path.glob("unify-*"))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert live and all(p.exists() for p in live)  # a real kill runs no clean-up
+    with workspace(tmp_path):
+        pass
+    assert not list(tmp_path.iterdir())

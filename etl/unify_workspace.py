@@ -1,0 +1,226 @@
+"""The DuckDB database a night's unification works in: bounded memory, spills to disk.
+
+Unification joins and groups every mention of the night (7.5 million person mentions at full
+scale). Held as pandas frames that took 13 GB; in DuckDB the same work runs on both cores
+within a fixed memory limit, spilling to a private scratch file that is removed afterwards
+(it holds personal data: owner-only, like the raw zone). docs/decisions/0014 says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from catalog.files import owner_only_dir
+
+
+@dataclass(frozen=True)
+class ParquetFiles:
+    """Parquet files DuckDB reads in place, with the columns taken (name → file column)."""
+
+    paths: list[str]
+    columns: dict[str, str]
+
+    def select(self) -> str:
+        cols = ", ".join(f'"{src}" AS "{name}"' for name, src in self.columns.items())
+        files = ", ".join("'" + p.replace("'", "''") + "'" for p in self.paths)
+        return f"SELECT {cols} FROM read_parquet([{files}])"
+
+
+Loadable = pd.DataFrame | pa.Table | Iterable[pa.Table] | ParquetFiles
+T = TypeVar("T")
+R = TypeVar("R")
+BATCH_ROWS = 262_144
+
+
+class Workspace:
+    """One DuckDB connection; tables are created by loading frames/Arrow or by SQL."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, folder: Path | None = None) -> None:
+        self.con = con
+        self.folder = folder
+        self.spilled: dict[str, Path] = {}
+
+    def column(self, name: str, column: str) -> pa.ChunkedArray:
+        """One column of a table whose rows are numbered 0… (``row``), in row order.
+
+        A spilled table's file is read directly: in row order by construction, one column
+        at a time, without DuckDB materialising anything.
+        """
+        if name in self.spilled:
+            return pq.read_table(self.spilled[name], columns=[column]).column(0)
+        return self.arrow(f"SELECT {column} FROM {name} ORDER BY row").column(0)
+
+    def load_spilled(self, name: str, data: Loadable, empty: pa.Table | None = None) -> int:
+        """Load a long stream as view ``name`` over a Parquet file in the scratch folder.
+
+        Millions of rows stay on disk (compressed, read column by column as queries need
+        them) instead of in DuckDB's memory; without a scratch folder (tests) it is a table.
+        """
+        if isinstance(data, ParquetFiles):
+            self.execute(f"CREATE OR REPLACE VIEW {name} AS {data.select()}")
+            return -1
+        if self.folder is None:
+            return self.load(name, data, empty)
+        if isinstance(data, pd.DataFrame):
+            data = pa.Table.from_pandas(data, preserve_index=False)
+        batches = [data] if isinstance(data, pa.Table) else data
+        path = self.folder / f"{name}.parquet"
+        writer, rows = None, 0
+        try:
+            for batch in batches:
+                if writer is None:
+                    # spilled for a few minutes only: the cheapest encoding to write
+                    writer = pq.ParquetWriter(
+                        path, batch.schema, compression="none", use_dictionary=False
+                    )
+                writer.write_table(batch)
+                rows += batch.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            if empty is None:
+                raise ValueError(f"nothing to load into {name}")
+            pq.write_table(empty, path)
+        self.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+        self.spilled[name] = path
+        return rows
+
+    def load(self, name: str, data: Loadable, empty: pa.Table | None = None) -> int:
+        """(Re)create table ``name`` from a frame, an Arrow table or a stream of Arrow tables.
+
+        A stream that yields nothing loads ``empty`` (the columns it would have had).
+        """
+        self.con.execute(f"DROP TABLE IF EXISTS {name}")
+        parts = [data] if isinstance(data, (pd.DataFrame, pa.Table)) else data
+        rows, created = 0, False
+        for part in parts:
+            self.con.register("_incoming", part)
+            verb = f"INSERT INTO {name}" if created else f"CREATE TABLE {name} AS"
+            self.con.execute(f"{verb} SELECT * FROM _incoming")
+            self.con.unregister("_incoming")
+            rows += len(part)
+            created = True
+        if not created:
+            if empty is None:
+                raise ValueError(f"nothing to load into {name}")
+            return self.load(name, empty)
+        return rows
+
+    def execute(self, sql: str, params: list | None = None) -> None:
+        self.con.execute(sql, params or []).fetchall()  # finished: the connection is free
+
+    def frame(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """A query's result as pandas, through Arrow (strings stay Arrow-backed)."""
+        if params:
+            return self.con.execute(sql, params).df()
+        return self.con.sql(sql).to_arrow_table().to_pandas()
+
+    def scalar(self, sql: str, params: list | None = None):
+        return self.con.execute(sql, params or []).fetchall()[0][0]
+
+    def arrow(self, sql: str) -> pa.Table:
+        return self.con.sql(sql).to_arrow_table()
+
+    def batches(self, sql: str, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """Stream a query's result in bounded record batches."""
+        reader = self.con.sql(sql).to_arrow_reader(rows)
+        yield from reader
+
+
+@contextmanager
+def workspace(
+    scratch: Path | None = None, memory_limit: str = "1GB", threads: int | None = None
+) -> Iterator[Workspace]:
+    """A workspace in a private scratch file under ``scratch`` (in memory without one)."""
+    threads = threads or min(2, os.cpu_count() or 1)
+    # every result that needs an order says ORDER BY; the rest may come in any order, which
+    # lets DuckDB stream and parallelise without buffering for order
+    config = {"memory_limit": memory_limit, "threads": threads, "preserve_insertion_order": False}
+    if scratch is None:
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            yield Workspace(con)
+        finally:
+            con.close()
+        return
+    remove_stale_workspaces(Path(scratch))
+    folder = Path(scratch) / f"unify-{os.getpid()}-{uuid.uuid4().hex}"
+    owner_only_dir(folder)
+    config["temp_directory"] = str(folder)  # an in-memory database spills its tables here
+    con = duckdb.connect(":memory:", config=config)
+    try:
+        yield Workspace(con, folder)
+    finally:
+        con.close()
+        for path in sorted(folder.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        folder.rmdir()
+
+
+def remove_stale_workspaces(scratch: Path) -> list[Path]:
+    """Remove workspaces left by a process that died (killed mid-step): they hold personal
+    data. A workspace names its process; one whose process still runs is left alone."""
+    removed = []
+    for folder in scratch.glob("unify-*-*") if scratch.exists() else []:
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def in_order(
+    fn: Callable[[T], R], items: Iterable[T], workers: int = 2, ahead: int = 2
+) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, in order, at most ``ahead`` items in flight.
+
+    For column work (Arrow compute and numpy release the GIL) over a stream too long to
+    hold: unlike ``Executor.map`` it does not submit the whole stream up front.
+    """
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class Stopwatch:
+    """Wall seconds per named part of a step (recorded with the step's figures)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round(now - self._last, 1)
+        self._last = now
