@@ -270,7 +270,7 @@ def close_night(night: Night, failed_tasks: list[str]) -> dict:
     errors = store.errors(night.run_id)
     failed = bool(errors or failed_tasks)
     store.finish_run(night.run_id, "failed" if failed else "success")
-    write_quality_index(store, night.settings.var / "quality" / "index.html")
+    write_quality_index(store, night.settings.var / "quality" / "index.html", night.catalog)
     if failed:
         steps = sorted({e.step for e in errors} | set(failed_tasks))
         raise LakeError(f"night {night.ds} failed: {', '.join(steps)}")
