@@ -428,7 +428,7 @@ def unify_partitions(
     store: CatalogStore,
     run_id: str,
     scratch: Path | None = None,
-    memory_limit: str = "1200MB",
+    memory_limit: str = "1GB",
 ) -> UnificationFigures:
     """The step: read the night's clean partitions, unify, commit five tables, record figures.
 
