@@ -114,43 +114,60 @@ def is_valid_resident_id(ids: np.ndarray | list[str] | pa.Array, born_by: date) 
     where = np.flatnonzero(sized.to_numpy(zero_copy_only=False))
     if not len(where):
         return valid
-    m = _byte_matrix(pc.take(text, pa.array(where)), 18)
-    d = m[:, :17] - np.uint8(48)  # digit values; anything else wraps past 9
-    shaped = (d <= 9).all(axis=1) & (m[:, 0] != ord("0"))
+    m = byte_matrix(pc.take(text, pa.array(where)), 18)
     last = m[:, 17]
+    shaped = ((m[:, :17] - np.uint8(48)) <= 9).all(axis=1) & (m[:, 0] != ord("0"))
     shaped &= ((last >= ord("0")) & (last <= ord("9"))) | (last == ord("X"))
-    total = (d.astype(np.int16) * RESIDENT_ID_WEIGHTS.astype(np.int16)).sum(axis=1)
-    check = _RESIDENT_ID_CHECK_BYTES[total % 11]
-
-    def number(first: int, width: int) -> np.ndarray:
-        out = np.zeros(len(d), dtype=np.int32)
-        for i in range(first, first + width):
-            out = out * 10 + d[:, i]
-        return out
-
-    year, month, day = number(6, 4), number(10, 2), number(12, 2)
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    month_days = _MONTH_DAYS[np.clip(month, 0, 12)] + ((month == 2) & leap)
-    exists = (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)
-    born = year * 10000 + month * 100 + day
-    limit = born_by.year * 10000 + born_by.month * 100 + born_by.day
-    ok = shaped & (check == last) & exists & (year >= 1880) & (born <= limit)
+    ok = shaped & resident_id_bytes_valid(m, born_by)
     valid[where] = ok
     return valid
 
 
-def _byte_matrix(values: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
-    """Strings of exactly ``width`` bytes as an (n, width) uint8 matrix (a view, no copy)."""
+_RESIDENT_ID_CHECK_BYTES = np.frombuffer(b"10X98765432", dtype=np.uint8)
+_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def byte_matrix(values: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
+    """ASCII strings of exactly ``width`` bytes (checked by the caller) as an (n, width)
+    uint8 matrix, straight from the Arrow buffers (no copy)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
+    if len(values) == 0:
+        return np.zeros((0, width), dtype=np.uint8)
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
     first = int(offsets[values.offset])  # a sliced array starts part-way into its buffer
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
     return data[first : first + width * len(values)].reshape(-1, width)
 
 
-_RESIDENT_ID_CHECK_BYTES = np.frombuffer(b"10X98765432", dtype=np.uint8)
-_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+def digit_numbers(digits: np.ndarray) -> np.ndarray:
+    """Rows of ASCII digit bytes → their integer value."""
+    value = np.zeros(len(digits), dtype=np.int64)
+    for column in range(digits.shape[1]):
+        value = value * 10 + (digits[:, column].astype(np.int64) - 48)
+    return value
+
+
+def real_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """True where year-month-day is a day of the proleptic Gregorian calendar."""
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    days = _MONTH_DAYS[np.clip(month, 0, 12)] + (leap & (month == 2))
+    return (month >= 1) & (month <= 12) & (day >= 1) & (day <= days)
+
+
+def resident_id_bytes_valid(ids: np.ndarray, born_by: date) -> np.ndarray:
+    """GB 11643 on an (n, 18) byte matrix of IDs already shaped ``[1-9][0-9]{16}[0-9X]``:
+    the check character, and a birth date that exists, is from 1880 on and not after
+    ``born_by`` (the division code is the caller's business)."""
+    digits = ids[:, :17].astype(np.int16) - 48
+    check = _RESIDENT_ID_CHECK_BYTES[
+        (digits * RESIDENT_ID_WEIGHTS.astype(np.int16)).sum(axis=1) % 11
+    ]
+    year = digit_numbers(ids[:, 6:10])
+    month, day = digit_numbers(ids[:, 10:12]), digit_numbers(ids[:, 12:14])
+    born = year * 10_000 + month * 100 + day
+    limit = born_by.year * 10_000 + born_by.month * 100 + born_by.day
+    return (check == ids[:, 17]) & real_dates(year, month, day) & (year >= 1880) & (born <= limit)
 
 
 def _as_arrow_text(values: np.ndarray | list[str] | pa.Array | pa.ChunkedArray) -> pa.Array:

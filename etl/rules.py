@@ -29,7 +29,11 @@ import pyarrow.compute as pc
 
 from catalog.identifiers import (
     business_reg_no_check_digits,
+    byte_matrix,
+    digit_numbers,
     org_code_check_chars,
+    real_dates,
+    resident_id_bytes_valid,
     uscc_check_chars,
 )
 
@@ -61,34 +65,6 @@ def _passes(values: pa.Array, ok_where_present: np.ndarray) -> np.ndarray:
 def _matches(values: pa.Array, pattern: str) -> np.ndarray:
     """The whole value matches ``pattern`` (RE2 over Arrow; nulls: False)."""
     return _bools(pc.match_substring_regex(values, f"^(?:{pattern})$"))
-
-
-def _codes(values: pa.Array, width: int) -> np.ndarray:
-    """ASCII values all exactly ``width`` bytes long (checked by the caller) as an (n, width)
-    byte matrix, straight from the Arrow buffers."""
-    values = values if values.offset == 0 else pa.concat_arrays([values])
-    n = len(values)
-    if n == 0:
-        return np.zeros((0, width), dtype=np.uint8)
-    first = int(np.frombuffer(values.buffers()[1], dtype=np.int32, count=1)[0])
-    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
-    return data[first : first + n * width].reshape(n, width)
-
-
-def _numbers(digits: np.ndarray) -> np.ndarray:
-    """Rows of ASCII digit bytes → their integer value."""
-    value = np.zeros(len(digits), dtype=np.int64)
-    for column in range(digits.shape[1]):
-        value = value * 10 + (digits[:, column].astype(np.int64) - 48)
-    return value
-
-
-def _real_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
-    """True where year-month-day is a day of the proleptic Gregorian calendar."""
-    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
-    days = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[np.clip(month, 0, 12)]
-    days = days + (leap & (month == 2))
-    return (month >= 1) & (month <= 12) & (day >= 1) & (day <= days)
 
 
 @cache
@@ -126,22 +102,18 @@ def valid_division_code(values: Column) -> np.ndarray:
     return _passes(values, _bools(pc.is_in(values, value_set=_division_code_set())))
 
 
-_RESIDENT_ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
-_RESIDENT_ID_CHECK = np.frombuffer(b"10X98765432", dtype=np.uint8)
+def _date_parts(text: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Year, month and day of ``YYYY-MM-DD…`` byte-matrix rows."""
+    return digit_numbers(text[:, 0:4]), digit_numbers(text[:, 5:7]), digit_numbers(text[:, 8:10])
 
 
 def _valid_resident_ids(ids: np.ndarray, as_of: date) -> np.ndarray:
-    """GB 11643 on an (n, 18) byte matrix of shaped IDs: check char, a birth date that
-    exists, is from 1880 on and not after ``as_of``, and a real division code."""
-    digits = ids[:, :17].astype(np.int64) - 48
-    check_ok = _RESIDENT_ID_CHECK[(digits @ _RESIDENT_ID_WEIGHTS) % 11] == ids[:, 17]
-    year, month, day = _numbers(ids[:, 6:10]), _numbers(ids[:, 10:12]), _numbers(ids[:, 12:14])
-    born = _real_dates(year, month, day) & (year >= 1880)
-    born &= year * 10_000 + month * 100 + day <= as_of.year * 10_000 + as_of.month * 100 + as_of.day
+    """GB 11643 on an (n, 18) byte matrix of shaped IDs (``catalog.identifiers``), and a
+    real (possibly retired) division code."""
     divisions = _division_numbers()
-    division = _numbers(ids[:, :6])
+    division = digit_numbers(ids[:, :6])
     at = np.minimum(np.searchsorted(divisions, division), len(divisions) - 1)
-    return check_ok & born & (divisions[at] == division)
+    return resident_id_bytes_valid(ids, as_of) & (divisions[at] == division)
 
 
 def valid_resident_id(values: Column, as_of: date) -> np.ndarray:
@@ -151,7 +123,7 @@ def valid_resident_id(values: Column, as_of: date) -> np.ndarray:
     shaped = _matches(values, r"[1-9][0-9]{16}[0-9X]")
     ok = np.zeros(len(values), dtype=bool)
     if shaped.any():
-        ok[shaped] = _valid_resident_ids(_codes(values.filter(pa.array(shaped)), 18), as_of)
+        ok[shaped] = _valid_resident_ids(byte_matrix(values.filter(pa.array(shaped)), 18), as_of)
     return _passes(values, ok)
 
 
@@ -164,7 +136,7 @@ def _shaped_and_checked(
     shaped = _matches(values, pattern)
     ok = np.zeros(len(values), dtype=bool)
     if shaped.any():
-        ok[shaped] = check(_codes(values.filter(pa.array(shaped)), width))
+        ok[shaped] = check(byte_matrix(values.filter(pa.array(shaped)), width))
     return _passes(values, ok)
 
 
@@ -241,9 +213,9 @@ def valid_date(values: Column) -> np.ndarray:
     shaped = _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
     ok = np.zeros(len(values), dtype=bool)
     if shaped.any():
-        text = _codes(values.filter(pa.array(shaped)), 10)
-        year, month, day = _numbers(text[:, 0:4]), _numbers(text[:, 5:7]), _numbers(text[:, 8:10])
-        ok[shaped] = _real_dates(year, month, day) & (year >= 1900) & (year <= 2100)
+        text = byte_matrix(values.filter(pa.array(shaped)), 10)
+        year, month, day = _date_parts(text)
+        ok[shaped] = real_dates(year, month, day) & (year >= 1900) & (year <= 2100)
     return _passes(values, ok)
 
 
@@ -258,14 +230,14 @@ def valid_datetime(values: Column) -> np.ndarray:
     shaped = _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
     ok = np.zeros(len(values), dtype=bool)
     if shaped.any():
-        text = _codes(values.filter(pa.array(shaped)), 19)
-        year, month, day = _numbers(text[:, 0:4]), _numbers(text[:, 5:7]), _numbers(text[:, 8:10])
-        hour, minute = _numbers(text[:, 11:13]), _numbers(text[:, 14:16])
-        second = _numbers(text[:, 17:19])
+        text = byte_matrix(values.filter(pa.array(shaped)), 19)
+        year, month, day = _date_parts(text)
+        hour, minute = digit_numbers(text[:, 11:13]), digit_numbers(text[:, 14:16])
+        second = digit_numbers(text[:, 17:19])
         new_year = (month == 12) & (day == 31) & (hour == 23) & (minute == 59) & (second >= 60)
         year = year + new_year
         ok[shaped] = (
-            _real_dates(year - new_year, month, day)
+            real_dates(year - new_year, month, day)
             & (hour <= 23)
             & (minute <= 59)
             & (second <= 61)
