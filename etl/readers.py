@@ -123,12 +123,28 @@ class _WatermarkWindow:
     _newest: object
     null_watermark_rows: int
 
-    def _start_window(self, dataset: DatasetDef, window: tuple[str | None, str | None]) -> None:
+    def __init__(
+        self,
+        dataset: DatasetDef,
+        connection: SourceConnection,
+        window: tuple[str | None, str | None],
+        batch_rows: int,
+        ds: date,
+    ) -> None:
         self.dataset_id = dataset.id
         self.watermark = dataset.source.watermark_column
         self.low, self.high = window
         self._newest = None  # the largest well-formed watermark value read so far
         self.null_watermark_rows = 0  # rows with no watermark, read by every window
+        self.ds = ds  # the partition date: the reference for "a watermark in the future"
+        self.table = dataset.source.table or ""
+        self.location = f"{shown_url(connection.sqlalchemy_url())}#{self.table}"
+        self.batch_rows = batch_rows
+        self._open(connection)
+
+    def _open(self, connection: SourceConnection) -> None:
+        """Connect and read the table's column names (each reader its own way)."""
+        raise NotImplementedError
 
     def _track(self, values: pa.Array) -> None:
         """Remember the largest watermark value that is well formed and not in the future.
@@ -171,20 +187,8 @@ class SqlReader(_WatermarkWindow):
     row (27 s for public security's 3 million rows against 3 s through ADBC).
     """
 
-    def __init__(
-        self,
-        dataset: DatasetDef,
-        connection: SourceConnection,
-        window: tuple[str | None, str | None],
-        batch_rows: int,
-        ds: date,
-    ) -> None:
-        self._start_window(dataset, window)
-        self.ds = ds  # the partition date: the reference for "a watermark in the future"
+    def _open(self, connection: SourceConnection) -> None:
         self.url = connection.sqlalchemy_url()
-        self.table = dataset.source.table or ""
-        self.location = f"{shown_url(self.url)}#{self.table}"
-        self.batch_rows = batch_rows
         self.engine = create_engine(self.url, connect_args=connection.connect_args())
         try:
             with self.engine.connect() as conn:
@@ -241,21 +245,9 @@ class ArrowSqlReader(_WatermarkWindow):
     the column's own type as it does a bound text parameter.
     """
 
-    def __init__(
-        self,
-        dataset: DatasetDef,
-        connection: SourceConnection,
-        window: tuple[str | None, str | None],
-        batch_rows: int,
-        ds: date,
-    ) -> None:
-        self._start_window(dataset, window)
-        self.ds = ds
+    def _open(self, connection: SourceConnection) -> None:
         self.connection = connection
         self.sqlite = connection.arrow_driver() == "sqlite"
-        self.table = dataset.source.table or ""
-        self.location = f"{shown_url(connection.sqlalchemy_url())}#{self.table}"
-        self.batch_rows = batch_rows
         self.columns = []
         with self._session() as cursor:
             cursor.execute(f"SELECT * FROM {_quoted_name(self.table)} LIMIT 0")

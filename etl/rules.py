@@ -209,14 +209,12 @@ def valid_phone(values: Column) -> np.ndarray:
 
 def valid_date(values: Column) -> np.ndarray:
     """An existing date in canonical ``YYYY-MM-DD`` form (what standardisation produces)."""
-    values = _text(values)
-    shaped = _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-    ok = np.zeros(len(values), dtype=bool)
-    if shaped.any():
-        text = byte_matrix(values.filter(pa.array(shaped)), 10)
+
+    def exists(text: np.ndarray) -> np.ndarray:
         year, month, day = _date_parts(text)
-        ok[shaped] = real_dates(year, month, day) & (year >= 1900) & (year <= 2100)
-    return _passes(values, ok)
+        return real_dates(year, month, day) & (year >= 1900) & (year <= 2100)
+
+    return _shaped_and_checked(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2}", 10, exists)
 
 
 def valid_datetime(values: Column) -> np.ndarray:
@@ -226,17 +224,14 @@ def valid_datetime(values: Column) -> np.ndarray:
     first formulation) and the typed clean column's parse read them; the year, after
     that rounding, must lie in 1900–2100.
     """
-    values = _text(values)
-    shaped = _matches(values, r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
-    ok = np.zeros(len(values), dtype=bool)
-    if shaped.any():
-        text = byte_matrix(values.filter(pa.array(shaped)), 19)
+
+    def exists(text: np.ndarray) -> np.ndarray:
         year, month, day = _date_parts(text)
         hour, minute = digit_numbers(text[:, 11:13]), digit_numbers(text[:, 14:16])
         second = digit_numbers(text[:, 17:19])
         new_year = (month == 12) & (day == 31) & (hour == 23) & (minute == 59) & (second >= 60)
         year = year + new_year
-        ok[shaped] = (
+        return (
             real_dates(year - new_year, month, day)
             & (hour <= 23)
             & (minute <= 59)
@@ -244,7 +239,9 @@ def valid_datetime(values: Column) -> np.ndarray:
             & (year >= 1900)
             & (year <= 2100)
         )
-    return _passes(values, ok)
+
+    pattern = r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}"
+    return _shaped_and_checked(values, pattern, 19, exists)
 
 
 def valid_enterprise_name(values: Column) -> np.ndarray:
