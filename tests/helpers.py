@@ -108,3 +108,19 @@ def extract_and_validate(
             docs_dir=work_dir / "docs" / dataset.id, work_dir=work_dir / "tmp",
         )  # fmt: skip
     return results
+
+
+def busy_departments(tmp_path: Path) -> Path:
+    """Small simulated departments whose daily step changes plenty (updates, inserts,
+    deletes), for tests of windows and readers across days."""
+    import simulator
+
+    out = tmp_path / "departments"
+    simulator.build_departments(
+        out,
+        scale=0.002,
+        as_of=DEMO_DATE,
+        ground_truth_dir=tmp_path / "truth",
+        daily=simulator.DailyRates(update=0.05, insert=0.01, delete=0.01),
+    )
+    return out

@@ -19,7 +19,13 @@ from etl.extract import extract_to_raw
 from etl.readers import drop_file
 from etl.settings import LakeSettings
 from etl.zones import METADATA_FIELDS, RAW_SOURCES
-from tests.helpers import DEMO_DATE, connections, postgres_url, with_control_file
+from tests.helpers import (
+    DEMO_DATE,
+    busy_departments,
+    connections,
+    postgres_url,
+    with_control_file,
+)
 
 CATALOG = load_catalog()
 
@@ -148,16 +154,7 @@ def test_rerunning_a_date_replaces_only_that_partition(departments, settings: La
 @pytest.fixture
 def two_days(tmp_path: Path):
     """Departments at day 1, then advanced one day with plenty of changes."""
-    import simulator
-
-    out = tmp_path / "departments"
-    simulator.build_departments(
-        out,
-        scale=0.002,
-        as_of=DEMO_DATE,
-        ground_truth_dir=tmp_path / "truth",
-        daily=simulator.DailyRates(update=0.05, insert=0.01, delete=0.01),
-    )
+    out = busy_departments(tmp_path)
     return out
 
 

@@ -26,7 +26,7 @@ from etl.connections import SourceConnection
 from etl.extract import ExtractResult, extract_to_raw
 from etl.readers import ArrowSqlReader, SqlReader, open_source
 from etl.settings import LakeSettings
-from tests.helpers import DEMO_DATE, connections, postgres_url
+from tests.helpers import DEMO_DATE, busy_departments, connections, postgres_url
 
 CATALOG = load_catalog()
 POPULATION = CATALOG.dataset("gongan.population")
@@ -104,16 +104,7 @@ def _dirty(conn_url: str) -> None:
 
 
 def test_sqlite_arrow_and_dbapi_readers_deliver_identical_partitions(tmp_path: Path) -> None:
-    import simulator
-
-    out = tmp_path / "departments"
-    simulator.build_departments(
-        out,
-        scale=0.002,
-        as_of=DEMO_DATE,
-        ground_truth_dir=tmp_path / "truth",
-        daily=simulator.DailyRates(update=0.05, insert=0.01, delete=0.01),
-    )
+    out = busy_departments(tmp_path)
     conn = connections(out)["gongan_db"]
     assert conn.conn_type == "sqlite"
     _dirty(str(conn.sqlalchemy_url()))
