@@ -295,9 +295,6 @@ def unified_night(
     clock = Stopwatch()
     stable_ids(ws, "person", previous_persons, PERSON_PREFIX)
     clock.lap("person_ids")
-    # the two big tables are views: computed while they are written, never held
-    persons = unified_persons(ws)
-    clock.lap("person_table")
     ws.execute("""
         CREATE OR REPLACE VIEW person_xref AS
         SELECT a.dataset, a.source_key, a.role, a.match_rule, a.match_score,
@@ -329,28 +326,40 @@ def unified_night(
         previous_enterprise_id=ids["previous_id"].to_numpy(),
     )
     cases = service_cases(ws, mentions.cases, enterprise_xref)
+    tables = {
+        "enterprise": _arrow(enterprises),
+        "enterprise_xref": _arrow(enterprise_xref),
+        "service_case": _arrow(cases),
+    }
+    firm_figures = {
+        "enterprises": len(enterprises),
+        "unlinked_enterprises": int((~enterprises["linked"]).sum()),
+        "enterprise_rows": len(enterprise_xref),
+        "enterprise_rules": {
+            str(k): int(v)
+            for k, v in enterprise_xref["match_rule"].value_counts().sort_index().items()
+        },
+    }
+    firm_changes = int(enterprise_xref["previous_enterprise_id"].notna().sum())
+    del firms, em, ids, enterprises, enterprise_xref, cases  # written from ``tables`` now
     clock.lap("enterprise_tables")
+    # the person table last: its columns are not held while the enterprises are worked on
+    persons = unified_persons(ws)
+    clock.lap("person_table")
 
     person_rules = _counts(ws, "person_assigned", "match_rule")
     figures = UnificationFigures(
         ds=ds,
         clean_rows=sum(mentions.clean_rows.values()),
         subject_rows=ws.scalar("SELECT count(*) FROM person_assigned WHERE role = ?", [SUBJECT])
-        + len(enterprise_xref),
+        + firm_figures["enterprise_rows"],
         persons=persons.num_rows,
         persons_with_id=pc.sum(persons.column("has_valid_id")).as_py() or 0,
         person_rows=sum(person_rules.values()),
         person_rules=person_rules,
-        enterprises=len(enterprises),
-        unlinked_enterprises=int((~enterprises["linked"]).sum()),
-        enterprise_rows=len(enterprise_xref),
-        enterprise_rules={
-            str(k): int(v)
-            for k, v in enterprise_xref["match_rule"].value_counts().sort_index().items()
-        },
+        **firm_figures,
         conflicting_id_clusters=people.conflicting_id_clusters,
-        id_changes=ws.scalar("SELECT count(*) FROM person_id_before")
-        + int(enterprise_xref["previous_enterprise_id"].notna().sum()),
+        id_changes=ws.scalar("SELECT count(*) FROM person_id_before") + firm_changes,
         details={
             "candidate_pairs": int(len(people.candidates.left)),
             "pairs_per_blocking_rule": people.candidates.per_rule,
@@ -362,13 +371,7 @@ def unified_night(
             "seconds_total": round(time.monotonic() - started, 1),
         },
     )
-    tables = {
-        "person": persons,
-        "enterprise": _arrow(enterprises),
-        "enterprise_xref": _arrow(enterprise_xref),
-        "service_case": _arrow(cases),
-    }
-    return UnifiedNight(ws, tables, figures)
+    return UnifiedNight(ws, {"person": persons, **tables}, figures)
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:
