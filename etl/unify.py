@@ -133,16 +133,25 @@ def read_mentions(
             # a clean partition holds each key once, and only a key's newest copy is read
             keys[dataset.id] = rows
 
-    def project(item: tuple[str, pa.Table]) -> pa.Table:
+    def project(item: tuple[str, pa.Table]) -> tuple[pa.Table, list, list]:
+        """One batch's mentions (on a worker thread: it returns, the reader collects)."""
         dataset_id, batch = item
+        firms, case = [], []
         if dataset_id in ENTERPRISE_DATASETS:
             frame = batch.to_pandas()
-            enterprises.append(enterprise_mentions(dataset_id, frame))
+            firms.append(enterprise_mentions(dataset_id, frame))
             if dataset_id == SERVICE_CASES:
-                cases.append(frame[CASE_COLUMNS])
-        return person_mentions(dataset_id, batch)
+                case.append(frame[CASE_COLUMNS])
+        return person_mentions(dataset_id, batch), firms, case
 
-    load_person_mentions(ws, in_order(project, clean_batches()))
+    def person_batches() -> Iterator[pa.Table]:
+        # collected here, in the batches' order, so every night lists them the same way
+        for persons, firms, case in in_order(project, clean_batches()):
+            enterprises.extend(firms)
+            cases.extend(case)
+            yield persons
+
+    load_person_mentions(ws, person_batches())
     enterprise = pd.concat(_non_empty(enterprises), ignore_index=True)
     case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=CASE_COLUMNS)
     return NightMentions(enterprise, case, keys)
