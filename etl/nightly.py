@@ -108,6 +108,7 @@ def open_night(night: Night) -> str:
 
     night.store.start_run(night.run_id, night.ds)
     remove_orphaned_spills(night.work_dir)
+    night.lake.iceberg  # noqa: B018 - creates the Iceberg catalog's tables before tasks run side by side
     return night.ds.isoformat()
 
 

@@ -187,8 +187,17 @@ class Lake:
     def iceberg(self) -> SqlCatalog:
         """pyiceberg's SQL catalog in the store's database (tables ``iceberg_tables`` …)."""
         from pyiceberg.catalog.sql import SqlCatalog
+        from sqlalchemy.exc import DBAPIError
 
-        catalog = SqlCatalog("yimen", uri=self.catalog_url, warehouse=self.uri, **self.storage)
+        def connect() -> SqlCatalog:
+            return SqlCatalog("yimen", uri=self.catalog_url, warehouse=self.uri, **self.storage)
+
+        try:
+            catalog = connect()
+        except DBAPIError as exc:  # another task created the catalog's tables just now
+            if "already exists" not in str(exc) and "duplicate key" not in str(exc):
+                raise
+            catalog = connect()
         tune_sqlite(catalog.engine)
         return catalog
 
