@@ -152,7 +152,7 @@ def read_mentions(
             yield persons
 
     load_person_mentions(ws, person_batches())
-    enterprise = pd.concat(_non_empty(enterprises), ignore_index=True)
+    enterprise = pd.concat(_non_empty(enterprises, no_enterprise_mentions()), ignore_index=True)
     case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=CASE_COLUMNS)
     return NightMentions(enterprise, case, keys)
 
@@ -199,10 +199,10 @@ def load_person_mentions(ws: Workspace, batches: Iterable[pa.Table]) -> int:
     return ws.scalar("SELECT count(*) FROM person_mention")
 
 
-def _non_empty(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
-    """Drop empty frames (keep one), so concatenation keeps every column's type."""
+def _non_empty(frames: list[pd.DataFrame], empty: pd.DataFrame | None = None) -> list[pd.DataFrame]:
+    """Drop empty frames (keep one, else ``empty``), so concatenation keeps column types."""
     kept = [f for f in frames if len(f)]
-    return kept or frames[:1] or [no_enterprise_mentions()]
+    return kept or frames[:1] or ([] if empty is None else [empty])
 
 
 def previous_night(store: CatalogStore, ds: date) -> date | None:
@@ -414,17 +414,12 @@ def service_cases(
     firms = mine[["source_key", "enterprise_id", "match_rule", "match_score"]].rename(
         columns={"source_key": "case_no"}
     )
-    both = pd.concat(_non_empty_frames([people, firms]), ignore_index=True)
+    both = pd.concat(_non_empty([people, firms]), ignore_index=True)
     out = cases.merge(both, on="case_no", how="left")
     for col in ("person_id", "enterprise_id"):
         if col not in out:
             out[col] = pd.Series(dtype="str")
     return out
-
-
-def _non_empty_frames(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
-    kept = [f for f in frames if len(f)]
-    return kept or frames[:1]
 
 
 def _counts(ws: Workspace, table: str, column: str) -> dict[str, int]:

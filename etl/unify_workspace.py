@@ -137,11 +137,6 @@ class Workspace:
     def arrow(self, sql: str) -> pa.Table:
         return self.con.sql(sql).to_arrow_table()
 
-    def batches(self, sql: str, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """Stream a query's result in bounded record batches."""
-        reader = self.con.sql(sql).to_arrow_reader(rows)
-        yield from reader
-
 
 @contextmanager
 def workspace(
