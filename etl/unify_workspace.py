@@ -8,6 +8,7 @@ within a fixed memory limit, spilling to a private scratch file that is removed 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -42,6 +43,7 @@ class ParquetFiles:
 
 
 Loadable = pd.DataFrame | pa.Table | Iterable[pa.Table] | ParquetFiles
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 BATCH_ROWS = 262_144
@@ -123,19 +125,35 @@ class Workspace:
         return rows
 
     def execute(self, sql: str, params: list | None = None) -> None:
-        self.con.execute(sql, params or []).fetchall()  # finished: the connection is free
+        with _timed(sql):
+            self.con.execute(sql, params or []).fetchall()  # finished: the connection is free
 
     def frame(self, sql: str, params: list | None = None) -> pd.DataFrame:
         """A query's result as pandas, through Arrow (strings stay Arrow-backed)."""
-        if params:
-            return self.con.execute(sql, params).df()
-        return self.con.sql(sql).to_arrow_table().to_pandas()
+        with _timed(sql):
+            if params:
+                return self.con.execute(sql, params).df()
+            return self.con.sql(sql).to_arrow_table().to_pandas()
 
     def scalar(self, sql: str, params: list | None = None):
-        return self.con.execute(sql, params or []).fetchall()[0][0]
+        with _timed(sql):
+            return self.con.execute(sql, params or []).fetchall()[0][0]
 
     def arrow(self, sql: str) -> pa.Table:
-        return self.con.sql(sql).to_arrow_table()
+        with _timed(sql):
+            return self.con.sql(sql).to_arrow_table()
+
+
+@contextmanager
+def _timed(sql: str) -> Iterator[None]:
+    """Each statement's wall time in the debug log (where a step's seconds go, at scale)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    started = time.monotonic()
+    yield
+    head = " ".join(sql.split())[:90]
+    log.debug("%.2f s  %s", time.monotonic() - started, head)
 
 
 @contextmanager
