@@ -152,14 +152,23 @@ def person_mentions(dataset_id: str, batch: pa.Table | pd.DataFrame) -> pa.Table
         cols.setdefault(name, None)
     _with_id_facts(cols, n)
     table = pa.table({c: _filled(cols[c], n) for c in MENTION_COLUMNS})
-    return _with_keys(table)
+    return _with_keys(table).append_column("filled", _filled_bits(table))
 
 
 def empty_mentions() -> pa.Table:
     """No mentions, with the columns and types a full batch has."""
     fields = [pa.field(c, pa.string()) for c in MENTION_COLUMNS + KEY_COLUMNS]
     schema = pa.schema(fields).set(10, pa.field("updated_at", pa.timestamp("us")))
-    return schema.empty_table()
+    return schema.append(pa.field("filled", pa.int16())).empty_table()
+
+
+def _filled_bits(table: pa.Table) -> pa.Array:
+    """Which surviving fields a mention has (bit ``i``: the ``i``-th of :data:`SURVIVING`),
+    so survivorship groups numbers and never reads the text columns to test for nulls."""
+    bits = np.zeros(table.num_rows, dtype=np.int16)
+    for i, col in enumerate(SURVIVING):
+        bits |= table.column(col).is_valid().to_numpy(zero_copy_only=False).astype(np.int16) << i
+    return pa.array(bits)
 
 
 def owner_ids(tax_no: pd.Series) -> pd.Series:
@@ -537,12 +546,12 @@ def unified_persons(ws: Workspace) -> pa.Table:
     bit_case = " ".join(f"WHEN '{d}' THEN {b}" for d, b in bits.items())
     names = ", ".join(f"('{d}', {b})" for d, b in bits.items()) or "(NULL, 0)"
     winners = ",\n".join(
-        f"min({order}) FILTER (WHERE {col} IS NOT NULL) & {ROW_BITS} AS {col}_row"
-        for col, order in SURVIVING.items()
+        f"min({order}) FILTER (WHERE filled & {1 << i} <> 0) & {ROW_BITS} AS {col}_row"
+        for i, (col, order) in enumerate(SURVIVING.items())
     )
     per = ws.arrow(f"""
         WITH m AS (
-            SELECT anchor, row, updated_at, name, sex, birth_date, phone, address, district,
+            SELECT anchor, row, updated_at, filled,
                    {_rank_case()} AS rank, CASE dataset {bit_case} ELSE 0 END AS bit
             FROM person_assigned
         ), per AS (

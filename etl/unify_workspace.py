@@ -67,6 +67,14 @@ class Workspace:
             return pq.read_table(self.spilled[name], columns=[column]).column(0)
         return self.arrow(f"SELECT {column} FROM {name} ORDER BY row").column(0)
 
+    def row_batches(self, name: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """``columns`` of a table whose rows are numbered 0…, in row order, in batches."""
+        if name in self.spilled:
+            yield from pq.ParquetFile(self.spilled[name]).iter_batches(BATCH_ROWS, columns=columns)
+            return
+        ordered = self.arrow(f"SELECT {', '.join(columns)} FROM {name} ORDER BY row")
+        yield from ordered.to_batches(BATCH_ROWS)
+
     def load_spilled(self, name: str, data: Loadable, empty: pa.Table | None = None) -> int:
         """Load a long stream as view ``name`` over a Parquet file in the scratch folder.
 
@@ -88,7 +96,11 @@ class Workspace:
                 if writer is None:
                     # spilled for a few minutes only: the cheapest encoding to write
                     writer = pq.ParquetWriter(
-                        path, batch.schema, compression="none", use_dictionary=False
+                        path,
+                        batch.schema,
+                        compression="none",
+                        use_dictionary=False,
+                        write_statistics=False,
                     )
                 writer.write_table(batch)
                 rows += batch.num_rows
