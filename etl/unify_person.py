@@ -250,11 +250,15 @@ def _with_keys(table: pa.Table) -> pa.Table:
     keys = comparison_keys(frame)
     codes, names = pd.factorize(keys["name"], use_na_sentinel=True)
     pinyin, surname = name_pinyin(pd.Series(names, dtype="str"))
-    for col, values in (("pinyin", pinyin), ("surname", surname)):
-        keys[col] = pc.take(pa.array(values, from_pandas=True), pa.array(codes, mask=codes < 0))
+    per_row = pa.array(codes, mask=codes < 0)  # pinyin per distinct name, spread in Arrow
+    spread = {
+        col: pc.take(pa.array(values, pa.string(), from_pandas=True), per_row)
+        for col, values in (("pinyin", pinyin), ("surname", surname))
+    }
     names = ["name", "pinyin", "surname", "birth", "phone", "district", "sex"]
     for col, key in zip(KEY_COLUMNS, names, strict=True):
-        table = table.append_column(col, pa.array(keys[key], pa.string()))
+        values = spread[key] if key in spread else pa.array(keys[key], pa.string())
+        table = table.append_column(col, values)
     return table
 
 
