@@ -26,6 +26,7 @@ from catalog.definitions import Catalog, DatasetDef
 from catalog.errors import PartitionError
 from catalog.figures import UnificationFigures
 from catalog.store import CatalogStore, PartitionRecord
+from etl.unify_cache import CacheWriter, MentionCache
 from etl.unify_enterprise import (
     ENTERPRISE_PREFIX,
     enterprise_mentions,
@@ -49,6 +50,7 @@ from etl.unify_workspace import (
     ParquetFiles,
     Stopwatch,
     Workspace,
+    exact_batches,
     in_order,
     workspace,
 )
@@ -83,6 +85,7 @@ class NightMentions:
     enterprises: pd.DataFrame
     cases: pd.DataFrame
     clean_rows: dict[str, int]
+    cached_rows: int = 0  # person mentions that came from the mention cache
 
 
 def current_partitions(dataset: DatasetDef, ds: date, store: CatalogStore | None) -> list[date]:
@@ -103,59 +106,137 @@ def current_partitions(dataset: DatasetDef, ds: date, store: CatalogStore | None
 ENTERPRISE_DATASETS = set(SOURCE_RANK_ENTERPRISE)
 
 
+@dataclass(frozen=True)
+class _Read:
+    """One batch on its way to mentions: clean rows, or mentions from the cache.
+
+    ``drop`` (keys a newer partition delivers again) is applied to the mentions when the
+    batch is cached or comes from the cache, so the cache holds whole partitions; a batch
+    with ``finished`` set carries no rows and closes that partition's cache file.
+    """
+
+    dataset_id: str
+    batch: pa.Table | None
+    drop: pa.Array | None = None
+    cached: bool = False
+    cache_to: CacheWriter | None = None
+    finished: CacheWriter | None = None
+
+
 def read_mentions(
-    ws: Workspace, catalog: Catalog, ds: date, lake: Lake, store: CatalogStore | None = None
+    ws: Workspace,
+    catalog: Catalog,
+    ds: date,
+    lake: Lake,
+    store: CatalogStore | None = None,
+    cache: MentionCache | None = None,
 ) -> NightMentions:
     """Stream the clean partitions current on ``ds``: persons into the workspace, the rest kept.
 
     Batches are projected onto mentions on two threads (Arrow and numpy release the GIL),
-    at most two batches in flight, so memory stays bounded by the batch size.
+    at most two batches in flight, so memory stays bounded by the batch size. The person
+    registers' partitions that an incremental night leaves as they were come from the
+    ``cache``, as they were projected before (:mod:`etl.unify_cache`).
     """
     enterprises, cases, keys = [], [], {}
+    cached_rows = 0
+    cache_files: set[Path] = set()
+    writers: list[CacheWriter] = []
 
-    def clean_batches() -> Iterator[tuple[str, pa.Table]]:
+    def clean_batches() -> Iterator[_Read]:
         for dataset in catalog.datasets:
-            key, rows = dataset.key[0], 0
+            key = dataset.key[0]
+            keys[dataset.id] = 0
             nights = current_partitions(dataset, ds, store)
             superseded = superseded_keys(lake, dataset, nights)
+            cacheable = (
+                cache is not None
+                and store is not None
+                and dataset.source.load == "incremental"
+                and dataset.id in PERSON_COLUMNS  # one mention per row, keyed by the row's key
+            )
             for night in nights:
+                drop = superseded.get(night)
+                record = store.partition(RAW_CLEAN, dataset.id, night) if cacheable else None
+                writer = None
+                if record is not None:
+                    cached = cache.path(dataset.id, night, record.fingerprint)
+                    cache_files.add(cached)
+                    if cached.exists():
+                        for mentions in cache.read(cached):
+                            yield _Read(dataset.id, mentions, drop, cached=True)
+                        continue
+                    writer = cache.writer(cached)
+                    writers.append(writer)
                 path = lake.dataset_partition(RAW_CLEAN, dataset, night)
                 wanted = PERSON_COLUMNS.get(dataset.id)
                 if wanted is not None:
                     present = set(lake.partition_columns(path))
                     wanted = [c for c in wanted if c in present]
                 for batch in lake.partition_batches(path, columns=wanted):
-                    if night in superseded:  # delivered again later: the newer row counts
-                        batch = batch.filter(
-                            pc.invert(pc.is_in(batch.column(key), value_set=superseded[night]))
-                        )
-                    rows += batch.num_rows
-                    yield dataset.id, batch
-            # a clean partition holds each key once, and only a key's newest copy is read
-            keys[dataset.id] = rows
+                    if writer is not None:  # cached whole; ``drop`` applies to its mentions
+                        yield _Read(dataset.id, batch, drop, cache_to=writer)
+                        continue
+                    if drop is not None:  # delivered again later: the newer row counts
+                        batch = batch.filter(pc.invert(pc.is_in(batch.column(key), drop)))
+                    yield _Read(dataset.id, batch)
+                if writer is not None:
+                    yield _Read(dataset.id, None, finished=writer)
 
-    def project(item: tuple[str, pa.Table]) -> tuple[pa.Table, list, list]:
-        """One batch's mentions (on a worker thread: it returns, the reader collects)."""
-        dataset_id, batch = item
+    def project(item: _Read) -> tuple[_Read, pa.Table, pa.Table | None, list, list]:
+        """One batch's mentions, and the same before ``drop`` when they go to the cache
+        (on a worker thread: it returns, the reader collects)."""
+        if item.batch is None:
+            return item, empty_mentions(), None, [], []
+        if item.cached:
+            return item, _without(item.batch, item.drop), None, [], []
         firms, case = [], []
-        if dataset_id in ENTERPRISE_DATASETS:
-            frame = batch.to_pandas()
-            firms.append(enterprise_mentions(dataset_id, frame))
-            if dataset_id == SERVICE_CASES:
+        if item.dataset_id in ENTERPRISE_DATASETS:
+            frame = item.batch.to_pandas()
+            firms.append(enterprise_mentions(item.dataset_id, frame))
+            if item.dataset_id == SERVICE_CASES:
                 case.append(frame[CASE_COLUMNS])
-        return person_mentions(dataset_id, batch), firms, case
+        persons = person_mentions(item.dataset_id, item.batch)
+        if item.cache_to is None:
+            return item, persons, None, firms, case
+        if persons.num_rows != item.batch.num_rows:
+            raise PartitionError(f"unification: {item.dataset_id} rows are not one mention each")
+        return item, _without(persons, item.drop), persons, firms, case
 
     def person_batches() -> Iterator[pa.Table]:
+        nonlocal cached_rows
         # collected here, in the batches' order, so every night lists them the same way
-        for persons, firms, case in in_order(project, clean_batches()):
+        for item, persons, whole, firms, case in in_order(project, clean_batches()):
+            cached_rows += persons.num_rows if item.cached else 0
+            if whole is not None:
+                item.cache_to.write(whole)
+            if item.finished is not None:
+                item.finished.finish()
             enterprises.extend(firms)
             cases.extend(case)
+            # a clean partition holds each key once, and only a key's newest copy is read
+            one_each = item.cached or item.cache_to is not None or item.batch is None
+            keys[item.dataset_id] += persons.num_rows if one_each else item.batch.num_rows
             yield persons
 
-    load_person_mentions(ws, person_batches())
+    try:
+        load_person_mentions(ws, person_batches())
+    finally:
+        for writer in writers:
+            writer.abandon()  # unfinished (a failure, or an empty partition): not kept
     enterprise = pd.concat(_non_empty(enterprises, no_enterprise_mentions()), ignore_index=True)
     case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=CASE_COLUMNS)
-    return NightMentions(enterprise, case, keys)
+    if cache is not None:
+        cache.keep_only(cache_files)
+    return NightMentions(enterprise, case, keys, cached_rows)
+
+
+def _without(mentions: pa.Table, drop: pa.Array | None) -> pa.Table:
+    """The mentions whose source row is not delivered again by a newer partition."""
+    if drop is None:
+        return mentions
+    again = pc.is_in(mentions.column("source_key"), drop.cast(pa.string()))
+    return mentions.filter(pc.invert(again))
 
 
 def superseded_keys(lake: Lake, dataset: DatasetDef, nights: list[date]) -> dict[date, pa.Array]:
@@ -277,11 +358,13 @@ class UnifiedNight:
         """Table ``name`` in bounded record batches, as written (see :func:`_writable`)."""
         if name in self.tables:
             schema = _writable(self.tables[name].schema)
-            return schema, (b.cast(schema) for b in self.tables[name].to_batches(BATCH_ROWS))
-        batches = person_xref_batches(self.ws)
-        first = next(batches)
-        schema = _writable(first.schema)
-        return schema, (b.cast(schema) for b in itertools.chain([first], batches))
+            batches = iter(self.tables[name].to_batches(BATCH_ROWS))
+        else:
+            batches = person_xref_batches(self.ws)
+            first = next(batches)
+            schema = _writable(first.schema)
+            batches = itertools.chain([first], batches)
+        return schema, (b.cast(schema) for b in exact_batches(batches, BATCH_ROWS))
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The tables as pandas frames (small nights: tests, the demo's summary)."""
@@ -423,6 +506,7 @@ def unified_night(
             "skipped_blocks": people.candidates.skipped_blocks,
             "weights": people.model.describe(),
             "clean_rows": mentions.clean_rows,
+            "mentions_from_cache": mentions.cached_rows,
             "seconds_persons": round(resolved_at - started, 1),
             "seconds_parts": {**people.seconds, **clock.laps},
             "seconds_total": round(time.monotonic() - started, 1),
@@ -493,7 +577,7 @@ def unify_partitions(
     prev = previous_night(store, ds)
     started = time.monotonic()
     with workspace(scratch, memory_limit) as ws:
-        mentions = read_mentions(ws, catalog, ds, lake, store)
+        mentions = read_mentions(ws, catalog, ds, lake, store, MentionCache.under(scratch))
         read_at = time.monotonic()
         night = unified_night(
             ws,

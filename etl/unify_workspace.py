@@ -238,6 +238,25 @@ def in_order(
             yield pending.popleft().result()
 
 
+def exact_batches(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """The same rows in batches of exactly ``size`` (the last one shorter).
+
+    What is written then does not depend on how the rows happened to be chunked on the way
+    (a partition read fresh or from the mention cache): equal rows, equal files.
+    """
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= size:
+            table = pa.Table.from_batches(pending)
+            yield from table.slice(0, size).combine_chunks().to_batches()
+            pending, rows = table.slice(size).to_batches(), rows - size
+    if rows:
+        yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
+
+
 class Stopwatch:
     """Wall seconds per named part of a step (recorded with the step's figures)."""
 

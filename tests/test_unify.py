@@ -6,6 +6,7 @@ step on a real simulated night, and ``lake match`` through the CLI on hand-writt
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ from etl.unify_enterprise import enterprise_mentions
 from etl.unify_ids import PreviousIds
 from etl.unify_person import person_mentions
 from etl.unify_workspace import workspace
+from etl.zones import RAW_UNIFIED
 from tests.helpers import resident_ids, usccs
 
 DS = date(2026, 11, 28)
@@ -392,6 +394,27 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
         assert figures.conserved and figures.conflicting_id_clusters == 0
     # the workspace (personal data spilled to disk) is gone once the step is done
     assert not list((settings.var / "tmp").glob("unify-*"))
+    # the population register's untouched first partition came from the mention cache: a
+    # private folder, one file per partition; without it the night writes the same tables
+    cache = settings.var / "tmp" / "mention-cache"
+    assert cache.stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name.split(".")[2] for p in cache.iterdir()) == [
+        DEMO_DATE.isoformat(),
+        second.isoformat(),
+    ]
+
+    def written(ds: date) -> dict[str, str]:
+        return {p.dataset_id: p.fingerprint for p in store.partitions(ds=ds, zone=RAW_UNIFIED)}
+
+    def from_cache(ds: date) -> int:
+        return store.unification(ds).details["mentions_from_cache"]
+
+    assert from_cache(DEMO_DATE) == 0 and from_cache(second) > 0
+    warm = written(second)
+    shutil.rmtree(cache)
+    unify(Night.open(second, "rerun-without-cache", settings))
+    assert from_cache(second) == 0
+    assert written(second) == warm and len(warm) == 5
     # the incremental sources' second partition holds a day's changes; unified is everyone
     assert store.unification(second).persons >= store.unification(DEMO_DATE).persons
     for entity in ("person", "enterprise"):
@@ -475,3 +498,20 @@ def test_a_workspace_left_by_a_killed_process_is_removed_next_time(tmp_path) -> 
     with workspace(tmp_path):
         pass
     assert not list(tmp_path.iterdir())
+
+
+def test_the_mention_cache_keeps_only_what_the_night_used(tmp_path) -> None:
+    from etl.unify_cache import MentionCache
+
+    cache = MentionCache.under(tmp_path)
+    used = cache.path("gongan.population", date(2026, 11, 28), "sha256:" + "a" * 64)
+    writer = cache.writer(used)
+    writer.write(pa.table({"x": [1, 2]}))
+    writer.finish()
+    killed = cache.writer(cache.path("gongan.population", date(2026, 11, 29), "sha256:b"))
+    killed.write(pa.table({"x": [3]}))  # never finished: a run killed mid-write
+    older = cache.path("gongan.population", date(2026, 11, 27), "sha256:c")
+    older.write_bytes(b"a partition written again since")
+    assert (tmp_path / "mention-cache").stat().st_mode & 0o777 == 0o700
+    assert cache.keep_only({used}) and [p.name for p in cache.folder.iterdir()] == [used.name]
+    assert [t.num_rows for t in cache.read(used)] == [2]
