@@ -93,6 +93,7 @@ class CacheWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            os.chmod(self.part, 0o600)  # personal data: owner-only, whatever the umask
             os.replace(self.part, self.path)
 
     def abandon(self) -> None:

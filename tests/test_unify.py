@@ -514,4 +514,4 @@ def test_the_mention_cache_keeps_only_what_the_night_used(tmp_path) -> None:
     older.write_bytes(b"a partition written again since")
     assert (tmp_path / "mention-cache").stat().st_mode & 0o777 == 0o700
     assert cache.keep_only({used}) and [p.name for p in cache.folder.iterdir()] == [used.name]
-    assert [t.num_rows for t in cache.read(used)] == [2]
+    assert [t.num_rows for t in cache.read(used)] == [2] and used.stat().st_mode & 0o777 == 0o600
