@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from etl.matching import cluster_labels
+from etl.unify_enterprise_fuzzy import FuzzyFigures, fuzzy_links
 from etl.unify_ids import smallest_per_cluster
 from etl.unify_person import SUBJECT, owner_ids
 
@@ -37,7 +38,9 @@ MENTION_COLUMNS = [
     "name",
     "name_norm",
     "address",
+    "division",
     "legal_rep_id_no",
+    "legal_rep_name",
     "status",
     "updated_at",
 ]
@@ -64,18 +67,22 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
     none = pd.Series([None] * n, dtype="str", index=b.index)
 
     def text(name: str) -> pd.Series:  # Arrow-backed strings, positions as in ``out``
-        return b[name].astype("str").reset_index(drop=True)
+        column = b[name] if name in b else none  # an optional column may be absent
+        return column.astype("str").reset_index(drop=True)
 
     if dataset_id == "gongshang.enterprise_registration":
         out = _frame(b, "reg_id", b["uscc"], none, b["reg_no"], none, "name")
         out["individual"] = (b["ent_type"] == "个体工商户").to_numpy()
         out["address"] = text("address")
         out["legal_rep_id_no"] = text("legal_rep_id_no")
+        out["legal_rep_name"] = text("legal_rep_name")
+        out["division"] = text("division_code")
         out["status"] = text("status")
     elif dataset_id == "zhijian.org_code":
         out = _frame(b, "org_code", none, b["org_code"], none, none, "name")
         out["individual"] = (b["org_type"] == "个体工商户").to_numpy()
         out["address"] = text("address")
+        out["legal_rep_name"] = text("legal_rep_name")
     elif dataset_id in ("guoshui.taxpayer", "dishui.taxpayer"):
         tax = b["tax_no"].astype("str")
         uscc = tax.where(tax.str.len() == 18)
@@ -84,6 +91,8 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
         key = "tax_no" if dataset_id == "guoshui.taxpayer" else "taxpayer_id"
         out = _frame(b, key, uscc, org, none, tax.where(owner.notna()), "taxpayer_name")
         out["individual"] = owner.notna().to_numpy()
+        out["division"] = tax.str.slice(0, 6).where(tax.str.len() == 15).reset_index(drop=True)
+        out["legal_rep_name"] = text("legal_rep_name")
         out["status"] = text("status")
     elif dataset_id == "xingzheng.service_case":
         b = b[(b["applicant_type"] != "自然人").to_numpy()]
@@ -98,6 +107,7 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
         if col not in out:
             out[col] = pd.Series([None] * len(out), dtype="str")
     out["org_code"] = out["org_code"].fillna(out["uscc"].str.slice(8, 17))
+    out["division"] = out["division"].fillna(out["uscc"].str.slice(2, 8))
     return out[MENTION_COLUMNS].reset_index(drop=True)
 
 
@@ -140,10 +150,11 @@ def _frame(
 @dataclass(frozen=True)
 class EnterpriseResolution:
     mentions: pd.DataFrame  # MENTION_COLUMNS + cluster, anchor, member, match_rule, match_score
+    fuzzy: FuzzyFigures
 
 
 def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
-    """Link enterprise mentions: codes first, owner IDs next, the normalised name last."""
+    """Link enterprise mentions: codes first, owner IDs next, name and address last."""
     m = mentions.reset_index(drop=True).copy()
     n = len(m)
     edges: list[tuple[np.ndarray, np.ndarray]] = []
@@ -152,19 +163,9 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     owner_left, owner_right = _owner_edges(m)
     edges.append((owner_left, owner_right))
     code_cluster = cluster_labels(n, *_joined(edges))
-    # fuzzy fallback: a group without a USCC joins the one USCC group with its normalised
-    # name; a group with neither USCC nor registration number then tries registration-only
-    # groups the same way
-    m["cluster"] = code_cluster
-    has_uscc = m["uscc"].notna().groupby(m["cluster"]).transform("any").to_numpy()
-    first_left, first_right = _name_edges(m, has_uscc, ~has_uscc)
-    m["cluster"] = cluster_labels(n, *_joined(edges + [(first_left, first_right)]))
-    has_uscc = m["uscc"].notna().groupby(m["cluster"]).transform("any").to_numpy()
-    has_reg = m["reg_no"].notna().groupby(m["cluster"]).transform("any").to_numpy()
-    second_left, second_right = _name_edges(m, has_reg & ~has_uscc, ~has_reg & ~has_uscc)
-    fuzzy_left = np.concatenate([first_left, second_left])
-    fuzzy_right = np.concatenate([first_right, second_right])
-    m["cluster"] = cluster_labels(n, *_joined(edges + [(fuzzy_left, fuzzy_right)]))
+    registered = _any_per_cluster(m["uscc"].notna() | m["reg_no"].notna(), code_cluster)
+    fuzzy = fuzzy_links(m, code_cluster, registered)
+    m["cluster"] = cluster_labels(n, *_joined(edges + [(fuzzy.left, fuzzy.right)]))
     votes = m.dropna(subset=["uscc"]).groupby(["cluster", "uscc"], as_index=False).size()
     votes = votes.sort_values(["size", "uscc"], ascending=[False, True])
     uscc_anchor = votes.drop_duplicates("cluster").set_index("cluster")["uscc"]
@@ -177,50 +178,44 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
         anchor = anchor.fillna(m["cluster"].map(fallback))
     m["anchor"] = anchor
     # linked = part of a registered enterprise (a USCC or a registration number)
-    m["linked"] = (~m["anchor"].str.startswith(("row:", "org:"))).to_numpy()
+    linked = (~m["anchor"].str.startswith(("row:", "org:"))).to_numpy()
+    m["linked"] = linked
 
-    has_uscc = pd.Series(m["uscc"].notna().to_numpy())
-    in_code_group_with_uscc = has_uscc.groupby(code_cluster).transform("any").to_numpy()
+    in_code_group_with_uscc = _any_per_cluster(m["uscc"].notna(), code_cluster)
     by_owner = np.zeros(n, dtype=bool)
     by_owner[owner_left] = True
-    by_fuzzy = np.zeros(n, dtype=bool)
-    by_fuzzy[fuzzy_left] = True
+    # every row of a code group that joined others by name and address carries its score
+    group_score = np.full(code_cluster.max() + 1 if n else 0, np.nan)
+    group_score[code_cluster[fuzzy.left]] = fuzzy.score
+    fuzzy_score = group_score[code_cluster] if n else np.zeros(0)
+    by_fuzzy = ~np.isnan(fuzzy_score)
     rule = np.select(
         [
             m["uscc"].notna().to_numpy(),
             m["reg_no"].notna().to_numpy(),
             m["org_code"].notna().to_numpy() & in_code_group_with_uscc,
             by_owner,
-            by_fuzzy & m["linked"].to_numpy(),
-            ~m["linked"].to_numpy(),
+            by_fuzzy & linked,
+            ~linked,
         ],
         ["exact_uscc", "exact_reg_no", "legacy_code", "owner_id", "fuzzy_name", "unlinked"],
         "legacy_code",
     )
     m["match_rule"] = rule
-    m["match_score"] = np.where(
-        rule == "fuzzy_name", 0.9, np.where(rule == "unlinked", np.nan, 1.0)
-    )
-    return EnterpriseResolution(m)
+    # an unlinked row joined to other legacy records by name and address keeps that score
+    m["match_score"] = np.where(by_fuzzy, fuzzy_score, np.where(rule == "unlinked", np.nan, 1.0))
+    return EnterpriseResolution(m, fuzzy.figures)
+
+
+def _any_per_cluster(flags: pd.Series | np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    """Per row: whether any row of its cluster has the flag."""
+    per_cluster = np.zeros(cluster.max() + 1 if len(cluster) else 0, dtype=bool)
+    per_cluster[cluster[np.asarray(flags, dtype=bool)]] = True
+    return per_cluster[cluster]
 
 
 def _joined(edges: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges])
-
-
-def _name_edges(
-    m: pd.DataFrame, target: np.ndarray, orphan: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Edges from orphan rows to a target group with the same normalised name.
-
-    A name that two target groups share is ambiguous and links nothing.
-    """
-    named = m["name_norm"].notna().to_numpy()
-    rows = pd.DataFrame({"row": np.arange(len(m)), "cluster": m["cluster"], "name": m["name_norm"]})
-    targets = rows[target & named].drop_duplicates(["name", "cluster"])
-    targets = targets[~targets.duplicated("name", keep=False)]
-    pairs = rows[orphan & named].merge(targets, on="name", suffixes=("", "_to"))
-    return pairs["row"].to_numpy(), pairs["row_to"].to_numpy()
 
 
 def _same_value_edges(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:

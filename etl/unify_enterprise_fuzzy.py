@@ -1,0 +1,255 @@
+"""The enterprise fallback: legacy records no code links, joined on name and address.
+
+After the code edges (:func:`etl.unify_enterprise.resolve_enterprises`) every record sits in
+a *code group*. A group with a USCC or a registration number is *registered*; the others
+are *orphans* (a legacy org-code certificate or tax record whose code reaches no register
+row). Orphans are joined in two passes, each a vectorised comparison over blocks:
+
+1. an orphan group joins the **one** registered group it matches;
+2. orphans left over join the **one** other orphan group they match (both ways unique),
+   so the records of a firm missing from the register become one enterprise, still
+   flagged unlinked.
+
+A pair is compared on the *core* of the name (the normalised name without its city and
+district prefix and without ``(江门)``), Levenshtein similarity by rapidfuzz; on the
+normalised address (no ``广东省江门市`` prefix, ``號`` → ``号``) when both have one; and on the
+legal representative's name when both have one. A district both sides know (address, name
+prefix, or the division code inside a USCC or 15-character tax number) must agree. The
+score is the mean of the name similarity and the best corroboration (address similarity,
+same representative), a missing corroboration counting :data:`NO_EVIDENCE`: an identical
+core alone reaches the threshold, a name one character off needs the address or the
+representative, the same name at another address does not. Two matching candidate groups
+are ambiguous and link nothing. Orphans never carry a USCC, so no link here can join two
+different USCCs; two orphan groups with different organisation codes or owner IDs are
+never joined either.
+
+Blocks: pairs of the core's first three characters (0-1, 0-2, 1-2), so one changed
+character among them still leaves a shared key; blocks over :data:`MAX_BLOCK` target
+rows are skipped and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+from catalog.identifiers import JIANGMEN_DIVISIONS
+
+THRESHOLD = 0.88  # mean of name similarity and corroboration needed to link
+MIN_NAME = 0.75  # and the cores must be at least this alike
+NO_EVIDENCE = 0.8  # corroboration counted when neither address nor representative is known
+MAX_BLOCK = 1000  # target rows in one block before the block is skipped
+_DISTRICTS = "|".join(JIANGMEN_DIVISIONS.values())
+_DIVISION_OF_DISTRICT = {name: code for code, name in JIANGMEN_DIVISIONS.items()}
+_NAME_PREFIX = rf"^(?:广东省)?(?:江门市)?(?:{_DISTRICTS})?"
+_ADDRESS_PREFIX = r"^(?:广东省?)?(?:江门市?)?"
+_BLOCK_KEYS = ((0, 1), (0, 2), (1, 2))  # character positions of the core paired per key
+
+
+@dataclass(frozen=True)
+class FuzzyFigures:
+    """What the fallback looked at (``unification_results`` details)."""
+
+    orphan_rows: int = 0
+    candidate_pairs: int = 0
+    skipped_blocks: int = 0
+    linked_to_registered: int = 0  # orphan groups joined to a registered enterprise
+    linked_orphans: int = 0  # orphan groups joined to another orphan group
+    ambiguous: int = 0  # orphan groups with two matching candidates: left alone
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class FuzzyLinks:
+    """Edges from an orphan row to the row it joins, with the pair's score."""
+
+    left: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    right: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    score: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    figures: FuzzyFigures = FuzzyFigures()
+
+
+def fuzzy_links(m: pd.DataFrame, group: np.ndarray, registered: np.ndarray) -> FuzzyLinks:
+    """Name-and-address edges for the orphan groups of ``m`` (code groups ``group``)."""
+    named = m["name_norm"].notna().to_numpy()
+    orphan = named & ~registered
+    if not orphan.any():
+        return FuzzyLinks()
+    rows = comparison_keys(m, group)
+    probes = rows[orphan]
+    targets = rows[named & registered].drop_duplicates(["group", "core", "addr", "rep", "district"])
+    first, skipped_1 = _candidates(probes, targets)
+    first = _scored(first)
+    to_registered, ambiguous_1 = _unique_best(first, "group", "group_to")
+    left_over = probes[~probes["group"].isin(to_registered["group"])]
+    second, skipped_2 = _candidates(left_over, left_over)
+    codes = _codes_per_group(m, group, orphan)
+    second = _scored(_compatible(second[second["group"] < second["group_to"]], codes))
+    orphan_pairs, ambiguous_2 = _mutual_unique(second)
+    figures = FuzzyFigures(
+        orphan_rows=int(orphan.sum()),
+        candidate_pairs=len(first) + len(second),
+        skipped_blocks=skipped_1 + skipped_2,
+        linked_to_registered=len(to_registered),
+        linked_orphans=2 * len(orphan_pairs),
+        ambiguous=ambiguous_1 + ambiguous_2,
+    )
+    both = pd.concat(
+        [
+            to_registered[["row", "row_to", "score"]],
+            orphan_pairs[["row", "row_to", "score"]],
+            orphan_pairs[["row_to", "row", "score"]].set_axis(["row", "row_to", "score"], axis=1),
+        ],
+        ignore_index=True,
+    )
+    return FuzzyLinks(
+        both["row"].to_numpy(np.int64),
+        both["row_to"].to_numpy(np.int64),
+        both["score"].to_numpy(np.float64),
+        figures,
+    )
+
+
+def comparison_keys(m: pd.DataFrame, group: np.ndarray) -> pd.DataFrame:
+    """Per mention: row, code group, name core, normalised address, representative, district."""
+    name = m["name_norm"].astype("str")
+    core = name.str.replace(_NAME_PREFIX, "", regex=True).str.replace("(江门)", "", regex=False)
+    addr = (
+        m["address"]
+        .astype("str")
+        .str.replace(r"\s+", "", regex=True)
+        .str.replace(_ADDRESS_PREFIX, "", regex=True)
+        .str.replace("號", "号", regex=False)
+    )
+    district = (
+        addr.str.extract(f"^({_DISTRICTS})", expand=False)
+        .fillna(name.str.extract(f"^(?:江门市)?({_DISTRICTS})", expand=False))
+        .map(_DIVISION_OF_DISTRICT)
+        .astype("str")
+        .fillna(m["division"].astype("str").where(m["division"].isin(list(JIANGMEN_DIVISIONS))))
+    )
+    return pd.DataFrame(
+        {
+            "row": np.arange(len(m)),
+            "group": group,
+            "core": core,
+            "addr": addr.where(addr != ""),
+            "rep": m["legal_rep_name"].astype("str") if "legal_rep_name" in m else None,
+            "district": district,
+        }
+    )
+
+
+def _block_keys(rows: pd.DataFrame) -> pd.DataFrame:
+    """``row, key``: one key per character pair of :data:`_BLOCK_KEYS` (cores of 3+ chars)."""
+    core = rows["core"]
+    ok = (core.str.len() >= 3).fillna(False).to_numpy()
+    parts = []
+    for i, (a, b) in enumerate(_BLOCK_KEYS):
+        key = str(i) + core[ok].str.slice(a, a + 1) + core[ok].str.slice(b, b + 1)
+        parts.append(pd.DataFrame({"row": rows["row"].to_numpy()[ok], "key": key.to_numpy()}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _candidates(probes: pd.DataFrame, targets: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Probe × target rows sharing a block key, in different groups, once per pair."""
+    probe_keys = _block_keys(probes)
+    target_keys = _block_keys(targets)
+    target_keys = target_keys[target_keys["key"].isin(probe_keys["key"].unique())]
+    sizes = target_keys["key"].value_counts()
+    too_big = sizes.index[sizes > MAX_BLOCK]
+    target_keys = target_keys[~target_keys["key"].isin(too_big)]
+    pairs = probe_keys.merge(target_keys, on="key", suffixes=("", "_to"))[["row", "row_to"]]
+    pairs = pairs.drop_duplicates()
+    p = probes.set_index("row").loc[pairs["row"].to_numpy()].reset_index()
+    t = targets.set_index("row").loc[pairs["row_to"].to_numpy()].reset_index()
+    out = p.join(t.add_suffix("_to"))
+    return out[out["group"] != out["group_to"]].reset_index(drop=True), len(too_big)
+
+
+def _scored(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs that pass, with ``score``; a district known on both sides must agree."""
+    if pairs.empty:
+        return pairs.assign(score=pd.Series(dtype=float))
+    name = _similarity(pairs["core"], pairs["core_to"])
+    addr = _similarity(pairs["addr"], pairs["addr_to"])
+    rep = np.where(
+        pairs["rep"].notna() & pairs["rep_to"].notna(),
+        (pairs["rep"] == pairs["rep_to"]).astype(float),
+        np.nan,
+    )
+    evidence = np.fmax(addr, rep)  # NaN only where neither is known on both sides
+    evidence = np.where(np.isnan(evidence), NO_EVIDENCE, evidence)
+    score = (name + evidence) / 2
+    district_clash = (
+        pairs["district"].notna()
+        & pairs["district_to"].notna()
+        & (pairs["district"] != pairs["district_to"])
+    ).to_numpy()
+    ok = (score >= THRESHOLD) & (name >= MIN_NAME) & ~district_clash
+    return pairs[ok].assign(score=np.round(score[ok], 4))
+
+
+def _similarity(left: pd.Series, right: pd.Series) -> np.ndarray:
+    """Normalised Levenshtein similarity per pair (NaN where either side is missing)."""
+    both = (left.notna() & right.notna()).to_numpy()
+    out = np.full(len(left), np.nan)
+    if both.any():
+        out[both] = process.cpdist(
+            left[both].tolist(),
+            right[both].tolist(),
+            scorer=Levenshtein.normalized_similarity,
+            workers=1,
+        )
+    return out
+
+
+def _unique_best(pairs: pd.DataFrame, by: str, to: str) -> tuple[pd.DataFrame, int]:
+    """Per ``by`` group its best pair, when only one ``to`` group matched; and how many did not."""
+    if pairs.empty:
+        return pairs, 0
+    matched = pairs.groupby(by)[to].nunique()
+    single = matched.index[matched == 1]
+    best = pairs[pairs[by].isin(single)].sort_values([by, "score"], ascending=[True, False])
+    return best.drop_duplicates(by), int((matched > 1).sum())
+
+
+def _mutual_unique(pairs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Orphan pairs (each once, ``group < group_to``) whose two groups matched only each other."""
+    if pairs.empty:
+        return pairs, 0
+    ends = pd.concat(
+        [
+            pairs[["group", "group_to"]],
+            pairs[["group_to", "group"]].set_axis(["group", "group_to"], axis=1),
+        ]
+    ).drop_duplicates()
+    partners = ends.groupby("group").size()
+    single = partners.index[partners == 1]
+    ok = pairs["group"].isin(single) & pairs["group_to"].isin(single)
+    best = pairs[ok].sort_values(["group", "score"], ascending=[True, False])
+    return best.drop_duplicates("group"), int((partners > 1).sum())
+
+
+def _compatible(pairs: pd.DataFrame, codes: pd.DataFrame) -> pd.DataFrame:
+    """Pairs of orphan groups whose codes do not contradict (two org codes, two owners)."""
+    if pairs.empty:
+        return pairs
+    keep = np.ones(len(pairs), dtype=bool)
+    for code in codes.columns:
+        mine = pairs["group"].map(codes[code])
+        theirs = pairs["group_to"].map(codes[code])
+        keep &= ~(mine.notna() & theirs.notna() & (mine != theirs)).to_numpy()
+    return pairs[keep]
+
+
+def _codes_per_group(m: pd.DataFrame, group: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+    """The organisation code and owner ID of each orphan group (its first non-null)."""
+    frame = m.loc[rows, ["org_code", "owner_id"]].assign(group=group[rows])
+    return frame.groupby("group").first()
