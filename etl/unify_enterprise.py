@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from etl.matching import cluster_labels
-from etl.unify_enterprise_fuzzy import FuzzyFigures, fuzzy_links
+from etl.unify_enterprise_fuzzy import FuzzyFigures, any_per_group, fuzzy_links
 from etl.unify_ids import smallest_per_cluster
 from etl.unify_person import SUBJECT, owner_ids
 
@@ -67,7 +67,7 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
     none = pd.Series([None] * n, dtype="str", index=b.index)
 
     def text(name: str) -> pd.Series:  # Arrow-backed strings, positions as in ``out``
-        column = b[name] if name in b else none  # an optional column may be absent
+        column = b.get(name, none)  # an optional column may be absent
         return column.astype("str").reset_index(drop=True)
 
     if dataset_id == "gongshang.enterprise_registration":
@@ -163,8 +163,7 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     owner_left, owner_right = _owner_edges(m)
     edges.append((owner_left, owner_right))
     code_cluster = cluster_labels(n, *_joined(edges))
-    registered = _any_per_cluster(m["uscc"].notna() | m["reg_no"].notna(), code_cluster)
-    fuzzy = fuzzy_links(m, code_cluster, registered)
+    fuzzy = fuzzy_links(m, code_cluster)
     m["cluster"] = cluster_labels(n, *_joined(edges + [(fuzzy.left, fuzzy.right)]))
     votes = m.dropna(subset=["uscc"]).groupby(["cluster", "uscc"], as_index=False).size()
     votes = votes.sort_values(["size", "uscc"], ascending=[False, True])
@@ -181,7 +180,7 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     linked = (~m["anchor"].str.startswith(("row:", "org:"))).to_numpy()
     m["linked"] = linked
 
-    in_code_group_with_uscc = _any_per_cluster(m["uscc"].notna(), code_cluster)
+    in_code_group_with_uscc = any_per_group(m["uscc"].notna(), code_cluster)
     by_owner = np.zeros(n, dtype=bool)
     by_owner[owner_left] = True
     # every row of a code group that joined others by name and address carries its score
@@ -203,15 +202,9 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     )
     m["match_rule"] = rule
     # an unlinked row joined to other legacy records by name and address keeps that score
-    m["match_score"] = np.where(by_fuzzy, fuzzy_score, np.where(rule == "unlinked", np.nan, 1.0))
+    by_name = by_fuzzy & np.isin(rule, ["fuzzy_name", "unlinked"])
+    m["match_score"] = np.where(by_name, fuzzy_score, np.where(rule == "unlinked", np.nan, 1.0))
     return EnterpriseResolution(m, fuzzy.figures)
-
-
-def _any_per_cluster(flags: pd.Series | np.ndarray, cluster: np.ndarray) -> np.ndarray:
-    """Per row: whether any row of its cluster has the flag."""
-    per_cluster = np.zeros(cluster.max() + 1 if len(cluster) else 0, dtype=bool)
-    per_cluster[cluster[np.asarray(flags, dtype=bool)]] = True
-    return per_cluster[cluster]
 
 
 def _joined(edges: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -54,7 +54,7 @@ _BLOCK_KEYS = ((0, 1), (0, 2), (1, 2))  # character positions of the core paired
 class FuzzyFigures:
     """What the fallback looked at (``unification_results`` details)."""
 
-    orphan_rows: int = 0
+    probe_rows: int = 0  # rows of groups without a USCC that were compared
     candidate_pairs: int = 0
     skipped_blocks: int = 0
     linked_to_registered: int = 0  # orphan groups joined to a registered enterprise
@@ -75,36 +75,46 @@ class FuzzyLinks:
     figures: FuzzyFigures = FuzzyFigures()
 
 
-def fuzzy_links(m: pd.DataFrame, group: np.ndarray, registered: np.ndarray) -> FuzzyLinks:
-    """Name-and-address edges for the orphan groups of ``m`` (code groups ``group``)."""
+def fuzzy_links(m: pd.DataFrame, group: np.ndarray) -> FuzzyLinks:
+    """Name-and-address edges for the code groups ``group`` of ``m`` that lack a USCC."""
     named = m["name_norm"].notna().to_numpy()
-    orphan = named & ~registered
-    if not orphan.any():
+    with_uscc = any_per_group(m["uscc"].notna(), group)
+    with_reg = any_per_group(m["reg_no"].notna(), group)
+    orphan = named & ~with_uscc & ~with_reg
+    if not (named & ~with_uscc).any():
         return FuzzyLinks()
     rows = comparison_keys(m, group)
-    probes = rows[orphan]
-    targets = rows[named & registered].drop_duplicates(["group", "core", "addr", "rep", "district"])
-    first, skipped_1 = _candidates(probes, targets)
-    first = _scored(first)
-    to_registered, ambiguous_1 = _unique_best(first, "group", "group_to")
-    left_over = probes[~probes["group"].isin(to_registered["group"])]
-    second, skipped_2 = _candidates(left_over, left_over)
-    codes = _codes_per_group(m, group, orphan)
-    second = _scored(_compatible(second[second["group"] < second["group_to"]], codes))
-    orphan_pairs, ambiguous_2 = _mutual_unique(second)
+    columns = ["group", "core", "addr", "rep", "district"]
+    # 1. groups without a USCC (orphans and registration-only) → the one USCC group
+    probes = rows[named & ~with_uscc]
+    targets = rows[named & with_uscc].drop_duplicates(columns)
+    first, skipped = _candidates(probes, targets)
+    to_uscc, ambiguous = _unique_best(_scored(first), "group", "group_to")
+    # 2. orphans still alone → the one registration-only group
+    left_over = rows[orphan & ~np.isin(group, to_uscc["group"])]
+    targets = rows[named & with_reg & ~with_uscc].drop_duplicates(columns)
+    second, skipped_2 = _candidates(left_over, targets)
+    to_reg, ambiguous_2 = _unique_best(_scored(second), "group", "group_to")
+    # 3. orphans still alone → the one other orphan group that matches only them
+    left_over = left_over[~left_over["group"].isin(to_reg["group"])]
+    third, skipped_3 = _candidates(left_over, left_over)
+    third = _compatible(third[third["group"] < third["group_to"]], _codes_per_group(m, group))
+    orphan_pairs, ambiguous_3 = _mutual_unique(_scored(third))
     figures = FuzzyFigures(
-        orphan_rows=int(orphan.sum()),
-        candidate_pairs=len(first) + len(second),
-        skipped_blocks=skipped_1 + skipped_2,
-        linked_to_registered=len(to_registered),
+        probe_rows=len(probes),
+        candidate_pairs=len(first) + len(second) + len(third),
+        skipped_blocks=skipped + skipped_2 + skipped_3,
+        linked_to_registered=len(to_uscc) + len(to_reg),
         linked_orphans=2 * len(orphan_pairs),
-        ambiguous=ambiguous_1 + ambiguous_2,
+        ambiguous=ambiguous + ambiguous_2 + ambiguous_3,
     )
+    edges = ["row", "row_to", "score"]
     both = pd.concat(
         [
-            to_registered[["row", "row_to", "score"]],
-            orphan_pairs[["row", "row_to", "score"]],
-            orphan_pairs[["row_to", "row", "score"]].set_axis(["row", "row_to", "score"], axis=1),
+            to_uscc[edges],
+            to_reg[edges],
+            orphan_pairs[edges],
+            orphan_pairs[["row_to", "row", "score"]].set_axis(edges, axis=1),
         ],
         ignore_index=True,
     )
@@ -114,6 +124,13 @@ def fuzzy_links(m: pd.DataFrame, group: np.ndarray, registered: np.ndarray) -> F
         both["score"].to_numpy(np.float64),
         figures,
     )
+
+
+def any_per_group(flags: pd.Series | np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Per row: whether any row of its group has the flag."""
+    per_group = np.zeros(group.max() + 1 if len(group) else 0, dtype=bool)
+    per_group[group[np.asarray(flags, dtype=bool)]] = True
+    return per_group[group]
 
 
 def comparison_keys(m: pd.DataFrame, group: np.ndarray) -> pd.DataFrame:
@@ -249,7 +266,7 @@ def _compatible(pairs: pd.DataFrame, codes: pd.DataFrame) -> pd.DataFrame:
     return pairs[keep]
 
 
-def _codes_per_group(m: pd.DataFrame, group: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
-    """The organisation code and owner ID of each orphan group (its first non-null)."""
-    frame = m.loc[rows, ["org_code", "owner_id"]].assign(group=group[rows])
+def _codes_per_group(m: pd.DataFrame, group: np.ndarray) -> pd.DataFrame:
+    """The organisation code and owner ID of each group (its first non-null)."""
+    frame = m[["org_code", "owner_id"]].assign(group=group)
     return frame.groupby("group").first()
