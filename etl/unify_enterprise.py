@@ -172,9 +172,9 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     org_anchor = "org:" + smallest_per_cluster(m["cluster"], m["org_code"])
     m["member"] = m["dataset"] + "|" + m["source_key"].astype(str) + "|" + SUBJECT
     row_anchor = "row:" + smallest_per_cluster(m["cluster"], m["member"])
-    anchor = m["cluster"].map(uscc_anchor)
+    anchor = m["cluster"].map(uscc_anchor).astype("str")
     for fallback in (reg_anchor, org_anchor, row_anchor):
-        anchor = anchor.fillna(m["cluster"].map(fallback))
+        anchor = anchor.fillna(m["cluster"].map(fallback).astype("str"))
     m["anchor"] = anchor
     # linked = part of a registered enterprise (a USCC or a registration number)
     linked = (~m["anchor"].str.startswith(("row:", "org:"))).to_numpy()
