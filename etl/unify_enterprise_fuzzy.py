@@ -23,8 +23,10 @@ are ambiguous and link nothing. Orphans never carry a USCC, so no link here can 
 different USCCs; two orphan groups with different organisation codes or owner IDs are
 never joined either.
 
-Blocks: pairs of the core's first three characters (0-1, 0-2, 1-2), so one changed
-character among them still leaves a shared key; blocks over :data:`MAX_BLOCK` target
+Blocks: the whole core first (most variants are exact there); a probe that shares it with
+no other group then tries pairs of the core's first three characters (0-1, 0-2, 1-2), each
+with the core's last character (the legal form's or shop's: 司, 厂, 店 …), so one changed
+character of the trade name still leaves a shared key; blocks over :data:`MAX_BLOCK` target
 rows are skipped and counted.
 """
 
@@ -34,6 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
@@ -43,7 +47,7 @@ THRESHOLD = 0.88  # mean of name similarity and corroboration needed to link
 MIN_NAME = 0.75  # and the cores must be at least this alike
 NO_EVIDENCE = 0.8  # corroboration counted when neither address nor representative is known
 MAX_BLOCK = 1000  # target rows in one block before the block is skipped
-_DISTRICTS = "|".join(JIANGMEN_DIVISIONS.values())
+_DISTRICTS = "|".join(JIANGMEN_DIVISIONS.values())  # every name three characters long
 _DIVISION_OF_DISTRICT = {name: code for code, name in JIANGMEN_DIVISIONS.items()}
 _NAME_PREFIX = rf"^(?:广东省)?(?:江门市)?(?:{_DISTRICTS})?"
 _ADDRESS_PREFIX = r"^(?:广东省?)?(?:江门市?)?"
@@ -83,25 +87,22 @@ def fuzzy_links(m: pd.DataFrame, group: np.ndarray) -> FuzzyLinks:
     orphan = named & ~with_uscc & ~with_reg
     if not (named & ~with_uscc).any():
         return FuzzyLinks()
-    rows = comparison_keys(m, group)
-    columns = ["group", "core", "addr", "rep", "district"]
+    blocks = Blocks.of(m["name_norm"], group)
     # 1. groups without a USCC (orphans and registration-only) → the one USCC group
-    probes = rows[named & ~with_uscc]
-    targets = rows[named & with_uscc].drop_duplicates(columns)
-    first, skipped = _candidates(probes, targets)
-    to_uscc, ambiguous = _unique_best(_scored(first), "group", "group_to")
+    first, skipped = blocks.pairs(named & ~with_uscc, named & with_uscc)
+    to_uscc, ambiguous = _unique_best(_scored(first, m, blocks), "group", "group_to")
     # 2. orphans still alone → the one registration-only group
-    left_over = rows[orphan & ~np.isin(group, to_uscc["group"])]
-    targets = rows[named & with_reg & ~with_uscc].drop_duplicates(columns)
-    second, skipped_2 = _candidates(left_over, targets)
-    to_reg, ambiguous_2 = _unique_best(_scored(second), "group", "group_to")
+    left_over = orphan & ~np.isin(group, to_uscc["group"])
+    second, skipped_2 = blocks.pairs(left_over, named & with_reg & ~with_uscc)
+    to_reg, ambiguous_2 = _unique_best(_scored(second, m, blocks), "group", "group_to")
     # 3. orphans still alone → the one other orphan group that matches only them
-    left_over = left_over[~left_over["group"].isin(to_reg["group"])]
-    third, skipped_3 = _candidates(left_over, left_over)
-    third = _compatible(third[third["group"] < third["group_to"]], _codes_per_group(m, group))
-    orphan_pairs, ambiguous_3 = _mutual_unique(_scored(third))
+    left_over &= ~np.isin(group, to_reg["group"])
+    third, skipped_3 = blocks.pairs(left_over, left_over)
+    third = third[third["group"] < third["group_to"]]
+    third = _compatible(third, _codes_per_group(m, group, left_over))
+    orphan_pairs, ambiguous_3 = _mutual_unique(_scored(third, m, blocks))
     figures = FuzzyFigures(
-        probe_rows=len(probes),
+        probe_rows=int((named & ~with_uscc).sum()),
         candidate_pairs=len(first) + len(second) + len(third),
         skipped_blocks=skipped + skipped_2 + skipped_3,
         linked_to_registered=len(to_uscc) + len(to_reg),
@@ -133,67 +134,118 @@ def any_per_group(flags: pd.Series | np.ndarray, group: np.ndarray) -> np.ndarra
     return per_group[group]
 
 
-def comparison_keys(m: pd.DataFrame, group: np.ndarray) -> pd.DataFrame:
-    """Per mention: row, code group, name core, normalised address, representative, district."""
-    name = m["name_norm"].astype("str")
-    core = name.str.replace(_NAME_PREFIX, "", regex=True).str.replace("(江门)", "", regex=False)
+def name_cores(names: pa.Array) -> pa.Array:
+    """The normalised name without city, district and ``(江门)``: what two spellings share."""
+    core = pc.replace_substring_regex(names, _NAME_PREFIX, "")
+    return pc.replace_substring(core, "(江门)", "")
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Every mention's name core and its block keys (Arrow arrays, one pass over the night)."""
+
+    group: np.ndarray
+    core: pa.Array
+    keys: tuple[pa.Array, ...]
+
+    @classmethod
+    def of(cls, names: pd.Series, group: np.ndarray) -> Blocks:
+        core = name_cores(pa.array(names.astype("str"), pa.string(), from_pandas=True))
+        long_enough = pc.greater_equal(pc.utf8_length(core), 3)
+        last = pc.utf8_slice_codeunits(core, -1)  # the legal form's or shop's last character
+        keys = tuple(
+            pc.if_else(
+                long_enough,
+                pc.binary_join_element_wise(
+                    pc.utf8_slice_codeunits(core, a, a + 1),
+                    pc.utf8_slice_codeunits(core, b, b + 1),
+                    last,
+                    str(i),  # the separator tells the three kinds of key apart
+                ),
+                pa.scalar(None, pa.string()),
+            )
+            for i, (a, b) in enumerate(_BLOCK_KEYS)
+        )
+        return cls(group, core, keys)
+
+    def pairs(self, probe: np.ndarray, target: np.ndarray) -> tuple[pd.DataFrame, int]:
+        """``row, row_to, group, group_to``: probe × target rows of other groups sharing a key.
+
+        The whole core is the first key; only probes that share it with no target of
+        another group go on to the character-pair keys (most variants are exact by then).
+        """
+        exact, skipped = self._sharing(self.core, probe, target)
+        alone = probe.copy()
+        alone[exact["row"].to_numpy()] = False
+        parts = [exact]
+        for key in self.keys:
+            fuzzy, too_big = self._sharing(key, alone, target)
+            parts.append(fuzzy)
+            skipped += too_big
+        pairs = pd.concat(parts, ignore_index=True).drop_duplicates()
+        return pairs.reset_index(drop=True), skipped
+
+    def _sharing(
+        self, key: pa.Array, probe: np.ndarray, target: np.ndarray
+    ) -> tuple[pd.DataFrame, int]:
+        probe_keys = pc.filter(key, pa.array(probe))
+        wanted = pc.is_in(key, value_set=pc.unique(probe_keys.drop_null()))
+        hit = target & pc.fill_null(wanted, False).to_numpy(zero_copy_only=False)
+        targets = pd.DataFrame(
+            {"key": pc.filter(key, pa.array(hit)).to_pandas(), "row_to": np.flatnonzero(hit)}
+        )
+        sizes = targets["key"].value_counts()
+        too_big = sizes.index[sizes > MAX_BLOCK]
+        targets = targets[~targets["key"].isin(too_big)]
+        probes = pd.DataFrame({"key": probe_keys.to_pandas(), "row": np.flatnonzero(probe)})
+        pairs = probes.dropna().merge(targets, on="key")[["row", "row_to"]]
+        pairs = pairs.assign(
+            group=self.group[pairs["row"].to_numpy()],
+            group_to=self.group[pairs["row_to"].to_numpy()],
+        )
+        return pairs[pairs["group"] != pairs["group_to"]], len(too_big)
+
+
+def _attributes(m: pd.DataFrame, blocks: Blocks, rows: np.ndarray) -> pd.DataFrame:
+    """Core, normalised address, representative and district of the ``rows`` compared."""
+    core = pd.Series(pc.take(blocks.core, pa.array(rows)).to_pandas().to_numpy(), dtype="str")
+    name = m["name_norm"].iloc[rows].reset_index(drop=True).astype("str")
     addr = (
         m["address"]
+        .iloc[rows]
+        .reset_index(drop=True)
         .astype("str")
         .str.replace(r"\s+", "", regex=True)
         .str.replace(_ADDRESS_PREFIX, "", regex=True)
         .str.replace("號", "号", regex=False)
     )
+    division = m["division"].iloc[rows].reset_index(drop=True).astype("str")
     district = (
-        addr.str.extract(f"^({_DISTRICTS})", expand=False)
-        .fillna(name.str.extract(f"^(?:江门市)?({_DISTRICTS})", expand=False))
+        addr.str.slice(0, 3)
         .map(_DIVISION_OF_DISTRICT)
-        .astype("str")
-        .fillna(m["division"].astype("str").where(m["division"].isin(list(JIANGMEN_DIVISIONS))))
+        .fillna(
+            name.str.replace("^江门市", "", regex=True).str.slice(0, 3).map(_DIVISION_OF_DISTRICT)
+        )
+        .fillna(division.where(division.isin(list(JIANGMEN_DIVISIONS))))
     )
-    return pd.DataFrame(
+    rep = m["legal_rep_name"].iloc[rows] if "legal_rep_name" in m else pd.Series(None, index=rows)
+    frame = pd.DataFrame(
         {
-            "row": np.arange(len(m)),
-            "group": group,
             "core": core,
             "addr": addr.where(addr != ""),
-            "rep": m["legal_rep_name"].astype("str") if "legal_rep_name" in m else None,
-            "district": district,
+            "rep": rep.astype("str").reset_index(drop=True),
+            "district": district.astype("str"),
         }
     )
+    return frame.set_axis(rows)  # positions, not labels: every part above counts from 0
 
 
-def _block_keys(rows: pd.DataFrame) -> pd.DataFrame:
-    """``row, key``: one key per character pair of :data:`_BLOCK_KEYS` (cores of 3+ chars)."""
-    core = rows["core"]
-    ok = (core.str.len() >= 3).fillna(False).to_numpy()
-    parts = []
-    for i, (a, b) in enumerate(_BLOCK_KEYS):
-        key = str(i) + core[ok].str.slice(a, a + 1) + core[ok].str.slice(b, b + 1)
-        parts.append(pd.DataFrame({"row": rows["row"].to_numpy()[ok], "key": key.to_numpy()}))
-    return pd.concat(parts, ignore_index=True)
-
-
-def _candidates(probes: pd.DataFrame, targets: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Probe × target rows sharing a block key, in different groups, once per pair."""
-    probe_keys = _block_keys(probes)
-    target_keys = _block_keys(targets)
-    target_keys = target_keys[target_keys["key"].isin(probe_keys["key"].unique())]
-    sizes = target_keys["key"].value_counts()
-    too_big = sizes.index[sizes > MAX_BLOCK]
-    target_keys = target_keys[~target_keys["key"].isin(too_big)]
-    pairs = probe_keys.merge(target_keys, on="key", suffixes=("", "_to"))[["row", "row_to"]]
-    pairs = pairs.drop_duplicates()
-    p = probes.set_index("row").loc[pairs["row"].to_numpy()].reset_index()
-    t = targets.set_index("row").loc[pairs["row_to"].to_numpy()].reset_index()
-    out = p.join(t.add_suffix("_to"))
-    return out[out["group"] != out["group_to"]].reset_index(drop=True), len(too_big)
-
-
-def _scored(pairs: pd.DataFrame) -> pd.DataFrame:
+def _scored(pairs: pd.DataFrame, m: pd.DataFrame, blocks: Blocks) -> pd.DataFrame:
     """The pairs that pass, with ``score``; a district known on both sides must agree."""
     if pairs.empty:
         return pairs.assign(score=pd.Series(dtype=float))
+    attrs = _attributes(m, blocks, np.union1d(pairs["row"], pairs["row_to"]))
+    pairs = pairs.join(attrs, on="row").join(attrs.add_suffix("_to"), on="row_to")
     name = _similarity(pairs["core"], pairs["core_to"])
     addr = _similarity(pairs["addr"], pairs["addr_to"])
     rep = np.where(
@@ -266,7 +318,7 @@ def _compatible(pairs: pd.DataFrame, codes: pd.DataFrame) -> pd.DataFrame:
     return pairs[keep]
 
 
-def _codes_per_group(m: pd.DataFrame, group: np.ndarray) -> pd.DataFrame:
-    """The organisation code and owner ID of each group (its first non-null)."""
-    frame = m[["org_code", "owner_id"]].assign(group=group)
+def _codes_per_group(m: pd.DataFrame, group: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+    """The organisation code and owner ID of each group of ``rows`` (its first non-null)."""
+    frame = m.loc[rows, ["org_code", "owner_id"]].assign(group=group[rows])
     return frame.groupby("group").first()
