@@ -23,7 +23,6 @@ import pandas as pd
 
 from etl.matching import cluster_labels
 from etl.unify_enterprise_fuzzy import FuzzyFigures, any_per_group, fuzzy_links
-from etl.unify_ids import smallest_per_cluster
 from etl.unify_person import SUBJECT, owner_ids
 
 ENTERPRISE_PREFIX = "E"
@@ -149,7 +148,7 @@ def _frame(
 
 @dataclass(frozen=True)
 class EnterpriseResolution:
-    mentions: pd.DataFrame  # MENTION_COLUMNS + cluster, anchor, member, match_rule, match_score
+    mentions: pd.DataFrame  # MENTION_COLUMNS + cluster, anchor, linked, match_rule, match_score
     fuzzy: FuzzyFigures
 
 
@@ -165,17 +164,7 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     code_cluster = cluster_labels(n, *_joined(edges))
     fuzzy = fuzzy_links(m, code_cluster)
     m["cluster"] = cluster_labels(n, *_joined(edges + [(fuzzy.left, fuzzy.right)]))
-    votes = m.dropna(subset=["uscc"]).groupby(["cluster", "uscc"], as_index=False).size()
-    votes = votes.sort_values(["size", "uscc"], ascending=[False, True])
-    uscc_anchor = votes.drop_duplicates("cluster").set_index("cluster")["uscc"]
-    reg_anchor = "reg:" + smallest_per_cluster(m["cluster"], m["reg_no"])
-    org_anchor = "org:" + smallest_per_cluster(m["cluster"], m["org_code"])
-    m["member"] = m["dataset"] + "|" + m["source_key"].astype(str) + "|" + SUBJECT
-    row_anchor = "row:" + smallest_per_cluster(m["cluster"], m["member"])
-    anchor = m["cluster"].map(uscc_anchor).astype("str")
-    for fallback in (reg_anchor, org_anchor, row_anchor):
-        anchor = anchor.fillna(m["cluster"].map(fallback).astype("str"))
-    m["anchor"] = anchor
+    m["anchor"] = _anchors(m, m["cluster"].to_numpy())
     # linked = part of a registered enterprise (a USCC or a registration number)
     linked = (~m["anchor"].str.startswith(("row:", "org:"))).to_numpy()
     m["linked"] = linked
@@ -205,6 +194,35 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     by_name = by_fuzzy & np.isin(rule, ["fuzzy_name", "unlinked"])
     m["match_score"] = np.where(by_name, fuzzy_score, np.where(rule == "unlinked", np.nan, 1.0))
     return EnterpriseResolution(m, fuzzy.figures)
+
+
+def _anchors(m: pd.DataFrame, cluster: np.ndarray) -> pd.Series:
+    """Per row its cluster's anchor: the USCC most of its rows carry, else ``reg:`` the
+    smallest registration number, ``org:`` the smallest org code, ``row:`` the first member.
+
+    Each fallback looks only at the rows of clusters still without an anchor (a few %).
+    """
+    k = int(cluster.max()) + 1 if len(cluster) else 0
+    anchor = np.full(k, None, dtype=object)
+    has = m["uscc"].notna().to_numpy()
+    votes = pd.DataFrame({"cluster": cluster[has], "uscc": m["uscc"].to_numpy()[has]})
+    votes = votes.groupby(["cluster", "uscc"], as_index=False).size()
+    votes = votes.sort_values(["size", "uscc"], ascending=[False, True]).drop_duplicates("cluster")
+    anchor[votes["cluster"].to_numpy()] = votes["uscc"].to_numpy()
+    for prefix, column in (("reg:", "reg_no"), ("org:", "org_code"), ("row:", None)):
+        rows = np.flatnonzero(pd.isna(anchor)[cluster])
+        if not len(rows):
+            break
+        part = m.iloc[rows]
+        values = (
+            part["dataset"] + "|" + part["source_key"].astype("str") + "|" + SUBJECT
+            if column is None
+            else part[column]
+        )
+        smallest = pd.DataFrame({"cluster": cluster[rows], "value": values.to_numpy()}).dropna()
+        smallest = smallest.sort_values(["cluster", "value"]).drop_duplicates("cluster")
+        anchor[smallest["cluster"].to_numpy()] = prefix + smallest["value"].astype("str")
+    return pd.Series(anchor[cluster], dtype="str")
 
 
 def _joined(edges: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
