@@ -266,26 +266,51 @@ def unified_enterprises(m: pd.DataFrame, person_of_id: pd.Series) -> pd.DataFram
     ``person_of_id`` maps a valid resident ID to its unified person id (the legal
     representative's or owner's person).
     """
-    m = m.assign(rank=m["dataset"].map(SOURCE_RANK).fillna(9))
-    by_rank = m.sort_values(["cluster", "rank", "updated_at"], ascending=[True, True, False])
-    by_time = m.sort_values(["cluster", "updated_at"], ascending=[True, False])
-    out = by_rank.groupby("cluster", sort=True)[
-        ["uscc", "org_code", "reg_no", "name", "name_norm", "status", "legal_rep_id_no"]
-    ].first()
-    out["address"] = by_time.groupby("cluster", sort=True)["address"].first()
-    owner = by_rank.dropna(subset=["owner_id"]).groupby("cluster")["owner_id"].first()
-    rep_id = out["legal_rep_id_no"].fillna(owner.str.slice(0, 18).reindex(out.index))
+    cluster = m["cluster"].to_numpy()
+    rank = m["dataset"].map(SOURCE_RANK).fillna(9).to_numpy()
+    newest_first = -_update_order(m["updated_at"])
+    by_rank = np.lexsort((newest_first, rank, cluster))  # sorts only row numbers
+    by_time = np.lexsort((newest_first, cluster))
+    columns = ["uscc", "org_code", "reg_no", "name", "name_norm", "status", "legal_rep_id_no"]
+    out = pd.DataFrame({c: _first_valid(m[c], cluster, by_rank) for c in columns})
+    out["address"] = _first_valid(m["address"], cluster, by_time)
+    owner = _first_valid(m["owner_id"], cluster, by_rank)
+    rep_id = out["legal_rep_id_no"].fillna(owner.str.slice(0, 18))
     out["legal_rep_person_id"] = rep_id.map(person_of_id)
     out = out.drop(columns=["legal_rep_id_no"])
-    groups = m.groupby("cluster", sort=True)
-    out.insert(0, "enterprise_id", groups["enterprise_id"].first())
-    out.insert(1, "anchor", groups["anchor"].first())
-    out["linked"] = groups["linked"].first()
-    out["individual"] = m["individual"].fillna(False).astype(bool).groupby(m["cluster"]).max()
+    newest = by_time[_starts(cluster[by_time])]  # one row per cluster, its newest
+    out.insert(0, "enterprise_id", m["enterprise_id"].to_numpy()[newest])
+    out.insert(1, "anchor", m["anchor"].to_numpy()[newest])
+    out["linked"] = m["linked"].to_numpy()[newest]
+    individual = m["individual"].fillna(False).to_numpy(dtype=bool)
+    out["individual"] = np.bincount(cluster, weights=individual, minlength=len(out)) > 0
     out["sources"] = sources_per_entity(m, "cluster")
-    out["records"] = groups.size()
-    out["last_updated_at"] = groups["updated_at"].max()
+    out["records"] = np.bincount(cluster, minlength=len(out))
+    out["last_updated_at"] = m["updated_at"].to_numpy()[newest]
     return out.sort_values("enterprise_id").reset_index(drop=True)
+
+
+def _update_order(updated_at: pd.Series) -> np.ndarray:
+    """Update times as int64 for sorting, a missing one oldest of all."""
+    t = updated_at.to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    return np.where(np.isnat(updated_at.to_numpy(dtype="datetime64[ms]")), -(2**62), t)
+
+
+def _starts(sorted_clusters: np.ndarray) -> np.ndarray:
+    """True where a run of equal cluster labels starts."""
+    start = np.ones(len(sorted_clusters), dtype=bool)
+    start[1:] = sorted_clusters[1:] != sorted_clusters[:-1]
+    return start
+
+
+def _first_valid(values: pd.Series, cluster: np.ndarray, order: np.ndarray) -> pd.Series:
+    """Per cluster (0 … k-1) the first non-null value in the row order ``order``."""
+    valid = order[values.notna().to_numpy()[order]]
+    in_cluster = cluster[valid]
+    first = _starts(in_cluster)
+    k = int(cluster.max()) + 1 if len(cluster) else 0
+    chosen = values.iloc[valid[first]].set_axis(in_cluster[first])
+    return chosen.reindex(pd.RangeIndex(k, name="cluster"))
 
 
 def sources_per_entity(m: pd.DataFrame, entity: str) -> pd.Series:
