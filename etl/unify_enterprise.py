@@ -22,7 +22,13 @@ import numpy as np
 import pandas as pd
 
 from etl.matching import cluster_labels
-from etl.unify_enterprise_fuzzy import FuzzyFigures, any_per_group, fuzzy_links
+from etl.unify_enterprise_fuzzy import (
+    MIN_NAME,
+    FuzzyFigures,
+    any_per_group,
+    core_similarity,
+    fuzzy_links,
+)
 from etl.unify_person import SUBJECT, owner_ids
 
 ENTERPRISE_PREFIX = "E"
@@ -241,8 +247,9 @@ def _same_value_edges(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def _owner_edges(m: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """A tax record under ``ID + 00`` → the registered individual business of that owner.
 
-    When the owner registered several businesses the normalised names must agree; an owner
-    with one registered business links on the ID alone.
+    When the owner registered several businesses the names' cores must agree; an owner with
+    one registered business links unless the names plainly differ (an owner may be taxed for
+    a shop that is not on the register, under the same ID with another suffix).
     """
     taxed = m[m["owner_id"].notna()].assign(owner=lambda d: d["owner_id"].str.slice(0, 18))
     registered = m[
@@ -255,7 +262,8 @@ def _owner_edges(m: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     counts = reg.groupby("owner").size().rename("businesses")
     pairs = taxed.reset_index()[["index", "owner", "name_norm"]].merge(reg, on="owner")
     pairs = pairs.merge(counts, left_on="owner", right_index=True)
-    ok = (pairs["businesses"] == 1) | (pairs["name_norm_x"] == pairs["name_norm_y"])
+    alike = core_similarity(pairs["name_norm_x"], pairs["name_norm_y"])
+    ok = np.where(pairs["businesses"] == 1, ~(alike < MIN_NAME), alike == 1.0)
     pairs = pairs[ok].drop_duplicates("index")
     return pairs["index"].to_numpy(), pairs["to"].to_numpy()
 

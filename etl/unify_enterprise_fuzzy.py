@@ -265,6 +265,16 @@ def _scored(pairs: pd.DataFrame, m: pd.DataFrame, blocks: Blocks) -> pd.DataFram
     return pairs[ok].assign(score=np.round(score[ok], 4))
 
 
+def core_similarity(left: pd.Series, right: pd.Series) -> np.ndarray:
+    """Similarity of two names' cores per pair (NaN where either is missing)."""
+
+    def cores(names: pd.Series) -> pd.Series:
+        arrow = pa.array(names.astype("str"), pa.string(), from_pandas=True)
+        return pd.Series(name_cores(arrow).to_pandas().to_numpy(), dtype="str")
+
+    return _similarity(cores(left), cores(right))
+
+
 def _similarity(left: pd.Series, right: pd.Series) -> np.ndarray:
     """Normalised Levenshtein similarity per pair (NaN where either side is missing)."""
     both = (left.notna() & right.notna()).to_numpy()
