@@ -195,3 +195,32 @@ def test_two_orphans_with_different_org_codes_stay_apart() -> None:
         ),
     )  # fmt: skip
     assert resolved.mentions["cluster"].nunique() == 2
+
+
+def test_a_second_shop_taxed_under_the_owner_id_does_not_join_the_first() -> None:
+    """The owner's one registered shop takes ``ID + 00``; ``ID + 01``, another name, stays out."""
+    registration = _registration(
+        [
+            {
+                "reg_id": "DJ9",
+                "uscc": USCC_C,
+                "name": "新会区艺天物流店",
+                "address": "广东省江门市新会区崖门镇滨江路34号",
+                "legal_rep_name": "苏宗",
+            }
+        ]
+    ).assign(ent_type="个体工商户", legal_rep_id_no=OWNER)
+    resolved = _resolve(
+        registration=registration,
+        dishui=_taxpayers(
+            [{"taxpayer_id": "DS3", "tax_no": OWNER + "00", "taxpayer_name": "新会区艺天物流店",
+              "legal_rep_name": "苏宗"},
+             {"taxpayer_id": "DS4", "tax_no": OWNER + "01", "taxpayer_name": "恩平市邑嘉医药店",
+              "legal_rep_name": "苏宗"}]
+        ),
+    )  # fmt: skip
+    shop = _row(resolved, "gongshang.enterprise_registration", "DJ9")
+    first = _row(resolved, "dishui.taxpayer", "DS3")
+    second = _row(resolved, "dishui.taxpayer", "DS4")
+    assert first["cluster"] == shop["cluster"] and first["match_rule"] == "owner_id"
+    assert second["cluster"] != shop["cluster"] and second["match_rule"] == "unlinked"
