@@ -142,31 +142,41 @@ def name_cores(names: pa.Array) -> pa.Array:
 
 @dataclass(frozen=True)
 class Blocks:
-    """Every mention's name core and its block keys (Arrow arrays, one pass over the night)."""
+    """Every mention's name core and block keys, as integer ids (-1: none).
+
+    Cores and keys are computed once per *distinct* name (about a third of the mentions)
+    and numbered, so blocking is integer work over the night.
+    """
 
     group: np.ndarray
-    core: pa.Array
-    keys: tuple[pa.Array, ...]
+    cores: pa.Array  # the distinct cores
+    core: np.ndarray  # per row: its core's position in ``cores``
+    keys: tuple[np.ndarray, ...]  # per row: one key id per :data:`_BLOCK_KEYS` pair
 
     @classmethod
     def of(cls, names: pd.Series, group: np.ndarray) -> Blocks:
-        core = name_cores(pa.array(names.astype("str"), pa.string(), from_pandas=True))
-        long_enough = pc.greater_equal(pc.utf8_length(core), 3)
-        last = pc.utf8_slice_codeunits(core, -1)  # the legal form's or shop's last character
-        keys = tuple(
-            pc.if_else(
-                long_enough,
-                pc.binary_join_element_wise(
-                    pc.utf8_slice_codeunits(core, a, a + 1),
-                    pc.utf8_slice_codeunits(core, b, b + 1),
-                    last,
-                    str(i),  # the separator tells the three kinds of key apart
-                ),
-                pa.scalar(None, pa.string()),
+        text = pa.array(names.astype("str"), pa.string(), from_pandas=True)
+        if isinstance(text, pa.ChunkedArray):
+            text = text.combine_chunks()
+        distinct = pc.dictionary_encode(text)
+        per_name = pc.dictionary_encode(name_cores(distinct.dictionary))
+        cores = per_name.dictionary
+        core_of_name = _ids(per_name.indices)
+        core = np.where(distinct.indices.is_valid(), core_of_name[_ids(distinct.indices)], -1)
+        long_enough = pc.greater_equal(pc.utf8_length(cores), 3)
+        last = pc.utf8_slice_codeunits(cores, -1)  # the legal form's or shop's last character
+        keys = []
+        for a, b in _BLOCK_KEYS:
+            key = pc.binary_join_element_wise(
+                pc.utf8_slice_codeunits(cores, a, a + 1),
+                pc.utf8_slice_codeunits(cores, b, b + 1),
+                last,
+                "",
             )
-            for i, (a, b) in enumerate(_BLOCK_KEYS)
-        )
-        return cls(group, core, keys)
+            key_of_core = _ids(pc.dictionary_encode(key).indices)
+            key_of_core[~long_enough.to_numpy(zero_copy_only=False)] = -1
+            keys.append(np.where(core >= 0, key_of_core[np.maximum(core, 0)], -1))
+        return cls(group, cores, core, tuple(keys))
 
     def pairs(self, probe: np.ndarray, target: np.ndarray) -> tuple[pd.DataFrame, int]:
         """``row, row_to, group, group_to``: probe × target rows of other groups sharing a key.
@@ -185,20 +195,20 @@ class Blocks:
         pairs = pd.concat(parts, ignore_index=True).drop_duplicates()
         return pairs.reset_index(drop=True), skipped
 
+    def core_text(self, rows: np.ndarray) -> pd.Series:
+        return pd.Series(self.cores.take(pa.array(self.core[rows])).to_pylist(), dtype="str")
+
     def _sharing(
-        self, key: pa.Array, probe: np.ndarray, target: np.ndarray
+        self, key: np.ndarray, probe: np.ndarray, target: np.ndarray
     ) -> tuple[pd.DataFrame, int]:
-        probe_keys = pc.filter(key, pa.array(probe))
-        wanted = pc.is_in(key, value_set=pc.unique(probe_keys.drop_null()))
-        hit = target & pc.fill_null(wanted, False).to_numpy(zero_copy_only=False)
-        targets = pd.DataFrame(
-            {"key": pc.filter(key, pa.array(hit)).to_pandas(), "row_to": np.flatnonzero(hit)}
-        )
+        probe = probe & (key >= 0)
+        hit = target & np.isin(key, np.unique(key[probe]))
+        targets = pd.DataFrame({"key": key[hit], "row_to": np.flatnonzero(hit)})
         sizes = targets["key"].value_counts()
         too_big = sizes.index[sizes > MAX_BLOCK]
         targets = targets[~targets["key"].isin(too_big)]
-        probes = pd.DataFrame({"key": probe_keys.to_pandas(), "row": np.flatnonzero(probe)})
-        pairs = probes.dropna().merge(targets, on="key")[["row", "row_to"]]
+        probes = pd.DataFrame({"key": key[probe], "row": np.flatnonzero(probe)})
+        pairs = probes.merge(targets, on="key")[["row", "row_to"]]
         pairs = pairs.assign(
             group=self.group[pairs["row"].to_numpy()],
             group_to=self.group[pairs["row_to"].to_numpy()],
@@ -206,9 +216,14 @@ class Blocks:
         return pairs[pairs["group"] != pairs["group_to"]], len(too_big)
 
 
+def _ids(indices: pa.Array) -> np.ndarray:
+    """Dictionary indices as int64, -1 for null."""
+    return np.array(pc.fill_null(indices.cast(pa.int64()), -1), dtype=np.int64)
+
+
 def _attributes(m: pd.DataFrame, blocks: Blocks, rows: np.ndarray) -> pd.DataFrame:
     """Core, normalised address, representative and district of the ``rows`` compared."""
-    core = pd.Series(pc.take(blocks.core, pa.array(rows)).to_pandas().to_numpy(), dtype="str")
+    core = blocks.core_text(rows)
     name = m["name_norm"].iloc[rows].reset_index(drop=True).astype("str")
     addr = (
         m["address"]
