@@ -195,8 +195,10 @@ class Blocks:
         pairs = pd.concat(parts, ignore_index=True).drop_duplicates()
         return pairs.reset_index(drop=True), skipped
 
-    def core_text(self, rows: np.ndarray) -> pd.Series:
-        return pd.Series(self.cores.take(pa.array(self.core[rows])).to_pylist(), dtype="str")
+    def core_text(self, rows: np.ndarray, by_core: bool = False) -> pd.Series:
+        """The cores of ``rows`` (or of core ids, ``by_core``) as text."""
+        ids = rows if by_core else self.core[rows]
+        return pd.Series(self.cores.take(pa.array(ids)).to_pylist(), dtype="str")
 
     def _sharing(
         self, key: np.ndarray, probe: np.ndarray, target: np.ndarray
@@ -259,9 +261,22 @@ def _scored(pairs: pd.DataFrame, m: pd.DataFrame, blocks: Blocks) -> pd.DataFram
     """The pairs that pass, with ``score``; a district known on both sides must agree."""
     if pairs.empty:
         return pairs.assign(score=pd.Series(dtype=float))
+    # the names first, once per pair of distinct cores: most candidates end there
+    cores = pd.DataFrame(
+        {"a": blocks.core[pairs["row"].to_numpy()], "b": blocks.core[pairs["row_to"].to_numpy()]}
+    )
+    distinct = cores.drop_duplicates()
+    alike = _similarity(
+        blocks.core_text(distinct["a"].to_numpy(), by_core=True),
+        blocks.core_text(distinct["b"].to_numpy(), by_core=True),
+    )
+    name = cores.merge(distinct.assign(name=alike), on=["a", "b"], how="left")["name"].to_numpy()
+    keep = name >= max(MIN_NAME, 2 * THRESHOLD - 1)  # below, no corroboration reaches it
+    pairs, name = pairs[keep].reset_index(drop=True), name[keep]
+    if pairs.empty:
+        return pairs.assign(score=pd.Series(dtype=float))
     attrs = _attributes(m, blocks, np.union1d(pairs["row"], pairs["row_to"]))
     pairs = pairs.join(attrs, on="row").join(attrs.add_suffix("_to"), on="row_to")
-    name = _similarity(pairs["core"], pairs["core_to"])
     addr = _similarity(pairs["addr"], pairs["addr_to"])
     rep = np.where(
         pairs["rep"].notna() & pairs["rep_to"].notna(),
