@@ -160,7 +160,7 @@ class EnterpriseResolution:
 
 def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     """Link enterprise mentions: codes first, owner IDs next, name and address last."""
-    m = mentions.reset_index(drop=True).copy()
+    m = mentions.reset_index(drop=True)  # copy-on-write: new columns leave ``mentions`` alone
     n = len(m)
     edges: list[tuple[np.ndarray, np.ndarray]] = []
     for key in ("org_code", "uscc", "reg_no", "owner_id"):
@@ -210,11 +210,12 @@ def _anchors(m: pd.DataFrame, cluster: np.ndarray) -> pd.Series:
     """
     k = int(cluster.max()) + 1 if len(cluster) else 0
     anchor = np.full(k, None, dtype=object)
-    has = m["uscc"].notna().to_numpy()
-    votes = pd.DataFrame({"cluster": cluster[has], "uscc": m["uscc"].to_numpy()[has]})
-    votes = votes.groupby(["cluster", "uscc"], as_index=False).size()
-    votes = votes.sort_values(["size", "uscc"], ascending=[False, True]).drop_duplicates("cluster")
-    anchor[votes["cluster"].to_numpy()] = votes["uscc"].to_numpy()
+    code, usccs = pd.factorize(m["uscc"], sort=True)  # code order = USCC order
+    has = code >= 0
+    votes = pd.DataFrame({"cluster": cluster[has], "code": code[has]})
+    votes = votes.groupby(["cluster", "code"], as_index=False).size()
+    votes = votes.sort_values(["size", "code"], ascending=[False, True]).drop_duplicates("cluster")
+    anchor[votes["cluster"].to_numpy()] = np.asarray(usccs, dtype=object)[votes["code"].to_numpy()]
     for prefix, column in (("reg:", "reg_no"), ("org:", "org_code"), ("row:", None)):
         rows = np.flatnonzero(pd.isna(anchor)[cluster])
         if not len(rows):
@@ -237,11 +238,12 @@ def _joined(edges: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
 
 def _same_value_edges(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Edges from each row to the first row with the same non-null value."""
-    group = values.groupby(values, dropna=True).ngroup().fillna(-1).to_numpy(dtype=np.int64)
-    rows = np.arange(len(values))
-    has = group >= 0
-    first = pd.Series(rows[has]).groupby(group[has]).transform("first").to_numpy()
-    return rows[has], first
+    codes = pd.factorize(values)[0]  # -1 for null
+    rows = np.flatnonzero(codes >= 0)
+    _, first_of_code = np.unique(codes[rows], return_index=True)
+    codes_of_rows = codes[rows]
+    # np.unique yields the codes 0 … k-1 in order, each with the position of its first row
+    return rows, rows[first_of_code][codes_of_rows]
 
 
 def _owner_edges(m: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
