@@ -23,11 +23,12 @@ are ambiguous and link nothing. Orphans never carry a USCC, so no link here can 
 different USCCs; two orphan groups with different organisation codes or owner IDs are
 never joined either.
 
-Blocks: the whole core first (most variants are exact there); a probe that shares it with
-no other group then tries pairs of the core's first three characters (0-1, 0-2, 1-2), each
-with the core's last character (the legal form's or shop's: 司, 厂, 店 …), so one changed
-character of the trade name still leaves a shared key; blocks over :data:`MAX_BLOCK` target
-rows are skipped and counted.
+Blocks: the whole core first (most variants are exact there); an orphan that shares it with
+no other group then tries three of the core's first four characters (0-1-2, 0-1-3, 0-2-3,
+1-2-3), each with the core's last character (the legal form's or shop's: 司, 厂, 店 …), so
+one changed character of the trade name still leaves a shared key; blocks over
+:data:`MAX_BLOCK` target rows are skipped and counted. Cores and keys are computed once per
+distinct name and numbered, so blocking is integer work.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ _DISTRICTS = "|".join(JIANGMEN_DIVISIONS.values())  # every name three character
 _DIVISION_OF_DISTRICT = {name: code for code, name in JIANGMEN_DIVISIONS.items()}
 _NAME_PREFIX = rf"^(?:广东省)?(?:江门市)?(?:{_DISTRICTS})?"
 _ADDRESS_PREFIX = r"^(?:广东省?)?(?:江门市?)?"
-_BLOCK_KEYS = ((0, 1), (0, 2), (1, 2))  # character positions of the core paired per key
+# three of the core's first four characters per key: one wrong character leaves one intact
+_BLOCK_KEYS = ((0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 2, 3))
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ class Blocks:
     group: np.ndarray
     cores: pa.Array  # the distinct cores
     core: np.ndarray  # per row: its core's position in ``cores``
-    keys: tuple[np.ndarray, ...]  # per row: one key id per :data:`_BLOCK_KEYS` pair
+    keys: tuple[np.ndarray, ...]  # per row: one key id per :data:`_BLOCK_KEYS` triple
+    unique_core: np.ndarray  # per row: no other group has its core
 
     @classmethod
     def of(cls, names: pd.Series, group: np.ndarray) -> Blocks:
@@ -163,29 +166,31 @@ class Blocks:
         cores = per_name.dictionary
         core_of_name = _ids(per_name.indices)
         core = np.where(distinct.indices.is_valid(), core_of_name[_ids(distinct.indices)], -1)
-        long_enough = pc.greater_equal(pc.utf8_length(cores), 3)
+        long_enough = pc.greater_equal(pc.utf8_length(cores), 4)
         last = pc.utf8_slice_codeunits(cores, -1)  # the legal form's or shop's last character
         keys = []
-        for a, b in _BLOCK_KEYS:
-            key = pc.binary_join_element_wise(
-                pc.utf8_slice_codeunits(cores, a, a + 1),
-                pc.utf8_slice_codeunits(cores, b, b + 1),
-                last,
-                "",
-            )
+        for positions in _BLOCK_KEYS:
+            chars = [pc.utf8_slice_codeunits(cores, i, i + 1) for i in positions]
+            key = pc.binary_join_element_wise(*chars, last, "")
             key_of_core = _ids(pc.dictionary_encode(key).indices)
             key_of_core[~long_enough.to_numpy(zero_copy_only=False)] = -1
             keys.append(np.where(core >= 0, key_of_core[np.maximum(core, 0)], -1))
-        return cls(group, cores, core, tuple(keys))
+        groups_per_core = np.bincount(
+            pd.DataFrame({"core": core, "group": group}).drop_duplicates()["core"].to_numpy() + 1,
+            minlength=len(cores) + 1,
+        )[1:]
+        unique_core = (core >= 0) & (groups_per_core[np.maximum(core, 0)] == 1)
+        return cls(group, cores, core, tuple(keys), unique_core)
 
     def pairs(self, probe: np.ndarray, target: np.ndarray) -> tuple[pd.DataFrame, int]:
         """``row, row_to, group, group_to``: probe × target rows of other groups sharing a key.
 
-        The whole core is the first key; only probes that share it with no target of
-        another group go on to the character-pair keys (most variants are exact by then).
+        The whole core is the first key; only probes whose core no other group has at all
+        go on to the character keys (a probe with an exact partner anywhere is decided on
+        it, in this pass or a later one).
         """
         exact, skipped = self._sharing(self.core, probe, target)
-        alone = probe.copy()
+        alone = probe & self.unique_core
         alone[exact["row"].to_numpy()] = False
         parts = [exact]
         for key in self.keys:
