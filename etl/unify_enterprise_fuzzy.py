@@ -3,10 +3,12 @@
 After the code edges (:func:`etl.unify_enterprise.resolve_enterprises`) every record sits in
 a *code group*. A group with a USCC or a registration number is *registered*; the others
 are *orphans* (a legacy org-code certificate or tax record whose code reaches no register
-row). Orphans are joined in two passes, each a vectorised comparison over blocks:
+row). Three passes, each a vectorised comparison over blocks:
 
-1. an orphan group joins the **one** registered group it matches;
-2. orphans left over join the **one** other orphan group they match (both ways unique),
+1. a group without a USCC (an orphan, or a registration record that has none) joins the
+   **one** USCC group it matches;
+2. an orphan still alone joins the **one** registration-only group it matches;
+3. orphans still alone join the **one** other orphan group they match (both ways unique),
    so the records of a firm missing from the register become one enterprise, still
    flagged unlinked.
 
