@@ -264,7 +264,9 @@ def _owner_edges(m: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     counts = reg.groupby("owner").size().rename("businesses")
     pairs = taxed.reset_index()[["index", "owner", "name_norm"]].merge(reg, on="owner")
     pairs = pairs.merge(counts, left_on="owner", right_index=True)
-    alike = core_similarity(pairs["name_norm_x"], pairs["name_norm_y"])
+    same = (pairs["name_norm_x"] == pairs["name_norm_y"]).fillna(False).to_numpy()
+    alike = np.ones(len(pairs))  # the same normalised name: nothing to compute
+    alike[~same] = core_similarity(pairs["name_norm_x"][~same], pairs["name_norm_y"][~same])
     ok = np.where(pairs["businesses"] == 1, ~(alike < MIN_NAME), alike == 1.0)
     pairs = pairs[ok].drop_duplicates("index")
     return pairs["index"].to_numpy(), pairs["to"].to_numpy()
