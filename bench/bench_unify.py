@@ -83,6 +83,7 @@ def unify_step(workdir: Path) -> None:
                 "seconds": seconds,
                 "peak_rss_mb": round(_peak_rss_mb()),
                 "candidate_pairs": figures.details["candidate_pairs"],
+                "enterprise_fallback": figures.details.get("enterprise_fallback"),
                 "seconds_parts": figures.details.get("seconds_parts"),
                 "seconds_read": figures.details.get("seconds_read"),
                 "summary": result["summary"],

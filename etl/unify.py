@@ -481,6 +481,7 @@ def unified_night(
         },
     }
     firm_changes = int(enterprise_xref["previous_enterprise_id"].notna().sum())
+    fallback = firms.fuzzy.as_dict()  # what the name-and-address fallback compared
     del firms, em, ids, enterprises, enterprise_xref, cases  # written from ``tables`` now
     clock.lap("enterprise_tables")
     # the person table last: its columns are not held while the enterprises are worked on
@@ -504,6 +505,7 @@ def unified_night(
             "candidate_pairs": int(len(people.candidates.left)),
             "pairs_per_blocking_rule": people.candidates.per_rule,
             "skipped_blocks": people.candidates.skipped_blocks,
+            "enterprise_fallback": fallback,
             "weights": people.model.describe(),
             "clean_rows": mentions.clean_rows,
             "mentions_from_cache": mentions.cached_rows,

@@ -22,7 +22,13 @@ import numpy as np
 import pandas as pd
 
 from etl.matching import cluster_labels
-from etl.unify_ids import smallest_per_cluster
+from etl.unify_enterprise_fuzzy import (
+    MIN_NAME,
+    FuzzyFigures,
+    any_per_group,
+    core_similarity,
+    fuzzy_links,
+)
 from etl.unify_person import SUBJECT, owner_ids
 
 ENTERPRISE_PREFIX = "E"
@@ -37,7 +43,9 @@ MENTION_COLUMNS = [
     "name",
     "name_norm",
     "address",
+    "division",
     "legal_rep_id_no",
+    "legal_rep_name",
     "status",
     "updated_at",
 ]
@@ -64,18 +72,22 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
     none = pd.Series([None] * n, dtype="str", index=b.index)
 
     def text(name: str) -> pd.Series:  # Arrow-backed strings, positions as in ``out``
-        return b[name].astype("str").reset_index(drop=True)
+        column = b.get(name, none)  # an optional column may be absent
+        return column.astype("str").reset_index(drop=True)
 
     if dataset_id == "gongshang.enterprise_registration":
         out = _frame(b, "reg_id", b["uscc"], none, b["reg_no"], none, "name")
         out["individual"] = (b["ent_type"] == "个体工商户").to_numpy()
         out["address"] = text("address")
         out["legal_rep_id_no"] = text("legal_rep_id_no")
+        out["legal_rep_name"] = text("legal_rep_name")
+        out["division"] = text("division_code")
         out["status"] = text("status")
     elif dataset_id == "zhijian.org_code":
         out = _frame(b, "org_code", none, b["org_code"], none, none, "name")
         out["individual"] = (b["org_type"] == "个体工商户").to_numpy()
         out["address"] = text("address")
+        out["legal_rep_name"] = text("legal_rep_name")
     elif dataset_id in ("guoshui.taxpayer", "dishui.taxpayer"):
         tax = b["tax_no"].astype("str")
         uscc = tax.where(tax.str.len() == 18)
@@ -84,6 +96,8 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
         key = "tax_no" if dataset_id == "guoshui.taxpayer" else "taxpayer_id"
         out = _frame(b, key, uscc, org, none, tax.where(owner.notna()), "taxpayer_name")
         out["individual"] = owner.notna().to_numpy()
+        out["division"] = tax.str.slice(0, 6).where(tax.str.len() == 15).reset_index(drop=True)
+        out["legal_rep_name"] = text("legal_rep_name")
         out["status"] = text("status")
     elif dataset_id == "xingzheng.service_case":
         b = b[(b["applicant_type"] != "自然人").to_numpy()]
@@ -98,6 +112,7 @@ def enterprise_mentions(dataset_id: str, batch: pd.DataFrame) -> pd.DataFrame:
         if col not in out:
             out[col] = pd.Series([None] * len(out), dtype="str")
     out["org_code"] = out["org_code"].fillna(out["uscc"].str.slice(8, 17))
+    out["division"] = out["division"].fillna(out["uscc"].str.slice(2, 8))
     return out[MENTION_COLUMNS].reset_index(drop=True)
 
 
@@ -139,12 +154,13 @@ def _frame(
 
 @dataclass(frozen=True)
 class EnterpriseResolution:
-    mentions: pd.DataFrame  # MENTION_COLUMNS + cluster, anchor, member, match_rule, match_score
+    mentions: pd.DataFrame  # MENTION_COLUMNS + cluster, anchor, linked, match_rule, match_score
+    fuzzy: FuzzyFigures
 
 
 def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
-    """Link enterprise mentions: codes first, owner IDs next, the normalised name last."""
-    m = mentions.reset_index(drop=True).copy()
+    """Link enterprise mentions: codes first, owner IDs next, name and address last."""
+    m = mentions.reset_index(drop=True)  # copy-on-write: new columns leave ``mentions`` alone
     n = len(m)
     edges: list[tuple[np.ndarray, np.ndarray]] = []
     for key in ("org_code", "uscc", "reg_no", "owner_id"):
@@ -152,91 +168,90 @@ def resolve_enterprises(mentions: pd.DataFrame) -> EnterpriseResolution:
     owner_left, owner_right = _owner_edges(m)
     edges.append((owner_left, owner_right))
     code_cluster = cluster_labels(n, *_joined(edges))
-    # fuzzy fallback: a group without a USCC joins the one USCC group with its normalised
-    # name; a group with neither USCC nor registration number then tries registration-only
-    # groups the same way
-    m["cluster"] = code_cluster
-    has_uscc = m["uscc"].notna().groupby(m["cluster"]).transform("any").to_numpy()
-    first_left, first_right = _name_edges(m, has_uscc, ~has_uscc)
-    m["cluster"] = cluster_labels(n, *_joined(edges + [(first_left, first_right)]))
-    has_uscc = m["uscc"].notna().groupby(m["cluster"]).transform("any").to_numpy()
-    has_reg = m["reg_no"].notna().groupby(m["cluster"]).transform("any").to_numpy()
-    second_left, second_right = _name_edges(m, has_reg & ~has_uscc, ~has_reg & ~has_uscc)
-    fuzzy_left = np.concatenate([first_left, second_left])
-    fuzzy_right = np.concatenate([first_right, second_right])
-    m["cluster"] = cluster_labels(n, *_joined(edges + [(fuzzy_left, fuzzy_right)]))
-    votes = m.dropna(subset=["uscc"]).groupby(["cluster", "uscc"], as_index=False).size()
-    votes = votes.sort_values(["size", "uscc"], ascending=[False, True])
-    uscc_anchor = votes.drop_duplicates("cluster").set_index("cluster")["uscc"]
-    reg_anchor = "reg:" + smallest_per_cluster(m["cluster"], m["reg_no"])
-    org_anchor = "org:" + smallest_per_cluster(m["cluster"], m["org_code"])
-    m["member"] = m["dataset"] + "|" + m["source_key"].astype(str) + "|" + SUBJECT
-    row_anchor = "row:" + smallest_per_cluster(m["cluster"], m["member"])
-    anchor = m["cluster"].map(uscc_anchor)
-    for fallback in (reg_anchor, org_anchor, row_anchor):
-        anchor = anchor.fillna(m["cluster"].map(fallback))
-    m["anchor"] = anchor
+    fuzzy = fuzzy_links(m, code_cluster)
+    m["cluster"] = cluster_labels(n, *_joined(edges + [(fuzzy.left, fuzzy.right)]))
+    m["anchor"] = _anchors(m, m["cluster"].to_numpy())
     # linked = part of a registered enterprise (a USCC or a registration number)
-    m["linked"] = (~m["anchor"].str.startswith(("row:", "org:"))).to_numpy()
+    linked = (~m["anchor"].str.startswith(("row:", "org:"))).to_numpy()
+    m["linked"] = linked
 
-    has_uscc = pd.Series(m["uscc"].notna().to_numpy())
-    in_code_group_with_uscc = has_uscc.groupby(code_cluster).transform("any").to_numpy()
+    in_code_group_with_uscc = any_per_group(m["uscc"].notna(), code_cluster)
     by_owner = np.zeros(n, dtype=bool)
     by_owner[owner_left] = True
-    by_fuzzy = np.zeros(n, dtype=bool)
-    by_fuzzy[fuzzy_left] = True
+    # every row of a code group that joined others by name and address carries its score
+    group_score = np.full(code_cluster.max() + 1 if n else 0, np.nan)
+    group_score[code_cluster[fuzzy.left]] = fuzzy.score
+    fuzzy_score = group_score[code_cluster] if n else np.zeros(0)
+    by_fuzzy = ~np.isnan(fuzzy_score)
     rule = np.select(
         [
             m["uscc"].notna().to_numpy(),
             m["reg_no"].notna().to_numpy(),
             m["org_code"].notna().to_numpy() & in_code_group_with_uscc,
             by_owner,
-            by_fuzzy & m["linked"].to_numpy(),
-            ~m["linked"].to_numpy(),
+            by_fuzzy & linked,
+            ~linked,
         ],
         ["exact_uscc", "exact_reg_no", "legacy_code", "owner_id", "fuzzy_name", "unlinked"],
         "legacy_code",
     )
     m["match_rule"] = rule
-    m["match_score"] = np.where(
-        rule == "fuzzy_name", 0.9, np.where(rule == "unlinked", np.nan, 1.0)
-    )
-    return EnterpriseResolution(m)
+    # an unlinked row joined to other legacy records by name and address keeps that score
+    by_name = by_fuzzy & np.isin(rule, ["fuzzy_name", "unlinked"])
+    m["match_score"] = np.where(by_name, fuzzy_score, np.where(rule == "unlinked", np.nan, 1.0))
+    return EnterpriseResolution(m, fuzzy.figures)
+
+
+def _anchors(m: pd.DataFrame, cluster: np.ndarray) -> pd.Series:
+    """Per row its cluster's anchor: the USCC most of its rows carry, else ``reg:`` the
+    smallest registration number, ``org:`` the smallest org code, ``row:`` the first member.
+
+    Each fallback looks only at the rows of clusters still without an anchor (a few %).
+    """
+    k = int(cluster.max()) + 1 if len(cluster) else 0
+    anchor = np.full(k, None, dtype=object)
+    code, usccs = pd.factorize(m["uscc"], sort=True)  # code order = USCC order
+    has = code >= 0
+    votes = pd.DataFrame({"cluster": cluster[has], "code": code[has]})
+    votes = votes.groupby(["cluster", "code"], as_index=False).size()
+    votes = votes.sort_values(["size", "code"], ascending=[False, True]).drop_duplicates("cluster")
+    anchor[votes["cluster"].to_numpy()] = np.asarray(usccs, dtype=object)[votes["code"].to_numpy()]
+    for prefix, column in (("reg:", "reg_no"), ("org:", "org_code"), ("row:", None)):
+        rows = np.flatnonzero(pd.isna(anchor)[cluster])
+        if not len(rows):
+            break
+        part = m.iloc[rows]
+        values = (
+            part["dataset"] + "|" + part["source_key"].astype("str") + "|" + SUBJECT
+            if column is None
+            else part[column]
+        )
+        smallest = pd.DataFrame({"cluster": cluster[rows], "value": values.to_numpy()}).dropna()
+        smallest = smallest.sort_values(["cluster", "value"]).drop_duplicates("cluster")
+        anchor[smallest["cluster"].to_numpy()] = prefix + smallest["value"].astype("str")
+    return pd.Series(anchor[cluster], dtype="str")
 
 
 def _joined(edges: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges])
 
 
-def _name_edges(
-    m: pd.DataFrame, target: np.ndarray, orphan: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Edges from orphan rows to a target group with the same normalised name.
-
-    A name that two target groups share is ambiguous and links nothing.
-    """
-    named = m["name_norm"].notna().to_numpy()
-    rows = pd.DataFrame({"row": np.arange(len(m)), "cluster": m["cluster"], "name": m["name_norm"]})
-    targets = rows[target & named].drop_duplicates(["name", "cluster"])
-    targets = targets[~targets.duplicated("name", keep=False)]
-    pairs = rows[orphan & named].merge(targets, on="name", suffixes=("", "_to"))
-    return pairs["row"].to_numpy(), pairs["row_to"].to_numpy()
-
-
 def _same_value_edges(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Edges from each row to the first row with the same non-null value."""
-    group = values.groupby(values, dropna=True).ngroup().fillna(-1).to_numpy(dtype=np.int64)
-    rows = np.arange(len(values))
-    has = group >= 0
-    first = pd.Series(rows[has]).groupby(group[has]).transform("first").to_numpy()
-    return rows[has], first
+    codes = pd.factorize(values)[0]  # -1 for null
+    rows = np.flatnonzero(codes >= 0)
+    _, first_of_code = np.unique(codes[rows], return_index=True)
+    codes_of_rows = codes[rows]
+    # np.unique yields the codes 0 … k-1 in order, each with the position of its first row
+    return rows, rows[first_of_code][codes_of_rows]
 
 
 def _owner_edges(m: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """A tax record under ``ID + 00`` → the registered individual business of that owner.
 
-    When the owner registered several businesses the normalised names must agree; an owner
-    with one registered business links on the ID alone.
+    When the owner registered several businesses the names' cores must agree; an owner with
+    one registered business links unless the names plainly differ (an owner may be taxed for
+    a shop that is not on the register, under the same ID with another suffix).
     """
     taxed = m[m["owner_id"].notna()].assign(owner=lambda d: d["owner_id"].str.slice(0, 18))
     registered = m[
@@ -249,7 +264,10 @@ def _owner_edges(m: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     counts = reg.groupby("owner").size().rename("businesses")
     pairs = taxed.reset_index()[["index", "owner", "name_norm"]].merge(reg, on="owner")
     pairs = pairs.merge(counts, left_on="owner", right_index=True)
-    ok = (pairs["businesses"] == 1) | (pairs["name_norm_x"] == pairs["name_norm_y"])
+    same = (pairs["name_norm_x"] == pairs["name_norm_y"]).fillna(False).to_numpy()
+    alike = np.ones(len(pairs))  # the same normalised name: nothing to compute
+    alike[~same] = core_similarity(pairs["name_norm_x"][~same], pairs["name_norm_y"][~same])
+    ok = np.where(pairs["businesses"] == 1, ~(alike < MIN_NAME), alike == 1.0)
     pairs = pairs[ok].drop_duplicates("index")
     return pairs["index"].to_numpy(), pairs["to"].to_numpy()
 
@@ -260,26 +278,51 @@ def unified_enterprises(m: pd.DataFrame, person_of_id: pd.Series) -> pd.DataFram
     ``person_of_id`` maps a valid resident ID to its unified person id (the legal
     representative's or owner's person).
     """
-    m = m.assign(rank=m["dataset"].map(SOURCE_RANK).fillna(9))
-    by_rank = m.sort_values(["cluster", "rank", "updated_at"], ascending=[True, True, False])
-    by_time = m.sort_values(["cluster", "updated_at"], ascending=[True, False])
-    out = by_rank.groupby("cluster", sort=True)[
-        ["uscc", "org_code", "reg_no", "name", "name_norm", "status", "legal_rep_id_no"]
-    ].first()
-    out["address"] = by_time.groupby("cluster", sort=True)["address"].first()
-    owner = by_rank.dropna(subset=["owner_id"]).groupby("cluster")["owner_id"].first()
-    rep_id = out["legal_rep_id_no"].fillna(owner.str.slice(0, 18).reindex(out.index))
+    cluster = m["cluster"].to_numpy()
+    rank = m["dataset"].map(SOURCE_RANK).fillna(9).to_numpy()
+    newest_first = -_update_order(m["updated_at"])
+    by_rank = np.lexsort((newest_first, rank, cluster))  # sorts only row numbers
+    by_time = np.lexsort((newest_first, cluster))
+    columns = ["uscc", "org_code", "reg_no", "name", "name_norm", "status", "legal_rep_id_no"]
+    out = pd.DataFrame({c: _first_valid(m[c], cluster, by_rank) for c in columns})
+    out["address"] = _first_valid(m["address"], cluster, by_time)
+    owner = _first_valid(m["owner_id"], cluster, by_rank)
+    rep_id = out["legal_rep_id_no"].fillna(owner.str.slice(0, 18))
     out["legal_rep_person_id"] = rep_id.map(person_of_id)
     out = out.drop(columns=["legal_rep_id_no"])
-    groups = m.groupby("cluster", sort=True)
-    out.insert(0, "enterprise_id", groups["enterprise_id"].first())
-    out.insert(1, "anchor", groups["anchor"].first())
-    out["linked"] = groups["linked"].first()
-    out["individual"] = m["individual"].fillna(False).astype(bool).groupby(m["cluster"]).max()
+    newest = by_time[_starts(cluster[by_time])]  # one row per cluster, its newest
+    out.insert(0, "enterprise_id", m["enterprise_id"].to_numpy()[newest])
+    out.insert(1, "anchor", m["anchor"].to_numpy()[newest])
+    out["linked"] = m["linked"].to_numpy()[newest]
+    individual = m["individual"].fillna(False).to_numpy(dtype=bool)
+    out["individual"] = np.bincount(cluster, weights=individual, minlength=len(out)) > 0
     out["sources"] = sources_per_entity(m, "cluster")
-    out["records"] = groups.size()
-    out["last_updated_at"] = groups["updated_at"].max()
+    out["records"] = np.bincount(cluster, minlength=len(out))
+    out["last_updated_at"] = m["updated_at"].to_numpy()[newest]
     return out.sort_values("enterprise_id").reset_index(drop=True)
+
+
+def _update_order(updated_at: pd.Series) -> np.ndarray:
+    """Update times as int64 for sorting, a missing one oldest of all."""
+    t = updated_at.to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    return np.where(np.isnat(updated_at.to_numpy(dtype="datetime64[ms]")), -(2**62), t)
+
+
+def _starts(sorted_clusters: np.ndarray) -> np.ndarray:
+    """True where a run of equal cluster labels starts."""
+    start = np.ones(len(sorted_clusters), dtype=bool)
+    start[1:] = sorted_clusters[1:] != sorted_clusters[:-1]
+    return start
+
+
+def _first_valid(values: pd.Series, cluster: np.ndarray, order: np.ndarray) -> pd.Series:
+    """Per cluster (0 … k-1) the first non-null value in the row order ``order``."""
+    valid = order[values.notna().to_numpy()[order]]
+    in_cluster = cluster[valid]
+    first = _starts(in_cluster)
+    k = int(cluster.max()) + 1 if len(cluster) else 0
+    chosen = values.iloc[valid[first]].set_axis(in_cluster[first])
+    return chosen.reindex(pd.RangeIndex(k, name="cluster"))
 
 
 def sources_per_entity(m: pd.DataFrame, entity: str) -> pd.Series:

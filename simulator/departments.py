@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from catalog.identifiers import make_org_codes
 from simulator import enterprises as ent
 from simulator import population as pop
 from simulator import vocab
@@ -283,7 +284,7 @@ def _zhijian_make(
     e = _ents(ctx, codes)
     n = len(codes)
     rep = _persons(ctx, e["legal_rep"].to_numpy())
-    org = text(e, "org_code")
+    org, stale = _legacy_org_codes(ctx, codes)
     plain = _hash_unit(codes, 5) < ctx.rates.org_code_no_hyphen
     if dup:  # the same certificate keyed in again, the other way round
         plain = ~plain
@@ -302,7 +303,25 @@ def _zhijian_make(
         "issued_date": iso_dates(issued),
         "valid_until": iso_dates(issued + (terms * 4 * YEAR).astype(np.int64)),
         "updated_at": ctx.updated_at(np.maximum(issued, SYSTEM_SINCE), rng),
-    }, {"org_code_no_hyphen": plain}
+    }, {"org_code_no_hyphen": plain, "stale_org_code": stale}
+
+
+def _legacy_org_codes(ctx: Context, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The organisation code a legacy record carries, and whether it is a stale one.
+
+    Some firms were given a new organisation code when their USCC was issued; their
+    certificates and old tax numbers still carry the code issued before, which is in no
+    USCC. Stale bodies start with 0 (drawn codes are 10000000 and up), so they never
+    collide with a firm's real code.
+    """
+    e = _ents(ctx, codes)
+    pre = e["established"].to_numpy() < ent.REFORM_DAY
+    stale = pre & (_hash_unit(codes, 17) < ctx.rates.stale_org_code)
+    org = text(e, "org_code")
+    if stale.any():
+        index = np.asarray(codes, dtype=np.int64)[stale] - ENTERPRISE_BASE
+        org[stale] = make_org_codes(np.char.zfill(index.astype("U8"), 8))
+    return org, stale
 
 
 def _zhijian_update(ctx: Context, n: int, rng: np.random.Generator) -> Columns:
@@ -314,20 +333,24 @@ def _zhijian_update(ctx: Context, n: int, rng: np.random.Generator) -> Columns:
 TAX_STATUS = np.array(["正常", "注销", "非正常"])  # by enterprise status 存续/注销/吊销
 
 
-def _tax_numbers(ctx: Context, codes: np.ndarray, dup: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Tax number per docs/architecture.md §4 and whether it is a legacy 15-character number."""
+def _tax_numbers(
+    ctx: Context, codes: np.ndarray, dup: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tax number per docs/architecture.md §4, whether it is a legacy 15-character number,
+    and whether that number carries a stale organisation code."""
     e = _ents(ctx, codes)
     individual = e["ent_type"].to_numpy() == vocab.ENT_INDIVIDUAL
     pre = e["established"].to_numpy() < ent.REFORM_DAY
     owner_id = text(_persons(ctx, e["legal_rep"].to_numpy()), "id_no")
     owner_no = np.strings.add(owner_id, np.strings.zfill(e["owner_seq"].to_numpy().astype("U2"), 2))
     uscc = text(e, "uscc")
-    old = np.strings.add(text(e, "division"), text(e, "org_code"))
+    org, stale = _legacy_org_codes(ctx, codes)
+    old = np.strings.add(text(e, "division"), org)
     legacy = pre & ~individual & (_hash_unit(codes, 11) < ctx.rates.legacy_tax_no)
     if dup:  # the firm registered a second time under its other number
         alternate_is_old = ~individual & ~legacy
-        return np.where(alternate_is_old, old, uscc), alternate_is_old
-    return np.where(individual, owner_no, np.where(legacy, old, uscc)), legacy
+        return np.where(alternate_is_old, old, uscc), alternate_is_old, alternate_is_old & stale
+    return np.where(individual, owner_no, np.where(legacy, old, uscc)), legacy, legacy & stale
 
 
 def _tax_can_duplicate(ctx: Context, codes: np.ndarray) -> np.ndarray:
@@ -341,7 +364,7 @@ def _tax_common(
     ctx: Context, codes: np.ndarray, rng: np.random.Generator, dup: bool
 ) -> tuple[pd.DataFrame, Columns, Tags, np.ndarray]:
     e = _ents(ctx, codes)
-    tax_no, legacy = _tax_numbers(ctx, codes, dup)
+    tax_no, legacy, stale = _tax_numbers(ctx, codes, dup)
     registered = np.minimum(
         e["established"].to_numpy() + rng.integers(3, 60, len(codes)), ctx.today
     )
@@ -354,7 +377,7 @@ def _tax_common(
         "registered_date": iso_dates(registered),
         "status": status,
     }
-    return e, cols, {"legacy_tax_no": legacy}, registered
+    return e, cols, {"legacy_tax_no": legacy, "stale_org_code": stale}, registered
 
 
 _CITY_PREFIX = ent.CITY_PREFIX
@@ -560,6 +583,7 @@ PLANS: dict[str, Plan] = {
                 person_id="legal_rep_id_no",
                 person_name="legal_rep_name",
                 ent_name="name",
+                ent_address="address",
                 dates=("established_date",),
             ),
             _all_firms,
@@ -576,6 +600,7 @@ PLANS: dict[str, Plan] = {
                 code="org_code",
                 person_name="legal_rep_name",
                 ent_name="name",
+                ent_address="address",
                 dates=("issued_date", "valid_until"),
             ),
             _pre_reform_firms,

@@ -34,6 +34,7 @@ class DirtTargets:
     code: str | None = None  # main identifier (fullwidth, spaces, zero_width)
     person_name: str | None = None
     ent_name: str | None = None
+    ent_address: str | None = None  # an enterprise's address (province/city prefix, 號, digits)
     phone: str | None = None
     dates: tuple[str, ...] = ()
     zero_width: bool = True  # False for GBK files: GBK cannot encode U+200B/U+FEFF
@@ -65,8 +66,16 @@ def apply_dirt(
             if targets.person_rows
             else notna(df, targets.ent_name)
         )
+        tags["ent_name_typo"] = _ent_name_typo(
+            df, targets.ent_name, has & (rng.random(n) < rates.ent_name_typo), rng
+        )
         tags["ent_name_variant"] = _ent_name_variant(
-            df, targets.ent_name, has & (rng.random(n) < rates.ent_name_variant)
+            df, targets.ent_name, has & (rng.random(n) < rates.ent_name_variant), rng
+        )
+    if targets.ent_address:
+        has = notna(df, targets.ent_address)
+        tags["ent_address_variant"] = _ent_address_variant(
+            df, targets.ent_address, has & (rng.random(n) < rates.ent_address_variant), rng
         )
     if targets.phone:
         tags["phone_format"] = _phone_format(
@@ -242,25 +251,105 @@ def _name_dirt(
         df.loc[tags["name_space"], col] = names.str.slice(0, 1) + " " + names.str.slice(1)
 
 
-def _ent_name_variant(df: pd.DataFrame, col: str, mask: np.ndarray) -> np.ndarray:
-    """One plausible re-spelling of each chosen firm name; rows with none stay clean."""
+_DISTRICT_PREFIX = "^(?:江门市)?(?:" + "|".join(vocab.DISTRICT_NAMES) + ")"  # a district
+_NAME_PREFIX = _DISTRICT_PREFIX + "?"  # 江门市, a district, both or neither
+
+
+def _ent_name_variant(
+    df: pd.DataFrame, col: str, mask: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """One plausible re-spelling of each chosen firm name, of a kind its name allows.
+
+    有限公司 ↔ 有限责任公司, （江门） → (江门), 江门市 dropped or added, the district dropped,
+    one character in traditional form, trailing spaces: what registers really differ in.
+    """
     if not mask.any():
         return mask
-    names = df.loc[mask, col]
+    names = df.loc[mask, col].astype(str)
+    llc = names.str.endswith("有限公司") & ~names.str.endswith("股份有限公司")
+    kinds = {  # variant → (rows it applies to, the re-spelt names)
+        "form": (
+            llc | names.str.endswith("有限责任公司"),
+            names.str.replace("有限责任公司$", "有限公司", regex=True).where(
+                ~llc, names.str.slice(0, -4) + "有限责任公司"
+            ),
+        ),
+        "brackets": (names.str.contains("（", regex=False), names.str.translate(_HALF_BRACKETS)),
+        "city_dropped": (names.str.startswith("江门市"), names.str.slice(3)),
+        "city_added": (~names.str.startswith("江门市"), "江门市" + names),
+        "district_dropped": (
+            names.str.contains(_DISTRICT_PREFIX + ".{4}", regex=True),
+            names.str.replace(_DISTRICT_PREFIX, "", regex=True).where(
+                ~names.str.startswith("江门市"),
+                "江门市" + names.str.replace(_DISTRICT_PREFIX, "", regex=True),
+            ),
+        ),
+        "traditional": (
+            names.str.contains(_TRADITIONAL_CHARS, regex=True),
+            names.str.translate(TRADITIONAL_TABLE),
+        ),
+        "spaces": (pd.Series(True, index=names.index), names + "  "),
+    }
+    allowed = np.column_stack([ok.to_numpy(dtype=bool) for ok, _ in kinds.values()])
+    pick = np.argmax(rng.random(allowed.shape) * allowed, axis=1)
     out = names.copy()
-    paren = names.str.contains("（", regex=False)
-    city = names.str.startswith("江门市") & ~paren
-    llc = names.str.endswith("有限公司") & ~names.str.endswith("股份有限公司") & ~paren & ~city
-    llc_long = names.str.endswith("有限责任公司") & ~paren & ~city
-    half = str.maketrans("（）", "()")
-    out[paren] = names[paren].str.translate(half)
-    out[city] = names[city].str.slice(3)
-    out[llc & ~llc_long] = names[llc & ~llc_long].str.slice(0, -4) + "有限责任公司"
-    out[llc_long] = names[llc_long].str.slice(0, -6) + "有限公司"
-    changed = (out != names).to_numpy()
+    for i, (_, respelt) in enumerate(kinds.values()):
+        chosen = (pick == i) & allowed[:, i]
+        out[chosen] = respelt[chosen]
     df.loc[mask, col] = out
     result = mask.copy()
-    result[np.flatnonzero(mask)[~changed]] = False
+    result[np.flatnonzero(mask)[(out == names).to_numpy()]] = False
+    return result
+
+
+_HALF_BRACKETS = str.maketrans("（）", "()")
+
+
+def _ent_name_typo(
+    df: pd.DataFrame, col: str, mask: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """One character of the trade name (the two after the city/district prefix) keyed wrong."""
+    if not mask.any():
+        return mask
+    names = df.loc[mask, col].astype(str)
+    start = names.str.extract(f"({_NAME_PREFIX})", expand=False).fillna("").str.len()
+    pos = start.to_numpy() + rng.integers(0, 2, len(names))
+    chars = vocab.TRADE_NAME_CHARS
+    wrong = chars[rng.integers(0, len(chars), len(names))]
+    out = [  # only the chosen rows (about 1 %): a Python loop over them is cheap
+        n[:i] + (w if n[i : i + 1] != w else chars[0] if w != chars[0] else chars[1]) + n[i + 1 :]
+        for n, i, w in zip(names, pos, wrong, strict=True)
+    ]
+    df.loc[mask, col] = out
+    return mask
+
+
+_FULLWIDTH_DIGITS = str.maketrans({str(d): chr(0xFF10 + d) for d in range(10)})
+
+
+def _ent_address_variant(
+    df: pd.DataFrame, col: str, mask: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """An address as another register writes it: 广东省 or 广东省江门市 dropped, 號, ０-９."""
+    if not mask.any():
+        return mask
+    addr = df.loc[mask, col].astype(str)
+    province = addr.str.startswith("广东省江门市")
+    kinds = [
+        (province, addr.str.slice(3)),
+        (province, addr.str.slice(6)),
+        (addr.str.contains("号", regex=False), addr.str.replace("号", "號", regex=False)),
+        (addr.str.contains("[0-9]", regex=True), addr.str.translate(_FULLWIDTH_DIGITS)),
+    ]
+    allowed = np.column_stack([ok.to_numpy(dtype=bool) for ok, _ in kinds])
+    pick = np.argmax(rng.random(allowed.shape) * allowed, axis=1)
+    out = addr.copy()
+    for i, (_, respelt) in enumerate(kinds):
+        chosen = (pick == i) & allowed[:, i]
+        out[chosen] = respelt[chosen]
+    df.loc[mask, col] = out
+    result = mask.copy()
+    result[np.flatnonzero(mask)[(out == addr).to_numpy()]] = False
     return result
 
 

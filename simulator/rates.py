@@ -35,7 +35,12 @@ class DirtRates:
     bad_check: float = 0.003  # resident ID with a wrong check character (a typo)
     date_format: float = 0.15  # dates as 2017/2/23, 20170223 or 2017年2月23日 instead of ISO
     phone_format: float = 0.10  # phone as +86 138-1234-5678, 138 1234 5678 or 86-13812345678
-    ent_name_variant: float = 0.10  # 有限公司<->有限责任公司, （）->(), 江门市 prefix dropped
+    # 有限公司<->有限责任公司, （）<->(), 江门市 or the district dropped or added, a traditional
+    # character, trailing spaces: spellings a register normalisation can undo
+    ent_name_variant: float = 0.10
+    ent_name_typo: float = 0.01  # one character of the trade name (字号) keyed wrong
+    ent_address_variant: float = 0.10  # 广东省/江门市 dropped, 號 for 号, full-width digits
+    stale_org_code: float = 0.03  # a legacy record under the org code issued before the USCC
     legacy_tax_no: float = 0.7  # pre-2015 firm still filed under its 15-char tax number
     org_code_no_hyphen: float = 0.1  # organisation code written without its hyphen
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from stdnum.cn import ric, uscc
 from stdnum.iso7064 import mod_11_10
@@ -28,6 +30,7 @@ from simulator import (
     build_departments,
     make_hostile_delivery,
 )
+from simulator import enterprises as ent
 from simulator.catalog_view import catalog_by_id
 from simulator.departments import PLANS
 from simulator.hostile import (
@@ -73,6 +76,10 @@ def clean_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build(tmp_path_factory.mktemp("clean"))
 
 
+FULLWIDTH_BACK = str.maketrans({0xFF10 + i: c for i, c in enumerate("0123456789")}) | {
+    0xFF21 + i: c for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+}
+
 # dirt set well above the defaults so that counts are meaningful at small scale
 HIGH = DirtRates(
     duplicate=0.05,
@@ -89,6 +96,9 @@ HIGH = DirtRates(
     date_format=0.30,
     phone_format=0.25,
     ent_name_variant=0.30,
+    ent_name_typo=0.10,
+    ent_address_variant=0.30,
+    stale_org_code=0.10,
     legacy_tax_no=0.7,
     org_code_no_hyphen=0.2,
 )
@@ -396,9 +406,35 @@ def test_enterprise_name_variants_and_legacy_codes(dirty_run: Path) -> None:
     rows = truth["entity_id"].str.slice(1).astype(int).to_numpy() - 1
     true_names = firms["name"].to_numpy()[rows]
     variant = _has(truth, "ent_name_variant")
+    typo = _has(truth, "ent_name_typo")
     assert variant.sum() > 0.6 * HIGH.ent_name_variant * len(frame)
-    assert (frame.loc[variant, "name"].to_numpy() != true_names[variant]).all()
-    assert (frame.loc[~variant, "name"].to_numpy() == true_names[~variant]).all()
+    assert typo.sum() > 0.6 * HIGH.ent_name_typo * len(frame)
+    dirty = variant | typo
+    assert (frame.loc[dirty, "name"].to_numpy() != true_names[dirty]).all()
+    assert (frame.loc[~dirty, "name"].to_numpy() == true_names[~dirty]).all()
+    # a variant normalises back to the true name's normal form; a typo changes one character
+    from etl.standardise import normalised_enterprise_name, simplified_chinese
+
+    def norm(names) -> list:
+        arrow = pa.array(pd.Series(names).str.strip().tolist(), pa.string())
+        return normalised_enterprise_name(simplified_chinese(pc.utf8_normalize(arrow, "NFKC")))
+
+    only_variant = variant & ~typo
+    spelt = norm(frame.loc[only_variant, "name"])
+    true = norm(true_names[only_variant])
+    district = "^(蓬江区|江海区|新会区|台山市|开平市|鹤山市|恩平市)"
+    core = pc.replace_substring_regex(spelt, district, "")
+    assert core.equals(pc.replace_substring_regex(true, district, ""))
+    typed = frame.loc[typo & ~variant, "name"].to_numpy()
+    assert all(
+        len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1
+        for a, b in zip(typed, true_names[typo & ~variant], strict=True)
+    )
+    addresses = ent.addresses(firms.iloc[rows])
+    moved = _has(truth, "ent_address_variant")
+    assert moved.sum() > 0.6 * HIGH.ent_address_variant * len(frame)
+    assert (frame.loc[moved, "address"].to_numpy() != addresses[moved]).all()
+    assert (frame.loc[~moved, "address"].to_numpy() == addresses[~moved]).all()
 
     zhijian = _drop(dirty_run, "zhijian.org_code")
     ztruth = _truth(dirty_run, "zhijian.org_code")
@@ -406,6 +442,11 @@ def test_enterprise_name_variants_and_legacy_codes(dirty_run: Path) -> None:
     code = zhijian["org_code"].str.replace(r"[\s\u200b\ufeff]", "", regex=True)
     assert code[plain].str.fullmatch(r"[0-9A-Z０-９Ａ-Ｚ]{9}").all()
     assert code[~plain].str.fullmatch(r"[0-9A-Z０-９Ａ-Ｚ]{8}-[0-9X０-９Ｘ]").all()
+    # a stale organisation code is in no firm's USCC, a current one is
+    stale = _has(ztruth, "stale_org_code")
+    digits = code.str.replace("-", "").str.translate(FULLWIDTH_BACK).str.upper()
+    in_uscc = digits.isin(firms["uscc"].str.slice(8, 17))
+    assert stale.sum() > 0 and not in_uscc[stale].any() and in_uscc[~stale].all()
 
     tax = _drop(dirty_run, "guoshui.taxpayer")
     ttruth = _truth(dirty_run, "guoshui.taxpayer")
