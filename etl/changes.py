@@ -140,21 +140,34 @@ def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarra
     when its key has one row tonight, had one row last night with the same content, and was
     published clean; every other row is validated again.
     """
-    # hash tables (pandas), not sorts: linear in the rows of both nights
-    tonight_counts = pd.Series(tonight.keys).value_counts()
-    last_counts = pd.Series(last.keys).value_counts()
-    first_of_key = np.flatnonzero(~pd.Series(last.keys).duplicated().to_numpy())
-    where = pd.Index(last.keys[first_of_key]).get_indexer(tonight.keys)  # -1: new tonight
-    known = where >= 0
-    last_row = first_of_key[np.where(known, where, 0)] if len(first_of_key) else where
-    single_tonight = tonight_counts.reindex(tonight.keys).to_numpy() == 1
-    single_last = last_counts.reindex(tonight.keys).fillna(0).to_numpy() == 1
-    same = known & single_last
-    same[same] = last.contents[last_row[same]] == tonight.contents[same]
-    carried = single_tonight & same & _member(tonight.keys, clean_keys)
-    pairs_last = last.keys * _MIX + last.contents
-    new_content = ~_member(tonight.keys * _MIX + tonight.contents, pairs_last)
-    l_keys = last_counts.index.to_numpy(dtype=np.uint64)
+    # one hash pass (pandas factorize) numbers every key of both nights and of last night's
+    # clean rows; the rest is counting and indexing by those numbers (numpy, no sorts)
+    n_last, n_tonight = len(last.keys), len(tonight.keys)
+    codes, uniques = pd.factorize(np.concatenate([last.keys, tonight.keys, clean_keys]))
+    codes_last, codes_tonight = codes[:n_last], codes[n_last : n_last + n_tonight]
+    kinds = len(uniques)
+    in_last = np.bincount(codes_last, minlength=kinds)
+    in_tonight = np.bincount(codes_tonight, minlength=kinds)
+    published = np.zeros(kinds, dtype=bool)
+    published[codes[n_last + n_tonight :]] = True
+    first_row = np.zeros(kinds, dtype=np.int64)  # a key's first row last night
+    first_row[codes_last[::-1]] = np.arange(n_last - 1, -1, -1)
+    last_count = in_last[codes_tonight]
+    known = last_count > 0
+    single_last = last_count == 1
+    same = single_last.copy()
+    same[same] = last.contents[first_row[codes_tonight[same]]] == tonight.contents[same]
+    carried = (in_tonight[codes_tonight] == 1) & same & published[codes_tonight]
+    # content new for the key: differs from its one row last night, or (several rows last
+    # night) matches none of them
+    new_content = single_last & ~same
+    several = known & ~single_last
+    if several.any():
+        repeated = in_last[codes_last] > 1
+        pairs_last = last.keys[repeated] * _MIX + last.contents[repeated]
+        pairs = tonight.keys[several] * _MIX + tonight.contents[several]
+        new_content[several] = ~_member(pairs, pairs_last)
+    gone = uniques[(in_last > 0) & (in_tonight == 0)].astype(np.uint64)
     order = np.argsort(tonight.keys[carried], kind="stable")
     return Changes(
         carried_keys=tonight.keys[carried][order],
@@ -162,7 +175,7 @@ def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarra
         revalidate=np.sort(tonight.row_numbers[~carried]),
         inserted=int((~known).sum()),
         updated=int((known & new_content).sum()),
-        deleted_keys=np.sort(l_keys[~_member(l_keys, tonight.keys)]),
+        deleted_keys=np.sort(gone),
     )
 
 

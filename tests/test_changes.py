@@ -182,6 +182,22 @@ def test_compare_carries_only_single_identical_clean_rows() -> None:
     assert changes.deleted_keys.tolist() == [6]
 
 
+def test_compare_counts_keys_with_several_rows_last_night() -> None:
+    """Key 7 had two versions last night and one of them tonight (not an update); key 8 had
+    two and tonight a third (an update); neither is carried (last night was ambiguous)."""
+    u = np.uint64
+    last = SnapshotHashes(
+        np.array([1, 7, 7, 8, 8], dtype=u), np.array([10, 70, 71, 80, 81], dtype=u), np.arange(5)
+    )
+    tonight = SnapshotHashes(
+        np.array([8, 7, 1], dtype=u), np.array([82, 71, 10], dtype=u), np.array([11, 12, 13])
+    )
+    changes = compare(tonight, last, np.array([1, 7, 8], dtype=u))
+    assert changes.carried_keys.tolist() == [1] and changes.carried_row_numbers.tolist() == [13]
+    assert changes.revalidate.tolist() == [11, 12]
+    assert (changes.inserted, changes.updated, changes.deleted) == (0, 1, 0)
+
+
 def test_row_hashes_tell_apart_what_differs_and_only_that() -> None:
     import pyarrow as pa
 
