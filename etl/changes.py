@@ -96,7 +96,10 @@ class SnapshotHashes:
     metadata: dict[str, pa.Scalar] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, batches: Iterable[pa.Table], dataset: DatasetDef) -> SnapshotHashes:
+    def of(
+        cls, batches: Iterable[pa.Table], dataset: DatasetDef, hold: ChangedRows | None = None
+    ) -> SnapshotHashes:
+        """Hash a snapshot as it streams by; ``hold`` keeps the rows that cannot be carried."""
         keys, contents, numbers = [], [], []
         metadata: dict[str, pa.Scalar] = {}
         for batch in batches:
@@ -105,6 +108,8 @@ class SnapshotHashes:
             keys.append(standardised_key_hash(batch, dataset))
             contents.append(row_hash(batch, dataset))
             numbers.append(batch.column("_row_number").to_numpy())
+            if hold is not None:
+                hold.add(batch, keys[-1] * _MIX + contents[-1])
         if not keys:
             empty = np.array([], dtype=np.uint64)
             return cls(empty, empty, np.array([], dtype=np.int64))
@@ -179,6 +184,37 @@ def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarra
     )
 
 
+HELD_ROWS = 250_000  # changed rows kept from the hashing pass; past this, read again
+
+
+class ChangedRows:
+    """Tonight's rows that cannot be carried forward, kept as the hashing pass reads them,
+    so a snapshot where little changed is read once, not twice.
+
+    A row can be carried only if its (key, content) is a row last night had alone under its
+    key and published clean (:func:`compare` asks more: one row tonight too). Every other
+    row will be validated, so it is kept here, up to :data:`HELD_ROWS`; a night that
+    changed more is read again (``tables`` is None then).
+    """
+
+    def __init__(self, last: SnapshotHashes, clean_keys: np.ndarray) -> None:
+        alone = ~pd.Series(last.keys).duplicated(keep=False).to_numpy()
+        carriable = alone & _member(last.keys, clean_keys)
+        self.candidates = last.keys[carriable] * _MIX + last.contents[carriable]
+        self.tables: list[pa.Table] | None = []
+        self.rows = 0
+
+    def add(self, batch: pa.Table, pairs: np.ndarray) -> None:
+        if self.tables is None:
+            return
+        kept = batch.filter(pa.array(~_member(pairs, self.candidates)))
+        self.rows += kept.num_rows
+        if self.rows > HELD_ROWS:
+            self.tables = None  # too many to hold: tonight's snapshot is read again
+        elif kept.num_rows or not self.tables:  # the first, even empty: the delivered schema
+            self.tables.append(kept)
+
+
 def _member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
     """``np.isin`` by a hash table (pandas): no sort of either array."""
     return pd.Series(values).isin(of).to_numpy()
@@ -226,11 +262,18 @@ class ChangePlan:
     clean_path: str  # that night's clean partition, the source of the carried rows
     metadata: dict[str, pa.Scalar]  # tonight's constant metadata (_source, _batch_id, …)
     clean_buckets: int | None = None  # the key buckets that night's clean rows are laid in
+    changed: ChangedRows | None = None  # rows kept by the hashing pass
 
     def to_validate(self, batches: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
         """The raw rows that must be standardised and validated tonight, gathered into
-        batches of up to ``rows`` (each GX run has a fixed cost); at least one batch."""
+        batches of up to ``rows`` (each GX run has a fixed cost); at least one batch.
+
+        From the rows the hashing pass kept when they are all of them (``batches``, the
+        snapshot, is then never read again), else from ``batches``."""
         wanted = pa.array(self.changes.revalidate, pa.int64())
+        kept = self.changed
+        if kept is not None and kept.tables is not None and kept.rows == len(wanted):
+            batches = kept.tables  # ⊇ every row to validate (ChangedRows): exactly them
         held: list[pa.Table] = []
         count = 0
         for raw in batches:
@@ -341,11 +384,13 @@ def plan_changes(
     clean_keys = np.concatenate(
         [key_hash(t, dataset.key) for t in _column_batches(lake, clean.path, dataset.key)] or [[]]
     ).astype(np.uint64)
-    tonight_hashes = SnapshotHashes.of(lake.partition_batches(tonight), dataset)
     last_hashes = SnapshotHashes.of(lake.partition_batches(last_raw.path), dataset)
+    changed = ChangedRows(last_hashes, clean_keys)
+    tonight_hashes = SnapshotHashes.of(lake.partition_batches(tonight), dataset, changed)
     changes = compare(tonight_hashes, last_hashes, clean_keys)
     layout = clean_record.extra.get("layout", {})
-    return ChangePlan(since, changes, clean.path, tonight_hashes.metadata, layout.get("buckets"))
+    buckets = layout.get("buckets")
+    return ChangePlan(since, changes, clean.path, tonight_hashes.metadata, buckets, changed)
 
 
 # the code that decides a row's fate: a new version of it re-validates every row once

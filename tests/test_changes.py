@@ -290,3 +290,42 @@ def test_rows_are_carried_only_under_the_checks_that_published_them(
     same = side.validate(d, DAY2, "night-2-rerun", lake=lake, store=store)
     assert same.changes["compared_with"] == DEMO_DATE.isoformat()  # night 1's checks again
     assert same.unchanged > 0.9 * same.delivered
+
+
+def test_a_snapshot_where_little_changed_is_read_once_and_a_busy_one_again(
+    lakeside, tmp_path: Path, monkeypatch
+) -> None:
+    """The hashing pass keeps the rows to validate, so tonight's snapshot is read once; a
+    night with more changed rows than it holds reads them again, with the same result."""
+    import etl.changes
+
+    side, _results, _truth = lakeside
+    d = CATALOG.dataset("weiji.health_record")
+    lake, store = _copied_lake(side, tmp_path, d, [DEMO_DATE, DAY2])
+    side.validate(d, DEMO_DATE, "night-1", lake=lake, store=store)
+    tonight = lake.dataset_partition(RAW_SOURCES, d, DAY2)
+    reads = []
+    partition_batches = lake.partition_batches
+
+    def counted(path, *args, **kwargs):  # a read: the first batch is asked for
+        for i, batch in enumerate(partition_batches(path, *args, **kwargs)):
+            if i == 0:
+                reads.append(path)
+            yield batch
+
+    monkeypatch.setattr(lake, "partition_batches", counted)
+
+    def partitions() -> tuple[str, str]:
+        return tuple(
+            lake.read_manifest(lake.dataset_partition(zone, d, DAY2)).fingerprint
+            for zone in (RAW_CLEAN, RAW_QUARANTINE)
+        )
+
+    once = side.validate(d, DAY2, "night-2", lake=lake, store=store)
+    assert reads.count(tonight) == 1 and once.quarantined > 0 and once.unchanged > 0
+    held = partitions()
+    reads.clear()
+    monkeypatch.setattr(etl.changes, "HELD_ROWS", 1)
+    again = side.validate(d, DAY2, "night-2-busy", lake=lake, store=store)
+    assert reads.count(tonight) == 2
+    assert again.figures.summary() == once.figures.summary() and partitions() == held
