@@ -30,7 +30,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +133,11 @@ class Changes:
     def unchanged(self) -> int:
         return len(self.carried_keys)
 
+    @cached_property
+    def carried_index(self) -> pd.Index:
+        """The carried keys as a hash index (their position gives the row number)."""
+        return pd.Index(self.carried_keys)
+
     @property
     def deleted(self) -> int:
         return len(self.deleted_keys)
@@ -234,10 +239,10 @@ def carried_rows(
     casting it to text and back gives it again, so the typed value is carried as it is.
     """
     keys = key_hash(clean, key)
-    wanted = _member(keys, changes.carried_keys)
-    keys = keys[wanted]
-    rows = clean.filter(pa.array(wanted))
-    numbers = changes.carried_row_numbers[np.searchsorted(changes.carried_keys, keys)]
+    at = changes.carried_index.get_indexer(keys)  # one hash lookup: carried? which row?
+    wanted = at >= 0
+    rows = clean.filter(pa.array(wanted)) if not wanted.all() else clean
+    numbers = changes.carried_row_numbers[at[wanted]]
     n = rows.num_rows
     columns = []
     for f in schema:
@@ -247,7 +252,7 @@ def carried_rows(
             columns.append(pa.repeat(metadata[f.name], n).cast(f.type))
         else:
             columns.append(rows.column(f.name))
-    return pa.Table.from_arrays(columns, schema=schema), keys
+    return pa.Table.from_arrays(columns, schema=schema), keys[wanted]
 
 
 # --- the shell ---------------------------------------------------------------------------
