@@ -13,6 +13,11 @@ rows of its key and on the partition date. A row is carried forward only when it
 exactly one row tonight and had exactly one identical row last night, which was published
 clean; dated rules are monotone in the date (valid on D ⇒ valid on D + 1, ``etl/rules.py``).
 Everything else (new, changed, duplicated, previously quarantined) is validated again.
+Carried rows stay typed Arrow from last night's clean files to tonight's (no text round
+trip, no second deduplication: their keys are single tonight); they are merged into the
+validated rows bucket by bucket in key order, the order full validation writes. They are
+carried only while the checks that published them are tonight's (:func:`checks_fingerprint`:
+the dataset's catalog entry and the code of the checks).
 
 The pure part (hashes, the comparison) takes arrays and tables; :func:`plan_changes` is the
 small shell that finds the last good night in the store and reads its partitions.
@@ -20,10 +25,13 @@ small shell that finds the last good night in the store and reads its partitions
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from functools import cache, cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,10 +39,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef
+from catalog.errors import LakeError
 from catalog.store import CatalogStore
-from etl.dedup import REJECTED, key_hash
+from etl.dedup import key_hash
 from etl.standardise import standardise_column
-from etl.zones import METADATA_FIELDS, NORMALISED_SUFFIX, RAW_CLEAN, RAW_SOURCES, Lake
+from etl.zones import METADATA_FIELDS, RAW_CLEAN, RAW_SOURCES, Lake, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +92,30 @@ class SnapshotHashes:
     keys: np.ndarray  # uint64
     contents: np.ndarray  # uint64
     row_numbers: np.ndarray  # int64
+    # the delivery's metadata that is the same on every row (_source, _batch_id, …)
+    metadata: dict[str, pa.Scalar] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, batches: Iterable[pa.Table], dataset: DatasetDef) -> SnapshotHashes:
+    def of(
+        cls, batches: Iterable[pa.Table], dataset: DatasetDef, hold: ChangedRows | None = None
+    ) -> SnapshotHashes:
+        """Hash a snapshot as it streams by; ``hold`` keeps the rows that cannot be carried."""
         keys, contents, numbers = [], [], []
+        metadata: dict[str, pa.Scalar] = {}
         for batch in batches:
+            if not metadata and batch.num_rows:  # one extraction: the first row says it
+                metadata = {m.name: batch.column(m.name)[0] for m in METADATA_FIELDS}
             keys.append(standardised_key_hash(batch, dataset))
             contents.append(row_hash(batch, dataset))
             numbers.append(batch.column("_row_number").to_numpy())
+            if hold is not None:
+                hold.add(batch, keys[-1] * _MIX + contents[-1])
         if not keys:
             empty = np.array([], dtype=np.uint64)
             return cls(empty, empty, np.array([], dtype=np.int64))
-        return cls(np.concatenate(keys), np.concatenate(contents), np.concatenate(numbers))
+        return cls(
+            np.concatenate(keys), np.concatenate(contents), np.concatenate(numbers), metadata
+        )
 
 
 @dataclass(frozen=True)
@@ -112,6 +133,11 @@ class Changes:
     def unchanged(self) -> int:
         return len(self.carried_keys)
 
+    @cached_property
+    def carried_index(self) -> pd.Index:
+        """The carried keys as a hash index (their position gives the row number)."""
+        return pd.Index(self.carried_keys)
+
     @property
     def deleted(self) -> int:
         return len(self.deleted_keys)
@@ -124,21 +150,34 @@ def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarra
     when its key has one row tonight, had one row last night with the same content, and was
     published clean; every other row is validated again.
     """
-    # hash tables (pandas), not sorts: linear in the rows of both nights
-    tonight_counts = pd.Series(tonight.keys).value_counts()
-    last_counts = pd.Series(last.keys).value_counts()
-    first_of_key = np.flatnonzero(~pd.Series(last.keys).duplicated().to_numpy())
-    where = pd.Index(last.keys[first_of_key]).get_indexer(tonight.keys)  # -1: new tonight
-    known = where >= 0
-    last_row = first_of_key[np.where(known, where, 0)] if len(first_of_key) else where
-    single_tonight = tonight_counts.reindex(tonight.keys).to_numpy() == 1
-    single_last = last_counts.reindex(tonight.keys).fillna(0).to_numpy() == 1
-    same = known & single_last
-    same[same] = last.contents[last_row[same]] == tonight.contents[same]
-    carried = single_tonight & same & _member(tonight.keys, clean_keys)
-    pairs_last = last.keys * _MIX + last.contents
-    new_content = ~_member(tonight.keys * _MIX + tonight.contents, pairs_last)
-    l_keys = last_counts.index.to_numpy(dtype=np.uint64)
+    # one hash pass (pandas factorize) numbers every key of both nights and of last night's
+    # clean rows; the rest is counting and indexing by those numbers (numpy, no sorts)
+    n_last, n_tonight = len(last.keys), len(tonight.keys)
+    codes, uniques = pd.factorize(np.concatenate([last.keys, tonight.keys, clean_keys]))
+    codes_last, codes_tonight = codes[:n_last], codes[n_last : n_last + n_tonight]
+    kinds = len(uniques)
+    in_last = np.bincount(codes_last, minlength=kinds)
+    in_tonight = np.bincount(codes_tonight, minlength=kinds)
+    published = np.zeros(kinds, dtype=bool)
+    published[codes[n_last + n_tonight :]] = True
+    first_row = np.zeros(kinds, dtype=np.int64)  # a key's first row last night
+    first_row[codes_last[::-1]] = np.arange(n_last - 1, -1, -1)
+    last_count = in_last[codes_tonight]
+    known = last_count > 0
+    single_last = last_count == 1
+    same = single_last.copy()
+    same[same] = last.contents[first_row[codes_tonight[same]]] == tonight.contents[same]
+    carried = (in_tonight[codes_tonight] == 1) & same & published[codes_tonight]
+    # content new for the key: differs from its one row last night, or (several rows last
+    # night) matches none of them
+    new_content = single_last & ~same
+    several = known & ~single_last
+    if several.any():
+        repeated = in_last[codes_last] > 1
+        pairs_last = last.keys[repeated] * _MIX + last.contents[repeated]
+        pairs = tonight.keys[several] * _MIX + tonight.contents[several]
+        new_content[several] = ~_member(pairs, pairs_last)
+    gone = uniques[(in_last > 0) & (in_tonight == 0)].astype(np.uint64)
     order = np.argsort(tonight.keys[carried], kind="stable")
     return Changes(
         carried_keys=tonight.keys[carried][order],
@@ -146,8 +185,39 @@ def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarra
         revalidate=np.sort(tonight.row_numbers[~carried]),
         inserted=int((~known).sum()),
         updated=int((known & new_content).sum()),
-        deleted_keys=np.sort(l_keys[~_member(l_keys, tonight.keys)]),
+        deleted_keys=np.sort(gone),
     )
+
+
+HELD_ROWS = 250_000  # changed rows kept from the hashing pass; past this, read again
+
+
+class ChangedRows:
+    """Tonight's rows that cannot be carried forward, kept as the hashing pass reads them,
+    so a snapshot where little changed is read once, not twice.
+
+    A row can be carried only if its (key, content) is a row last night had alone under its
+    key and published clean (:func:`compare` asks more: one row tonight too). Every other
+    row will be validated, so it is kept here, up to :data:`HELD_ROWS`; a night that
+    changed more is read again (``tables`` is None then).
+    """
+
+    def __init__(self, last: SnapshotHashes, clean_keys: np.ndarray) -> None:
+        alone = ~pd.Series(last.keys).duplicated(keep=False).to_numpy()
+        carriable = alone & _member(last.keys, clean_keys)
+        self.candidates = last.keys[carriable] * _MIX + last.contents[carriable]
+        self.tables: list[pa.Table] | None = []
+        self.rows = 0
+
+    def add(self, batch: pa.Table, pairs: np.ndarray) -> None:
+        if self.tables is None:
+            return
+        kept = batch.filter(pa.array(~_member(pairs, self.candidates)))
+        self.rows += kept.num_rows
+        if self.rows > HELD_ROWS:
+            self.tables = None  # too many to hold: tonight's snapshot is read again
+        elif kept.num_rows or not self.tables:  # the first, even empty: the delivered schema
+            self.tables.append(kept)
 
 
 def _member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
@@ -156,37 +226,33 @@ def _member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
 
 
 def carried_rows(
-    clean: pa.Table, changes: Changes, metadata: dict[str, pa.Scalar], dataset: DatasetDef
-) -> pa.Table:
-    """Last night's clean rows of the carried keys, as validation's standardised text, with
-    tonight's metadata (row number from tonight's delivery), ready for the key buckets."""
-    keys = key_hash(clean, dataset.key)
-    wanted = _member(keys, changes.carried_keys)
-    rows = clean.filter(pa.array(wanted))
-    numbers = changes.carried_row_numbers[np.searchsorted(changes.carried_keys, keys[wanted])]
+    clean: pa.Table,
+    changes: Changes,
+    metadata: dict[str, pa.Scalar],
+    key: list[str],
+    schema: pa.Schema,
+) -> tuple[pa.Table, np.ndarray]:
+    """Last night's clean rows of the carried keys, typed as they were published, with
+    tonight's metadata (row number from tonight's delivery); and their key hashes.
+
+    No text round trip: a clean value is what ``_typed`` made of the canonical text, and
+    casting it to text and back gives it again, so the typed value is carried as it is.
+    """
+    keys = key_hash(clean, key)
+    at = changes.carried_index.get_indexer(keys)  # one hash lookup: carried? which row?
+    wanted = at >= 0
+    rows = clean.filter(pa.array(wanted)) if not wanted.all() else clean
+    numbers = changes.carried_row_numbers[at[wanted]]
     n = rows.num_rows
-    # the column order of a standardised batch: fields, metadata, ``*_norm``, ``_rejected``
-    columns = {name: _as_text(rows.column(name)) for name in dataset.field_names}
-    for meta in METADATA_FIELDS:
-        if meta.name == "_row_number":
-            columns[meta.name] = pa.array(numbers, pa.int64())
+    columns = []
+    for f in schema:
+        if f.name == "_row_number":
+            columns.append(pa.array(numbers, pa.int64()))
+        elif f.name in metadata:
+            columns.append(pa.repeat(metadata[f.name], n).cast(f.type))
         else:
-            columns[meta.name] = pa.repeat(metadata[meta.name], n).cast(meta.type)
-    for f in dataset.fields:
-        if f.rule == "enterprise_name":
-            columns[f.name + NORMALISED_SUFFIX] = rows.column(f.name + NORMALISED_SUFFIX)
-    columns[REJECTED] = pa.repeat(pa.scalar(False), n)
-    return pa.table(columns)
-
-
-def _as_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A clean (typed) column back in the canonical text standardisation produces."""
-    kind = values.type
-    # Arrow's own cast of whole-second timestamps and of dates is the canonical text
-    # (``YYYY-MM-DD HH:MM:SS`` / ``YYYY-MM-DD``) and ≈ 10× faster than strftime
-    if pa.types.is_timestamp(kind):  # in whole seconds, as standardisation writes them
-        return values.cast(pa.timestamp("s")).cast(pa.string())
-    return values if kind == pa.string() else values.cast(pa.string())
+            columns.append(rows.column(f.name))
+    return pa.Table.from_arrays(columns, schema=schema), keys[wanted]
 
 
 # --- the shell ---------------------------------------------------------------------------
@@ -200,11 +266,19 @@ class ChangePlan:
     changes: Changes
     clean_path: str  # that night's clean partition, the source of the carried rows
     metadata: dict[str, pa.Scalar]  # tonight's constant metadata (_source, _batch_id, …)
+    clean_buckets: int | None = None  # the key buckets that night's clean rows are laid in
+    changed: ChangedRows | None = None  # rows kept by the hashing pass
 
     def to_validate(self, batches: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
         """The raw rows that must be standardised and validated tonight, gathered into
-        batches of up to ``rows`` (each GX run has a fixed cost); at least one batch."""
+        batches of up to ``rows`` (each GX run has a fixed cost); at least one batch.
+
+        From the rows the hashing pass kept when they are all of them (``batches``, the
+        snapshot, is then never read again), else from ``batches``."""
         wanted = pa.array(self.changes.revalidate, pa.int64())
+        kept = self.changed
+        if kept is not None and kept.tables is not None and kept.rows == len(wanted):
+            batches = kept.tables  # ⊇ every row to validate (ChangedRows): exactly them
         held: list[pa.Table] = []
         count = 0
         for raw in batches:
@@ -219,12 +293,11 @@ class ChangePlan:
         if held:
             yield pa.concat_tables(held)
 
-    def carried(self, lake: Lake, dataset: DatasetDef) -> Iterator[pa.Table]:
-        """The carried-forward rows, streamed from last night's clean partition."""
-        for clean in lake.partition_batches(self.clean_path):
-            rows = carried_rows(clean, self.changes, self.metadata, dataset)
-            if rows.num_rows:
-                yield rows
+    def carried(
+        self, lake: Lake, dataset: DatasetDef, schema: pa.Schema, buckets: int
+    ) -> CarriedRows:
+        """The carried-forward rows, typed, bucket by bucket (see :class:`CarriedRows`)."""
+        return CarriedRows(self, lake, dataset.key, schema, buckets)
 
     def details(self) -> dict:
         c = self.changes
@@ -236,6 +309,59 @@ class ChangePlan:
         }
 
 
+class CarriedRows:
+    """The carried rows of each key bucket, in ascending bucket order, one bucket whole at
+    a time (bounded memory, like the deduplication of the validated rows).
+
+    Last night's clean partition was written bucket after bucket; when it was cut into as
+    many buckets as tonight's (recorded in its commit), one streaming read gives the
+    buckets in order. Otherwise (the delivery crossed a bucket boundary, or the record
+    predates the layout) it is read once per bucket. ``rows`` counts what was carried, for
+    the row conservation check.
+    """
+
+    def __init__(
+        self, plan: ChangePlan, lake: Lake, key: list[str], schema: pa.Schema, buckets: int
+    ) -> None:
+        self.plan, self.lake, self.key, self.schema = plan, lake, key, schema
+        self.buckets = buckets
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[tuple[int, pa.Table]]:
+        in_order = self.buckets == 1 or self.plan.clean_buckets == self.buckets
+        for only in [None] if in_order else range(self.buckets):
+            held: list[pa.Table] = []
+            current: int | None = None
+            for clean in self.lake.partition_batches(self.plan.clean_path):
+                rows, keys = carried_rows(
+                    clean, self.plan.changes, self.plan.metadata, self.key, self.schema
+                )
+                bucket = (keys % np.uint64(self.buckets)).astype(np.int64)
+                if only is not None:
+                    rows, bucket = rows.filter(pa.array(bucket == only)), bucket[bucket == only]
+                if len(bucket) == 0:
+                    continue
+                if np.any(np.diff(bucket) < 0) or (current is not None and bucket[0] < current):
+                    raise LakeError(  # a bug, never a data condition: publish nothing
+                        f"{self.plan.clean_path}: the clean rows are not in the key-bucket "
+                        "order their record states; nothing was replaced"
+                    )
+                for b in np.unique(bucket):
+                    if current is not None and b != current:
+                        yield current, self._whole(held)
+                        held = []
+                    current = int(b)
+                    one = bucket[-1] == bucket[0]
+                    held.append(rows if one else rows.filter(pa.array(bucket == b)))
+            if held:
+                yield current, self._whole(held)
+
+    def _whole(self, parts: list[pa.Table]) -> pa.Table:
+        table = pa.concat_tables(parts)
+        self.rows += table.num_rows
+        return table
+
+
 def plan_changes(
     dataset: DatasetDef, ds: date, *, lake: Lake, store: CatalogStore
 ) -> ChangePlan | None:
@@ -243,7 +369,8 @@ def plan_changes(
 
     None when the dataset is not a snapshot drop, on a first night, when the last night's
     validation did not succeed (breaker tripped, rows not conserved, nothing recorded), when
-    its partitions are not the ones recorded, or when the delivered columns changed.
+    its partitions are not the ones recorded, when the delivered columns changed, or when
+    the checks are not the ones that published last night's clean rows.
     """
     if dataset.source.load != "snapshot":
         return None
@@ -251,7 +378,7 @@ def plan_changes(
     if last_raw is None:
         return None
     since = last_raw.ds
-    reason = _unusable(dataset, since, last_raw, lake=lake, store=store)
+    reason, clean_record = _unusable(dataset, since, last_raw, lake=lake, store=store)
     tonight = lake.dataset_partition(RAW_SOURCES, dataset, ds)
     if reason is None and _columns(lake, tonight) != _columns(lake, last_raw.path):
         reason = "the delivered columns changed"
@@ -262,29 +389,68 @@ def plan_changes(
     clean_keys = np.concatenate(
         [key_hash(t, dataset.key) for t in _column_batches(lake, clean.path, dataset.key)] or [[]]
     ).astype(np.uint64)
-    tonight_hashes = SnapshotHashes.of(lake.partition_batches(tonight), dataset)
     last_hashes = SnapshotHashes.of(lake.partition_batches(last_raw.path), dataset)
+    changed = ChangedRows(last_hashes, clean_keys)
+    tonight_hashes = SnapshotHashes.of(lake.partition_batches(tonight), dataset, changed)
     changes = compare(tonight_hashes, last_hashes, clean_keys)
-    return ChangePlan(since, changes, clean.path, _metadata(lake, tonight))
+    layout = clean_record.extra.get("layout", {})
+    buckets = layout.get("buckets")
+    return ChangePlan(since, changes, clean.path, tonight_hashes.metadata, buckets, changed)
+
+
+# the code that decides a row's fate: a new version of it re-validates every row once
+CHECK_MODULES = (
+    "catalog.identifiers",
+    "etl.rules",
+    "etl.standardise",
+    "etl.quality",
+    "etl.dedup",
+    "etl.validate",
+)
+
+
+def checks_fingerprint(dataset: DatasetDef) -> str:
+    """What published a clean partition: the dataset's catalog entry and the checks' code.
+
+    Recorded with each clean partition; rows are carried forward only under the same
+    fingerprint, so a new rule, a changed field or a fixed check re-validates every row once
+    instead of carrying rows the new checks might reject.
+    """
+    digest = hashlib.sha256(dataset.model_dump_json().encode())
+    digest.update(_code_digest().encode())
+    return "sha256:" + digest.hexdigest()
+
+
+@cache
+def _code_digest() -> str:
+    import importlib
+
+    digest = hashlib.sha256()
+    for name in CHECK_MODULES:
+        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return digest.hexdigest()
 
 
 def _unusable(
     dataset: DatasetDef, since: date, last_raw, *, lake: Lake, store: CatalogStore
-) -> str | None:
-    """Why the last night cannot be compared with, or None when it can."""
+) -> tuple[str | None, Manifest | None]:
+    """Why the last night cannot be compared with (None when it can); its clean record."""
     if any(f.type != "string" for f in dataset.fields if f.name in dataset.key):
-        return "its key is not text"
+        return "its key is not text", None
     figures = store.quality_of(dataset.id, since)
     clean = store.partition(RAW_CLEAN, dataset.id, since)
     if figures is None or clean is None:
-        return f"{since} was not validated"
+        return f"{since} was not validated", None
     if not figures.conserved or figures.details.get("breaker_tripped", True):
-        return f"the validation of {since} did not succeed"
-    for record in (last_raw, clean):
-        manifest = lake.read_manifest(record.path)
+        return f"the validation of {since} did not succeed", None
+    manifests = [lake.read_manifest(record.path) for record in (last_raw, clean)]
+    for record, manifest in zip((last_raw, clean), manifests, strict=True):
         if manifest is None or manifest.fingerprint != record.fingerprint:
-            return f"the partition {record.path} is not the one recorded"
-    return None
+            return f"the partition {record.path} is not the one recorded", None
+    clean_manifest = manifests[1]
+    if clean_manifest.extra.get("layout", {}).get("checks") != checks_fingerprint(dataset):
+        return f"the checks changed since {since} (catalog entry or code)", None
+    return None, clean_manifest
 
 
 def _column_batches(lake: Lake, path: str, columns: list[str]) -> Iterator[pa.Table]:
@@ -295,10 +461,3 @@ def _column_batches(lake: Lake, path: str, columns: list[str]) -> Iterator[pa.Ta
 def _columns(lake: Lake, path: str) -> list[str]:
     """The delivered column names of a raw partition (without reading its rows)."""
     return lake.partition_columns(path)
-
-
-def _metadata(lake: Lake, path: str) -> dict[str, pa.Scalar]:
-    """Tonight's metadata values that are the same on every row (one extraction)."""
-    for batch in lake.partition_batches(path, batch_rows=1):
-        return {m.name: batch.column(m.name)[0] for m in METADATA_FIELDS}
-    return {}

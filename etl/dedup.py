@@ -219,13 +219,19 @@ class BucketSpool:
 
     def deduplicated(self) -> Iterator[pa.Table]:
         """Each bucket with only the newest row per key (ties: the later delivered row)."""
+        for _bucket, table in self.deduplicated_buckets():
+            yield table
+
+    def deduplicated_buckets(self) -> Iterator[tuple[int, pa.Table]]:
+        """``(bucket, its newest rows in key order)``, in ascending bucket order (buckets
+        without rows are left out)."""
         try:
             for writer in self.writers.values():
                 writer.close()
             for b in sorted(self.writers):
                 latest = self._latest_per_key(self.writers[b].read())
                 self.rows_out += latest.num_rows
-                yield latest
+                yield int(b), latest
         finally:
             self.close()
 

@@ -340,9 +340,20 @@ def not_mojibake(values: Column, encoding: str) -> np.ndarray:
     to Chinese text, different from the value. A real GBK value almost never does (over
     the simulator's 250,000 names, addresses and codes: none). Vectorised: the candidate
     values are joined into one string (line feed between, a byte GBK never uses inside a
-    character), encoded and decoded once, and split again.
+    character), encoded and decoded once, and split again; a column that repeats its
+    values (employers, statuses) once per distinct value.
     """
     text = _text(values)
+    encoded = pc.dictionary_encode(text)
+    if len(encoded.dictionary) * 2 <= len(text):
+        ok = _not_mojibake(encoded.dictionary, encoding)
+        return pc.fill_null(pc.take(pa.array(ok), encoded.indices), True).to_numpy(
+            zero_copy_only=False
+        )
+    return _not_mojibake(text, encoding)
+
+
+def _not_mojibake(text: pa.Array, encoding: str) -> np.ndarray:
     ok = np.ones(len(text), dtype=bool)
     candidate = ~pc.fill_null(pc.string_is_ascii(text), True).to_numpy(zero_copy_only=False)
     back = _round_trip(text.filter(pa.array(candidate)), encoding) if candidate.any() else None

@@ -18,6 +18,7 @@ rules are judged against ``ds``, never the clock (docs/decisions/0003).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -31,7 +32,7 @@ from catalog.errors import BreakerTripped, LakeError, shown_column
 from catalog.figures import QualityFigures
 from catalog.store import CatalogStore, PartitionRecord
 from etl.breaker import breaker_trips
-from etl.changes import plan_changes
+from etl.changes import CarriedRows, checks_fingerprint, plan_changes
 from etl.dedup import REJECTED, BucketSpool, RowSpill, remove_orphaned_spills
 from etl.quality import Check, CheckOutcome, dataset_checks, run_checks
 from etl.standardise import StandardiseReport, standardise
@@ -203,16 +204,16 @@ def validate_partition(
             if checked.quarantined is not None:
                 quarantined.add(checked.quarantined)
             spool.add(checked.standardised)
-        if plan is not None:
-            for carried in plan.carried(lake, dataset):
-                spool.add(carried)
-            result.unchanged, result.deleted = plan.changes.unchanged, plan.changes.deleted
+        carried = None
+        if plan is not None:  # unchanged clean rows, typed, merged in bucket by bucket
+            carried = plan.carried(lake, dataset, clean_schema(dataset), spool.buckets)
+            result.deleted = plan.changes.deleted
             result.changes = plan.details()
         result.quarantined = quarantined.rows
         if result.delivered == 0:
             result.schema_notes.append("the delivery has no rows")
         q_manifest, clean_manifest = _commit_clean_and_quarantine(
-            lake, dataset, ds, result, source, spool, quarantined, delivered_schema, run_id
+            lake, dataset, ds, result, source, spool, carried, quarantined, delivered_schema, run_id
         )
     finally:
         spool.close()
@@ -246,6 +247,7 @@ def _commit_clean_and_quarantine(
     result: ValidationResult,
     source: str,
     spool: BucketSpool,
+    carried: CarriedRows | None,
     quarantined: RowSpill,
     delivered_schema: pa.Schema | None,
     run_id: str,
@@ -263,16 +265,28 @@ def _commit_clean_and_quarantine(
 
         def conserved_rows() -> dict:
             """Asked once the clean rows are written, before they replace the old ones."""
-            result.clean = spool.rows_out - result.unchanged
+            result.clean = spool.rows_out
+            result.unchanged = carried.rows if carried is not None else 0
             result.collapsed, result.exact_duplicates = spool.counts.collapsed, spool.counts.exact
             if not result.conserved:  # a bug, never a data condition: publish nothing
                 raise LakeError(f"row conservation broken: {result.summary()}")
-            return {"dataset": dataset.id, "source": source, **result.arithmetic()}
+            # what the next night needs to carry rows forward from this partition
+            layout = {"buckets": spool.buckets, "checks": checks_fingerprint(dataset)}
+            return {
+                "dataset": dataset.id,
+                "source": source,
+                **result.arithmetic(),
+                "layout": layout,
+            }
 
         schema = clean_schema(dataset)
         clean_staged = lake.stage_partition(
             lake.dataset_partition(RAW_CLEAN, dataset, ds),
-            (b for t in spool.deduplicated() for b in _typed(t, schema).to_batches()),
+            (
+                b
+                for t in _clean_buckets(spool, carried, schema, dataset.key)
+                for b in t.to_batches()
+            ),
             schema,
             private=True,
             extra=conserved_rows,
@@ -282,6 +296,42 @@ def _commit_clean_and_quarantine(
         lake.discard([s for s in (quarantine_staged, clean_staged) if s is not None])
         raise
     return quarantine_staged.manifest, clean_staged.manifest
+
+
+def _clean_buckets(
+    spool: BucketSpool, carried: CarriedRows | None, schema: pa.Schema, key: list[str]
+) -> Iterator[pa.Table]:
+    """The clean rows, typed, bucket after bucket and in key order within each bucket: the
+    validated rows' newest versions, with the carried rows of the same bucket merged in.
+
+    Carried keys have one row tonight, so they never meet a validated row of their key: the
+    merge is a sort by key (keys are unique by then), and the result is the order, hence
+    the bytes, full validation gives, whatever order last night's rows were read in.
+    """
+    validated = ((b, _typed(t, schema)) for b, t in spool.deduplicated_buckets())
+    if carried is None:
+        yield from (t for _b, t in validated)
+        return
+    for parts in _same_bucket(validated, iter(carried)):
+        merged = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        order = pc.sort_indices(merged.select(key), sort_keys=[(k, "ascending") for k in key])
+        yield merged.take(order)
+
+
+def _same_bucket(*streams: Iterator[tuple[int, pa.Table]]) -> Iterator[list[pa.Table]]:
+    """Merge streams of ``(bucket, table)`` (each in ascending bucket order) into the tables
+    of each bucket, pulling the next bucket of a stream only once its last one was used."""
+    ahead = [next(s, None) for s in streams]
+    while any(a is not None for a in ahead):
+        bucket = min(a[0] for a in ahead if a is not None)
+        taken = [i for i, a in enumerate(ahead) if a is not None and a[0] == bucket]
+        parts = [ahead[i][1] for i in taken]
+        for i in taken:
+            ahead[i] = None
+        yield parts
+        del parts
+        for i in taken:
+            ahead[i] = next(streams[i], None)
 
 
 def _updated_at(dataset: DatasetDef) -> str | None:

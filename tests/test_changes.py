@@ -182,6 +182,22 @@ def test_compare_carries_only_single_identical_clean_rows() -> None:
     assert changes.deleted_keys.tolist() == [6]
 
 
+def test_compare_counts_keys_with_several_rows_last_night() -> None:
+    """Key 7 had two versions last night and one of them tonight (not an update); key 8 had
+    two and tonight a third (an update); neither is carried (last night was ambiguous)."""
+    u = np.uint64
+    last = SnapshotHashes(
+        np.array([1, 7, 7, 8, 8], dtype=u), np.array([10, 70, 71, 80, 81], dtype=u), np.arange(5)
+    )
+    tonight = SnapshotHashes(
+        np.array([8, 7, 1], dtype=u), np.array([82, 71, 10], dtype=u), np.array([11, 12, 13])
+    )
+    changes = compare(tonight, last, np.array([1, 7, 8], dtype=u))
+    assert changes.carried_keys.tolist() == [1] and changes.carried_row_numbers.tolist() == [13]
+    assert changes.revalidate.tolist() == [11, 12]
+    assert (changes.inserted, changes.updated, changes.deleted) == (0, 1, 0)
+
+
 def test_row_hashes_tell_apart_what_differs_and_only_that() -> None:
     import pyarrow as pa
 
@@ -200,3 +216,116 @@ def test_row_hashes_tell_apart_what_differs_and_only_that() -> None:
     from etl.changes import row_hash
 
     assert row_hash(pa.table(row), dataset)[0] != row_hash(pa.table(moved), dataset)[0]
+
+
+def _copied_lake(side: Lakeside, root: Path, dataset, days: list) -> tuple[Lake, object]:
+    """A lake of its own holding ``side``'s raw deliveries of ``days``, recorded as extracted."""
+    from catalog.store import PartitionRecord
+
+    lake = Lake(str(root / "lake"), f"sqlite:///{root / 'catalog.db'}")
+    for ds in days:
+        raw = side.lake.dataset_partition(RAW_SOURCES, dataset, ds)
+        delivered = side.lake.read_partition(raw)
+        path = lake.dataset_partition(RAW_SOURCES, dataset, ds)
+        manifest = lake.write_partition(
+            path,
+            delivered.to_batches(),
+            delivered.schema,
+            private=True,
+            extra=side.lake.read_manifest(raw).extra,
+        )
+        lake.store.record_partition(
+            f"copy-{ds}",
+            PartitionRecord(RAW_SOURCES, dataset.id, ds, path, manifest.rows, manifest.fingerprint),
+        )
+    return lake, lake.store
+
+
+@pytest.mark.parametrize(
+    ("night1_rows", "night2_rows"),
+    [(1_000, 1_000), (3_000, 1_000)],
+    ids=["same-buckets-streamed", "buckets-changed-read-per-bucket"],
+)
+def test_carried_rows_in_several_key_buckets_give_the_bytes_of_full_validation(
+    lakeside, tmp_path: Path, monkeypatch, night1_rows: int, night2_rows: int
+) -> None:
+    """Carried rows are merged into the validated ones bucket by bucket: with several
+    buckets (forced small), whether last night was cut into as many buckets as tonight
+    (one streaming read) or not (one read per bucket), the clean partition has the bytes
+    full validation writes."""
+    import etl.dedup
+
+    side, _results, _truth = lakeside
+    d = CATALOG.dataset("renshe.insured_person")
+    lake, store = _copied_lake(side, tmp_path / "changes", d, [DEMO_DATE, DAY2])
+    monkeypatch.setattr(etl.dedup, "ROWS_PER_BUCKET", night1_rows)
+    side.validate(d, DEMO_DATE, "night-1", lake=lake, store=store)
+    monkeypatch.setattr(etl.dedup, "ROWS_PER_BUCKET", night2_rows)
+    detected = side.validate(d, DAY2, "night-2", lake=lake, store=store)
+    assert detected.unchanged > 0.9 * detected.delivered
+    assert -(-detected.delivered // night2_rows) > 2  # several buckets tonight
+    full_lake, full_store = _copied_lake(side, tmp_path / "full", d, [DAY2])
+    full = side.validate(d, DAY2, "full", lake=full_lake, store=full_store)
+    assert full.unchanged == 0 and full.clean == detected.clean + detected.unchanged
+    clean = lake.read_manifest(lake.dataset_partition(RAW_CLEAN, d, DAY2))
+    full_clean = full_lake.read_manifest(full_lake.dataset_partition(RAW_CLEAN, d, DAY2))
+    assert clean.extra["layout"]["buckets"] == -(-detected.delivered // night2_rows)
+    assert clean.fingerprint == full_clean.fingerprint
+
+
+def test_rows_are_carried_only_under_the_checks_that_published_them(
+    lakeside, tmp_path: Path
+) -> None:
+    """A changed catalog entry (here: one more allowed value) re-validates every row once."""
+    side, _results, _truth = lakeside
+    d = CATALOG.dataset("renshe.insured_person")
+    lake, store = _copied_lake(side, tmp_path, d, [DEMO_DATE, DAY2])
+    side.validate(d, DEMO_DATE, "night-1", lake=lake, store=store)
+    fields = [
+        f.model_copy(update={"allowed": [*f.allowed, "其他"]}) if f.allowed else f for f in d.fields
+    ]
+    changed = d.model_copy(update={"fields": fields})
+    again = side.validate(changed, DAY2, "night-2", lake=lake, store=store)
+    assert again.changes == {} and again.unchanged == 0
+    same = side.validate(d, DAY2, "night-2-rerun", lake=lake, store=store)
+    assert same.changes["compared_with"] == DEMO_DATE.isoformat()  # night 1's checks again
+    assert same.unchanged > 0.9 * same.delivered
+
+
+def test_a_snapshot_where_little_changed_is_read_once_and_a_busy_one_again(
+    lakeside, tmp_path: Path, monkeypatch
+) -> None:
+    """The hashing pass keeps the rows to validate, so tonight's snapshot is read once; a
+    night with more changed rows than it holds reads them again, with the same result."""
+    import etl.changes
+
+    side, _results, _truth = lakeside
+    d = CATALOG.dataset("weiji.health_record")
+    lake, store = _copied_lake(side, tmp_path, d, [DEMO_DATE, DAY2])
+    side.validate(d, DEMO_DATE, "night-1", lake=lake, store=store)
+    tonight = lake.dataset_partition(RAW_SOURCES, d, DAY2)
+    reads = []
+    partition_batches = lake.partition_batches
+
+    def counted(path, *args, **kwargs):  # a read: the first batch is asked for
+        for i, batch in enumerate(partition_batches(path, *args, **kwargs)):
+            if i == 0:
+                reads.append(path)
+            yield batch
+
+    monkeypatch.setattr(lake, "partition_batches", counted)
+
+    def partitions() -> tuple[str, str]:
+        return tuple(
+            lake.read_manifest(lake.dataset_partition(zone, d, DAY2)).fingerprint
+            for zone in (RAW_CLEAN, RAW_QUARANTINE)
+        )
+
+    once = side.validate(d, DAY2, "night-2", lake=lake, store=store)
+    assert reads.count(tonight) == 1 and once.quarantined > 0 and once.unchanged > 0
+    held = partitions()
+    reads.clear()
+    monkeypatch.setattr(etl.changes, "HELD_ROWS", 1)
+    again = side.validate(d, DAY2, "night-2-busy", lake=lake, store=store)
+    assert reads.count(tonight) == 2
+    assert again.figures.summary() == once.figures.summary() and partitions() == held

@@ -91,3 +91,38 @@ def test_standardise_counts_repairs_and_adds_normalised_columns() -> None:
     assert out.column("org_code").to_pylist() == ["123456788", "123456788"]
     assert out.column("name_norm").to_pylist() == ["华美有限公司", "华美有限公司"]
     assert report.repaired["org_code"] == 1
+
+
+def test_columns_that_repeat_their_values_are_repaired_once_per_value_with_equal_results() -> None:
+    """A large batch whose columns repeat their values (employers, names, statuses) takes
+    the once-per-distinct-value path; every value comes out as the one-by-one repair gives."""
+    import numpy as np
+
+    dataset = load_catalog().dataset("renshe.insured_person")
+    rng = np.random.default_rng(7)
+    dirty = {
+        "name": ["陳 大文", "张三", " 李四\u200b", "ＡＢＣ", None, "王五"],
+        "employer_name": [
+            "江門市 蓬江区某某有限责任公司",
+            "某某（江门）有限公司",
+            None,
+            "广东省江门市甲乙",
+        ],
+        "status": ["正常", " 正常", "暂停", None],
+        "employer_uscc": ["91440703ma4x0000 1", "91440703MA4X00001", None],
+    }
+    rows = 5 * 16_384  # past the sample the path is chosen by
+    raw = pa.table(
+        {
+            name: pa.array([values[i] for i in rng.integers(len(values), size=rows)], pa.string())
+            for name, values in dirty.items()
+        }
+    )
+    fast, _ = standardise(raw, dataset)
+    fields = {f.name: f for f in dataset.fields}
+    for name in dirty:
+        one_by_one = standardise_column(raw.column(name).combine_chunks(), fields[name])
+        assert fast.column(name).to_pylist() == one_by_one.to_pylist(), name
+    assert fast.column("employer_name_norm").to_pylist() == (
+        normalised_enterprise_name(fast.column("employer_name").combine_chunks()).to_pylist()
+    )
