@@ -15,7 +15,7 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from catalog.definitions import Catalog, load_catalog
+from catalog.definitions import DEFINITIONS_DIR, Catalog, load_catalog
 from catalog.errors import LakeError, shown_error
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
@@ -66,6 +66,25 @@ def recorded_failure(store: CatalogStore, run_id: str, step: str) -> Iterator[No
     store.clear_errors(run_id, step)  # a retry that succeeds leaves no failure behind
 
 
+_CATALOGS: dict[tuple, Catalog] = {}
+
+
+def night_catalog() -> Catalog:
+    """The catalog, parsed once per process while its files stay the same.
+
+    Every task opens a :class:`Night`: in-process (the demo) all 25 tasks share this
+    process, and forked tasks inherit the catalog `lake run` loaded before the fork, instead
+    of each parsing and checking the YAML again. A changed, added or removed definition file
+    changes the key (names, sizes, modification times), so an edit is never missed.
+    """
+    files = sorted(DEFINITIONS_DIR.glob("*.yaml"))
+    key = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key not in _CATALOGS:
+        _CATALOGS.clear()
+        _CATALOGS[key] = load_catalog()
+    return _CATALOGS[key]
+
+
 @dataclass(frozen=True)
 class Night:
     """What every step of one night needs, opened once per task instead of in every step."""
@@ -86,7 +105,7 @@ class Night:
             settings=settings,
             store=lake.store,
             lake=lake,
-            catalog=load_catalog(),
+            catalog=night_catalog(),
         )
 
     @property
