@@ -206,7 +206,10 @@ def test_suppression_past_the_limit_blocks_and_keeps_the_previous_publication(
     assert (published.public / f"xingzheng.service_case/dt={DEMO_DATE}").stat().st_mtime_ns == (
         before
     )
-    assert (published.public / f"gongan.population/dt={later}").exists()  # the others publish
+    # the others are not held back: unchanged since DEMO_DATE, they keep that publication
+    others = {p.name: p for p in published.store.publications(later)}
+    assert others["gongan.population"].status == "published"
+    assert others["gongan.population"].report["unchanged_since"] == str(DEMO_DATE)
     jsonld = (published.public / "catalog.jsonld").read_text(encoding="utf-8")
     assert f"xingzheng.service_case/dt={DEMO_DATE}/" in jsonld  # still the previous one
     blocked = {p.name: p for p in published.store.publications(later)}["xingzheng.service_case"]
