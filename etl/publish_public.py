@@ -282,7 +282,9 @@ def input_signature(*parts: object) -> str:
 
 
 def _inputs_of(records: Sequence[PartitionRecord]) -> list[tuple[str, str]]:
-    return [(r.path, r.fingerprint) for r in records]
+    """The clean partitions a state is made of; an empty one (a night an incremental
+    source delivered nothing) adds nothing to it, so it changes no signature."""
+    return [(r.path, r.fingerprint) for r in records if r.rows]
 
 
 class _Previous:
