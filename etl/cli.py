@@ -138,15 +138,15 @@ def run(settings: LakeSettings, ds: date | None, sequential: bool) -> None:
 def _run_and_report(settings: LakeSettings, ds: date, parallel: bool = True) -> None:
     import os
 
-    from etl.airflow_runner import apply_airflow_environment, run_night
+    from etl.airflow_runner import apply_airflow_environment, cpu_seconds, run_night
 
     apply_airflow_environment(settings)
     os.environ.update(_key_environment(settings))  # the night's shared step reads it at its edge
     log_file = settings.var / "airflow" / "logs" / f"lake-run-{ds}.log"
     click.echo(f"running night {ds} through Airflow (dag.test); Airflow's log: {log_file}")
-    started = time.monotonic()
+    started, cpu = time.monotonic(), cpu_seconds()
     result = run_night(settings, ds, log_file=log_file, show_progress=True, parallel=parallel)
-    elapsed = time.monotonic() - started
+    elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu
     click.echo(f"\nnight {ds}:")
     _print_night(settings, ds, result.run_id)
     if result.failed_tasks:
@@ -154,7 +154,9 @@ def _run_and_report(settings: LakeSettings, ds: date, parallel: bool = True) -> 
             f"night {ds} {result.state} after {elapsed:.0f}s; failed tasks: "
             + ", ".join(result.failed_tasks)
         )
-    click.echo(f"night {ds}: {result.state} in {elapsed:.0f}s (run {result.run_id})")
+    click.echo(
+        f"night {ds}: {result.state} in {elapsed:.0f}s, CPU {cpu:.0f}s (run {result.run_id})"
+    )
 
 
 def _print_night(settings: LakeSettings, ds: date, run_id: str) -> None:
