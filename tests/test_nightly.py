@@ -130,3 +130,25 @@ def test_heavy_validations_wait_for_each_other_and_small_ones_do_not(tmp_path) -
         holder.communicate("")  # the other task ends (its process exits: the lock goes)
     assert entered.wait(60)
     waiter.join()
+
+
+def test_small_nights_run_in_process_and_others_concurrently(tmp_path) -> None:
+    from datetime import date
+
+    from catalog.store import PartitionRecord
+    from etl.airflow_runner import SMALL_NIGHT_ROWS, runs_concurrently
+    from etl.settings import LakeSettings
+
+    settings = LakeSettings.under(tmp_path)
+    assert runs_concurrently(settings)  # no night yet: a first night, the largest
+    store = CatalogStore(settings.catalog_url)
+
+    def delivered(ds: date, rows: list[int]) -> None:
+        for i, n in enumerate(rows):
+            record = PartitionRecord("raw/sources", f"d.s{i}", ds, f"/lake/{ds}/{i}", n, "f")
+            store.record_partition("run", record)
+
+    delivered(date(2026, 11, 27), [SMALL_NIGHT_ROWS - 1, 1])
+    assert runs_concurrently(settings)
+    delivered(date(2026, 11, 28), [SMALL_NIGHT_ROWS // 2, SMALL_NIGHT_ROWS // 2 - 1])
+    assert not runs_concurrently(settings)  # the latest night decides, not the largest
