@@ -152,3 +152,30 @@ def test_small_nights_run_in_process_and_others_concurrently(tmp_path) -> None:
     assert runs_concurrently(settings)
     delivered(date(2026, 11, 28), [SMALL_NIGHT_ROWS // 2, SMALL_NIGHT_ROWS // 2 - 1])
     assert not runs_concurrently(settings)  # the latest night decides, not the largest
+
+
+def test_a_new_lake_copies_a_migrated_airflow_database_and_never_overwrites_one(
+    tmp_path,
+) -> None:
+    import sqlite3
+
+    from etl.airflow_runner import copied_airflow_database
+
+    template = tmp_path / "cache" / "airflow-x.db"
+    template.parent.mkdir()
+    with sqlite3.connect(template) as db:
+        db.execute("CREATE TABLE alembic_version (version_num TEXT)")
+        db.execute("INSERT INTO alembic_version VALUES ('head')")
+    db.close()
+    lake_db = tmp_path / "home" / "var" / "airflow" / "airflow.db"
+    assert copied_airflow_database(template, lake_db)
+    assert lake_db.stat().st_mode & 0o777 == 0o600
+    with sqlite3.connect(lake_db) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("head",)]
+    db.close()
+    assert not copied_airflow_database(template, lake_db)  # a lake's own database stays
+    busy = tmp_path / "busy.db"
+    busy.write_bytes(template.read_bytes())
+    (tmp_path / "busy.db-wal").write_bytes(b"pending")  # not quiescent: not a template
+    assert not copied_airflow_database(busy, tmp_path / "other" / "airflow.db")
+    assert not copied_airflow_database(tmp_path / "missing.db", tmp_path / "x" / "airflow.db")
