@@ -217,9 +217,11 @@ def run_night(
 
     with _output_to(log_file) as terminal, _execution_api() if parallel else nullcontext() as api:
         # while the execution API warms up in its own process, this one migrates (first
-        # run only), loads the DAG and, in a thread, the modules every task will inherit
-        # (run in-process, the first validation finds Great Expectations loaded)
-        preloaded = _preloading()
+        # run only), loads the DAG and, in a thread, the modules every task will inherit.
+        # In-process, the tasks import what they use when they first use it: preloading
+        # the whole list there cost the demo night 2.5-3 s of CPU (modules it never uses,
+        # two threads importing against one lock)
+        preloaded = _preloading() if parallel else None
         ensure_airflow_ready(settings)
         phase("Airflow ready")
         from airflow.dag_processing.dagbag import DagBag
