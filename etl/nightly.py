@@ -277,20 +277,32 @@ def publish_public(night: Night) -> dict:
     return result.summary()
 
 
+def quality_page(night: Night) -> str:
+    """Render the Data Docs and the quality page (``var/quality/index.html``).
+
+    Its own task, once every validation has ended whatever its outcome and unification
+    is over: with the executor it runs beside the shared extracts and the open data
+    instead of after them, at the end of every night's critical path (GX's import and
+    render: seconds), and after unify, when the night's largest step has given back its
+    memory.
+    """
+    from etl.quality_report import write_quality_index
+
+    page = night.settings.var / "quality" / "index.html"
+    return str(write_quality_index(night.store, page, night.catalog))
+
+
 def close_night(night: Night, failed_tasks: list[str]) -> dict:
-    """Record the night as success or failed and write the quality page.
+    """Record the night as success or failed.
 
     Runs after every step whatever their outcome. ``failed_tasks`` comes from Airflow's
     task states, so a task killed without a word (out of memory, timeout) still fails the
     night; the store's error lines say why where a step could say it.
     """
-    from etl.quality_report import write_quality_index
-
     store = night.store
     errors = store.errors(night.run_id)
     failed = bool(errors or failed_tasks)
     store.finish_run(night.run_id, "failed" if failed else "success")
-    write_quality_index(store, night.settings.var / "quality" / "index.html", night.catalog)
     if failed:
         steps = sorted({e.step for e in errors} | set(failed_tasks))
         raise LakeError(f"night {night.ds} failed: {', '.join(steps)}")

@@ -77,12 +77,13 @@ def test_quality_gate_needs_every_dataset_validated_by_this_run(tmp_path) -> Non
 def test_a_task_that_died_without_a_word_still_fails_the_night(tmp_path) -> None:
     from datetime import date
 
-    from etl.nightly import Night, close_night, open_night
+    from etl.nightly import Night, close_night, open_night, quality_page
     from etl.settings import LakeSettings
 
     settings = LakeSettings.under(tmp_path)
     night = Night.open(date(2026, 11, 28), "run", settings)
     open_night(night)
+    assert quality_page(night) == str(settings.var / "quality" / "index.html")
     with pytest.raises(LakeError, match="night 2026-11-28 failed: renshe__insured_person.extract"):
         close_night(night, ["renshe__insured_person.extract"])
     assert CatalogStore(settings.catalog_url).runs(1)[0].status == "failed"
