@@ -78,10 +78,10 @@ def night_catalog() -> Catalog:
     changes the key (names, sizes, modification times), so an edit is never missed.
     """
     files = sorted(DEFINITIONS_DIR.glob("*.yaml"))
-    key = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    key = (str(DEFINITIONS_DIR), *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
     if key not in _CATALOGS:
         _CATALOGS.clear()
-        _CATALOGS[key] = load_catalog()
+        _CATALOGS[key] = load_catalog(DEFINITIONS_DIR)
     return _CATALOGS[key]
 
 

@@ -180,3 +180,27 @@ def test_a_new_lake_copies_a_migrated_airflow_database_and_never_overwrites_one(
     (tmp_path / "busy.db-wal").write_bytes(b"pending")  # not quiescent: not a template
     assert not copied_airflow_database(busy, tmp_path / "other" / "airflow.db")
     assert not copied_airflow_database(tmp_path / "missing.db", tmp_path / "x" / "airflow.db")
+
+
+def test_the_catalog_is_parsed_once_per_process_until_a_definition_changes(
+    tmp_path, monkeypatch
+) -> None:
+    import os
+    import shutil
+
+    import etl.nightly
+    from catalog.definitions import DEFINITIONS_DIR, Catalog
+
+    definitions = tmp_path / "definitions"
+    shutil.copytree(DEFINITIONS_DIR, definitions)
+    monkeypatch.setattr(etl.nightly, "DEFINITIONS_DIR", definitions)
+    monkeypatch.setattr(etl.nightly, "_CATALOGS", {})  # this test's, dropped after it
+    parses = []  # one new catalog object per parse
+    monkeypatch.setattr(etl.nightly, "load_catalog", lambda d: parses.append(d) or Catalog([]))
+    first = etl.nightly.night_catalog()
+    assert etl.nightly.night_catalog() is first  # every task of the process: no new parse
+    changed = definitions / "zhijian.yaml"
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert etl.nightly.night_catalog() is not first  # an edited definition is read again
+    assert parses == [definitions, definitions]
