@@ -15,7 +15,9 @@ the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine
 `publish_shared` task per consumer department writes its masked extracts
 (`shared/<consumer>/…`), and `publish_public` writes the open data (`public/`:
 de-identified microdata behind the k-anonymity gate, statistics, `catalog.jsonld`,
-`index.html`) behind the leak scan. `close_night` always runs and records the outcome.
+`index.html`) behind the leak scan. `quality_page` renders the Data Docs and the quality
+page once every validation has ended and unify is over; `close_night` always runs and
+records the outcome.
 Task bodies are one-line calls into `etl.nightly`.
 """
 
@@ -160,6 +162,13 @@ def yimen_nightly():
             return publish_shared(_night(), consumer, _masking_key)
 
     @task(trigger_rule="all_done", retries=0, execution_timeout=timedelta(minutes=30))
+    def quality_page() -> str:
+        from etl.nightly import quality_page
+
+        with _masked_failure():
+            return quality_page(_night())
+
+    @task(trigger_rule="all_done", retries=0, execution_timeout=timedelta(minutes=30))
     def close_night() -> dict:
         from etl.nightly import close_night
 
@@ -175,6 +184,7 @@ def yimen_nightly():
     opened = open_night()
     gate = quality_gate()
     published = publish_public()
+    page = quality_page()
     closed = close_night()
     for dataset in load_catalog().datasets:
         with TaskGroup(
@@ -186,7 +196,9 @@ def yimen_nightly():
             extracted >> validated
         opened >> extracted
         validated >> gate
-        # close only when every step is done, whatever its outcome (not at the first failure)
+        # the quality page and the close only when every step is done, whatever its
+        # outcome (not at the first failure)
+        [extracted, validated] >> page
         [extracted, validated] >> closed
     # unification runs only when the gate passed; shared extracts after it, one mapped
     # task per consumer department
@@ -196,6 +208,7 @@ def yimen_nightly():
     gate >> unified >> consumers
     shared >> closed
     unified >> published >> closed
+    unified >> page >> closed  # beside the shared extracts and the open data
     unified >> closed
 
 

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -94,14 +95,19 @@ def ensure_airflow_ready(settings: LakeSettings) -> None:
 
     marker = settings.var / "airflow" / f".migrated-{airflow.__version__}"
     if not marker.exists():
-        done = subprocess.run(  # inherits the environment apply_airflow_environment set
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-            raise LakeError(f"`airflow db migrate` failed: {' '.join(tail)}")
+        database = _local_airflow_database(settings)
+        template = AIRFLOW_TEMPLATES / f"airflow-{airflow.__version__}.db"
+        if database is None or not copied_airflow_database(template, database):
+            done = subprocess.run(  # inherits the environment apply_airflow_environment set
+                [sys.executable, "-m", "airflow", "db", "migrate"],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+                raise LakeError(f"`airflow db migrate` failed: {' '.join(tail)}")
+            if database is not None:
+                copied_airflow_database(database, template)
         marker.touch()
     from airflow.models.pool import Pool
 
@@ -113,6 +119,59 @@ def ensure_airflow_ready(settings: LakeSettings) -> None:
             "Concurrent reads against department systems",
             include_deferred=False,
         )
+
+
+# A night whose latest predecessor delivered fewer rows than this runs in-process: its
+# tasks take a second or less each, and the executor's costs (a process per task, the
+# execution API's child, its start-up) outweigh the second core. Measured on the demo
+# night (40k records, on a busy machine): in-process 31-32 s wall and 19-20 s CPU,
+# through the LocalExecutor 46-51 s and 27-29 s; at a million records the executor wins
+# (decision 0015).
+SMALL_NIGHT_ROWS = 200_000
+
+
+def runs_concurrently(settings: LakeSettings) -> bool:
+    """Whether `lake run` hands the night's tasks to the LocalExecutor (else in-process).
+
+    Judged by the latest night recorded: the rows its extractions delivered. A lake with
+    no night yet (a first night, the largest) runs concurrently.
+    """
+    from catalog.store import CatalogStore
+    from etl.zones import RAW_SOURCES
+
+    delivered = CatalogStore(settings.catalog_url).partitions(zone=RAW_SOURCES)
+    if not delivered:
+        return True
+    latest = max(p.ds for p in delivered)
+    return sum(p.rows for p in delivered if p.ds == latest) >= SMALL_NIGHT_ROWS
+
+
+# Freshly migrated Airflow metadata databases, one per Airflow version, copied into each
+# new lake of this checkout instead of migrating again (10-20 s on this machine: every
+# bench workdir, test session and first demo paid it)
+AIRFLOW_TEMPLATES = REPO_ROOT / "var" / "cache"
+
+
+def _local_airflow_database(settings: LakeSettings) -> Path | None:
+    """The lake's own SQLite metadata database, unless the deployment set another one."""
+    own = airflow_environment(settings)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") != own:
+        return None
+    return Path(own.removeprefix("sqlite:///"))
+
+
+def copied_airflow_database(source: Path, target: Path) -> bool:
+    """Copy a quiescent SQLite database (no write-ahead log beside it) to a ``target`` that
+    does not hold one yet, owner-only, in one rename; False when it cannot be done so."""
+    wal = source.with_name(source.name + "-wal")
+    if not source.is_file() or wal.exists() or (target.exists() and target.stat().st_size):
+        return False
+    owner_only_dir(target.parent)
+    partial = target.with_name(f"{target.name}.tmp-{secrets.token_hex(6)}")
+    with open(source, "rb") as data, open(new_owner_file(partial), "wb") as out:
+        shutil.copyfileobj(data, out)
+    os.replace(partial, target)
+    return True
 
 
 @dataclass(frozen=True)
@@ -145,16 +204,24 @@ def run_night(
     ``show_progress`` every partition written and step failed is reported on the terminal
     as it happens.
     """
-    started = clock.monotonic()
+    started, cpu = clock.monotonic(), cpu_seconds()
 
     def phase(name: str) -> None:  # in Airflow's log: where the night's fixed costs go
-        print(f"lake run: {name} after {clock.monotonic() - started:.1f} s", flush=True)
+        # CPU of this process and its finished children too: on a busy machine the wall
+        # time stretches, the CPU time says what the night itself cost
+        print(
+            f"lake run: {name} after {clock.monotonic() - started:.1f} s "
+            f"(CPU {cpu_seconds() - cpu:.1f} s)",
+            flush=True,
+        )
 
     with _output_to(log_file) as terminal, _execution_api() if parallel else nullcontext() as api:
         # while the execution API warms up in its own process, this one migrates (first
-        # run only), loads the DAG and, in a thread, the modules every task will inherit
-        # (run in-process, the first validation finds Great Expectations loaded)
-        preloaded = _preloading()
+        # run only), loads the DAG and, in a thread, the modules every task will inherit.
+        # In-process, the tasks import what they use when they first use it: preloading
+        # the whole list there cost the demo night 2.5-3 s of CPU (modules it never uses,
+        # two threads importing against one lock)
+        preloaded = _preloading() if parallel else None
         ensure_airflow_ready(settings)
         phase("Airflow ready")
         from airflow.dag_processing.dagbag import DagBag
@@ -170,7 +237,7 @@ def run_night(
             phase("task modules loaded")
             api.wait_ready()
             phase("execution API ready")
-        with _NightWatcher(settings, terminal if show_progress else None):
+        with _NightWatcher(settings, terminal if show_progress else None), _woken_by_results():
             dag_run = dag.test(
                 logical_date=logical_date_for(ds),
                 run_conf={"ds": ds.isoformat(), "fail_fast": True},
@@ -184,6 +251,53 @@ def run_night(
         if ti.state in {"failed", "upstream_failed"}
     ]
     return NightResult(ds, dag_run.run_id, str(dag_run.state), failed)
+
+
+# How often the woken wait below looks at the executor's results (a pipe, no database)
+RESULT_CHECK_SECONDS = 0.05
+
+
+@contextmanager
+def _woken_by_results() -> Iterator[None]:
+    """Let ``dag.test()``'s loop go on as soon as a task has ended, not a second later.
+
+    With the executor, the loop sleeps a whole second (``time.sleep(1)``) each time no task
+    is ready, so every task that waits for another started up to a second late: half a
+    second on average per step of the chain. While this is active, that one sleep (and
+    only that one: the caller must be ``DAG.test`` and hold an executor with a
+    ``result_queue``) returns as soon as a worker has put a result on the executor's queue,
+    checked every :data:`RESULT_CHECK_SECONDS`; the loop then notices the finished task
+    and queues what it unblocked. Any other sleep, in any thread, sleeps as asked.
+    """
+    from airflow.sdk.definitions.dag import DAG
+
+    loop_code = DAG.test.__code__
+    sleep = clock.sleep
+
+    def woken_sleep(seconds: float) -> None:
+        caller = sys._getframe(1)
+        results = None
+        if caller.f_code is loop_code:
+            results = getattr(caller.f_locals.get("executor"), "result_queue", None)
+        if results is None:
+            sleep(seconds)
+            return
+        deadline = clock.monotonic() + seconds
+        while results.empty() and clock.monotonic() < deadline:
+            sleep(RESULT_CHECK_SECONDS)
+
+    clock.sleep = woken_sleep
+    try:
+        yield
+    finally:
+        clock.sleep = sleep
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its ended children (executor workers, the API):
+    what a night cost, whatever else the machine was doing."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 class _ExecutionApi:
@@ -322,6 +436,9 @@ def _preload_task_modules() -> None:
             importlib.import_module(name)
         except ImportError:  # an optional driver: its tasks import (and fail) themselves
             continue
+    from etl.nightly import night_catalog
+
+    night_catalog()  # parsed once here, inherited by every forked task
 
 
 def _preloading() -> threading.Thread:

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from catalog.definitions import Catalog, load_catalog
+from catalog.definitions import DEFINITIONS_DIR, Catalog, load_catalog
 from catalog.errors import LakeError, shown_error
 from catalog.store import CatalogStore
 from etl.connections import SourceConnection
@@ -66,6 +66,25 @@ def recorded_failure(store: CatalogStore, run_id: str, step: str) -> Iterator[No
     store.clear_errors(run_id, step)  # a retry that succeeds leaves no failure behind
 
 
+_CATALOGS: dict[tuple, Catalog] = {}
+
+
+def night_catalog() -> Catalog:
+    """The catalog, parsed once per process while its files stay the same.
+
+    Every task opens a :class:`Night`: in-process (the demo) all 25 tasks share this
+    process, and forked tasks inherit the catalog `lake run` loaded before the fork, instead
+    of each parsing and checking the YAML again. A changed, added or removed definition file
+    changes the key (names, sizes, modification times), so an edit is never missed.
+    """
+    files = sorted(DEFINITIONS_DIR.glob("*.yaml"))
+    key = (str(DEFINITIONS_DIR), *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if key not in _CATALOGS:
+        _CATALOGS.clear()
+        _CATALOGS[key] = load_catalog(DEFINITIONS_DIR)
+    return _CATALOGS[key]
+
+
 @dataclass(frozen=True)
 class Night:
     """What every step of one night needs, opened once per task instead of in every step."""
@@ -86,7 +105,7 @@ class Night:
             settings=settings,
             store=lake.store,
             lake=lake,
-            catalog=load_catalog(),
+            catalog=night_catalog(),
         )
 
     @property
@@ -258,20 +277,32 @@ def publish_public(night: Night) -> dict:
     return result.summary()
 
 
+def quality_page(night: Night) -> str:
+    """Render the Data Docs and the quality page (``var/quality/index.html``).
+
+    Its own task, once every validation has ended whatever its outcome and unification
+    is over: with the executor it runs beside the shared extracts and the open data
+    instead of after them, at the end of every night's critical path (GX's import and
+    render: seconds), and after unify, when the night's largest step has given back its
+    memory.
+    """
+    from etl.quality_report import write_quality_index
+
+    page = night.settings.var / "quality" / "index.html"
+    return str(write_quality_index(night.store, page, night.catalog))
+
+
 def close_night(night: Night, failed_tasks: list[str]) -> dict:
-    """Record the night as success or failed and write the quality page.
+    """Record the night as success or failed.
 
     Runs after every step whatever their outcome. ``failed_tasks`` comes from Airflow's
     task states, so a task killed without a word (out of memory, timeout) still fails the
     night; the store's error lines say why where a step could say it.
     """
-    from etl.quality_report import write_quality_index
-
     store = night.store
     errors = store.errors(night.run_id)
     failed = bool(errors or failed_tasks)
     store.finish_run(night.run_id, "failed" if failed else "success")
-    write_quality_index(store, night.settings.var / "quality" / "index.html", night.catalog)
     if failed:
         steps = sorted({e.step for e in errors} | set(failed_tasks))
         raise LakeError(f"night {night.ds} failed: {', '.join(steps)}")

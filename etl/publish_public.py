@@ -19,7 +19,9 @@ Until unification lands, the input is ``raw/clean`` (see docs/public.md).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from etl.zones import (
     PUBLIC,
     RAW_CLEAN,
     Lake,
+    Manifest,
     StagedPartition,
     excel_csv,
     replace_file,
@@ -172,14 +175,11 @@ class CleanState:
     inputs: list[str]
 
 
-def current_clean(lake: Lake, store: CatalogStore, dataset: DatasetDef, ds: date) -> CleanState:
-    """The newest clean version of every key as of ``ds``.
-
-    A snapshot source's latest clean partition is the whole state; an incremental source's
-    partitions hold each night's changes, so they are stacked and the newest row per key
-    kept (later date first, then ``updated_at``). Rows deleted at the source stay until
-    unification handles deletions.
-    """
+def clean_inputs(
+    lake: Lake, store: CatalogStore, dataset: DatasetDef, ds: date
+) -> list[PartitionRecord]:
+    """The committed clean partitions the dataset's current state as of ``ds`` is made of:
+    a snapshot source's latest one, an incremental source's every one up to ``ds``."""
     records = [
         p
         for p in store.partitions(zone=RAW_CLEAN)
@@ -188,12 +188,28 @@ def current_clean(lake: Lake, store: CatalogStore, dataset: DatasetDef, ds: date
     if not records:
         raise LakeError(f"{dataset.id}: no clean partition on or before {ds} to publish from")
     records.sort(key=lambda p: p.ds)
-    if dataset.source.load == "snapshot":
-        records = records[-1:]
-    names = dataset.field_names
+    return records[-1:] if dataset.source.load == "snapshot" else records
+
+
+def current_clean(
+    lake: Lake,
+    store: CatalogStore,
+    dataset: DatasetDef,
+    ds: date,
+    columns: Sequence[str] | None = None,
+) -> CleanState:
+    """The newest clean version of every key as of ``ds`` (only ``columns``, if given).
+
+    A snapshot source's latest clean partition is the whole state; an incremental source's
+    partitions hold each night's changes, so they are stacked and the newest row per key
+    kept (later date first, then ``updated_at``). Rows deleted at the source stay until
+    unification handles deletions.
+    """
+    records = clean_inputs(lake, store, dataset, ds)
+    names = list(columns or dataset.field_names)
     parts = []
     for order, record in enumerate(records):
-        part = lake.read_partition(record.path).select(names)
+        part = _read_columns(lake, record.path, names)
         parts.append(
             part.append_column("_night", pa.repeat(pa.scalar(order, pa.int32()), len(part)))
         )
@@ -201,6 +217,14 @@ def current_clean(lake: Lake, store: CatalogStore, dataset: DatasetDef, ds: date
     if len(parts) > 1:
         table = _newest_per_key(table, dataset)
     return CleanState(table.drop_columns(["_night"]), [p.path for p in records])
+
+
+def _read_columns(lake: Lake, path: str, names: list[str]) -> pa.Table:
+    """Only the columns a publication reads (not the IDs, names or phones it drops)."""
+    tables = list(lake.partition_batches(path, columns=names))
+    if not tables:
+        return lake.read_partition(path).select(names)
+    return pa.concat_tables(tables).select(names)
 
 
 def _newest_per_key(table: pa.Table, dataset: DatasetDef) -> pa.Table:
@@ -239,29 +263,112 @@ class StagedTable:
 class PublicationResult:
     published: dict[str, dict] = field(default_factory=dict)  # name → report
     blocked: dict[str, str] = field(default_factory=dict)  # name → reason (one line)
+    unchanged: dict[str, str] = field(default_factory=dict)  # name → date it was published
 
     def summary(self) -> dict:
-        return {"published": self.published, "blocked": self.blocked}
+        return {"published": self.published, "blocked": self.blocked, "unchanged": self.unchanged}
+
+
+# Part of every public table's input signature: raise it when a change to this code (or to
+# masking's public rules, the k-anonymity gate or the statistics) changes what the same
+# clean rows publish, so the next night rebuilds every table instead of keeping any.
+PUBLISH_RULES_VERSION = 1
+
+
+def input_signature(*parts: object) -> str:
+    """A digest of everything a public table is computed from (decision 0016)."""
+    text = json.dumps([PUBLISH_RULES_VERSION, *parts], sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _inputs_of(records: Sequence[PartitionRecord]) -> list[tuple[str, str]]:
+    """The clean partitions a state is made of; an empty one (a night an incremental
+    source delivered nothing) adds nothing to it, so it changes no signature."""
+    return [(r.path, r.fingerprint) for r in records if r.rows]
+
+
+class _Previous:
+    """The latest committed publication of every public table on or before the night."""
+
+    def __init__(self, lake: Lake, store: CatalogStore, ds: date) -> None:
+        self.manifests: dict[str, Manifest] = {}
+        self.dates: dict[str, date] = {}
+        latest = {}
+        for record in store.partitions(zone=PUBLIC):
+            if record.ds <= ds:
+                latest[record.dataset_id] = record  # partitions() is ordered by date
+        for name, record in latest.items():
+            manifest = lake.read_manifest(record.path)
+            if manifest is not None:
+                self.manifests[name], self.dates[name] = manifest, record.ds
+
+    def same(self, name: str, signature: str) -> bool:
+        manifest = self.manifests.get(name)
+        return manifest is not None and manifest.extra.get("input_signature") == signature
+
+    def statistics_of(self, source: str) -> list[str]:
+        """The statistics tables published from ``source`` alone."""
+        return [
+            name
+            for name, m in self.manifests.items()
+            if m.extra.get("kind") == "statistics" and m.extra.get("sources") == [source]
+        ]
 
 
 def publish_open_data(
-    catalog: Catalog, lake: Lake, store: CatalogStore, ds: date, run_id: str
+    catalog: Catalog,
+    lake: Lake,
+    store: CatalogStore,
+    ds: date,
+    run_id: str,
+    *,
+    full: bool = False,
 ) -> PublicationResult:
-    """The night's open-data publication (see the module doc for the order of gates)."""
+    """The night's open-data publication (see the module doc for the order of gates).
+
+    A table whose inputs are the same as those of its latest publication (the same clean
+    partitions, catalog definition and rules: :func:`input_signature`) is not rebuilt: it
+    keeps that publication, which the catalogue goes on listing (decision 0016). ``full``
+    rebuilds every table.
+    """
     from catalog.dcat import dcat_catalogue
     from catalog.portal import portal_page, vendored_assets
     from etl.public_catalogue import published_entries
-    from etl.statistics import statistics_tables
+    from etl.statistics import STAT_COLUMNS, statistics_signature_parts, statistics_tables
 
     result = PublicationResult()
+    previous = _Previous(lake, store, ds)
+    openable = [d for d in catalog.datasets if d.openable]
+    inputs = {d.id: clean_inputs(lake, store, d, ds) for d in openable}
+    signatures = {
+        d.id: input_signature("microdata", d.model_dump(mode="json"), _inputs_of(inputs[d.id]))
+        for d in openable
+    }
+    stat_signatures = {
+        d.id: input_signature(
+            "statistics", statistics_signature_parts(catalog, d.id, ds), _inputs_of(inputs[d.id])
+        )
+        for d in openable
+        if d.id in STAT_COLUMNS
+    }
+    rebuilt = {d.id for d in openable if full or not previous.same(d.id, signatures[d.id])}
+    stats_rebuilt = {
+        source
+        for source, signature in stat_signatures.items()
+        if full
+        or not previous.statistics_of(source)
+        or not all(previous.same(n, signature) for n in previous.statistics_of(source))
+    }
     staged: list[StagedTable] = []
     clean: dict[str, CleanState] = {}
     try:
-        for dataset in catalog.datasets:
-            if not dataset.openable:
+        for dataset in openable:
+            if dataset.id not in rebuilt | stats_rebuilt:
                 continue
-            state = current_clean(lake, store, dataset, ds)
+            state = current_clean(lake, store, dataset, ds, _needed_columns(dataset))
             clean[dataset.id] = state
+            if dataset.id not in rebuilt:
+                continue
             try:
                 gated = anonymised(dataset, public_table(dataset, state.table))
             except PublicationBlocked as exc:
@@ -270,14 +377,23 @@ def publish_open_data(
                 log.warning("%s", exc)
                 continue
             report = gated.report()
-            extra = {"dataset": dataset.id, "kind": "microdata", "kanon": report}
+            extra = {
+                "dataset": dataset.id,
+                "kind": "microdata",
+                "kanon": report,
+                "input_signature": signatures[dataset.id],
+            }
             staged.append(_staged(lake, dataset.id, gated.table, ds, state.inputs, extra, report))
             staged[-1].exempt = _exempt_columns(dataset)
-        for stat in statistics_tables(catalog, {k: v.table for k, v in clean.items()}, ds):
+        stat_tables = statistics_tables(
+            catalog, {k: v.table for k, v in clean.items() if k in stats_rebuilt}, ds
+        )
+        for stat in stat_tables:
             sources = [p for d in stat.sources for p in clean[d].inputs]
-            staged.append(
-                _staged(lake, f"stats/{stat.name}", stat.table, ds, sources, stat.describe())
-            )
+            describe = stat.describe()
+            if len(stat.sources) == 1:
+                describe["input_signature"] = stat_signatures[stat.sources[0]]
+            staged.append(_staged(lake, f"stats/{stat.name}", stat.table, ds, sources, describe))
         findings = _leak_findings(lake, staged)
         if findings:
             raise LeakFound(
@@ -299,6 +415,12 @@ def publish_open_data(
         if not s.name.startswith("stats/"):
             store.record_publication(run_id, s.name, ds, "published", s.report)
         result.published[s.name] = s.report or {"rows": manifest.rows}
+    for dataset in openable:
+        if dataset.id not in rebuilt:
+            _kept(store, previous, dataset.id, ds, run_id, result)
+    for source in set(stat_signatures) - stats_rebuilt:
+        for name in previous.statistics_of(source):
+            result.unchanged[name] = previous.dates[name].isoformat()
     entries = published_entries(catalog, lake, store, ds)
     root = f"{lake.root}/{PUBLIC}"
     for name, content in vendored_assets().items():
@@ -310,6 +432,33 @@ def publish_open_data(
             f"public zone for {ds} written, but not: " + "; ".join(result.blocked.values())
         )
     return result
+
+
+def _needed_columns(dataset: DatasetDef) -> list[str]:
+    """What publishing reads of a dataset: the key and watermark (newest row per key), the
+    published fields and the statistics' columns; not the IDs, names or phones it drops."""
+    from etl.statistics import STAT_COLUMNS
+
+    wanted = [*dataset.key, dataset.source.watermark_column or ""]
+    wanted += [f.name for f, _ in public_fields(dataset)] + STAT_COLUMNS.get(dataset.id, [])
+    return [f.name for f in dataset.fields if f.name in wanted]
+
+
+def _kept(
+    store: CatalogStore,
+    previous: _Previous,
+    name: str,
+    ds: date,
+    run_id: str,
+    result: PublicationResult,
+) -> None:
+    """A microdata table whose inputs did not change keeps its latest publication: the
+    night records it as published, with that publication's report and date."""
+    since = previous.dates[name]
+    report = {**previous.manifests[name].extra.get("kanon", {}), "unchanged_since": str(since)}
+    if since != ds:
+        store.record_publication(run_id, name, ds, "published", report)
+    result.unchanged[name] = since.isoformat()
 
 
 def _exempt_columns(dataset: DatasetDef) -> list[str]:

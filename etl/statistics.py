@@ -36,6 +36,36 @@ PROCESSING_BANDS = [  # (label, upper bound in days, exclusive)
 ]
 AGE_BAND_WIDTH, AGE_TOP = 5, 85  # 0-4 … 80-84, 85+
 
+# The clean columns each source's statistics read (publishing reads no others for them)
+CASE_COLUMNS = [
+    "applicant_type",
+    "department",
+    "item_name",
+    "district_code",
+    "channel",
+    "accepted_at",
+    "completed_at",
+    "satisfaction",
+    "status",
+]
+STAT_COLUMNS = {
+    CASES: CASE_COLUMNS,
+    ENTERPRISES: ["division_code", "ent_type", "status"],
+    POPULATION: ["division_code", "sex", "birth_date", "status"],
+}
+
+
+def statistics_signature_parts(catalog: Catalog, source: str, ds: date) -> list:
+    """What a source's statistics depend on besides its clean rows (decision 0016): the
+    publication k, the night itself where a figure is as of that date (ages on ``ds``,
+    cases still open at its end), and the service items' time limits."""
+    parts: list = [source, catalog.dataset(source).public.k]
+    if source in (CASES, POPULATION):
+        parts.append(ds.isoformat())
+    if source == CASES:
+        parts.append([i.model_dump() for i in load_service_items()])
+    return parts
+
 
 @dataclass
 class StatTable:
@@ -106,18 +136,7 @@ def _counted(frame: pd.DataFrame, by: list[str], name: str = "cases") -> pd.Data
 
 def case_frame(cases: pa.Table) -> pd.DataFrame:
     """The columns of the clean service cases the statistics read."""
-    columns = [
-        "applicant_type",
-        "department",
-        "item_name",
-        "district_code",
-        "channel",
-        "accepted_at",
-        "completed_at",
-        "satisfaction",
-        "status",
-    ]
-    frame = cases.select(columns).to_pandas()
+    frame = cases.select(CASE_COLUMNS).to_pandas()
     for column in ("accepted_at", "completed_at"):
         frame[column] = pd.to_datetime(frame[column])
     return frame
@@ -359,7 +378,7 @@ def _overdue(frame: pd.DataFrame, ds: date, k: int) -> StatTable:
 
 
 def enterprise_table(enterprises: pa.Table, k: int) -> StatTable:
-    frame = enterprises.select(["division_code", "ent_type", "status"]).to_pandas()
+    frame = enterprises.select(STAT_COLUMNS[ENTERPRISES]).to_pandas()
     counted = _counted(frame, ["division_code", "ent_type", "status"], "enterprises")
     counted.insert(1, "district_name", _district_name(counted["division_code"]))
     return StatTable(
@@ -388,16 +407,17 @@ def age_band(birth_dates: pd.Series, ds: date) -> pd.Series:
     )
     age = ds.year - born.dt.year - (~had_birthday).astype(int)
     low = (age.clip(upper=AGE_TOP) // AGE_BAND_WIDTH) * AGE_BAND_WIDTH
-    label = (
-        low.astype("Int64").astype("string")
-        + "-"
-        + (low + AGE_BAND_WIDTH - 1).astype("Int64").astype("string")
-    )
-    return label.mask(low >= AGE_TOP, f"{AGE_TOP}+").mask(born.isna())
+    # a label per band, then looked up: building the text of millions of rows costs seconds
+    labels = {
+        v: f"{AGE_TOP}+" if v >= AGE_TOP else f"{int(v)}-{int(v) + AGE_BAND_WIDTH - 1}"
+        for v in low.dropna().unique()
+    }
+    return low.map(labels).astype("string")  # no birth date: NULL
 
 
 def population_table(population: pa.Table, ds: date, k: int) -> StatTable:
-    frame = population.select(["division_code", "sex", "birth_date", "status"]).to_pandas()
+    # dates as datetime64, not one Python date object per resident
+    frame = population.select(STAT_COLUMNS[POPULATION]).to_pandas(date_as_object=False)
     frame = frame[frame["status"].eq("正常")]
     frame = frame.assign(age_band=age_band(frame["birth_date"], ds))
     counted = _counted(frame, ["division_code", "sex", "age_band"], "persons")

@@ -77,12 +77,13 @@ def test_quality_gate_needs_every_dataset_validated_by_this_run(tmp_path) -> Non
 def test_a_task_that_died_without_a_word_still_fails_the_night(tmp_path) -> None:
     from datetime import date
 
-    from etl.nightly import Night, close_night, open_night
+    from etl.nightly import Night, close_night, open_night, quality_page
     from etl.settings import LakeSettings
 
     settings = LakeSettings.under(tmp_path)
     night = Night.open(date(2026, 11, 28), "run", settings)
     open_night(night)
+    assert quality_page(night) == str(settings.var / "quality" / "index.html")
     with pytest.raises(LakeError, match="night 2026-11-28 failed: renshe__insured_person.extract"):
         close_night(night, ["renshe__insured_person.extract"])
     assert CatalogStore(settings.catalog_url).runs(1)[0].status == "failed"
@@ -130,3 +131,76 @@ def test_heavy_validations_wait_for_each_other_and_small_ones_do_not(tmp_path) -
         holder.communicate("")  # the other task ends (its process exits: the lock goes)
     assert entered.wait(60)
     waiter.join()
+
+
+def test_small_nights_run_in_process_and_others_concurrently(tmp_path) -> None:
+    from datetime import date
+
+    from catalog.store import PartitionRecord
+    from etl.airflow_runner import SMALL_NIGHT_ROWS, runs_concurrently
+    from etl.settings import LakeSettings
+
+    settings = LakeSettings.under(tmp_path)
+    assert runs_concurrently(settings)  # no night yet: a first night, the largest
+    store = CatalogStore(settings.catalog_url)
+
+    def delivered(ds: date, rows: list[int]) -> None:
+        for i, n in enumerate(rows):
+            record = PartitionRecord("raw/sources", f"d.s{i}", ds, f"/lake/{ds}/{i}", n, "f")
+            store.record_partition("run", record)
+
+    delivered(date(2026, 11, 27), [SMALL_NIGHT_ROWS - 1, 1])
+    assert runs_concurrently(settings)
+    delivered(date(2026, 11, 28), [SMALL_NIGHT_ROWS // 2, SMALL_NIGHT_ROWS // 2 - 1])
+    assert not runs_concurrently(settings)  # the latest night decides, not the largest
+
+
+def test_a_new_lake_copies_a_migrated_airflow_database_and_never_overwrites_one(
+    tmp_path,
+) -> None:
+    import sqlite3
+
+    from etl.airflow_runner import copied_airflow_database
+
+    template = tmp_path / "cache" / "airflow-x.db"
+    template.parent.mkdir()
+    with sqlite3.connect(template) as db:
+        db.execute("CREATE TABLE alembic_version (version_num TEXT)")
+        db.execute("INSERT INTO alembic_version VALUES ('head')")
+    db.close()
+    lake_db = tmp_path / "home" / "var" / "airflow" / "airflow.db"
+    assert copied_airflow_database(template, lake_db)
+    assert lake_db.stat().st_mode & 0o777 == 0o600
+    with sqlite3.connect(lake_db) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("head",)]
+    db.close()
+    assert not copied_airflow_database(template, lake_db)  # a lake's own database stays
+    busy = tmp_path / "busy.db"
+    busy.write_bytes(template.read_bytes())
+    (tmp_path / "busy.db-wal").write_bytes(b"pending")  # not quiescent: not a template
+    assert not copied_airflow_database(busy, tmp_path / "other" / "airflow.db")
+    assert not copied_airflow_database(tmp_path / "missing.db", tmp_path / "x" / "airflow.db")
+
+
+def test_the_catalog_is_parsed_once_per_process_until_a_definition_changes(
+    tmp_path, monkeypatch
+) -> None:
+    import os
+    import shutil
+
+    import etl.nightly
+    from catalog.definitions import DEFINITIONS_DIR, Catalog
+
+    definitions = tmp_path / "definitions"
+    shutil.copytree(DEFINITIONS_DIR, definitions)
+    monkeypatch.setattr(etl.nightly, "DEFINITIONS_DIR", definitions)
+    monkeypatch.setattr(etl.nightly, "_CATALOGS", {})  # this test's, dropped after it
+    parses = []  # one new catalog object per parse
+    monkeypatch.setattr(etl.nightly, "load_catalog", lambda d: parses.append(d) or Catalog([]))
+    first = etl.nightly.night_catalog()
+    assert etl.nightly.night_catalog() is first  # every task of the process: no new parse
+    changed = definitions / "zhijian.yaml"
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert etl.nightly.night_catalog() is not first  # an edited definition is read again
+    assert parses == [definitions, definitions]

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from catalog.definitions import DEFINITIONS_DIR, Catalog, load_catalog
 from catalog.errors import CatalogError, LakeError, PublicationBlocked
 from catalog.lineage import source_deliveries, upstream
-from catalog.store import CatalogStore
+from catalog.store import CatalogStore, PartitionRecord
 from etl.publish_public import LeakFound, publish_open_data
 from etl.statistics import suppressed_small_cells
 from etl.zones import PUBLIC, RAW_CLEAN, RAW_SOURCES, Lake, excel_csv
@@ -206,7 +206,10 @@ def test_suppression_past_the_limit_blocks_and_keeps_the_previous_publication(
     assert (published.public / f"xingzheng.service_case/dt={DEMO_DATE}").stat().st_mtime_ns == (
         before
     )
-    assert (published.public / f"gongan.population/dt={later}").exists()  # the others publish
+    # the others are not held back: unchanged since DEMO_DATE, they keep that publication
+    others = {p.name: p for p in published.store.publications(later)}
+    assert others["gongan.population"].status == "published"
+    assert others["gongan.population"].report["unchanged_since"] == str(DEMO_DATE)
     jsonld = (published.public / "catalog.jsonld").read_text(encoding="utf-8")
     assert f"xingzheng.service_case/dt={DEMO_DATE}/" in jsonld  # still the previous one
     blocked = {p.name: p for p in published.store.publications(later)}["xingzheng.service_case"]
@@ -533,3 +536,59 @@ def test_current_clean_state_stacks_incremental_nights(tmp_path: Path) -> None:
     assert sorted(then.table["status"].to_pylist()) == ["办结", "受理"] and then.inputs == [first]
     with pytest.raises(LakeError, match="no clean partition on or before"):
         current_clean(lake, store, dataset, DEMO_DATE - timedelta(days=1))
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+def _shown(p: Published, ds) -> dict[str, tuple[object, pa.Table]]:
+    """What the public zone shows as of ``ds``: each table's latest publication (its date
+    and rows), as the catalogue lists it."""
+    latest = {}
+    for record in p.store.partitions(zone=PUBLIC):
+        if record.ds <= ds:
+            latest[record.dataset_id] = record
+    return {n: (r.ds, p.lake.read_partition(r.path)) for n, r in latest.items()}
+
+
+def test_an_incremental_publication_equals_a_full_rebuild(fresh: Published) -> None:
+    """Decision 0016: a night rebuilds only the tables whose inputs changed (here one
+    night of service cases, and the statistics as of the new date); the others keep their
+    publication. What the public zone then shows is what a full rebuild publishes."""
+    from etl.zones import clean_schema
+
+    p, later = fresh, DEMO_DATE + timedelta(days=1)
+    cases = CATALOG.dataset("xingzheng.service_case")
+    schema = clean_schema(cases)
+    night = p.lake.read_partition(p.lake.dataset_partition(RAW_CLEAN, cases, DEMO_DATE))
+    night = night.select(schema.names).slice(0, 40)
+    done = pa.array(["办结"] * len(night), night.schema.field("status").type)
+    night = night.set_column(night.schema.get_field_index("status"), "status", done)
+    path = p.lake.dataset_partition(RAW_CLEAN, cases, later)
+    manifest = p.lake.write_partition(path, night.to_batches(), schema)
+    p.store.record_partition(
+        "night-2", PartitionRecord(RAW_CLEAN, cases.id, later, path, manifest.rows, "f2")
+    )
+
+    incremental = publish_open_data(CATALOG, p.lake, p.store, later, "night-2")
+    kept = {"gongan.population", "gongshang.enterprise_registration", "zhijian.org_code"}
+    assert kept | {"stats/enterprises_by_district_type_status"} == set(incremental.unchanged)
+    assert "xingzheng.service_case" in incremental.published
+    assert "stats/population_by_district_sex_age" in incremental.published  # ages on `later`
+    assert not (p.public / f"gongan.population/dt={later}").exists()
+    shown = _shown(p, later)
+    assert {shown[n][0] for n in kept} == {DEMO_DATE}
+    reports = {x.name: x.report for x in p.store.publications(later)}
+    assert reports["gongan.population"]["unchanged_since"] == str(DEMO_DATE)
+    jsonld = (p.public / "catalog.jsonld").read_text(encoding="utf-8")
+    assert f"gongan.population/dt={DEMO_DATE}/" in jsonld
+
+    full = publish_open_data(CATALOG, p.lake, p.store, later, "night-2-full", full=True)
+    assert not full.unchanged and set(full.published) == set(shown)
+    rebuilt = _shown(p, later)
+    assert {d for d, _ in rebuilt.values()} == {later}
+    for name, (_, table) in shown.items():
+        assert rebuilt[name][1].equals(table, check_metadata=True), name
+    again = {x.name: x.report for x in p.store.publications(later)}
+    for name in kept:
+        assert again[name] == {k: v for k, v in reports[name].items() if k != "unchanged_since"}
