@@ -240,27 +240,24 @@ def _without(mentions: pa.Table, drop: pa.Array | None) -> pa.Table:
 
 
 def superseded_keys(lake: Lake, dataset: DatasetDef, nights: list[date]) -> dict[date, pa.Array]:
-    """Per partition, the keys a newer partition delivers again (their rows are not current).
+    """Per partition, the keys that newer partitions deliver (its rows of them are not current).
 
-    Only incremental datasets read more than one partition; a night's changes are small, so
-    these sets are small and filtering a batch by them is one hash look-up per row.
+    Only incremental datasets read more than one partition, and only the newer ones are
+    read here: a night's changes are small, so these sets are small, the first (whole)
+    partition's keys are never read for them, and filtering a batch is one hash look-up
+    per row.
     """
     out: dict[date, pa.Array] = {}
     newer: pa.Array | None = None
     key = dataset.key[0]
-    if len(nights) < 2:
-        return out
-    for night in reversed(nights):
+    for older, night in zip(reversed(nights[:-1]), reversed(nights[1:]), strict=True):
         path = lake.dataset_partition(RAW_CLEAN, dataset, night)
         parts = [b.column(key) for b in lake.partition_batches(path, columns=[key])]
         mine = pa.chunked_array(parts).combine_chunks() if parts else pa.array([], pa.string())
-        if newer is not None:
-            again = pc.filter(mine, pc.is_in(mine, value_set=newer))
-            if len(again):
-                out[night] = again
-            newer = pa.concat_arrays([newer, mine.cast(newer.type)]).unique()
-        else:
-            newer = mine.unique()
+        newer = mine if newer is None else pa.concat_arrays([newer, mine.cast(newer.type)])
+        newer = newer.unique()
+        if len(newer):
+            out[older] = newer
     return out
 
 
