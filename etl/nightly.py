@@ -259,6 +259,7 @@ def unify(night: Night) -> dict:
             store=night.store,
             run_id=night.run_id,
             scratch=night.settings.var / "tmp",
+            mention_cache=night.settings.var / "cache" / "mentions",
         )
     return {"summary": figures.summary(), "person_rules": figures.person_rules}
 

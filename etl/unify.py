@@ -567,6 +567,7 @@ def unify_partitions(
     run_id: str,
     scratch: Path | None = None,
     memory_limit: str = "1GB",
+    mention_cache: Path | None = None,
 ) -> UnificationFigures:
     """The step: read the night's clean partitions, unify, commit five tables, record figures.
 
@@ -576,7 +577,8 @@ def unify_partitions(
     prev = previous_night(store, ds)
     started = time.monotonic()
     with workspace(scratch, memory_limit) as ws:
-        mentions = read_mentions(ws, catalog, ds, lake, store, MentionCache.under(scratch))
+        cache = MentionCache(mention_cache) if mention_cache else None
+        mentions = read_mentions(ws, catalog, ds, lake, store, cache)
         read_at = time.monotonic()
         night = unified_night(
             ws,

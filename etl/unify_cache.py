@@ -7,8 +7,8 @@ keeps those mentions, one Parquet file per clean partition, named by the partiti
 fingerprint (the SHA-256 of its data files) and by the bytes of the code that projects
 mentions — a partition written again, or a change to the projection, is a different name.
 
-The files hold personal data: they live in the owner-only scratch folder beside the
-workspaces, appear under their final name only when complete (a killed run leaves a
+The files hold personal data: they live in an owner-only folder (``var/cache/mentions/``
+in the night), appear under their final name only when complete (a killed run leaves a
 ``.part`` file, removed next time), and the files a night did not use (a partition
 written again, older code) are removed after its step (docs/decisions/0014).
 """
@@ -38,19 +38,12 @@ def _code_version() -> str:
 
 
 class MentionCache:
-    """Projected mentions per clean partition, in a private folder."""
+    """Projected mentions per clean partition, in a private folder (created owner-only)."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder = folder
+        self.folder = Path(folder)
+        owner_only_dir(self.folder)
         self.version = _code_version()
-
-    @classmethod
-    def under(cls, scratch: Path | None) -> MentionCache | None:
-        if scratch is None:
-            return None
-        folder = Path(scratch) / "mention-cache"
-        owner_only_dir(folder)
-        return cls(folder)
 
     def path(self, dataset_id: str, night: date, fingerprint: str) -> Path:
         digest = fingerprint.removeprefix("sha256:")[:24]

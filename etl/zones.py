@@ -521,13 +521,16 @@ class Lake:
                 try:
                     self.iceberg.create_namespace_if_not_exists(ref.identifier[:-1])
                     fresh = _iceberg_schema(wanted)
-                    return self.iceberg.create_table(
+                    created = self.iceberg.create_table(
                         ref.identifier,
                         schema=fresh,
                         location=location,
                         partition_spec=_dt_spec(fresh),
                         properties=_table_properties(location),
                     )
+                    if self.is_local:  # written under the task's umask, before any commit
+                        _restrict_tree(f"{_local(location)}/metadata", self.root)
+                    return created
                 except (TableAlreadyExistsError, NamespaceAlreadyExistsError):
                     continue  # another writer created it first: load theirs
             have = set(table.schema().column_names)

@@ -396,7 +396,7 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
     assert not list((settings.var / "tmp").glob("unify-*"))
     # the population register's untouched first partition came from the mention cache: a
     # private folder, one file per partition; without it the night writes the same tables
-    cache = settings.var / "tmp" / "mention-cache"
+    cache = settings.var / "cache" / "mentions"
     assert cache.stat().st_mode & 0o777 == 0o700
     assert sorted(p.name.split(".")[2] for p in cache.iterdir()) == [
         DEMO_DATE.isoformat(),
@@ -503,7 +503,7 @@ def test_a_workspace_left_by_a_killed_process_is_removed_next_time(tmp_path) -> 
 def test_the_mention_cache_keeps_only_what_the_night_used(tmp_path) -> None:
     from etl.unify_cache import MentionCache
 
-    cache = MentionCache.under(tmp_path)
+    cache = MentionCache(tmp_path / "mentions")
     used = cache.path("gongan.population", date(2026, 11, 28), "sha256:" + "a" * 64)
     writer = cache.writer(used)
     writer.write(pa.table({"x": [1, 2]}))
@@ -512,6 +512,6 @@ def test_the_mention_cache_keeps_only_what_the_night_used(tmp_path) -> None:
     killed.write(pa.table({"x": [3]}))  # never finished: a run killed mid-write
     older = cache.path("gongan.population", date(2026, 11, 27), "sha256:c")
     older.write_bytes(b"a partition written again since")
-    assert (tmp_path / "mention-cache").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "mentions").stat().st_mode & 0o777 == 0o700
     assert cache.keep_only({used}) and [p.name for p in cache.folder.iterdir()] == [used.name]
     assert [t.num_rows for t in cache.read(used)] == [2] and used.stat().st_mode & 0o777 == 0o600
