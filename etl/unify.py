@@ -57,19 +57,6 @@ from etl.unify_workspace import (
 from etl.zones import RAW_CLEAN, RAW_UNIFIED, Lake
 
 SERVICE_CASES = "xingzheng.service_case"
-CASE_COLUMNS = [
-    "case_no",
-    "applicant_type",
-    "department",
-    "item_name",
-    "district_code",
-    "channel",
-    "accepted_at",
-    "completed_at",
-    "satisfaction",
-    "status",
-    "updated_at",
-]
 TABLES = ("person", "enterprise", "person_xref", "enterprise_xref", "service_case")
 XREF_COLUMNS = ["dataset", "source_key", "role", "match_rule", "match_score"]
 
@@ -139,6 +126,7 @@ def read_mentions(
     ``cache``, as they were projected before (:mod:`etl.unify_cache`).
     """
     enterprises, cases, keys = [], [], {}
+    case_columns = service_case_columns(catalog)
     cached_rows = 0
     cache_files: set[Path] = set()
     writers: list[CacheWriter] = []
@@ -195,7 +183,7 @@ def read_mentions(
             frame = item.batch.to_pandas()
             firms.append(enterprise_mentions(item.dataset_id, frame))
             if item.dataset_id == SERVICE_CASES:
-                case.append(frame[CASE_COLUMNS])
+                case.append(frame[case_columns])
         persons = person_mentions(item.dataset_id, item.batch)
         if item.cache_to is None:
             return item, persons, None, firms, case
@@ -225,10 +213,18 @@ def read_mentions(
         for writer in writers:
             writer.abandon()  # unfinished (a failure, or an empty partition): not kept
     enterprise = pd.concat(_non_empty(enterprises, no_enterprise_mentions()), ignore_index=True)
-    case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=CASE_COLUMNS)
+    case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=case_columns)
     if cache is not None:
         cache.keep_only(cache_files)
     return NightMentions(enterprise, case, keys, cached_rows)
+
+
+def service_case_columns(catalog: Catalog) -> list[str]:
+    """The case's own fields kept in ``service_case``: every field that is not personal (the
+    applicant is kept as the person or enterprise it resolves to), as the catalog says."""
+    ids = {d.id for d in catalog.datasets}
+    fields = catalog.dataset(SERVICE_CASES).fields if SERVICE_CASES in ids else []
+    return [f.name for f in fields if not f.pii]
 
 
 def _without(mentions: pa.Table, drop: pa.Array | None) -> pa.Table:
