@@ -237,7 +237,7 @@ def run_night(
             phase("task modules loaded")
             api.wait_ready()
             phase("execution API ready")
-        with _NightWatcher(settings, terminal if show_progress else None), _woken_by_results():
+        with _NightWatcher(settings, terminal if show_progress else None):
             dag_run = dag.test(
                 logical_date=logical_date_for(ds),
                 run_conf={"ds": ds.isoformat(), "fail_fast": True},
@@ -251,46 +251,6 @@ def run_night(
         if ti.state in {"failed", "upstream_failed"}
     ]
     return NightResult(ds, dag_run.run_id, str(dag_run.state), failed)
-
-
-# How often the woken wait below looks at the executor's results (a pipe, no database)
-RESULT_CHECK_SECONDS = 0.05
-
-
-@contextmanager
-def _woken_by_results() -> Iterator[None]:
-    """Let ``dag.test()``'s loop go on as soon as a task has ended, not a second later.
-
-    With the executor, the loop sleeps a whole second (``time.sleep(1)``) each time no task
-    is ready, so every task that waits for another started up to a second late: half a
-    second on average per step of the chain. While this is active, that one sleep (and
-    only that one: the caller must be ``DAG.test`` and hold an executor with a
-    ``result_queue``) returns as soon as a worker has put a result on the executor's queue,
-    checked every :data:`RESULT_CHECK_SECONDS`; the loop then notices the finished task
-    and queues what it unblocked. Any other sleep, in any thread, sleeps as asked.
-    """
-    from airflow.sdk.definitions.dag import DAG
-
-    loop_code = DAG.test.__code__
-    sleep = clock.sleep
-
-    def woken_sleep(seconds: float) -> None:
-        caller = sys._getframe(1)
-        results = None
-        if caller.f_code is loop_code:
-            results = getattr(caller.f_locals.get("executor"), "result_queue", None)
-        if results is None:
-            sleep(seconds)
-            return
-        deadline = clock.monotonic() + seconds
-        while results.empty() and clock.monotonic() < deadline:
-            sleep(RESULT_CHECK_SECONDS)
-
-    clock.sleep = woken_sleep
-    try:
-        yield
-    finally:
-        clock.sleep = sleep
 
 
 def cpu_seconds() -> float:
