@@ -150,7 +150,7 @@ def read_mentions(
                 if record is not None:
                     cached = cache.path(dataset.id, night, record.fingerprint)
                     cache_files.add(cached)
-                    if cached.exists():
+                    if cache.holds(cached, record.rows):
                         for mentions in cache.read(cached):
                             yield _Read(dataset.id, mentions, drop, cached=True)
                         continue

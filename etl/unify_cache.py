@@ -49,6 +49,19 @@ class MentionCache:
         digest = fingerprint.removeprefix("sha256:")[:24]
         return self.folder / f"{dataset_id}.{night.isoformat()}.{digest}.{self.version}.parquet"
 
+    def holds(self, path: Path, rows: int) -> bool:
+        """Whether ``path`` holds the ``rows`` mentions of its whole partition (one per clean
+        row); a file that is damaged or holds another count is removed, to be made again."""
+        if not path.exists():
+            return False
+        try:
+            whole = pq.ParquetFile(path).metadata.num_rows == rows
+        except (OSError, pa.ArrowException):
+            whole = False
+        if not whole:
+            path.unlink(missing_ok=True)
+        return whole
+
     def read(self, path: Path) -> Iterable[pa.Table]:
         for batch in pq.ParquetFile(path).iter_batches(262_144):
             yield pa.Table.from_batches([batch])

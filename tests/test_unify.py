@@ -515,3 +515,7 @@ def test_the_mention_cache_keeps_only_what_the_night_used(tmp_path) -> None:
     assert (tmp_path / "mentions").stat().st_mode & 0o777 == 0o700
     assert cache.keep_only({used}) and [p.name for p in cache.folder.iterdir()] == [used.name]
     assert [t.num_rows for t in cache.read(used)] == [2] and used.stat().st_mode & 0o777 == 0o600
+    assert cache.holds(used, 2)
+    # a file cut short (a damaged disk, a hand-copied cache) is not read: made again
+    used.write_bytes(used.read_bytes()[:-40])
+    assert not cache.holds(used, 2) and not used.exists()
