@@ -9,7 +9,10 @@ modes explicitly, so a caller with a looser umask (a test runner, a cron shell) 
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import os
+from functools import cache
 from pathlib import Path
 
 OWNER_ONLY_UMASK = 0o077
@@ -41,3 +44,13 @@ def owner_only_tree(root: Path) -> None:
             os.chmod(os.path.join(folder, name), OWNER_DIR_MODE)
         for name in files:
             os.chmod(os.path.join(folder, name), OWNER_FILE_MODE)
+
+
+@cache
+def code_digest(*modules: str) -> str:
+    """SHA-256 of the named modules' source files: what a kept result (carried rows, cached
+    mentions, a kept publication) was computed by, so a change to that code redoes it."""
+    digest = hashlib.sha256()
+    for name in modules:
+        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return digest.hexdigest()

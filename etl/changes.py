@@ -30,8 +30,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from functools import cache, cached_property
-from pathlib import Path
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -40,6 +39,7 @@ import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef
 from catalog.errors import LakeError
+from catalog.files import code_digest
 from catalog.store import CatalogStore
 from etl.dedup import key_hash
 from etl.standardise import standardise_column
@@ -417,18 +417,8 @@ def checks_fingerprint(dataset: DatasetDef) -> str:
     instead of carrying rows the new checks might reject.
     """
     digest = hashlib.sha256(dataset.model_dump_json().encode())
-    digest.update(_code_digest().encode())
+    digest.update(code_digest(*CHECK_MODULES).encode())
     return "sha256:" + digest.hexdigest()
-
-
-@cache
-def _code_digest() -> str:
-    import importlib
-
-    digest = hashlib.sha256()
-    for name in CHECK_MODULES:
-        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
-    return digest.hexdigest()
 
 
 def _unusable(

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from catalog.definitions import Catalog, DatasetDef, FieldDef
 from catalog.errors import LakeError, PublicationBlocked
+from catalog.files import code_digest
 from catalog.store import CatalogStore, PartitionRecord
 from etl.zones import (
     PUBLIC,
@@ -269,15 +270,20 @@ class PublicationResult:
         return {"published": self.published, "blocked": self.blocked, "unchanged": self.unchanged}
 
 
-# Part of every public table's input signature: raise it when a change to this code (or to
-# masking's public rules, the k-anonymity gate or the statistics) changes what the same
-# clean rows publish, so the next night rebuilds every table instead of keeping any.
-PUBLISH_RULES_VERSION = 1
+# Part of every public table's input signature: the code that decides what the same clean
+# rows publish, so a change to it rebuilds every table instead of keeping any (0016)
+PUBLISH_MODULES = (
+    "etl.publish_public",
+    "etl.statistics",
+    "masking.policy",
+    "masking.kanon",
+    "masking.operators",
+)
 
 
 def input_signature(*parts: object) -> str:
     """A digest of everything a public table is computed from (decision 0016)."""
-    text = json.dumps([PUBLISH_RULES_VERSION, *parts], sort_keys=True, default=str)
+    text = json.dumps([code_digest(*PUBLISH_MODULES), *parts], sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 

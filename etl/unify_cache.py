@@ -15,7 +15,6 @@ written again, older code) are removed after its step (docs/decisions/0014).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from datetime import date
@@ -24,17 +23,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from catalog.files import owner_only_dir
+from catalog.files import code_digest, owner_only_dir
 
 # the code whose output the cache holds: a change to any of these renames every file
-_PROJECTION_CODE = ("unify_person.py", "matching.py", "../catalog/identifiers.py")
-
-
-def _code_version() -> str:
-    digest = hashlib.sha256()
-    for name in _PROJECTION_CODE:
-        digest.update((Path(__file__).parent / name).read_bytes())
-    return digest.hexdigest()[:12]
+PROJECTION_MODULES = ("etl.unify_person", "etl.matching", "catalog.identifiers")
 
 
 class MentionCache:
@@ -43,7 +35,7 @@ class MentionCache:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         owner_only_dir(self.folder)
-        self.version = _code_version()
+        self.version = code_digest(*PROJECTION_MODULES)[:12]
 
     def path(self, dataset_id: str, night: date, fingerprint: str) -> Path:
         digest = fingerprint.removeprefix("sha256:")[:24]
