@@ -105,25 +105,21 @@ def test_a_legacy_record_with_a_name_variant_and_the_same_address_links_to_its_f
 
 
 def test_the_same_name_at_another_address_stays_apart() -> None:
-    resolved = _resolve(
-        registration=_registration(REGISTERED),
-        org_codes=_org_codes(
-            [{"org_code": STALE_1, "name": "江门市蓬江区嘉禾科技有限公司",
-              "address": "广东省江门市蓬江区荷塘镇农林路218号", "legal_rep_name": "黄志强"}]
-        ),
-    )  # fmt: skip
-    legacy = _row(resolved, "zhijian.org_code", STALE_1)
+    def certificate_signed_by(legal_rep: str) -> EnterpriseResolution:
+        return _resolve(
+            registration=_registration(REGISTERED),
+            org_codes=_org_codes(
+                [{"org_code": STALE_1, "name": "江门市蓬江区嘉禾科技有限公司",
+                  "address": "广东省江门市蓬江区荷塘镇农林路218号", "legal_rep_name": legal_rep}]
+            ),
+        )  # fmt: skip
+
+    legacy = _row(certificate_signed_by("黄志强"), "zhijian.org_code", STALE_1)
     assert not legacy["linked"] and legacy["match_rule"] == "unlinked"
     assert legacy["anchor"] == "org:" + STALE_1
     # the same name and address with the representative agreeing does link (a moved firm
     # would need the representative; here the address is the one on the register)
-    moved = _resolve(
-        registration=_registration(REGISTERED),
-        org_codes=_org_codes(
-            [{"org_code": STALE_1, "name": "江门市蓬江区嘉禾科技有限公司",
-              "address": "广东省江门市蓬江区荷塘镇农林路218号", "legal_rep_name": "陈伟"}]
-        ),
-    )  # fmt: skip
+    moved = certificate_signed_by("陈伟")
     assert _row(moved, "zhijian.org_code", STALE_1)["anchor"] == USCC_A
 
 
