@@ -26,13 +26,7 @@ from catalog.definitions import Catalog, DatasetDef
 from catalog.errors import PartitionError
 from catalog.figures import UnificationFigures
 from catalog.store import CatalogStore, PartitionRecord
-from etl.unify_cache import (
-    SOURCE_HASH,
-    CacheWriter,
-    EarlierMentions,
-    MentionCache,
-    source_hash,
-)
+from etl.unify_cache import CacheWriter, MentionCache
 from etl.unify_enterprise import (
     ENTERPRISE_PREFIX,
     enterprise_mentions,
@@ -79,7 +73,6 @@ class NightMentions:
     cases: pd.DataFrame
     clean_rows: dict[str, int]
     cached_rows: int = 0  # person mentions that came from the mention cache
-    carried_rows: int = 0  # a snapshot register's unchanged rows: last night's mention taken
 
 
 def current_partitions(dataset: DatasetDef, ds: date, store: CatalogStore | None) -> list[date]:
@@ -106,8 +99,7 @@ class _Read:
 
     ``drop`` (keys a newer partition delivers again) is applied to the mentions when the
     batch is cached or comes from the cache, so the cache holds whole partitions; a batch
-    with ``finished`` set carries no rows and closes that partition's cache file. A snapshot
-    register's batch carries last night's mentions (``earlier``) for its unchanged rows.
+    with ``finished`` set carries no rows and closes that partition's cache file.
     """
 
     dataset_id: str
@@ -116,7 +108,6 @@ class _Read:
     cached: bool = False
     cache_to: CacheWriter | None = None
     finished: CacheWriter | None = None
-    earlier: EarlierMentions | None = None
 
 
 def read_mentions(
@@ -132,12 +123,11 @@ def read_mentions(
     Batches are projected onto mentions on two threads (Arrow and numpy release the GIL),
     at most two batches in flight, so memory stays bounded by the batch size. The person
     registers' partitions that an incremental night leaves as they were come from the
-    ``cache``, as they were projected before, and so do a snapshot register's rows that
-    did not change since the night before (:mod:`etl.unify_cache`).
+    ``cache``, as they were projected before (:mod:`etl.unify_cache`).
     """
     enterprises, cases, keys = [], [], {}
     case_columns = service_case_columns(catalog)
-    cached_rows = carried_rows = 0
+    cached_rows = 0
     cache_files: set[Path] = set()
     writers: list[CacheWriter] = []
 
@@ -147,10 +137,12 @@ def read_mentions(
             keys[dataset.id] = 0
             nights = current_partitions(dataset, ds, store)
             superseded = superseded_keys(lake, dataset, nights)
-            # the person registers: one mention per row, keyed by the row's key
-            cacheable = cache is not None and store is not None and dataset.id in PERSON_COLUMNS
-            snapshot = dataset.source.load != "incremental"
-            earlier = None
+            cacheable = (
+                cache is not None
+                and store is not None
+                and dataset.source.load == "incremental"
+                and dataset.id in PERSON_COLUMNS  # one mention per row, keyed by the row's key
+            )
             for night in nights:
                 drop = superseded.get(night)
                 record = store.partition(RAW_CLEAN, dataset.id, night) if cacheable else None
@@ -164,8 +156,6 @@ def read_mentions(
                         continue
                     writer = cache.writer(cached)
                     writers.append(writer)
-                    if snapshot:  # a new partition each night: last night's rows, mostly
-                        earlier = cache.earlier(cache.latest_before(dataset.id, night), key)
                 path = lake.dataset_partition(RAW_CLEAN, dataset, night)
                 wanted = PERSON_COLUMNS.get(dataset.id)
                 if wanted is not None:
@@ -173,45 +163,39 @@ def read_mentions(
                     wanted = [c for c in wanted if c in present]
                 for batch in lake.partition_batches(path, columns=wanted):
                     if writer is not None:  # cached whole; ``drop`` applies to its mentions
-                        yield _Read(dataset.id, batch, drop, cache_to=writer, earlier=earlier)
+                        yield _Read(dataset.id, batch, drop, cache_to=writer)
                         continue
                     if drop is not None:  # delivered again later: the newer row counts
                         batch = batch.filter(pc.invert(pc.is_in(batch.column(key), drop)))
                     yield _Read(dataset.id, batch)
                 if writer is not None:
                     yield _Read(dataset.id, None, finished=writer)
-                earlier = None
 
-    def project(item: _Read) -> tuple[_Read, pa.Table, pa.Table | None, list, list, int]:
-        """One batch's mentions, the same before ``drop`` with their source rows' hashes
-        when they go to the cache, and how many were carried from last night (on a worker
-        thread: it returns, the reader collects)."""
+    def project(item: _Read) -> tuple[_Read, pa.Table, pa.Table | None, list, list]:
+        """One batch's mentions, and the same before ``drop`` when they go to the cache
+        (on a worker thread: it returns, the reader collects)."""
         if item.batch is None:
-            return item, empty_mentions(), None, [], [], 0
+            return item, empty_mentions(), None, [], []
         if item.cached:
-            mentions = item.batch.drop_columns([SOURCE_HASH])
-            return item, _without(mentions, item.drop), None, [], [], 0
+            return item, _without(item.batch, item.drop), None, [], []
         firms, case = [], []
         if item.dataset_id in ENTERPRISE_DATASETS:
             frame = item.batch.to_pandas()
             firms.append(enterprise_mentions(item.dataset_id, frame))
             if item.dataset_id == SERVICE_CASES:
                 case.append(frame[case_columns])
+        persons = person_mentions(item.dataset_id, item.batch)
         if item.cache_to is None:
-            return item, person_mentions(item.dataset_id, item.batch), None, firms, case, 0
-        hashes = source_hash(item.batch)
-        persons, carried = _mentions_carried(item.dataset_id, item.batch, hashes, item.earlier)
+            return item, persons, None, firms, case
         if persons.num_rows != item.batch.num_rows:
             raise PartitionError(f"unification: {item.dataset_id} rows are not one mention each")
-        whole = persons.append_column(SOURCE_HASH, hashes)
-        return item, _without(persons, item.drop), whole, firms, case, carried
+        return item, _without(persons, item.drop), persons, firms, case
 
     def person_batches() -> Iterator[pa.Table]:
-        nonlocal cached_rows, carried_rows
+        nonlocal cached_rows
         # collected here, in the batches' order, so every night lists them the same way
-        for item, persons, whole, firms, case, carried in in_order(project, clean_batches()):
+        for item, persons, whole, firms, case in in_order(project, clean_batches()):
             cached_rows += persons.num_rows if item.cached else 0
-            carried_rows += carried
             if whole is not None:
                 item.cache_to.write(whole)
             if item.finished is not None:
@@ -232,24 +216,7 @@ def read_mentions(
     case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=case_columns)
     if cache is not None:
         cache.keep_only(cache_files)
-    return NightMentions(enterprise, case, keys, cached_rows, carried_rows)
-
-
-def _mentions_carried(
-    dataset_id: str, batch: pa.Table, hashes: pa.Array, earlier: EarlierMentions | None
-) -> tuple[pa.Table, int]:
-    """The batch's mentions, one per row in its order: last night's for the rows ``earlier``
-    holds unchanged, projected for the others; and how many were last night's."""
-    if earlier is None:
-        return person_mentions(dataset_id, batch), 0
-    found, at = earlier.unchanged(batch, hashes)
-    taken = earlier.mentions.take(pa.array(at)).drop_columns([SOURCE_HASH])
-    if found.all():
-        return taken, len(at)
-    fresh = person_mentions(dataset_id, batch.filter(pa.array(~found)))
-    both = pa.concat_tables([taken.cast(fresh.schema), fresh])
-    where = np.concatenate([np.flatnonzero(found), np.flatnonzero(~found)])
-    return both.take(pa.array(np.argsort(where, kind="stable"))), len(at)
+    return NightMentions(enterprise, case, keys, cached_rows)
 
 
 def service_case_columns(catalog: Catalog) -> list[str]:
@@ -535,7 +502,6 @@ def unified_night(
             "weights": people.model.describe(),
             "clean_rows": mentions.clean_rows,
             "mentions_from_cache": mentions.cached_rows,
-            "mentions_carried": mentions.carried_rows,
             "seconds_persons": round(resolved_at - started, 1),
             "seconds_parts": {**people.seconds, **clock.laps},
             "seconds_total": round(time.monotonic() - started, 1),
