@@ -21,11 +21,10 @@ from etl.matching import (
     ROLES,
     best_links,
     candidate_pairs,
-    comparison_levels,
     dedup_list,
     match_model,
-    pair_weights,
     person_match_keys,
+    scored_pairs,
     u_probabilities,
     weight_to_score,
 )
@@ -138,8 +137,7 @@ def link_to_persons(people: pd.DataFrame, persons: pd.DataFrame) -> tuple[np.nda
     across = cands.right >= n  # list row → register row only
     left, right = cands.left[across], cands.right[across]
     model = match_model(DEFAULT_M, u_probabilities(keys, np.random.default_rng(0)), len(persons))
-    levels = comparison_levels(keys, left, right)
-    weights = pair_weights(levels, model, keys["name_tf"].to_numpy()[right])
+    weights = scored_pairs(keys, left, right, model, keys["name_tf"].to_numpy()[right])
     links = best_links(left, right, weights, model.threshold)
     links = links[links["row"] < n]
     person_id = np.full(n, None, dtype=object)

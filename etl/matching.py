@@ -476,6 +476,30 @@ def pair_weights(
     return total
 
 
+PAIRS_PER_CHUNK = 262_144
+
+
+def scored_pairs(
+    keys: pd.DataFrame,
+    left: np.ndarray,
+    right: np.ndarray,
+    model: MatchModel,
+    name_tf: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`pair_weights` of :func:`comparison_levels` for each pair, a chunk at a time.
+
+    A level depends on its pair alone, so chunks give the same weights as one pass; the
+    keys of both sides are copied per chunk only (at full scale 1.7 million pairs would
+    otherwise copy about a gigabyte of key columns at once). ``name_tf`` is per pair.
+    """
+    out = np.empty(len(left))
+    for start in range(0, len(left), PAIRS_PER_CHUNK):
+        part = slice(start, start + PAIRS_PER_CHUNK)
+        levels = comparison_levels(keys, left[part], right[part])
+        out[part] = pair_weights(levels, model, None if name_tf is None else name_tf[part])
+    return out
+
+
 def weight_to_score(weights: np.ndarray, threshold: float) -> np.ndarray:
     """A pair weight as a match probability: 0.5 at the threshold."""
     return 1.0 / (1.0 + np.exp2(-(np.asarray(weights, dtype=float) - threshold)))
@@ -530,8 +554,9 @@ def dedup_list(frame: pd.DataFrame, seed: int = 0) -> ListMatch:
     cands = candidate_pairs(keys)
     u = u_probabilities(keys, np.random.default_rng(seed))
     model = match_model(DEFAULT_M, u, len(keys))
-    levels = comparison_levels(keys, cands.left, cands.right)
-    weights = pair_weights(levels, model, keys["name_tf"].to_numpy()[cands.left])
+    weights = scored_pairs(
+        keys, cands.left, cands.right, model, keys["name_tf"].to_numpy()[cands.left]
+    )
     links = best_links(cands.left, cands.right, weights, model.threshold)
     labels = cluster_labels(len(keys), links["row"].to_numpy(), links["partner"].to_numpy())
     score = np.full(len(keys), np.nan)

@@ -49,13 +49,20 @@ def stable_ids(ws: Workspace, entity: str, previous: PreviousIds, prefix: str) -
     ws.load_spilled("prev_anchor", previous.anchors)
     ws.load_spilled("prev_member", previous.members)
     first_new = previous.next_number or next_number(ws, "prev_anchor", prefix)
-    ws.execute(f"""
-        CREATE OR REPLACE TEMP TABLE cluster AS SELECT DISTINCT anchor FROM {entity}_assigned;
+    for statement in (
+        f"""
+        CREATE OR REPLACE TEMP TABLE cluster AS SELECT DISTINCT anchor FROM {entity}_assigned
+        """,
+        """
         CREATE OR REPLACE TEMP TABLE kept AS
             SELECT c.anchor, p.id FROM cluster c JOIN prev_anchor p USING (anchor)
-            QUALIFY row_number() OVER (PARTITION BY p.id ORDER BY c.anchor) = 1;
+            QUALIFY row_number() OVER (PARTITION BY p.id ORDER BY c.anchor) = 1
+        """,
+        """
         CREATE OR REPLACE TEMP TABLE unkept AS
-            SELECT anchor FROM cluster ANTI JOIN kept USING (anchor);
+            SELECT anchor FROM cluster ANTI JOIN kept USING (anchor)
+        """,
+        f"""
         CREATE OR REPLACE TEMP TABLE claimed AS
             WITH vote AS (  -- only the few clusters whose anchor is new look at their rows
                 SELECT a.anchor, p.id, count(*) AS size
@@ -68,20 +75,26 @@ def stable_ids(ws: Workspace, entity: str, previous: PreviousIds, prefix: str) -
                 QUALIFY row_number() OVER (PARTITION BY id ORDER BY size DESC, anchor) = 1
             )
             SELECT anchor, id FROM per_id
-            QUALIFY row_number() OVER (PARTITION BY anchor ORDER BY size DESC, id) = 1;
+            QUALIFY row_number() OVER (PARTITION BY anchor ORDER BY size DESC, id) = 1
+        """,
+        f"""
         CREATE OR REPLACE TABLE {entity}_ids AS
             SELECT anchor, id FROM kept
             UNION ALL SELECT anchor, id FROM claimed
             UNION ALL
             SELECT anchor, '{prefix}' || lpad(CAST({first_new} - 1
                        + row_number() OVER (ORDER BY anchor) AS VARCHAR), 10, '0')
-            FROM unkept ANTI JOIN claimed USING (anchor);
+            FROM unkept ANTI JOIN claimed USING (anchor)
+        """,
+        f"""
         CREATE OR REPLACE TABLE {entity}_id_before AS
             SELECT a.row, p.id AS previous_id
             FROM {entity}_assigned a JOIN prev_member p USING (dataset, source_key, role)
             JOIN {entity}_ids i USING (anchor)
-            WHERE p.id <> i.id;
-    """)
+            WHERE p.id <> i.id
+        """,
+    ):  # one by one: each shows in the debug log with its seconds
+        ws.execute(statement)
 
 
 def next_number(ws: Workspace, table: str, prefix: str) -> int:

@@ -34,12 +34,11 @@ from etl.matching import (
     best_links,
     cluster_labels,
     comparison_keys,
-    comparison_levels,
     m_probabilities,
     match_model,
     name_pinyin,
-    pair_weights,
     random_pair_shares,
+    scored_pairs,
     weight_to_score,
 )
 from etl.unify_workspace import Stopwatch, Workspace
@@ -316,8 +315,8 @@ def resolve_persons(ws: Workspace, seed: int = 0) -> PersonResolution:
     )
     model = match_model(_m_shares(keys, at(m_left), at(m_right)), u, n)
     clock.lap("model")
-    levels = comparison_levels(keys, at(cands.left), at(cands.right))
-    weights = pair_weights(levels, model, keys["name_tf"].to_numpy()[at(cands.left)])
+    left, right = at(cands.left), at(cands.right)
+    weights = scored_pairs(keys, left, right, model, keys["name_tf"].to_numpy()[left])
     links = best_links(cands.left, cands.right, weights, model.threshold)
     is_probe = np.zeros(len(rows), dtype=bool)
     is_probe[at(probes)] = True
