@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -57,15 +58,38 @@ class Workspace:
         self.folder = folder
         self.spilled: dict[str, Path] = {}
 
-    def column(self, name: str, column: str) -> pa.ChunkedArray:
-        """One column of a table whose rows are numbered 0… (``row``), in row order.
+    def take(
+        self, name: str, columns: list[str], rows: pa.Array | pa.ChunkedArray | np.ndarray
+    ) -> pa.Table:
+        """``columns`` of a table whose rows are numbered 0… (``row``) at ``rows``, in that
+        order (a null row number gives nulls).
 
-        A spilled table's file is read directly: in row order by construction, one column
-        at a time, without DuckDB materialising anything.
+        A spilled table's file is read one row group at a time, only the groups that hold
+        wanted rows: the millions of values of a whole column are never held at once.
         """
-        if name in self.spilled:
-            return pq.read_table(self.spilled[name], columns=[column]).column(0)
-        return self.arrow(f"SELECT {column} FROM {name} ORDER BY row").column(0)
+        if isinstance(rows, pa.ChunkedArray):
+            rows = rows.combine_chunks()
+        rows = pa.array(rows, pa.int64())
+        if name not in self.spilled:
+            whole = self.arrow(f"SELECT {', '.join(columns)} FROM {name} ORDER BY row")
+            return whole.take(rows)
+        valid = rows.is_valid().to_numpy(zero_copy_only=False)
+        wanted = rows.fill_null(0).to_numpy()
+        order = np.argsort(wanted, kind="stable")
+        in_order = wanted[order]
+        file = pq.ParquetFile(self.spilled[name])
+        parts, start = [], 0
+        for group in range(file.num_row_groups):
+            stop = start + file.metadata.row_group(group).num_rows
+            lo, hi = np.searchsorted(in_order, [start, stop])
+            if hi > lo:
+                values = file.read_row_group(group, columns=columns)
+                parts.append(values.take(pa.array(in_order[lo:hi] - start)))
+            start = stop
+        found = pa.concat_tables(parts) if parts else file.schema_arrow.empty_table()
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        return found.select(columns).take(pa.array(back, mask=~valid))
 
     def row_batches(self, name: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
         """``columns`` of a table whose rows are numbered 0…, in row order, in batches."""

@@ -470,6 +470,21 @@ def test_the_workspace_is_private_and_removed_even_when_the_step_fails(tmp_path)
     assert not list(tmp_path.iterdir())
 
 
+def test_rows_are_taken_from_a_spilled_table_in_the_order_asked(tmp_path) -> None:
+    """Row groups are read one at a time; the values still come in the order asked."""
+
+    def part(start: int) -> pa.Table:
+        values = range(start, start + 1000)
+        return pa.table({"x": pa.array(values), "s": [f"v{v}" for v in values]})
+
+    with workspace(tmp_path) as ws:
+        ws.load_spilled("t", (part(i) for i in range(0, 5000, 1000)))
+        taken = ws.take("t", ["s", "x"], pa.array([4999, None, 0, 1000, 4999, 2500]))
+    assert taken.column_names == ["s", "x"]
+    assert taken.column("x").to_pylist() == [4999, None, 0, 1000, 4999, 2500]
+    assert taken.column("s").to_pylist() == ["v4999", None, "v0", "v1000", "v4999", "v2500"]
+
+
 def test_a_workspace_left_by_a_killed_process_is_removed_next_time(tmp_path) -> None:
     import signal
     import subprocess
