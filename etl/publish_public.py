@@ -152,7 +152,96 @@ def parquet_bytes(table: pa.Table) -> bytes:
 def delivery_files(name: str, table: pa.Table) -> dict[str, bytes]:
     """``<name>.parquet`` and ``<name>.csv`` of one public table."""
     stem = name.rsplit("/", 1)[-1]
-    return {f"{stem}.parquet": parquet_bytes(table), f"{stem}.csv": excel_csv(table)}
+    return {f"{stem}.parquet": parquet_bytes(table), f"{stem}.csv": public_csv(table)}
+
+
+def public_csv(table: pa.Table) -> bytes:
+    """The table as ``zones.excel_csv`` writes it (UTF-8 with BOM, CRLF, formula-safe), byte
+    for byte, built with Arrow kernels instead of pandas ``to_csv``: each cell's text as
+    pandas prints it, quoted where the csv module would, the rows joined in one buffer.
+    pandas' writer took a third of publishing's CPU. A table with a column whose pandas text
+    is not matched here (a zoned or sub-second timestamp, a float Python would print in
+    exponent form, a single column) is written by ``excel_csv`` itself.
+    ``tests/test_publish_public_csv.py`` holds the two to the same bytes."""
+    texts = [_csv_text(c.combine_chunks()) for c in table.columns] if table.num_columns > 1 else []
+    if not texts or any(text is None for text in texts):
+        return excel_csv(table)
+    header = ",".join(_csv_quoted(pa.array(table.column_names)).to_pylist()) + "\r\n"
+    body = b""
+    if table.num_rows:
+        cells = [_csv_quoted(text) for text in texts]
+        # 64-bit offsets only where the file could pass 2 GB
+        kind = pa.large_string() if sum(c.nbytes for c in cells) > 2**30 else pa.string()
+        cells = [c.cast(kind) for c in cells]
+        line = pc.binary_join_element_wise(*cells, pa.scalar(",", kind))
+        line = pc.binary_join_element_wise(line, pa.scalar("", kind), pa.scalar("\r\n", kind))
+        body = _joined_bytes(line)
+    return b"\xef\xbb\xbf" + header.encode() + body
+
+
+def _csv_text(values: pa.Array) -> pa.Array | None:
+    """A column's cells as pandas ``to_csv`` prints them (NULL as empty), or None when this
+    column's type or values are not matched here."""
+    kind = values.type
+    valid = values.drop_null()
+    if pa.types.is_string(kind):
+        # a text cell a spreadsheet would run as a formula gets an apostrophe (excel_csv)
+        risky = pc.fill_null(pc.match_substring_regex(values, r"^[=+\-@]"), False)
+        text = values
+        if pc.any(risky).as_py():
+            text = pc.if_else(risky, pc.binary_join_element_wise("'", values, ""), values)
+    elif pa.types.is_boolean(kind):
+        text = pc.if_else(values, "True", "False")
+    elif pa.types.is_integer(kind):
+        text = values.cast(pa.string())
+        if values.null_count:  # pandas holds it as float64: 12 prints as 12.0
+            if len(valid) and pc.max(pc.abs(valid.cast(pa.int64()))).as_py() >= 10**15:
+                return None
+            text = pc.binary_join_element_wise(text, ".0", "")
+    elif pa.types.is_floating(kind):
+        magnitude = pc.abs(valid.cast(pa.float64()))
+        odd = pc.or_(pc.greater_equal(magnitude, 1e10), pc.less(magnitude, 1e-4))
+        if len(valid) and (
+            pc.any(pc.and_(odd, pc.not_equal(magnitude, 0))).as_py()
+            or pc.any(pc.is_nan(valid)).as_py()
+        ):
+            return None  # where Python and Arrow choose the exponent form apart; nan, inf
+        text = values.cast(pa.string())
+        whole = pc.fill_null(pc.match_substring_regex(text, r"^-?[0-9]+$"), False)
+        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+    elif pa.types.is_date32(kind) or (pa.types.is_decimal(kind) and kind.scale >= 0):
+        text = values.cast(pa.string())  # as str() of a date, of a Decimal
+    elif pa.types.is_timestamp(kind) and kind.tz is None:
+        ticks = valid.cast(pa.int64()).to_numpy()
+        per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[kind.unit]
+        if (ticks % per_second).any():
+            return None  # pandas prints a fraction of a second on every row
+        dates = not (ticks % (86_400 * per_second)).any()  # pandas prints dates alone then
+        text = pc.strftime(
+            values.cast(pa.timestamp("s")), format="%Y-%m-%d" if dates else "%Y-%m-%d %H:%M:%S"
+        )
+    else:
+        return None
+    return pc.fill_null(text, "") if text.null_count else text
+
+
+def _csv_quoted(text: pa.Array) -> pa.Array:
+    """Quoted as the csv module does (QUOTE_MINIMAL): a cell with a comma, a quote or a line
+    break in double quotes, its quotes doubled."""
+    needs = pc.match_substring_regex(text, r'[,"\r\n]')
+    if not pc.any(needs).as_py():
+        return text
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+    return pc.if_else(needs, quoted, text)
+
+
+def _joined_bytes(lines: pa.Array) -> bytes:
+    """The values of a string array end to end: its data buffer between the first and the
+    last offset (no copy per row)."""
+    width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+    offsets = np.frombuffer(lines.buffers()[1], dtype=width)[lines.offset :]
+    start, end = int(offsets[0]), int(offsets[len(lines)])
+    return lines.buffers()[2].slice(start, end - start).to_pybytes()
 
 
 def temporal_coverage(table: pa.Table) -> list[str] | None:
