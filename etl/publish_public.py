@@ -54,7 +54,7 @@ from masking.kanon import (
     hierarchy_for,
     k_anonymise,
 )
-from masking.leak_scan import LeakFinding, scan_table
+from masking.leak_scan import scan_table
 from masking.policy import Treatment, output_metadata, public_treatment, treated_columns
 
 log = logging.getLogger(__name__)
@@ -590,35 +590,54 @@ def _leak_findings(lake: Lake, staged: list[StagedTable]) -> list[str]:
 def public_file_findings(
     lake: Lake, folder: str, distributions: list[dict], name: str, exempt: Sequence[str] = ()
 ) -> list[str]:
-    """Leak-scan findings (without values) over the files of one public partition."""
+    """Leak-scan findings (without values) over the files of one public partition.
+
+    The scan judges every value on its own, and a partition's Parquet and CSV files hold
+    the same values (the CSV as text): so each column's distinct values, of every file as
+    read back, are scanned once together, and only a column where one was flagged is
+    scanned file by file, row by row, for the findings' row counts."""
+    locations = [(d["file"], f"{folder}/{d['file']}") for d in distributions]
+    distinct: dict[str, list[pa.Array]] = {}
+    for _, location in locations:
+        for column, values in _scanned_texts(_read_back(lake, location)).items():
+            distinct.setdefault(column, []).append(pc.unique(values).cast(pa.large_string()))
+    flagged = [
+        column
+        for column, parts in distinct.items()
+        if scan_table(pa.table({column: pc.unique(pa.chunked_array(parts))}), exempt_columns=exempt)
+    ]
     lines: list[str] = []
-    for d in distributions:
-        location = f"{folder}/{d['file']}"
-        if d["file"].endswith(".parquet"):
-            table = pq.read_table(location, filesystem=lake.fs)
-        else:
-            with lake.fs.open_input_stream(location) as stream:
-                table = pacsv.read_csv(
-                    pa.BufferReader(stream.read()),
-                    convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
-                )
-            table = table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names]))
-        found = _scanned(table, exempt)
-        lines += [f.describe(f"{PUBLIC}/{name}/{d['file']}") for f in found]
+    for file, location in locations if flagged else []:
+        table = _read_back(lake, location)
+        found = scan_table(
+            table.select([c for c in table.column_names if c in flagged]), exempt_columns=exempt
+        )
+        lines += [f.describe(f"{PUBLIC}/{name}/{file}") for f in found]
     return lines
 
 
-def _scanned(table: pa.Table, exempt: Sequence[str]) -> list[LeakFinding]:
-    """``scan_table`` over each column's distinct values first (the scan judges every value
-    on its own), and over the whole column only where a distinct value was flagged, for the
-    row counts: most public columns repeat a few values over millions of rows."""
-    findings: list[LeakFinding] = []
-    for name in table.column_names:
-        column = table.select([name])
-        distinct = pa.table({name: pc.unique(column.column(0))})
-        if scan_table(distinct, exempt_columns=exempt):
-            findings += scan_table(column, exempt_columns=exempt)
-    return findings
+def _read_back(lake: Lake, location: str) -> pa.Table:
+    """A staged public file as a reader gets it: Parquet as typed, the CSV as text."""
+    if location.endswith(".parquet"):
+        return pq.read_table(location, filesystem=lake.fs)
+    with lake.fs.open_input_stream(location) as stream:
+        table = pacsv.read_csv(
+            pa.BufferReader(stream.read()),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+        )
+    return table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names]))
+
+
+def _scanned_texts(table: pa.Table) -> dict[str, pa.ChunkedArray]:
+    """The columns ``scan_table`` reads, as it reads them: text, and integers as text (an
+    ID stored as a number is still an ID); it passes over dates, floats and booleans."""
+    texts = {}
+    for column, values in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_integer(values.type):
+            texts[column] = values.cast(pa.string())
+        elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            texts[column] = values
+    return texts
 
 
 def verify_public(
