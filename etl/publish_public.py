@@ -342,7 +342,6 @@ class StagedTable:
     """A public table staged beside its final path, with what the catalogue says of it."""
 
     name: str  # public/<name>/dt=…
-    table: pa.Table
     staged: StagedPartition
     inputs: list[str]
     report: dict = field(default_factory=dict)
@@ -455,40 +454,43 @@ def publish_open_data(
         or not all(previous.same(n, signature) for n in previous.statistics_of(source))
     }
     staged: list[StagedTable] = []
-    clean: dict[str, CleanState] = {}
     try:
+        # one dataset at a time: its current state read, its microdata and statistics
+        # staged, the state let go before the next is read (the largest, not the sum of
+        # all, in memory)
         for dataset in openable:
             if dataset.id not in rebuilt | stats_rebuilt:
                 continue
             state = current_clean(lake, store, dataset, ds, _needed_columns(dataset))
-            clean[dataset.id] = state
-            if dataset.id not in rebuilt:
-                continue
-            try:
-                gated = anonymised(dataset, public_table(dataset, state.table))
-            except PublicationBlocked as exc:
-                result.blocked[dataset.id] = str(exc)
-                store.record_publication(run_id, dataset.id, ds, "blocked", {"reason": str(exc)})
-                log.warning("%s", exc)
-                continue
-            report = gated.report()
-            extra = {
-                "dataset": dataset.id,
-                "kind": "microdata",
-                "kanon": report,
-                "input_signature": signatures[dataset.id],
-            }
-            staged.append(_staged(lake, dataset.id, gated.table, ds, state.inputs, extra, report))
-            staged[-1].exempt = _exempt_columns(dataset)
-        stat_tables = statistics_tables(
-            catalog, {k: v.table for k, v in clean.items() if k in stats_rebuilt}, ds
-        )
-        for stat in stat_tables:
-            sources = [p for d in stat.sources for p in clean[d].inputs]
-            describe = stat.describe()
-            if len(stat.sources) == 1:
-                describe["input_signature"] = stat_signatures[stat.sources[0]]
-            staged.append(_staged(lake, f"stats/{stat.name}", stat.table, ds, sources, describe))
+            if dataset.id in rebuilt:
+                try:
+                    gated = anonymised(dataset, public_table(dataset, state.table))
+                except PublicationBlocked as exc:
+                    result.blocked[dataset.id] = str(exc)
+                    store.record_publication(
+                        run_id, dataset.id, ds, "blocked", {"reason": str(exc)}
+                    )
+                    log.warning("%s", exc)
+                else:
+                    report = gated.report()
+                    extra = {
+                        "dataset": dataset.id,
+                        "kind": "microdata",
+                        "kanon": report,
+                        "input_signature": signatures[dataset.id],
+                    }
+                    staged.append(
+                        _staged(lake, dataset.id, gated.table, ds, state.inputs, extra, report)
+                    )
+                    staged[-1].exempt = _exempt_columns(dataset)
+                    del gated
+            if dataset.id in stats_rebuilt:
+                for stat in statistics_tables(catalog, {dataset.id: state.table}, ds):
+                    describe = stat.describe() | {"input_signature": stat_signatures[dataset.id]}
+                    staged.append(
+                        _staged(lake, f"stats/{stat.name}", stat.table, ds, state.inputs, describe)
+                    )
+            del state
         findings = _leak_findings(lake, staged)
         if findings:
             raise LeakFound(
@@ -573,7 +575,7 @@ def _staged(
     path = lake.public_partition(name, ds)
     extra = {**extra, "temporal": temporal_coverage(table)}
     staged = stage_delivery(lake, path, delivery_files(name, table), extra=extra)
-    return StagedTable(name, table, staged, list(inputs), report or {})
+    return StagedTable(name, staged, list(inputs), report or {})
 
 
 def _leak_findings(lake: Lake, staged: list[StagedTable]) -> list[str]:
