@@ -163,13 +163,12 @@ def public_csv(table: pa.Table) -> bytes:
     is not matched here (a zoned or sub-second timestamp, a float Python would print in
     exponent form, a single column) is written by ``excel_csv`` itself.
     ``tests/test_publish_public_csv.py`` holds the two to the same bytes."""
-    texts = [_csv_text(c.combine_chunks()) for c in table.columns] if table.num_columns > 1 else []
-    if not texts or any(text is None for text in texts):
+    cells = [_csv_cells(c.combine_chunks()) for c in table.columns] if table.num_columns > 1 else []
+    if not cells or any(column is None for column in cells):
         return excel_csv(table)
     header = ",".join(_csv_quoted(pa.array(table.column_names)).to_pylist()) + "\r\n"
     body = b""
     if table.num_rows:
-        cells = [_csv_quoted(text) for text in texts]
         # 64-bit offsets only where the file could pass 2 GB
         kind = pa.large_string() if sum(c.nbytes for c in cells) > 2**30 else pa.string()
         cells = [c.cast(kind) for c in cells]
@@ -179,9 +178,29 @@ def public_csv(table: pa.Table) -> bytes:
     return b"\xef\xbb\xbf" + header.encode() + body
 
 
-def _csv_text(values: pa.Array) -> pa.Array | None:
+def _csv_cells(values: pa.Array) -> pa.Array | None:
+    """A column's cells as the CSV holds them (text, quoted), or None (see ``_csv_text``).
+
+    A column of few distinct values (sex, district, status, a birth year: most public
+    columns over millions of rows) is written once per distinct value and then taken per
+    row; the sample of its first rows says which."""
+    few = len(values) > 10_000 and pc.count_distinct(values.slice(0, 10_000)).as_py() < 2_500
+    if few:
+        encoded = values.dictionary_encode()
+        if len(encoded.dictionary) * 4 < len(values):
+            text = _csv_text(encoded.dictionary, has_nulls=values.null_count > 0)
+            if text is None:
+                return None
+            cells = _csv_quoted(text).take(encoded.indices)
+            return pc.fill_null(cells, "") if cells.null_count else cells
+    text = _csv_text(values, has_nulls=values.null_count > 0)
+    return None if text is None else _csv_quoted(text)
+
+
+def _csv_text(values: pa.Array, has_nulls: bool) -> pa.Array | None:
     """A column's cells as pandas ``to_csv`` prints them (NULL as empty), or None when this
-    column's type or values are not matched here."""
+    column's type or values are not matched here. ``has_nulls``: whether the column (of
+    which ``values`` may be the distinct values) holds a NULL."""
     kind = values.type
     valid = values.drop_null()
     if pa.types.is_string(kind):
@@ -194,7 +213,7 @@ def _csv_text(values: pa.Array) -> pa.Array | None:
         text = pc.if_else(values, "True", "False")
     elif pa.types.is_integer(kind):
         text = values.cast(pa.string())
-        if values.null_count:  # pandas holds it as float64: 12 prints as 12.0
+        if has_nulls:  # pandas holds it as float64: 12 prints as 12.0
             if len(valid) and pc.max(pc.abs(valid.cast(pa.int64()))).as_py() >= 10**15:
                 return None
             text = pc.binary_join_element_wise(text, ".0", "")
