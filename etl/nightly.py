@@ -8,7 +8,7 @@ here reads the environment. No Airflow imports: the DAG does the Airflow side.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -244,14 +244,36 @@ def quality_gate(night: Night) -> dict:
     return {k: {f: getattr(q, f) for f in figures_shown} for k, q in figures.items()}
 
 
+def current_state_rows(night: Night, dataset_ids: Iterable[str]) -> int:
+    """Rows of the datasets' current clean state as of the night, from the store's records:
+    a snapshot source's latest clean partition, an incremental source's every one (what
+    unification and the open data read)."""
+    from etl.zones import RAW_CLEAN
+
+    wanted = set(dataset_ids)
+    latest: dict[str, int] = {}
+    total = 0
+    for p in night.store.partitions(zone=RAW_CLEAN):  # ordered by date
+        if p.dataset_id not in wanted or p.ds > night.ds:
+            continue
+        if night.catalog.dataset(p.dataset_id).source.load == "snapshot":
+            latest[p.dataset_id] = p.rows
+        else:
+            total += p.rows
+    return total + sum(latest.values())
+
+
 def unify(night: Night) -> dict:
     """Unified persons, enterprises, crosswalks and cases from the night's clean partitions.
 
-    Runs only after the quality gate passed: a tripped breaker means no unification.
+    Runs only after the quality gate passed: a tripped breaker means no unification. A
+    large state takes the heavy-step lock: the open data runs beside unification (decision
+    0018), and at a million rows and more the two would not fit the night's memory together.
     """
     from etl.unify import unify_partitions
 
-    with night.failure_recorded("unify"):
+    rows = current_state_rows(night, [d.id for d in night.catalog.datasets])
+    with night.failure_recorded("unify"), one_heavy_step_at_a_time(night, rows):
         figures = unify_partitions(
             night.catalog,
             night.ds,
@@ -273,7 +295,11 @@ def publish_public(night: Night) -> dict:
     """
     from etl.publish_public import publish_open_data
 
-    with night.failure_recorded("publish public"):
+    openable = [d.id for d in night.catalog.datasets if d.openable]
+    with (
+        night.failure_recorded("publish public"),
+        one_heavy_step_at_a_time(night, current_state_rows(night, openable)),
+    ):
         result = publish_open_data(night.catalog, night.lake, night.store, night.ds, night.run_id)
     return result.summary()
 
