@@ -291,7 +291,9 @@ def publish_public(night: Night) -> dict:
     catalogue and portal page, all behind the leak scan (``etl/publish_public.py``).
 
     A dataset the gate blocks keeps its previous publication and fails the step after the
-    rest is published; a leak-scan finding publishes nothing of the night.
+    rest is published; a leak-scan finding publishes nothing of the night. It runs beside
+    unify (both after the gate); a state of a million rows or more takes the heavy-step
+    lock, which unify takes too, so at full scale the two take turns (decision 0018).
     """
     from etl.publish_public import publish_open_data
 
@@ -307,11 +309,11 @@ def publish_public(night: Night) -> dict:
 def quality_page(night: Night) -> str:
     """Render the Data Docs and the quality page (``var/quality/index.html``).
 
-    Its own task, once every validation has ended whatever its outcome and unification
-    is over: with the executor it runs beside the shared extracts and the open data
-    instead of after them, at the end of every night's critical path (GX's import and
-    render: seconds), and after unify, when the night's largest step has given back its
-    memory.
+    Its own task, once every validation has ended whatever its outcome (the gate is
+    done): with the executor it runs beside unification and the open data instead of
+    after them, at the end of every night's critical path (GX's import and render:
+    seconds). It holds little memory (15 MB above GX's import at full scale), so it needs
+    no turn of its own beside unify (decision 0018).
     """
     from etl.quality_report import write_quality_index
 
