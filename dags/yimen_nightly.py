@@ -13,12 +13,11 @@ the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine
 `unify` then builds unified persons and enterprises with their crosswalks in
 `raw/unified/` (no unification after a tripped breaker); after it, one mapped
 `publish_shared` task per consumer department writes its masked extracts
-(`shared/<consumer>/…`). Beside unify, once the gate passed, `publish_public` writes the
-open data from `raw/clean` (`public/`: de-identified microdata behind the k-anonymity
-gate, statistics, `catalog.jsonld`, `index.html`) behind the leak scan; at full scale it
-and unify take turns (the heavy-step lock), as together they would not fit in memory.
-`quality_page` renders the Data Docs and the quality page once every validation has
-ended; `close_night` always runs and records the outcome.
+(`shared/<consumer>/…`), and `publish_public` writes the open data (`public/`:
+de-identified microdata behind the k-anonymity gate, statistics, `catalog.jsonld`,
+`index.html`) behind the leak scan. `quality_page` renders the Data Docs and the quality
+page once every validation has ended and unify is over; `close_night` always runs and
+records the outcome.
 Task bodies are one-line calls into `etl.nightly`.
 """
 
@@ -208,10 +207,8 @@ def yimen_nightly():
     shared = publish_shared.expand(consumer=consumers)
     gate >> unified >> consumers
     shared >> closed
-    # the open data reads raw/clean, not raw/unified (decision 0012): it runs once the gate
-    # passed, beside unification, not after it (decision 0018); so does the quality page
-    gate >> published >> closed
-    gate >> page >> closed
+    unified >> published >> closed
+    unified >> page >> closed  # beside the shared extracts and the open data
     unified >> closed
 
 

@@ -8,7 +8,7 @@ here reads the environment. No Airflow imports: the DAG does the Airflow side.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -244,36 +244,14 @@ def quality_gate(night: Night) -> dict:
     return {k: {f: getattr(q, f) for f in figures_shown} for k, q in figures.items()}
 
 
-def current_state_rows(night: Night, dataset_ids: Iterable[str]) -> int:
-    """Rows of the datasets' current clean state as of the night, from the store's records:
-    a snapshot source's latest clean partition, an incremental source's every one (what
-    unification and the open data read)."""
-    from etl.zones import RAW_CLEAN
-
-    wanted = set(dataset_ids)
-    latest: dict[str, int] = {}
-    total = 0
-    for p in night.store.partitions(zone=RAW_CLEAN):  # ordered by date
-        if p.dataset_id not in wanted or p.ds > night.ds:
-            continue
-        if night.catalog.dataset(p.dataset_id).source.load == "snapshot":
-            latest[p.dataset_id] = p.rows
-        else:
-            total += p.rows
-    return total + sum(latest.values())
-
-
 def unify(night: Night) -> dict:
     """Unified persons, enterprises, crosswalks and cases from the night's clean partitions.
 
-    Runs only after the quality gate passed: a tripped breaker means no unification. A
-    large state takes the heavy-step lock: the open data runs beside unification (decision
-    0018), and at a million rows and more the two would not fit the night's memory together.
+    Runs only after the quality gate passed: a tripped breaker means no unification.
     """
     from etl.unify import unify_partitions
 
-    rows = current_state_rows(night, [d.id for d in night.catalog.datasets])
-    with night.failure_recorded("unify"), one_heavy_step_at_a_time(night, rows):
+    with night.failure_recorded("unify"):
         figures = unify_partitions(
             night.catalog,
             night.ds,
@@ -291,17 +269,11 @@ def publish_public(night: Night) -> dict:
     catalogue and portal page, all behind the leak scan (``etl/publish_public.py``).
 
     A dataset the gate blocks keeps its previous publication and fails the step after the
-    rest is published; a leak-scan finding publishes nothing of the night. It runs beside
-    unify (both after the gate); a state of a million rows or more takes the heavy-step
-    lock, which unify takes too, so at full scale the two take turns (decision 0018).
+    rest is published; a leak-scan finding publishes nothing of the night.
     """
     from etl.publish_public import publish_open_data
 
-    openable = [d.id for d in night.catalog.datasets if d.openable]
-    with (
-        night.failure_recorded("publish public"),
-        one_heavy_step_at_a_time(night, current_state_rows(night, openable)),
-    ):
+    with night.failure_recorded("publish public"):
         result = publish_open_data(night.catalog, night.lake, night.store, night.ds, night.run_id)
     return result.summary()
 
@@ -309,11 +281,11 @@ def publish_public(night: Night) -> dict:
 def quality_page(night: Night) -> str:
     """Render the Data Docs and the quality page (``var/quality/index.html``).
 
-    Its own task, once every validation has ended whatever its outcome (the gate is
-    done): with the executor it runs beside unification and the open data instead of
-    after them, at the end of every night's critical path (GX's import and render:
-    seconds). It holds little memory (15 MB above GX's import at full scale), so it needs
-    no turn of its own beside unify (decision 0018).
+    Its own task, once every validation has ended whatever its outcome and unification
+    is over: with the executor it runs beside the shared extracts and the open data
+    instead of after them, at the end of every night's critical path (GX's import and
+    render: seconds), and after unify, when the night's largest step has given back its
+    memory.
     """
     from etl.quality_report import write_quality_index
 

@@ -43,18 +43,6 @@ def test_nightly_dag_is_built_from_the_catalog(dagbag) -> None:
         assert t.pool == SOURCE_POOL
 
 
-def test_open_data_and_quality_page_run_beside_unify_once_the_gate_passed(dagbag) -> None:
-    """Decision 0018: publish_public reads raw/clean (0012), so it waits for the gate, not
-    for unify; the quality page too. close_night still waits for all of them."""
-    dag = dagbag.dags[DAG_ID]
-    upstream = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
-    assert upstream["publish_public"] == {"quality_gate"}
-    assert "quality_gate" in upstream["quality_page"] and "unify" not in upstream["quality_page"]
-    assert dag.get_task("quality_page").trigger_rule == "all_done"
-    assert upstream["unify"] == {"quality_gate"}
-    assert {"publish_public", "quality_page", "unify"} <= upstream["close_night"]
-
-
 def test_partition_date_is_the_shanghai_date_or_the_conf_date() -> None:
     # 02:00 in Shanghai is 18:00 UTC the day before: the partition date must not slip a day
     night = logical_date_for(date(2026, 11, 28))

@@ -244,26 +244,3 @@ def test_no_fork_while_the_night_watcher_is_inside_the_catalog(tmp_path) -> None
     assert forked.wait(60)
     polling.join()
     forking.join()
-
-
-def test_the_current_state_counts_a_snapshots_latest_and_every_increment(tmp_path) -> None:
-    """What unification and the open data read, and so whether they take the heavy-step
-    lock beside each other (decision 0018): a snapshot source's latest clean partition, an
-    incremental source's every one, none after the night."""
-    from datetime import date
-
-    from catalog.store import PartitionRecord
-    from etl.nightly import Night, current_state_rows
-    from etl.settings import LakeSettings
-
-    night = Night.open(date(2026, 11, 29), "run", LakeSettings.under(tmp_path))
-    snapshot, incremental = "zhijian.org_code", "gongan.population"
-    assert night.catalog.dataset(snapshot).source.load == "snapshot"
-    assert night.catalog.dataset(incremental).source.load == "incremental"
-    for ds, rows in ((date(2026, 11, 28), 100), (date(2026, 11, 29), 110), (date(2026, 11, 30), 1)):
-        for dataset_id, n in ((snapshot, rows), (incremental, rows // 10)):
-            record = PartitionRecord("raw/clean", dataset_id, ds, f"/c/{dataset_id}/{ds}", n, "f")
-            night.store.record_partition("run", record)
-    assert current_state_rows(night, [snapshot]) == 110
-    assert current_state_rows(night, [incremental]) == 10 + 11
-    assert current_state_rows(night, [snapshot, incremental, "weiji.health_record"]) == 131
