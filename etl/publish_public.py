@@ -337,12 +337,15 @@ def _read_columns(lake: Lake, path: str, names: list[str]) -> pa.Table:
 
 
 def _newest_per_key(table: pa.Table, dataset: DatasetDef) -> pa.Table:
+    """The first row per key in the order key, night (newest first), watermark (newest
+    first): the order is computed as indices, the keys compared in it, and only the kept
+    rows taken (not the whole table sorted, then filtered)."""
     order = [(k, "ascending") for k in dataset.key] + [("_night", "descending")]
     watermark = dataset.source.watermark_column
     if watermark:
         order.append((watermark, "descending"))
-    table = table.sort_by(order)
-    keys = [table.column(k).combine_chunks() for k in dataset.key]
+    indices = pc.sort_indices(table, sort_keys=order)
+    keys = [table.column(k).take(indices).combine_chunks() for k in dataset.key]
     first = np.ones(len(table), dtype=bool)
     if len(table) > 1:
         same = np.ones(len(table) - 1, dtype=bool)
@@ -350,7 +353,7 @@ def _newest_per_key(table: pa.Table, dataset: DatasetDef) -> pa.Table:
             a, b = key.slice(1), key.slice(0, len(key) - 1)
             same &= pc.fill_null(pc.equal(a, b), False).to_numpy(zero_copy_only=False)
         first[1:] = ~same
-    return table.filter(pa.array(first))
+    return table.take(indices.filter(pa.array(first)))
 
 
 # --------------------------------------------------------------------------- the shell
