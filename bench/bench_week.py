@@ -154,10 +154,14 @@ def _night(home: Path, env: dict[str, str], ds: str, kind: str, sequential: bool
         for step in ("extract", "validate")
     }
     figures = [line for line in out.splitlines() if line.startswith("  ") and "," in line]
+    # `lake run`'s own CPU figure (its process and its ended children): what the night
+    # cost whatever else the machine was doing, unlike the wall time
+    cpu = re.search(r"\bCPU (\d+)s", out)
     return {
         "night": kind,
         "ds": ds,
         "wall_s": round(seconds, 1),
+        "cpu_s": int(cpu.group(1)) if cpu else None,
         "first_task_to_last_s": round(in_tasks.total_seconds(), 1),
         "peak_rss_mb": round(peak_rss),
         "peak_pss_mb": round(peak_pss),
@@ -214,14 +218,15 @@ def main() -> None:
         _print_night(night)
     mode = "one task at a time" if args.sequential else "LocalExecutor, concurrent"
     print(
-        f"\nscale {args.scale} ({mode}): night  wall (first→last task)  peak RSS / PSS"
+        f"\nscale {args.scale} ({mode}): night  wall (first→last task)  CPU  peak RSS / PSS"
         "   Σ extract  Σ validate  critical path"
     )
     for night in (first, incremental):
         sums = night["task_seconds_sum"]
         print(
             f"  {night['night']:12s} {night['ds']}  {night['wall_s']:6.1f} s "
-            f"({night['first_task_to_last_s']:5.1f} s)  {night['peak_rss_mb']:6d} / "
+            f"({night['first_task_to_last_s']:5.1f} s)  {night['cpu_s'] or 0:4d} s  "
+            f"{night['peak_rss_mb']:6d} / "
             f"{night['peak_pss_mb']:5d} MB  {sums['extract']:7.1f} s  {sums['validate']:7.1f} s"
             f"  {night['critical_path_task_s']:7.1f} s"
         )
