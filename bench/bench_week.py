@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import zlib
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,8 +51,13 @@ def _tree_memory_mb(root: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-def _measured(args: list[str], env: dict[str, str]) -> tuple[str, float, float, float]:
-    """Run a `lake` command; its output, wall seconds, and peak RSS and PSS of its tree."""
+def _measured(
+    args: list[str], env: dict[str, str], peak_at: list | None = None
+) -> tuple[str, float, float, float]:
+    """Run a `lake` command; its output, wall seconds, and peak RSS and PSS of its tree.
+
+    ``peak_at``, when given, receives the moment (UTC) the tree's PSS peaked, to name the
+    tasks that were running then."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "etl.cli", *args],
@@ -69,6 +74,8 @@ def _measured(args: list[str], env: dict[str, str]) -> tuple[str, float, float, 
         nonlocal peak_rss, peak_pss
         while not stop.wait(0.2):
             rss, pss = _tree_memory_mb(proc.pid)
+            if pss > peak_pss and peak_at is not None:
+                peak_at[:] = [datetime.now(UTC).replace(tzinfo=None)]
             peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -135,7 +142,8 @@ def critical_path(
 
 def _night(home: Path, env: dict[str, str], ds: str, kind: str, sequential: bool) -> dict:
     args = ["run", "--date", ds] + (["--sequential"] if sequential else [])
-    out, seconds, peak_rss, peak_pss = _measured(args, env)
+    peak_at: list[datetime] = []
+    out, seconds, peak_rss, peak_pss = _measured(args, env, peak_at)
     run_id = re.search(r"\(run (\S+)\)", out).group(1)
     times = _task_times(home, run_id)
     tasks = {t: round((end - start).total_seconds(), 2) for t, (start, end) in times.items()}
@@ -146,13 +154,20 @@ def _night(home: Path, env: dict[str, str], ds: str, kind: str, sequential: bool
         for step in ("extract", "validate")
     }
     figures = [line for line in out.splitlines() if line.startswith("  ") and "," in line]
+    # `lake run`'s own CPU figure (its process and its ended children): what the night
+    # cost whatever else the machine was doing, unlike the wall time
+    cpu = re.search(r"\bCPU (\d+)s", out)
     return {
         "night": kind,
         "ds": ds,
         "wall_s": round(seconds, 1),
+        "cpu_s": int(cpu.group(1)) if cpu else None,
         "first_task_to_last_s": round(in_tasks.total_seconds(), 1),
         "peak_rss_mb": round(peak_rss),
         "peak_pss_mb": round(peak_pss),
+        "running_at_peak": sorted(
+            t for t, (s, e) in times.items() if peak_at and s <= peak_at[0] <= e
+        ),
         "task_seconds_sum": steps,
         "tasks": tasks,
         "critical_path": [(t, tasks[t]) for t in path],
@@ -167,6 +182,7 @@ def _print_night(night: dict) -> None:
         print(f"  {seconds:8.2f}  {task}")
     chain = " → ".join(f"{t} {s:.1f}" for t, s in night["critical_path"])
     print(f"  critical path ({night['critical_path_task_s']:.1f} s in tasks): {chain}")
+    print(f"  running when the tree's PSS peaked: {', '.join(night['running_at_peak']) or '-'}")
 
 
 def _say(step: str, seconds: float, peak_rss: float, peak_pss: float) -> None:
@@ -202,14 +218,15 @@ def main() -> None:
         _print_night(night)
     mode = "one task at a time" if args.sequential else "LocalExecutor, concurrent"
     print(
-        f"\nscale {args.scale} ({mode}): night  wall (first→last task)  peak RSS / PSS"
+        f"\nscale {args.scale} ({mode}): night  wall (first→last task)  CPU  peak RSS / PSS"
         "   Σ extract  Σ validate  critical path"
     )
     for night in (first, incremental):
         sums = night["task_seconds_sum"]
         print(
             f"  {night['night']:12s} {night['ds']}  {night['wall_s']:6.1f} s "
-            f"({night['first_task_to_last_s']:5.1f} s)  {night['peak_rss_mb']:6d} / "
+            f"({night['first_task_to_last_s']:5.1f} s)  {night['cpu_s'] or 0:4d} s  "
+            f"{night['peak_rss_mb']:6d} / "
             f"{night['peak_pss_mb']:5d} MB  {sums['extract']:7.1f} s  {sums['validate']:7.1f} s"
             f"  {night['critical_path_task_s']:7.1f} s"
         )

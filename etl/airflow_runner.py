@@ -436,6 +436,20 @@ def _output_to(log_file: Path | None) -> Iterator[Callable[[str], None]]:
             os.close(saved[1])
 
 
+# No fork while the watcher's thread is inside SQLite. The LocalExecutor forks its workers
+# from `lake run` whenever it needs one, and each worker forks the tasks: a fork taken while
+# this thread held SQLite's allocator mutex gives the child that mutex locked with no thread
+# to unlock it, and the child's first catalog query waits forever (seen at full scale: an
+# extraction hung in `CatalogStore()` for its whole two-hour timeout). The watcher queries
+# under this lock and every fork of the process takes it first.
+_STORE_QUERY = threading.Lock()
+os.register_at_fork(
+    before=_STORE_QUERY.acquire,
+    after_in_parent=_STORE_QUERY.release,
+    after_in_child=_STORE_QUERY.release,
+)
+
+
 class _NightWatcher:
     """While a night runs, tells ``say`` about each partition written and step failed."""
 
@@ -465,10 +479,13 @@ class _NightWatcher:
             self._report()
 
     def _report(self) -> None:
-        for part in self.store.partitions_after(self.seen_partition):
+        with _STORE_QUERY:  # no fork meanwhile (see _STORE_QUERY)
+            parts = self.store.partitions_after(self.seen_partition)
+            errors = self.store.errors_after(self.seen_error)
+        for part in parts:
             self.seen_partition = part.id
             self.say(f"  {part.zone:15s} {part.dataset_id:36s} {part.rows:>10,} rows")
-        for error in self.store.errors_after(self.seen_error):
+        for error in errors:
             self.seen_error = error.id
             self.say(f"  FAILED {error.message}")
 

@@ -54,7 +54,7 @@ from masking.kanon import (
     hierarchy_for,
     k_anonymise,
 )
-from masking.leak_scan import LeakFinding, scan_table
+from masking.leak_scan import scan_table
 from masking.policy import Treatment, output_metadata, public_treatment, treated_columns
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,115 @@ def parquet_bytes(table: pa.Table) -> bytes:
 def delivery_files(name: str, table: pa.Table) -> dict[str, bytes]:
     """``<name>.parquet`` and ``<name>.csv`` of one public table."""
     stem = name.rsplit("/", 1)[-1]
-    return {f"{stem}.parquet": parquet_bytes(table), f"{stem}.csv": excel_csv(table)}
+    return {f"{stem}.parquet": parquet_bytes(table), f"{stem}.csv": public_csv(table)}
+
+
+def public_csv(table: pa.Table) -> bytes:
+    """The table as ``zones.excel_csv`` writes it (UTF-8 with BOM, CRLF, formula-safe), byte
+    for byte, built with Arrow kernels instead of pandas ``to_csv``: each cell's text as
+    pandas prints it, quoted where the csv module would, the rows joined in one buffer.
+    pandas' writer took a third of publishing's CPU. A table with a column whose pandas text
+    is not matched here (a zoned or sub-second timestamp, a float Python would print in
+    exponent form, a single column) is written by ``excel_csv`` itself.
+    ``tests/test_publish_public_csv.py`` holds the two to the same bytes."""
+    cells = [_csv_cells(c.combine_chunks()) for c in table.columns] if table.num_columns > 1 else []
+    if not cells or any(column is None for column in cells):
+        return excel_csv(table)
+    header = ",".join(_csv_quoted(pa.array(table.column_names)).to_pylist()) + "\r\n"
+    body = b""
+    if table.num_rows:
+        # 64-bit offsets only where the file could pass 2 GB
+        kind = pa.large_string() if sum(c.nbytes for c in cells) > 2**30 else pa.string()
+        cells = [c.cast(kind) for c in cells]
+        line = pc.binary_join_element_wise(*cells, pa.scalar(",", kind))
+        line = pc.binary_join_element_wise(line, pa.scalar("", kind), pa.scalar("\r\n", kind))
+        body = _joined_bytes(line)
+    return b"\xef\xbb\xbf" + header.encode() + body
+
+
+def _csv_cells(values: pa.Array) -> pa.Array | None:
+    """A column's cells as the CSV holds them (text, quoted), or None (see ``_csv_text``).
+
+    A column of few distinct values (sex, district, status, a birth year: most public
+    columns over millions of rows) is written once per distinct value and then taken per
+    row; the sample of its first rows says which."""
+    few = len(values) > 10_000 and pc.count_distinct(values.slice(0, 10_000)).as_py() < 2_500
+    if few:
+        encoded = values.dictionary_encode()
+        if len(encoded.dictionary) * 4 < len(values):
+            text = _csv_text(encoded.dictionary, has_nulls=values.null_count > 0)
+            if text is None:
+                return None
+            cells = _csv_quoted(text).take(encoded.indices)
+            return pc.fill_null(cells, "") if cells.null_count else cells
+    text = _csv_text(values, has_nulls=values.null_count > 0)
+    return None if text is None else _csv_quoted(text)
+
+
+def _csv_text(values: pa.Array, has_nulls: bool) -> pa.Array | None:
+    """A column's cells as pandas ``to_csv`` prints them (NULL as empty), or None when this
+    column's type or values are not matched here. ``has_nulls``: whether the column (of
+    which ``values`` may be the distinct values) holds a NULL."""
+    kind = values.type
+    valid = values.drop_null()
+    if pa.types.is_string(kind):
+        # a text cell a spreadsheet would run as a formula gets an apostrophe (excel_csv)
+        risky = pc.fill_null(pc.match_substring_regex(values, r"^[=+\-@]"), False)
+        text = values
+        if pc.any(risky).as_py():
+            text = pc.if_else(risky, pc.binary_join_element_wise("'", values, ""), values)
+    elif pa.types.is_boolean(kind):
+        text = pc.if_else(values, "True", "False")
+    elif pa.types.is_integer(kind):
+        text = values.cast(pa.string())
+        if has_nulls:  # pandas holds it as float64: 12 prints as 12.0
+            if len(valid) and pc.max(pc.abs(valid.cast(pa.int64()))).as_py() >= 10**15:
+                return None
+            text = pc.binary_join_element_wise(text, ".0", "")
+    elif pa.types.is_floating(kind):
+        magnitude = pc.abs(valid.cast(pa.float64()))
+        odd = pc.or_(pc.greater_equal(magnitude, 1e10), pc.less(magnitude, 1e-4))
+        if len(valid) and (
+            pc.any(pc.and_(odd, pc.not_equal(magnitude, 0))).as_py()
+            or pc.any(pc.is_nan(valid)).as_py()
+        ):
+            return None  # where Python and Arrow choose the exponent form apart; nan, inf
+        text = values.cast(pa.string())
+        whole = pc.fill_null(pc.match_substring_regex(text, r"^-?[0-9]+$"), False)
+        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+    elif pa.types.is_date32(kind) or (pa.types.is_decimal(kind) and kind.scale >= 0):
+        text = values.cast(pa.string())  # as str() of a date, of a Decimal
+    elif pa.types.is_timestamp(kind) and kind.tz is None:
+        ticks = valid.cast(pa.int64()).to_numpy()
+        per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[kind.unit]
+        if (ticks % per_second).any():
+            return None  # pandas prints a fraction of a second on every row
+        dates = not (ticks % (86_400 * per_second)).any()  # pandas prints dates alone then
+        text = pc.strftime(
+            values.cast(pa.timestamp("s")), format="%Y-%m-%d" if dates else "%Y-%m-%d %H:%M:%S"
+        )
+    else:
+        return None
+    return pc.fill_null(text, "") if text.null_count else text
+
+
+def _csv_quoted(text: pa.Array) -> pa.Array:
+    """Quoted as the csv module does (QUOTE_MINIMAL): a cell with a comma, a quote or a line
+    break in double quotes, its quotes doubled."""
+    needs = pc.match_substring_regex(text, r'[,"\r\n]')
+    if not pc.any(needs).as_py():
+        return text
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+    return pc.if_else(needs, quoted, text)
+
+
+def _joined_bytes(lines: pa.Array) -> bytes:
+    """The values of a string array end to end: its data buffer between the first and the
+    last offset (no copy per row)."""
+    width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+    offsets = np.frombuffer(lines.buffers()[1], dtype=width)[lines.offset :]
+    start, end = int(offsets[0]), int(offsets[len(lines)])
+    return lines.buffers()[2].slice(start, end - start).to_pybytes()
 
 
 def temporal_coverage(table: pa.Table) -> list[str] | None:
@@ -229,12 +337,15 @@ def _read_columns(lake: Lake, path: str, names: list[str]) -> pa.Table:
 
 
 def _newest_per_key(table: pa.Table, dataset: DatasetDef) -> pa.Table:
+    """The first row per key in the order key, night (newest first), watermark (newest
+    first): the order is computed as indices, the keys compared in it, and only the kept
+    rows taken (not the whole table sorted, then filtered)."""
     order = [(k, "ascending") for k in dataset.key] + [("_night", "descending")]
     watermark = dataset.source.watermark_column
     if watermark:
         order.append((watermark, "descending"))
-    table = table.sort_by(order)
-    keys = [table.column(k).combine_chunks() for k in dataset.key]
+    indices = pc.sort_indices(table, sort_keys=order)
+    keys = [table.column(k).take(indices).combine_chunks() for k in dataset.key]
     first = np.ones(len(table), dtype=bool)
     if len(table) > 1:
         same = np.ones(len(table) - 1, dtype=bool)
@@ -242,7 +353,7 @@ def _newest_per_key(table: pa.Table, dataset: DatasetDef) -> pa.Table:
             a, b = key.slice(1), key.slice(0, len(key) - 1)
             same &= pc.fill_null(pc.equal(a, b), False).to_numpy(zero_copy_only=False)
         first[1:] = ~same
-    return table.filter(pa.array(first))
+    return table.take(indices.filter(pa.array(first)))
 
 
 # --------------------------------------------------------------------------- the shell
@@ -253,7 +364,6 @@ class StagedTable:
     """A public table staged beside its final path, with what the catalogue says of it."""
 
     name: str  # public/<name>/dt=…
-    table: pa.Table
     staged: StagedPartition
     inputs: list[str]
     report: dict = field(default_factory=dict)
@@ -366,40 +476,43 @@ def publish_open_data(
         or not all(previous.same(n, signature) for n in previous.statistics_of(source))
     }
     staged: list[StagedTable] = []
-    clean: dict[str, CleanState] = {}
     try:
+        # one dataset at a time: its current state read, its microdata and statistics
+        # staged, the state let go before the next is read (the largest, not the sum of
+        # all, in memory)
         for dataset in openable:
             if dataset.id not in rebuilt | stats_rebuilt:
                 continue
             state = current_clean(lake, store, dataset, ds, _needed_columns(dataset))
-            clean[dataset.id] = state
-            if dataset.id not in rebuilt:
-                continue
-            try:
-                gated = anonymised(dataset, public_table(dataset, state.table))
-            except PublicationBlocked as exc:
-                result.blocked[dataset.id] = str(exc)
-                store.record_publication(run_id, dataset.id, ds, "blocked", {"reason": str(exc)})
-                log.warning("%s", exc)
-                continue
-            report = gated.report()
-            extra = {
-                "dataset": dataset.id,
-                "kind": "microdata",
-                "kanon": report,
-                "input_signature": signatures[dataset.id],
-            }
-            staged.append(_staged(lake, dataset.id, gated.table, ds, state.inputs, extra, report))
-            staged[-1].exempt = _exempt_columns(dataset)
-        stat_tables = statistics_tables(
-            catalog, {k: v.table for k, v in clean.items() if k in stats_rebuilt}, ds
-        )
-        for stat in stat_tables:
-            sources = [p for d in stat.sources for p in clean[d].inputs]
-            describe = stat.describe()
-            if len(stat.sources) == 1:
-                describe["input_signature"] = stat_signatures[stat.sources[0]]
-            staged.append(_staged(lake, f"stats/{stat.name}", stat.table, ds, sources, describe))
+            if dataset.id in rebuilt:
+                try:
+                    gated = anonymised(dataset, public_table(dataset, state.table))
+                except PublicationBlocked as exc:
+                    result.blocked[dataset.id] = str(exc)
+                    store.record_publication(
+                        run_id, dataset.id, ds, "blocked", {"reason": str(exc)}
+                    )
+                    log.warning("%s", exc)
+                else:
+                    report = gated.report()
+                    extra = {
+                        "dataset": dataset.id,
+                        "kind": "microdata",
+                        "kanon": report,
+                        "input_signature": signatures[dataset.id],
+                    }
+                    staged.append(
+                        _staged(lake, dataset.id, gated.table, ds, state.inputs, extra, report)
+                    )
+                    staged[-1].exempt = _exempt_columns(dataset)
+                    del gated
+            if dataset.id in stats_rebuilt:
+                for stat in statistics_tables(catalog, {dataset.id: state.table}, ds):
+                    describe = stat.describe() | {"input_signature": stat_signatures[dataset.id]}
+                    staged.append(
+                        _staged(lake, f"stats/{stat.name}", stat.table, ds, state.inputs, describe)
+                    )
+            del state
         findings = _leak_findings(lake, staged)
         if findings:
             raise LeakFound(
@@ -484,7 +597,7 @@ def _staged(
     path = lake.public_partition(name, ds)
     extra = {**extra, "temporal": temporal_coverage(table)}
     staged = stage_delivery(lake, path, delivery_files(name, table), extra=extra)
-    return StagedTable(name, table, staged, list(inputs), report or {})
+    return StagedTable(name, staged, list(inputs), report or {})
 
 
 def _leak_findings(lake: Lake, staged: list[StagedTable]) -> list[str]:
@@ -501,35 +614,54 @@ def _leak_findings(lake: Lake, staged: list[StagedTable]) -> list[str]:
 def public_file_findings(
     lake: Lake, folder: str, distributions: list[dict], name: str, exempt: Sequence[str] = ()
 ) -> list[str]:
-    """Leak-scan findings (without values) over the files of one public partition."""
+    """Leak-scan findings (without values) over the files of one public partition.
+
+    The scan judges every value on its own, and a partition's Parquet and CSV files hold
+    the same values (the CSV as text): so each column's distinct values, of every file as
+    read back, are scanned once together, and only a column where one was flagged is
+    scanned file by file, row by row, for the findings' row counts."""
+    locations = [(d["file"], f"{folder}/{d['file']}") for d in distributions]
+    distinct: dict[str, list[pa.Array]] = {}
+    for _, location in locations:
+        for column, values in _scanned_texts(_read_back(lake, location)).items():
+            distinct.setdefault(column, []).append(pc.unique(values).cast(pa.large_string()))
+    flagged = [
+        column
+        for column, parts in distinct.items()
+        if scan_table(pa.table({column: pc.unique(pa.chunked_array(parts))}), exempt_columns=exempt)
+    ]
     lines: list[str] = []
-    for d in distributions:
-        location = f"{folder}/{d['file']}"
-        if d["file"].endswith(".parquet"):
-            table = pq.read_table(location, filesystem=lake.fs)
-        else:
-            with lake.fs.open_input_stream(location) as stream:
-                table = pacsv.read_csv(
-                    pa.BufferReader(stream.read()),
-                    convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
-                )
-            table = table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names]))
-        found = _scanned(table, exempt)
-        lines += [f.describe(f"{PUBLIC}/{name}/{d['file']}") for f in found]
+    for file, location in locations if flagged else []:
+        table = _read_back(lake, location)
+        found = scan_table(
+            table.select([c for c in table.column_names if c in flagged]), exempt_columns=exempt
+        )
+        lines += [f.describe(f"{PUBLIC}/{name}/{file}") for f in found]
     return lines
 
 
-def _scanned(table: pa.Table, exempt: Sequence[str]) -> list[LeakFinding]:
-    """``scan_table`` over each column's distinct values first (the scan judges every value
-    on its own), and over the whole column only where a distinct value was flagged, for the
-    row counts: most public columns repeat a few values over millions of rows."""
-    findings: list[LeakFinding] = []
-    for name in table.column_names:
-        column = table.select([name])
-        distinct = pa.table({name: pc.unique(column.column(0))})
-        if scan_table(distinct, exempt_columns=exempt):
-            findings += scan_table(column, exempt_columns=exempt)
-    return findings
+def _read_back(lake: Lake, location: str) -> pa.Table:
+    """A staged public file as a reader gets it: Parquet as typed, the CSV as text."""
+    if location.endswith(".parquet"):
+        return pq.read_table(location, filesystem=lake.fs)
+    with lake.fs.open_input_stream(location) as stream:
+        table = pacsv.read_csv(
+            pa.BufferReader(stream.read()),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+        )
+    return table.cast(pa.schema([pa.field(n, pa.string()) for n in table.column_names]))
+
+
+def _scanned_texts(table: pa.Table) -> dict[str, pa.ChunkedArray]:
+    """The columns ``scan_table`` reads, as it reads them: text, and integers as text (an
+    ID stored as a number is still an ID); it passes over dates, floats and booleans."""
+    texts = {}
+    for column, values in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_integer(values.type):
+            texts[column] = values.cast(pa.string())
+        elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            texts[column] = values
+    return texts
 
 
 def verify_public(

@@ -204,3 +204,43 @@ def test_the_catalog_is_parsed_once_per_process_until_a_definition_changes(
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert etl.nightly.night_catalog() is not first  # an edited definition is read again
     assert parses == [definitions, definitions]
+
+
+def test_no_fork_while_the_night_watcher_is_inside_the_catalog(tmp_path) -> None:
+    """The LocalExecutor forks workers from `lake run` while the watcher's thread polls the
+    catalog: a fork taken inside SQLite leaves the child a locked allocator mutex and the
+    child's first query hangs. A fork must wait for the watcher's query to end."""
+    import os
+    import threading
+
+    from etl.airflow_runner import _NightWatcher
+    from etl.settings import LakeSettings
+
+    watcher = _NightWatcher(LakeSettings.under(tmp_path), say=lambda line: None)
+    inside, leave, forked = threading.Event(), threading.Event(), threading.Event()
+    query = watcher.store.partitions_after
+
+    def slow_query(partition_id: int):
+        inside.set()
+        leave.wait(60)  # the watcher's thread stays in its query until told
+        return query(partition_id)
+
+    watcher.store.partitions_after = slow_query
+    polling = threading.Thread(target=watcher._report, daemon=True)
+    polling.start()
+    assert inside.wait(60)
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        forked.set()
+
+    forking = threading.Thread(target=fork, daemon=True)
+    forking.start()
+    assert not forked.wait(1.0)  # the fork waits while the watcher is in its query
+    leave.set()
+    assert forked.wait(60)
+    polling.join()
+    forking.join()

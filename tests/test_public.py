@@ -331,6 +331,17 @@ def test_public_csv_is_excel_safe(published: Published) -> None:
     assert not frame.apply(lambda c: c.str.match(r"^[=+\-@]").any()).any()
 
 
+def test_every_public_csv_is_what_excel_csv_writes_of_its_parquet(published: Published) -> None:
+    """The CSV copies are written with Arrow kernels (``public_csv``): byte for byte the
+    deliveries' Excel-safe CSV (``zones.excel_csv``, pandas) of the same table."""
+    checked = 0
+    for parquet in published.public.rglob("*.parquet"):
+        table = pq.read_table(parquet)
+        assert parquet.with_suffix(".csv").read_bytes() == excel_csv(table), parquet.name
+        checked += 1
+    assert checked >= len(OPENABLE) + 10  # the microdata and the statistics tables
+
+
 # --------------------------------------------------------------------------- DCAT
 
 
