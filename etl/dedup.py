@@ -203,7 +203,7 @@ class BucketSpool:
         self.buckets = max(1, -(-expected_rows // ROWS_PER_BUCKET))
         self.folder = SpillFolder("dedup", workdir)
         self.dir = self.folder.path
-        self.writers: dict[int, _SpillWriter] = {}
+        self.writers: dict[int, SpillWriter] = {}
         self.counts = DedupCounts()
         self.rows_out = 0
 
@@ -214,7 +214,7 @@ class BucketSpool:
         for b in np.unique(bucket_of):
             part = table.filter(pa.array(bucket_of == b)) if self.buckets > 1 else table
             if b not in self.writers:
-                self.writers[b] = _SpillWriter(self.dir / f"{b}.arrows", part.schema)
+                self.writers[b] = SpillWriter(self.dir / f"{b}.arrows", part.schema)
             self.writers[b].write(part)
 
     def deduplicated(self) -> Iterator[pa.Table]:
@@ -273,7 +273,7 @@ class BucketSpool:
         return table.drop_columns([REJECTED]) if REJECTED in table.column_names else table
 
 
-class _SpillWriter:
+class SpillWriter:
     """One spill file in Arrow's IPC stream format, LZ4-compressed: written once, read back
     once by the same process, so no Parquet encoding and decoding (≈ 3× faster)."""
 

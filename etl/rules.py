@@ -58,6 +58,25 @@ def _bools(mask: pa.Array) -> np.ndarray:
     return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
 
 
+def once_per_value(values: pa.Array, repair: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    """``repair(values)``, computed on the distinct values when each occurs twice or more on
+    average (``repair`` must be a function of each value alone, nulls staying null).
+
+    Whether a column repeats its values is guessed from a sample first, so a column of
+    names or addresses is not hashed whole only to find that it does not.
+    """
+    if len(values) >= 4 * _SAMPLE and (
+        pc.count_distinct(values.slice(0, _SAMPLE)).as_py() <= 0.85 * _SAMPLE
+    ):  # repeats in the sample (30,000 distinct in 250,000 rows: ≈ 77 % distinct in it)
+        encoded = pc.dictionary_encode(values.cast(pa.string()))
+        if len(encoded.dictionary) * 2 <= len(values):
+            return pc.take(repair(encoded.dictionary), encoded.indices)
+    return repair(values)
+
+
+_SAMPLE = 16_384  # values looked at to guess whether a column repeats its values
+
+
 def _passes(values: pa.Array, ok_where_present: np.ndarray) -> np.ndarray:
     return values.is_null().to_numpy(zero_copy_only=False) | ok_where_present
 
@@ -344,13 +363,10 @@ def not_mojibake(values: Column, encoding: str) -> np.ndarray:
     values (employers, statuses) once per distinct value.
     """
     text = _text(values)
-    encoded = pc.dictionary_encode(text)
-    if len(encoded.dictionary) * 2 <= len(text):
-        ok = _not_mojibake(encoded.dictionary, encoding)
-        return pc.fill_null(pc.take(pa.array(ok), encoded.indices), True).to_numpy(
-            zero_copy_only=False
-        )
-    return _not_mojibake(text, encoding)
+    if pc.all(pc.fill_null(pc.string_is_ascii(text), True)).as_py():
+        return np.ones(len(text), dtype=bool)  # codes, dates, numbers: nothing to misread
+    ok = once_per_value(text, lambda distinct: pa.array(_not_mojibake(distinct, encoding)))
+    return pc.fill_null(ok, True).to_numpy(zero_copy_only=False)
 
 
 def _not_mojibake(text: pa.Array, encoding: str) -> np.ndarray:

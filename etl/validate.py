@@ -192,6 +192,7 @@ def validate_partition(
     )
     quarantined = RowSpill(work_dir)
     delivered_schema: pa.Schema | None = None
+    carried: CarriedRows | None = None
     plan = plan_changes(dataset, ds, lake=lake, store=store)  # None: validate every row
     try:
         batches = lake.partition_batches(source)
@@ -204,9 +205,8 @@ def validate_partition(
             if checked.quarantined is not None:
                 quarantined.add(checked.quarantined)
             spool.add(checked.standardised)
-        carried = None
         if plan is not None:  # unchanged clean rows, typed, merged in bucket by bucket
-            carried = plan.carried(lake, dataset, clean_schema(dataset), spool.buckets)
+            carried = plan.carried(lake, dataset, clean_schema(dataset), spool.buckets, work_dir)
             result.deleted = plan.changes.deleted
             result.changes = plan.details()
         result.quarantined = quarantined.rows
@@ -218,6 +218,8 @@ def validate_partition(
     finally:
         spool.close()
         quarantined.close()
+        if carried is not None:
+            carried.close()
     if docs_dir is not None:  # rendered from the recorded counts once per night
         result.docs = str(docs_dir / "index.html")  # (etl/quality_report.py)
     schema_broken = result.failures.get(SCHEMA_CHECK, 0) > 0
