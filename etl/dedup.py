@@ -269,8 +269,21 @@ class BucketSpool:
             content = key_hash(table.take(pa.array(rows)), self.fields)
             same = content[: len(compared)] == content[len(compared) :]
             self.counts.exact += int(same.sum())
-        table = table.take(pa.array(order[kept]))
+        table = taken_in_order(table, order[kept])
         return table.drop_columns([REJECTED]) if REJECTED in table.column_names else table
+
+
+def taken_in_order(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``table.take(rows)``; a filter when ``rows`` ascend (a delivery exported in key
+    order, the usual case: the sort changed nothing), which moves the same rows for about
+    a fifth of a take's work, and the table itself when every row is kept in place."""
+    if len(rows) and np.all(rows[1:] > rows[:-1]):
+        if len(rows) == table.num_rows:
+            return table
+        keep = np.zeros(table.num_rows, dtype=bool)
+        keep[rows] = True
+        return table.filter(pa.array(keep))
+    return table.take(pa.array(rows))
 
 
 class SpillWriter:

@@ -33,7 +33,7 @@ from catalog.figures import QualityFigures
 from catalog.store import CatalogStore, PartitionRecord
 from etl.breaker import breaker_trips
 from etl.changes import CarriedRows, checks_fingerprint, plan_changes
-from etl.dedup import REJECTED, BucketSpool, RowSpill, remove_orphaned_spills
+from etl.dedup import REJECTED, BucketSpool, RowSpill, remove_orphaned_spills, taken_in_order
 from etl.quality import Check, CheckOutcome, dataset_checks, run_checks
 from etl.standardise import StandardiseReport, standardise
 from etl.zones import (
@@ -317,7 +317,7 @@ def _clean_buckets(
     for parts in _same_bucket(validated, iter(carried)):
         merged = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         order = pc.sort_indices(merged.select(key), sort_keys=[(k, "ascending") for k in key])
-        yield merged.take(order)
+        yield taken_in_order(merged, order.to_numpy())
 
 
 def _same_bucket(*streams: Iterator[tuple[int, pa.Table]]) -> Iterator[list[pa.Table]]:
