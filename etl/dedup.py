@@ -287,14 +287,15 @@ def taken_in_order(table: pa.Table, rows: np.ndarray) -> pa.Table:
 
 
 class SpillWriter:
-    """One spill file in Arrow's IPC stream format, LZ4-compressed: written once, read back
-    once by the same process, so no Parquet encoding and decoding (≈ 3× faster)."""
+    """One spill file in Arrow's IPC stream format: written once, read back once by the
+    same process, so no Parquet encoding and decoding. Uncompressed, and read back memory
+    mapped: the pages are still in the page cache, so reading costs next to nothing (LZ4
+    cost ≈ 1 s a 2 M-row dataset, to save disk the file occupies for minutes)."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = new_owner_file(path)
         self._sink = pa.OSFile(str(path), "wb")
-        options = pa.ipc.IpcWriteOptions(compression="lz4")
-        self._writer = pa.ipc.new_stream(self._sink, schema, options=options)
+        self._writer = pa.ipc.new_stream(self._sink, schema)
 
     def write(self, table: pa.Table) -> None:
         self._writer.write_table(table)
@@ -305,7 +306,8 @@ class SpillWriter:
             self._sink.close()
 
     def read(self) -> pa.Table:
-        with pa.OSFile(str(self.path), "rb") as source:
+        """The rows, backed by the mapped file (they stay readable once it is removed)."""
+        with pa.memory_map(str(self.path), "r") as source:
             return pa.ipc.open_stream(source).read_all()
 
 
