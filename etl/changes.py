@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ from catalog.definitions import DatasetDef
 from catalog.errors import LakeError
 from catalog.files import code_digest
 from catalog.store import CatalogStore
-from etl.dedup import key_hash
+from etl.dedup import SpillFolder, SpillWriter, key_hash
 from etl.standardise import standardise_column
 from etl.zones import METADATA_FIELDS, RAW_CLEAN, RAW_SOURCES, Lake, Manifest
 
@@ -205,14 +206,16 @@ class ChangedRows:
     def __init__(self, last: SnapshotHashes, clean_keys: np.ndarray) -> None:
         alone = ~pd.Series(last.keys).duplicated(keep=False).to_numpy()
         carriable = alone & _member(last.keys, clean_keys)
-        self.candidates = last.keys[carriable] * _MIX + last.contents[carriable]
+        # hashed once, looked up by every batch (``Series.isin`` would hash them per batch)
+        pairs = last.keys[carriable] * _MIX + last.contents[carriable]
+        self.candidates = pd.Index(pd.unique(pairs))
         self.tables: list[pa.Table] | None = []
         self.rows = 0
 
     def add(self, batch: pa.Table, pairs: np.ndarray) -> None:
         if self.tables is None:
             return
-        kept = batch.filter(pa.array(~_member(pairs, self.candidates)))
+        kept = batch.filter(pa.array(self.candidates.get_indexer(pairs) < 0))
         self.rows += kept.num_rows
         if self.rows > HELD_ROWS:
             self.tables = None  # too many to hold: tonight's snapshot is read again
@@ -294,10 +297,15 @@ class ChangePlan:
             yield pa.concat_tables(held)
 
     def carried(
-        self, lake: Lake, dataset: DatasetDef, schema: pa.Schema, buckets: int
+        self,
+        lake: Lake,
+        dataset: DatasetDef,
+        schema: pa.Schema,
+        buckets: int,
+        work_dir: Path | None = None,
     ) -> CarriedRows:
         """The carried-forward rows, typed, bucket by bucket (see :class:`CarriedRows`)."""
-        return CarriedRows(self, lake, dataset.key, schema, buckets)
+        return CarriedRows(self, lake, dataset.key, schema, buckets, work_dir)
 
     def details(self) -> dict:
         c = self.changes
@@ -316,45 +324,81 @@ class CarriedRows:
     Last night's clean partition was written bucket after bucket; when it was cut into as
     many buckets as tonight's (recorded in its commit), one streaming read gives the
     buckets in order. Otherwise (the delivery crossed a bucket boundary, or the record
-    predates the layout) it is read once per bucket. ``rows`` counts what was carried, for
-    the row conservation check.
+    predates the layout) the one read spools the rows into tonight's buckets on disk
+    (LZ4 Arrow IPC, like the validated rows' spool) and hands them back bucket by bucket.
+    ``rows`` counts what was carried, for the row conservation check.
     """
 
     def __init__(
-        self, plan: ChangePlan, lake: Lake, key: list[str], schema: pa.Schema, buckets: int
+        self,
+        plan: ChangePlan,
+        lake: Lake,
+        key: list[str],
+        schema: pa.Schema,
+        buckets: int,
+        work_dir: Path | None = None,
     ) -> None:
         self.plan, self.lake, self.key, self.schema = plan, lake, key, schema
-        self.buckets = buckets
+        self.buckets, self.work_dir = buckets, work_dir
         self.rows = 0
+        self._spill: SpillFolder | None = None
 
     def __iter__(self) -> Iterator[tuple[int, pa.Table]]:
         in_order = self.buckets == 1 or self.plan.clean_buckets == self.buckets
-        for only in [None] if in_order else range(self.buckets):
-            held: list[pa.Table] = []
-            current: int | None = None
-            for clean in self.lake.partition_batches(self.plan.clean_path):
-                rows, keys = carried_rows(
-                    clean, self.plan.changes, self.plan.metadata, self.key, self.schema
+        yield from self._streamed() if in_order else self._spooled()
+
+    def close(self) -> None:
+        """Remove the spooled rows (they hold personal data), whatever happened."""
+        if self._spill is not None:
+            self._spill.remove()
+
+    def _batches(self) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        """Last night's clean rows of the carried keys, batch by batch, with their bucket."""
+        for clean in self.lake.partition_batches(self.plan.clean_path):
+            rows, keys = carried_rows(
+                clean, self.plan.changes, self.plan.metadata, self.key, self.schema
+            )
+            if rows.num_rows:
+                yield rows, (keys % np.uint64(self.buckets)).astype(np.int64)
+
+    def _streamed(self) -> Iterator[tuple[int, pa.Table]]:
+        held: list[pa.Table] = []
+        current: int | None = None
+        for rows, bucket in self._batches():
+            if np.any(np.diff(bucket) < 0) or (current is not None and bucket[0] < current):
+                raise LakeError(  # a bug, never a data condition: publish nothing
+                    f"{self.plan.clean_path}: the clean rows are not in the key-bucket "
+                    "order their record states; nothing was replaced"
                 )
-                bucket = (keys % np.uint64(self.buckets)).astype(np.int64)
-                if only is not None:
-                    rows, bucket = rows.filter(pa.array(bucket == only)), bucket[bucket == only]
-                if len(bucket) == 0:
-                    continue
-                if np.any(np.diff(bucket) < 0) or (current is not None and bucket[0] < current):
-                    raise LakeError(  # a bug, never a data condition: publish nothing
-                        f"{self.plan.clean_path}: the clean rows are not in the key-bucket "
-                        "order their record states; nothing was replaced"
-                    )
+            for b in np.unique(bucket):
+                if current is not None and b != current:
+                    yield current, self._whole(held)
+                    held = []
+                current = int(b)
+                one = bucket[-1] == bucket[0]
+                held.append(rows if one else rows.filter(pa.array(bucket == b)))
+        if held:
+            yield current, self._whole(held)
+
+    def _spooled(self) -> Iterator[tuple[int, pa.Table]]:
+        """Tonight's buckets from one read of a partition laid in other buckets."""
+        self._spill = SpillFolder("dedup", self.work_dir)
+        writers: dict[int, SpillWriter] = {}
+        try:
+            for rows, bucket in self._batches():
                 for b in np.unique(bucket):
-                    if current is not None and b != current:
-                        yield current, self._whole(held)
-                        held = []
-                    current = int(b)
-                    one = bucket[-1] == bucket[0]
-                    held.append(rows if one else rows.filter(pa.array(bucket == b)))
-            if held:
-                yield current, self._whole(held)
+                    part = rows.filter(pa.array(bucket == b))
+                    if b not in writers:
+                        writers[b] = SpillWriter(self._spill.path / f"{b}.arrows", self.schema)
+                    writers[b].write(part)
+            for writer in writers.values():
+                writer.close()
+            for b in sorted(writers):
+                yield int(b), self._whole([writers[b].read()])
+        finally:
+            for writer in writers.values():
+                writer.close()
+            self.close()
 
     def _whole(self, parts: list[pa.Table]) -> pa.Table:
         table = pa.concat_tables(parts)

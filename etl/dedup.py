@@ -203,7 +203,7 @@ class BucketSpool:
         self.buckets = max(1, -(-expected_rows // ROWS_PER_BUCKET))
         self.folder = SpillFolder("dedup", workdir)
         self.dir = self.folder.path
-        self.writers: dict[int, _SpillWriter] = {}
+        self.writers: dict[int, SpillWriter] = {}
         self.counts = DedupCounts()
         self.rows_out = 0
 
@@ -214,7 +214,7 @@ class BucketSpool:
         for b in np.unique(bucket_of):
             part = table.filter(pa.array(bucket_of == b)) if self.buckets > 1 else table
             if b not in self.writers:
-                self.writers[b] = _SpillWriter(self.dir / f"{b}.arrows", part.schema)
+                self.writers[b] = SpillWriter(self.dir / f"{b}.arrows", part.schema)
             self.writers[b].write(part)
 
     def deduplicated(self) -> Iterator[pa.Table]:
@@ -269,19 +269,33 @@ class BucketSpool:
             content = key_hash(table.take(pa.array(rows)), self.fields)
             same = content[: len(compared)] == content[len(compared) :]
             self.counts.exact += int(same.sum())
-        table = table.take(pa.array(order[kept]))
+        table = taken_in_order(table, order[kept])
         return table.drop_columns([REJECTED]) if REJECTED in table.column_names else table
 
 
-class _SpillWriter:
-    """One spill file in Arrow's IPC stream format, LZ4-compressed: written once, read back
-    once by the same process, so no Parquet encoding and decoding (≈ 3× faster)."""
+def taken_in_order(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``table.take(rows)``; a filter when ``rows`` ascend (a delivery exported in key
+    order, the usual case: the sort changed nothing), which moves the same rows for about
+    a fifth of a take's work, and the table itself when every row is kept in place."""
+    if len(rows) and np.all(rows[1:] > rows[:-1]):
+        if len(rows) == table.num_rows:
+            return table
+        keep = np.zeros(table.num_rows, dtype=bool)
+        keep[rows] = True
+        return table.filter(pa.array(keep))
+    return table.take(pa.array(rows))
+
+
+class SpillWriter:
+    """One spill file in Arrow's IPC stream format: written once, read back once by the
+    same process, so no Parquet encoding and decoding. Uncompressed, and read back memory
+    mapped: the pages are still in the page cache, so reading costs next to nothing (LZ4
+    cost ≈ 1 s a 2 M-row dataset, to save disk the file occupies for minutes)."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = new_owner_file(path)
         self._sink = pa.OSFile(str(path), "wb")
-        options = pa.ipc.IpcWriteOptions(compression="lz4")
-        self._writer = pa.ipc.new_stream(self._sink, schema, options=options)
+        self._writer = pa.ipc.new_stream(self._sink, schema)
 
     def write(self, table: pa.Table) -> None:
         self._writer.write_table(table)
@@ -292,7 +306,8 @@ class _SpillWriter:
             self._sink.close()
 
     def read(self) -> pa.Table:
-        with pa.OSFile(str(self.path), "rb") as source:
+        """The rows, backed by the mapped file (they stay readable once it is removed)."""
+        with pa.memory_map(str(self.path), "r") as source:
             return pa.ipc.open_stream(source).read_all()
 
 

@@ -12,7 +12,6 @@ enterprise name column (有限责任公司 → 有限公司, city prefix dropped
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -22,7 +21,7 @@ import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef, FieldDef
 from catalog.identifiers import upgrade_resident_id15
-from etl.rules import rows_with_byte
+from etl.rules import once_per_value, rows_with_byte
 from etl.zones import NORMALISED_SUFFIX
 
 ZERO_WIDTH = "[\u200b\u200c\u200d\u2060\ufeff\u00ad]"
@@ -73,21 +72,6 @@ def _per_distinct_value(values: pa.Array, f: FieldDef) -> pa.Array:
     """:func:`standardise_column`, run once per distinct value where a column repeats its
     values (sex, status, employers …): every repair is a function of the value alone."""
     return once_per_value(values, lambda distinct: standardise_column(distinct, f))
-
-
-def once_per_value(values: pa.Array, repair: Callable[[pa.Array], pa.Array]) -> pa.Array:
-    """``repair(values)``, computed on the distinct values when each occurs twice or more on
-    average (``repair`` must be a function of each value alone, nulls staying null)."""
-    if len(values) >= 4 * _SAMPLE and (
-        pc.count_distinct(values.slice(0, _SAMPLE)).as_py() <= 0.85 * _SAMPLE
-    ):  # repeats in the sample (30,000 distinct in 250,000 rows: ≈ 77 % distinct in it)
-        encoded = pc.dictionary_encode(values.cast(pa.string()))
-        if len(encoded.dictionary) * 2 <= len(values):
-            return pc.take(repair(encoded.dictionary), encoded.indices)
-    return repair(values)
-
-
-_SAMPLE = 16_384  # values looked at to guess whether a column repeats its values
 
 
 def standardise_column(values: pa.Array, f: FieldDef) -> pa.Array:

@@ -33,7 +33,7 @@ from catalog.figures import QualityFigures
 from catalog.store import CatalogStore, PartitionRecord
 from etl.breaker import breaker_trips
 from etl.changes import CarriedRows, checks_fingerprint, plan_changes
-from etl.dedup import REJECTED, BucketSpool, RowSpill, remove_orphaned_spills
+from etl.dedup import REJECTED, BucketSpool, RowSpill, remove_orphaned_spills, taken_in_order
 from etl.quality import Check, CheckOutcome, dataset_checks, run_checks
 from etl.standardise import StandardiseReport, standardise
 from etl.zones import (
@@ -192,6 +192,7 @@ def validate_partition(
     )
     quarantined = RowSpill(work_dir)
     delivered_schema: pa.Schema | None = None
+    carried: CarriedRows | None = None
     plan = plan_changes(dataset, ds, lake=lake, store=store)  # None: validate every row
     try:
         batches = lake.partition_batches(source)
@@ -204,9 +205,8 @@ def validate_partition(
             if checked.quarantined is not None:
                 quarantined.add(checked.quarantined)
             spool.add(checked.standardised)
-        carried = None
         if plan is not None:  # unchanged clean rows, typed, merged in bucket by bucket
-            carried = plan.carried(lake, dataset, clean_schema(dataset), spool.buckets)
+            carried = plan.carried(lake, dataset, clean_schema(dataset), spool.buckets, work_dir)
             result.deleted = plan.changes.deleted
             result.changes = plan.details()
         result.quarantined = quarantined.rows
@@ -218,6 +218,8 @@ def validate_partition(
     finally:
         spool.close()
         quarantined.close()
+        if carried is not None:
+            carried.close()
     if docs_dir is not None:  # rendered from the recorded counts once per night
         result.docs = str(docs_dir / "index.html")  # (etl/quality_report.py)
     schema_broken = result.failures.get(SCHEMA_CHECK, 0) > 0
@@ -315,7 +317,7 @@ def _clean_buckets(
     for parts in _same_bucket(validated, iter(carried)):
         merged = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         order = pc.sort_indices(merged.select(key), sort_keys=[(k, "ascending") for k in key])
-        yield merged.take(order)
+        yield taken_in_order(merged, order.to_numpy())
 
 
 def _same_bucket(*streams: Iterator[tuple[int, pa.Table]]) -> Iterator[list[pa.Table]]:

@@ -244,15 +244,15 @@ def _copied_lake(side: Lakeside, root: Path, dataset, days: list) -> tuple[Lake,
 @pytest.mark.parametrize(
     ("night1_rows", "night2_rows"),
     [(1_000, 1_000), (3_000, 1_000)],
-    ids=["same-buckets-streamed", "buckets-changed-read-per-bucket"],
+    ids=["same-buckets-streamed", "buckets-changed-spooled"],
 )
 def test_carried_rows_in_several_key_buckets_give_the_bytes_of_full_validation(
     lakeside, tmp_path: Path, monkeypatch, night1_rows: int, night2_rows: int
 ) -> None:
     """Carried rows are merged into the validated ones bucket by bucket: with several
     buckets (forced small), whether last night was cut into as many buckets as tonight
-    (one streaming read) or not (one read per bucket), the clean partition has the bytes
-    full validation writes."""
+    (streamed in order) or not (spooled into tonight's buckets), last night's clean rows
+    are read once and the clean partition has the bytes full validation writes."""
     import etl.dedup
 
     side, _results, _truth = lakeside
@@ -261,7 +261,19 @@ def test_carried_rows_in_several_key_buckets_give_the_bytes_of_full_validation(
     monkeypatch.setattr(etl.dedup, "ROWS_PER_BUCKET", night1_rows)
     side.validate(d, DEMO_DATE, "night-1", lake=lake, store=store)
     monkeypatch.setattr(etl.dedup, "ROWS_PER_BUCKET", night2_rows)
+    last_clean = lake.dataset_partition(RAW_CLEAN, d, DEMO_DATE)
+    whole_reads = []
+    partition_batches = lake.partition_batches
+
+    def counted(path, *args, **kwargs):
+        if path == last_clean and kwargs.get("columns") is None:
+            whole_reads.append(path)
+        return partition_batches(path, *args, **kwargs)
+
+    monkeypatch.setattr(lake, "partition_batches", counted)
     detected = side.validate(d, DAY2, "night-2", lake=lake, store=store)
+    assert len(whole_reads) == 1
+    assert not list((side.root / "tmp").glob("dedup-*"))  # the spooled rows are gone
     assert detected.unchanged > 0.9 * detected.delivered
     assert -(-detected.delivered // night2_rows) > 2  # several buckets tonight
     full_lake, full_store = _copied_lake(side, tmp_path / "full", d, [DAY2])

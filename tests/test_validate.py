@@ -216,6 +216,41 @@ def test_repeated_keys_keep_the_newest_version_across_buckets(monkeypatch, tmp_p
     assert not list(tmp_path.iterdir()), "bucket files are removed"
 
 
+@pytest.mark.parametrize("delivered", ["in key order", "shuffled"])
+def test_each_bucket_comes_out_in_key_order_however_the_rows_were_delivered(
+    tmp_path, delivered: str
+) -> None:
+    """Rows delivered in key order (the usual export) leave deduplication by a filter, not
+    a take: the same newest rows in the same key order as a shuffled delivery gives."""
+    from etl import dedup
+
+    rng = np.random.default_rng(7)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "k": [f"k{i // 2:04d}" for i in range(n)],  # two versions of each key, in order
+            "updated_at": [f"2026-11-{10 + i % 2:02d} 00:00:00" for i in range(n)],
+            "v": [f"v{i}" for i in range(n)],
+            "_row_number": np.arange(1, n + 1),
+        }
+    )
+    if delivered == "shuffled":
+        frame = frame.iloc[rng.permutation(n)]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.append_column(dedup.REJECTED, pa.array(rng.random(n) < 0.05))
+    spool = dedup.BucketSpool(["k"], "updated_at", ["k", "v"], n, tmp_path)
+    spool.add(table)
+    kept = pa.concat_tables(list(spool.deduplicated())).to_pandas()
+    expected = frame.assign(rejected=table.column(dedup.REJECTED).to_numpy())
+    newest = expected.sort_values(["k", "updated_at"]).groupby("k").tail(1)
+    newest = newest[~newest["rejected"]]
+    assert kept["k"].tolist() == newest["k"].tolist()  # key order, the newest of each
+    assert kept["v"].tolist() == newest["v"].tolist()
+    whole = pa.table({"k": ["a", "b", "c"]})
+    assert dedup.taken_in_order(whole, np.array([0, 1, 2])) is whole  # kept whole, in place
+    assert dedup.taken_in_order(whole, np.array([2, 0]))["k"].to_pylist() == ["c", "a"]
+
+
 # --- hostile deliveries: every kind has a defined outcome ---------------------------------
 
 
