@@ -116,13 +116,15 @@ def test_heavy_validations_wait_for_each_other_and_small_ones_do_not(tmp_path) -
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with one_heavy_step_at_a_time(night, HEAVY_ROWS - 1):
+        with one_heavy_step_at_a_time(night, HEAVY_ROWS - 1) as small:
             pass  # a small delivery goes ahead
-        entered = threading.Event()
+        assert small["waited_s"] == 0
+        entered, waits = threading.Event(), []
 
         def heavy() -> None:
-            with one_heavy_step_at_a_time(night, HEAVY_ROWS):
+            with one_heavy_step_at_a_time(night, HEAVY_ROWS) as lock:
                 entered.set()
+            waits.append(lock["waited_s"])
 
         waiter = threading.Thread(target=heavy, daemon=True)
         waiter.start()
@@ -131,6 +133,7 @@ def test_heavy_validations_wait_for_each_other_and_small_ones_do_not(tmp_path) -
         holder.communicate("")  # the other task ends (its process exits: the lock goes)
     assert entered.wait(60)
     waiter.join()
+    assert waits[0] >= 0.9  # the wait is handed back: it is not the validation's own time
 
 
 def test_small_nights_run_in_process_and_others_concurrently(tmp_path) -> None:
