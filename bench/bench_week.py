@@ -111,7 +111,9 @@ def _heavy_step_waits(home: Path, run_id: str) -> float:
             "SELECT value FROM xcom WHERE run_id = ? AND key = 'waited_for_heavy_step_s'",
             (run_id,),
         ).fetchall()
-    return round(sum(float(json.loads(value)) for (value,) in rows), 1)
+    # SQLite hands a JSON number back as a number, a JSON text as text
+    values = (json.loads(v) if isinstance(v, str | bytes) else v for (v,) in rows)
+    return round(sum(float(v) for v in values), 1)
 
 
 def _when(text: str) -> datetime:
