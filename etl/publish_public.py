@@ -188,19 +188,18 @@ def _csv_cells(values: pa.Array) -> pa.Array | None:
     if few:
         encoded = values.dictionary_encode()
         if len(encoded.dictionary) * 4 < len(values):
-            text = _csv_text(encoded.dictionary, has_nulls=values.null_count > 0)
+            text = _csv_text(encoded.dictionary)
             if text is None:
                 return None
             cells = _csv_quoted(text).take(encoded.indices)
             return pc.fill_null(cells, "") if cells.null_count else cells
-    text = _csv_text(values, has_nulls=values.null_count > 0)
+    text = _csv_text(values)
     return None if text is None else _csv_quoted(text)
 
 
-def _csv_text(values: pa.Array, has_nulls: bool) -> pa.Array | None:
+def _csv_text(values: pa.Array) -> pa.Array | None:
     """A column's cells as pandas ``to_csv`` prints them (NULL as empty), or None when this
-    column's type or values are not matched here. ``has_nulls``: whether the column (of
-    which ``values`` may be the distinct values) holds a NULL."""
+    column's type or values are not matched here (``values`` may be the distinct values)."""
     kind = values.type
     valid = values.drop_null()
     if pa.types.is_string(kind):
@@ -212,11 +211,7 @@ def _csv_text(values: pa.Array, has_nulls: bool) -> pa.Array | None:
     elif pa.types.is_boolean(kind):
         text = pc.if_else(values, "True", "False")
     elif pa.types.is_integer(kind):
-        text = values.cast(pa.string())
-        if has_nulls:  # pandas holds it as float64: 12 prints as 12.0
-            if len(valid) and pc.max(pc.abs(valid.cast(pa.int64()))).as_py() >= 10**15:
-                return None
-            text = pc.binary_join_element_wise(text, ".0", "")
+        text = values.cast(pa.string())  # a whole number, NULLs beside it or not
     elif pa.types.is_floating(kind):
         magnitude = pc.abs(valid.cast(pa.float64()))
         odd = pc.or_(pc.greater_equal(magnitude, 1e10), pc.less(magnitude, 1e-4))

@@ -1243,7 +1243,10 @@ class _CsvWriter:
                 shown = shown.set_column(
                     i, f, pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col)
                 )
-        text = shown.to_pandas().to_csv(index=False, header=self.header, lineterminator="\r\n")
+        # a whole number stays one where a NULL is beside it (pandas would make the column
+        # float64 and print 12 as 12.0, a count as a decimal in Excel)
+        frame = shown.to_pandas(integer_object_nulls=True)
+        text = frame.to_csv(index=False, header=self.header, lineterminator="\r\n")
         self.out.write(text.encode("gb18030" if self.encoding == "gb18030" else "utf-8"))
         self.header = False
         return table
