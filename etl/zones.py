@@ -1243,9 +1243,11 @@ class _CsvWriter:
                 shown = shown.set_column(
                     i, f, pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col)
                 )
-        # a whole number stays one where a NULL is beside it (pandas would make the column
-        # float64 and print 12 as 12.0, a count as a decimal in Excel)
-        frame = shown.to_pandas(integer_object_nulls=True)
+            elif pa.types.is_integer(f.type) and table.column(i).null_count:
+                # written as its digits: pandas would hold it as float64 beside a NULL and
+                # print 12 as 12.0, a count as a decimal in Excel
+                shown = shown.set_column(i, f.name, table.column(i).cast(pa.string()))
+        frame = shown.to_pandas()
         text = frame.to_csv(index=False, header=self.header, lineterminator="\r\n")
         self.out.write(text.encode("gb18030" if self.encoding == "gb18030" else "utf-8"))
         self.header = False
