@@ -330,8 +330,8 @@ def resolve_persons(ws: Workspace, seed: int = 0) -> PersonResolution:
 def key_views(ws: Workspace) -> None:
     """``person_name`` (each normalised name's share of rows) and the ``person_key`` view.
 
-    ``person_key`` names the mention's keys as :data:`etl.matching.BLOCKING_RULES` and
-    :func:`etl.matching.comparison_levels` call them.
+    ``person_key`` names the mention's keys as :data:`etl.matching.BLOCKING_RULES` call
+    them, for blocking (the comparisons take theirs in :func:`_keys_of`).
     """
     ws.execute("""
         CREATE OR REPLACE TABLE person_name AS
@@ -343,8 +343,7 @@ def key_views(ws: Workspace) -> None:
         SELECT row, id_no IS NULL AS probe, k_name AS name, k_pinyin AS pinyin,
                k_surname AS surname, k_birth AS birth, substr(k_birth, 1, 4) AS birth_year,
                k_phone AS phone, {_phone_tail("k_phone")} AS phone_tail,
-               k_district AS district, k_sex AS sex, id_no,
-               dataset || '|' || source_key || '|' || role AS member
+               k_district AS district, k_sex AS sex
         FROM person_mention
     """)
 
@@ -416,9 +415,10 @@ def _same_id_pairs(ws: Workspace, limit: int = 200_000) -> tuple[np.ndarray, np.
 
 
 def _keys_of(ws: Workspace, rows: np.ndarray) -> pd.DataFrame:
-    """The comparison keys of the given rows, in row order (with ``member`` and ``id_no``):
-    :data:`KEY_COLUMNS` named as ``person_key`` names them, taken from the spilled mentions
-    by row number (a join and sort in SQL cost twice as much)."""
+    """The comparison keys of the given rows, in row order, named as
+    :func:`etl.matching.comparison_levels` calls them, with ``id_no`` and ``member`` (the
+    crosswalk key ``dataset|source_key|role``): taken from the spilled mentions by row
+    number (a join and sort in SQL cost twice as much)."""
     cols = [*KEY_COLUMNS, "id_no", "dataset", "source_key", "role"]
     taken = ws.take("person_mention", cols, rows)
     keys = pd.DataFrame({"row": rows})
@@ -585,11 +585,12 @@ def unified_persons(ws: Workspace) -> pa.Table:
     sources = {}
     for col in SURVIVING:  # the winning row's value (and for name and phone, its source)
         sourced = col in ("name", "phone")
-        taken = ws.take("person_mention", [col, "dataset"][: 1 + sourced], per[f"{col}_row"])
+        columns = [col, "dataset"] if sourced else [col]
+        taken = ws.take("person_mention", columns, per[f"{col}_row"])
         out[col] = taken.column(col)
         if sourced:
             sources[f"{col}_source"] = taken.column("dataset")
-    out.update(sources)
+    out.update(sources)  # after the values: the table's columns keep their order
     for col in ("sources", "records", "last_updated_at"):
         out[col] = per.column(col)
     out["has_valid_id"] = is_id
