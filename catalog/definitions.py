@@ -182,6 +182,9 @@ class DatasetDef(_Strict):
     title_en: str
     description: str = ""
     update_cycle: Literal["daily", "weekly", "monthly"]
+    # rows of a full delivery, as the department states it: the night starts the biggest
+    # datasets' tasks first (they are its critical path); unset counts as small
+    expected_rows: int = Field(default=0, ge=0)
     share_type: Level
     open_type: Level
     source: SourceDef

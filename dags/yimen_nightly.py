@@ -18,6 +18,11 @@ de-identified microdata behind the k-anonymity gate, statistics, `catalog.jsonld
 `index.html`) behind the leak scan. `quality_page` renders the Data Docs and the quality
 page once every validation has ended and unify is over; `close_night` always runs and
 records the outcome.
+
+The biggest datasets' tasks start first (priority = the catalog's `expected_rows`). A
+delivery of a million rows or more is validated by one task at a time (memory); a
+validation that finds another one running is rescheduled a few seconds later, so it does
+not hold an executor slot while it waits.
 Task bodies are one-line calls into `etl.nightly`.
 """
 
@@ -32,7 +37,7 @@ import pendulum
 from airflow.sdk import TaskGroup, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from catalog.definitions import load_catalog
+from catalog.definitions import DatasetDef, load_catalog
 from catalog.files import OWNER_ONLY_UMASK
 from etl.settings import SOURCE_POOL
 
@@ -61,6 +66,16 @@ def _masking_key():
     return MasterKey.from_env({ENV_KEY: stored} if stored else os.environ)
 
 
+def _biggest_first(dataset: DatasetDef) -> dict:
+    """Priority of a dataset's tasks: its expected rows (thousands), as the catalog states.
+
+    When more tasks are ready than the executor has slots it starts the highest first: the
+    biggest deliveries are the night's critical path (their validations gate unify), and
+    the small ones fill the other slot around them.
+    """
+    return {"priority_weight": 1 + dataset.expected_rows // 1000, "weight_rule": "absolute"}
+
+
 @contextmanager
 def _masked_failure() -> Iterator[None]:
     """Fail the task with the same masked one-line text the store keeps, and nothing else.
@@ -70,8 +85,12 @@ def _masked_failure() -> Iterator[None]:
     (``from None``). A tripped breaker (a data problem) and `lake run` (a person is
     waiting) fail at once; anything else may be retried.
     """
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
     try:
         yield
+    except AirflowRescheduleException:
+        raise  # not a failure: the task asked to run again later
     except Exception as exc:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -121,10 +140,16 @@ def yimen_nightly():
 
     @task(retries=1, execution_timeout=timedelta(hours=2))
     def validate(dataset_id: str) -> dict:
-        from etl.nightly import validate_dataset
+        from etl.nightly import HeavyStepBusy, validate_dataset
 
         with _masked_failure():  # a tripped breaker fails at once: retrying cannot help
-            return validate_dataset(_night(), dataset_id)
+            try:
+                return validate_dataset(_night(), dataset_id, wait_for_heavy_step=False)
+            except HeavyStepBusy as busy:  # give the slot back; Airflow runs it again later
+                from airflow.sdk.exceptions import AirflowRescheduleException
+
+                again = pendulum.now("UTC").add(seconds=busy.retry_in_s)
+                raise AirflowRescheduleException(again) from None
 
     @task(retries=0, execution_timeout=timedelta(minutes=10))
     def quality_gate() -> dict:
@@ -191,8 +216,9 @@ def yimen_nightly():
             group_id=f"{dataset.department}__{dataset.code}",
             tooltip=f"{dataset.title} ({dataset.id})",
         ):
-            extracted = extract.override(task_id="extract")(dataset.id)
-            validated = validate.override(task_id="validate")(dataset.id)
+            first = _biggest_first(dataset)
+            extracted = extract.override(task_id="extract", **first)(dataset.id)
+            validated = validate.override(task_id="validate", **first)(dataset.id)
             extracted >> validated
         opened >> extracted
         validated >> gate

@@ -146,23 +146,43 @@ def extract_dataset(night: Night, dataset_id: str, connection: SourceConnection)
     }
 
 
-# A delivery at least this large is validated by one task at a time: at full scale one
-# such validation peaks at 1.6–1.9 GB, two at once plus the night's other processes would
-# pass the 4 GiB the machine grants the night. Smaller ones overlap freely.
-HEAVY_ROWS = 1_000_000
+class HeavyStepBusy(Exception):
+    """Another process holds the heavy-step lock: try again later, do not wait here.
+
+    Not a failure: the DAG turns it into Airflow's reschedule, which frees the task's
+    executor slot for other work while the heavy step runs (see :func:`validate_dataset`).
+    """
+
+    def __init__(self, dataset_id: str, retry_in_s: float) -> None:
+        super().__init__(f"{dataset_id}: another heavy step is running")
+        self.retry_in_s = retry_in_s
+
+
+# How soon a validation that found the heavy-step lock busy asks to run again: a heavy
+# validation takes 10-25 s at full scale, and each try costs a task start (a fraction of
+# a second), so a few tries per wait.
+HEAVY_STEP_RETRY_S = 2.0
 
 
 @contextmanager
-def one_heavy_step_at_a_time(night: Night, rows: int) -> Iterator[dict[str, float]]:
-    """Wait for the machine's heavy-step lock when ``rows`` is large; else go ahead.
+def one_heavy_step_at_a_time(
+    night: Night, rows: int, dataset_id: str = "", wait: bool = True
+) -> Iterator[dict[str, float]]:
+    """Hold the machine's heavy-step lock when ``rows`` is large; else go ahead.
 
+    At full scale one validation of a million rows or more peaks at 1.6-1.9 GB, and two at
+    once beside the night's other processes would pass the 4 GiB the machine grants the
+    night, so such deliveries (``settings.heavy_step_rows``) are validated one at a time.
     A lock file under ``var/tmp`` (``flock``): tasks run as processes of their own, and the
     kernel releases the lock of a process that dies, so a killed task never blocks a night.
-    The wait is inside the task's time, so it is handed back (``waited_s``) for the figures:
+
+    ``wait=False`` (the night's tasks) raises :class:`HeavyStepBusy` at once when the lock
+    is held, so the task gives its executor slot back instead of sleeping in it.
+    ``wait=True`` (a command run by hand) waits, and hands the wait back (``waited_s``):
     a validation that waited 30 s for another one did not take 30 s longer to validate.
     """
     waited = {"waited_s": 0.0}
-    if rows < HEAVY_ROWS:
+    if rows < night.settings.heavy_step_rows:
         yield waited
         return
     import fcntl
@@ -171,7 +191,10 @@ def one_heavy_step_at_a_time(night: Night, rows: int) -> Iterator[dict[str, floa
     night.work_dir.mkdir(parents=True, exist_ok=True)
     with open(night.work_dir / "heavy-step.lock", "a") as lock:
         started = time.monotonic()
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise HeavyStepBusy(dataset_id, HEAVY_STEP_RETRY_S) from None
         waited["waited_s"] = round(time.monotonic() - started, 2)
         try:
             yield waited
@@ -187,13 +210,18 @@ def _delivered_rows(night: Night, dataset_id: str) -> int:
     return next((p.rows for p in parts if p.dataset_id == dataset_id), 0)
 
 
-def validate_dataset(night: Night, dataset_id: str) -> dict:
-    """Standardise, validate, quarantine and deduplicate one dataset's raw partition."""
+def validate_dataset(night: Night, dataset_id: str, wait_for_heavy_step: bool = True) -> dict:
+    """Standardise, validate, quarantine and deduplicate one dataset's raw partition.
+
+    A large delivery waits for the heavy-step lock, or with ``wait_for_heavy_step=False``
+    raises :class:`HeavyStepBusy` before anything is read (and nothing is recorded as failed).
+    """
     from etl.validate import validate_partition
 
+    rows = _delivered_rows(night, dataset_id)
     with (
+        one_heavy_step_at_a_time(night, rows, dataset_id, wait_for_heavy_step) as lock,
         night.failure_recorded(f"validate {dataset_id}"),
-        one_heavy_step_at_a_time(night, _delivered_rows(night, dataset_id)) as lock,
     ):
         result = validate_partition(
             night.catalog.dataset(dataset_id),

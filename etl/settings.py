@@ -2,7 +2,8 @@
 
 Defaults put everything a run writes under ``<repo>/var/``; environment variables move it:
 ``YIMEN_HOME`` (the folder holding ``var/``), ``YIMEN_LAKE_ROOT`` (a local path or an
-object-store URI such as ``s3://bucket/lake``) and ``YIMEN_CATALOG_URL`` (any SQLAlchemy URL).
+object-store URI such as ``s3://bucket/lake``) and ``YIMEN_CATALOG_URL`` (any SQLAlchemy URL);
+``YIMEN_HEAVY_STEP_ROWS`` sizes the night's memory-heavy steps to the machine.
 Object storage is reached with the standard AWS variables (``AWS_ENDPOINT_URL``,
 ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), never with YAML.
 """
@@ -10,9 +11,12 @@ Object storage is reached with the standard AWS variables (``AWS_ENDPOINT_URL``,
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from catalog.errors import LakeError
 
 if TYPE_CHECKING:
     from etl.zones import Lake
@@ -29,6 +33,9 @@ class LakeSettings:
     departments_dir: Path
     ground_truth_dir: Path
     storage: dict[str, str] = field(default_factory=dict)  # object-store FileIO properties
+    # a delivery at least this large is validated by one task at a time (etl/nightly.py):
+    # at 1 million rows one validation peaks near 2 GB; a machine with more memory raises it
+    heavy_step_rows: int = 1_000_000
 
     def lake(self) -> Lake:
         """The lake these settings point at (its Iceberg catalog lives in the store's DB)."""
@@ -63,7 +70,18 @@ class LakeSettings:
             departments_dir=Path(os.environ.get("YIMEN_DEPARTMENTS_DIR", var / "departments")),
             ground_truth_dir=Path(os.environ.get("YIMEN_GROUND_TRUTH_DIR", var / "ground_truth")),
             storage=storage_from_env(os.environ),
+            heavy_step_rows=_whole_number(os.environ, "YIMEN_HEAVY_STEP_ROWS", 1_000_000),
         )
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole number from the environment (``default`` when unset), or one line."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise LakeError(f"{name} must be a whole number of rows above 0, got {text!r}")
+    return int(text)
 
 
 _STORAGE_ENV = {

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
+from catalog.definitions import load_catalog
 from catalog.store import CatalogStore
 from etl.airflow_runner import run_night
 from etl.settings import LakeSettings
@@ -72,3 +74,78 @@ def test_a_concurrent_night_writes_what_a_sequential_night_writes(
     assert {"raw/sources", "raw/clean", "raw/unified", "public"} <= zones
     assert len(sequential) >= 3 * len(departments.rows)
     assert concurrent == sequential
+
+
+def test_a_heavy_validation_that_finds_another_running_gives_its_slot_back(
+    departments, session_settings: LakeSettings, tmp_path: Path, monkeypatch
+) -> None:
+    """Every delivery counts as heavy here, and another process holds the heavy-step lock
+    until Airflow has rescheduled a validation: the night still succeeds, the validations
+    ran one at a time, and a rescheduled one's task time starts when it finally ran."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    monkeypatch.setenv("YIMEN_DEPARTMENTS_DIR", str(session_settings.departments_dir))
+    monkeypatch.setenv("YIMEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("YIMEN_HEAVY_STEP_ROWS", "1")
+    lock_file = LakeSettings.from_env().var / "tmp" / "heavy-step.lock"
+    lock_file.parent.mkdir(parents=True)
+    holder = subprocess.Popen(  # another night's heavy step, on the same machine
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys\n"
+            f"f = open({str(lock_file)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    airflow_db = session_settings.var / "airflow" / "airflow.db"
+    released: list[float] = []
+
+    def reschedules() -> int:  # so far, of every night this Airflow database has seen
+        try:
+            with sqlite3.connect(airflow_db, timeout=30) as db:
+                return db.execute("SELECT count(*) FROM task_reschedule").fetchone()[0]
+        except sqlite3.OperationalError:  # no database or table yet
+            return 0
+
+    before = reschedules()
+
+    def release_once_a_validation_was_rescheduled() -> None:
+        deadline = time.monotonic() + 120
+        while reschedules() == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        released.append(time.time())
+        holder.kill()  # its process dies: the kernel drops the lock
+        holder.wait()
+
+    releaser = threading.Thread(target=release_once_a_validation_was_rescheduled, daemon=True)
+    releaser.start()
+    result = run_night(session_settings, DEMO_DATE, parallel=True)
+    releaser.join()
+    assert result.state == "success", result.failed_tasks
+    with sqlite3.connect(airflow_db) as db:
+        rescheduled = db.execute(
+            """SELECT ti.task_id, min(r.start_date), ti.start_date FROM task_reschedule r
+               JOIN task_instance ti ON ti.id = r.ti_id WHERE ti.run_id = ? GROUP BY ti.id""",
+            (result.run_id,),
+        ).fetchall()
+        validations = db.execute(
+            """SELECT task_id, end_date FROM task_instance
+               WHERE run_id = ? AND task_id LIKE '%.validate' AND state = 'success'""",
+            (result.run_id,),
+        ).fetchall()
+    assert rescheduled and all(task.endswith(".validate") for task, _, _ in rescheduled)
+    for _, first_try, ran in rescheduled:  # its recorded time is the run, not the wait
+        assert ran > first_try
+    assert len(validations) == len(load_catalog().datasets) and released
+    released_at = datetime.fromtimestamp(released[0], UTC).replace(tzinfo=None)  # as stored
+    assert all(  # none ran beside the holder
+        datetime.fromisoformat(ended).replace(tzinfo=None) > released_at for _, ended in validations
+    )

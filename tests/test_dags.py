@@ -43,6 +43,18 @@ def test_nightly_dag_is_built_from_the_catalog(dagbag) -> None:
         assert t.pool == SOURCE_POOL
 
 
+def test_the_biggest_deliveries_tasks_start_first(dagbag) -> None:
+    """Ready tasks beyond the executor's slots start by priority: the catalog's expected rows."""
+    dag = dagbag.dags[DAG_ID]
+    by_size = sorted(load_catalog().datasets, key=lambda d: d.expected_rows, reverse=True)
+    assert by_size[0].expected_rows > by_size[-1].expected_rows > 0
+    for step in ("extract", "validate"):
+        tasks = [dag.get_task(f"{d.department}__{d.code}.{step}") for d in by_size]
+        weights = [t.priority_weight for t in tasks]
+        assert weights == sorted(weights, reverse=True) and weights[0] > weights[-1]
+        assert {str(t.weight_rule) for t in tasks} == {"absolute"}  # not summed downstream
+
+
 def test_partition_date_is_the_shanghai_date_or_the_conf_date() -> None:
     # 02:00 in Shanghai is 18:00 UTC the day before: the partition date must not slip a day
     night = logical_date_for(date(2026, 11, 28))

@@ -96,10 +96,11 @@ def test_heavy_validations_wait_for_each_other_and_small_ones_do_not(tmp_path) -
     import threading
     from datetime import date
 
-    from etl.nightly import HEAVY_ROWS, Night, one_heavy_step_at_a_time
+    from etl.nightly import HeavyStepBusy, Night, one_heavy_step_at_a_time
     from etl.settings import LakeSettings
 
     night = Night.open(date(2026, 11, 28), "run", LakeSettings.under(tmp_path))
+    heavy_rows = night.settings.heavy_step_rows
     lock_file = night.work_dir / "heavy-step.lock"
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(  # another task's process in the middle of a heavy validation
@@ -116,13 +117,17 @@ def test_heavy_validations_wait_for_each_other_and_small_ones_do_not(tmp_path) -
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with one_heavy_step_at_a_time(night, HEAVY_ROWS - 1) as small:
+        with one_heavy_step_at_a_time(night, heavy_rows - 1, wait=False) as small:
             pass  # a small delivery goes ahead
         assert small["waited_s"] == 0
+        busy_step = one_heavy_step_at_a_time(night, heavy_rows, "renshe.insured_person", wait=False)
+        with pytest.raises(HeavyStepBusy) as busy, busy_step:  # a task gives its slot back
+            raise AssertionError("entered a heavy step while another one runs")
+        assert busy.value.retry_in_s > 0 and "renshe.insured_person" in str(busy.value)
         entered, waits = threading.Event(), []
 
         def heavy() -> None:
-            with one_heavy_step_at_a_time(night, HEAVY_ROWS) as lock:
+            with one_heavy_step_at_a_time(night, heavy_rows) as lock:  # by hand: it waits
                 entered.set()
             waits.append(lock["waited_s"])
 
