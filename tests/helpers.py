@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -124,3 +126,23 @@ def busy_departments(tmp_path: Path) -> Path:
         daily=simulator.DailyRates(update=0.05, insert=0.01, delete=0.01),
     )
     return out
+
+
+def lock_held_elsewhere(lock_file: Path) -> subprocess.Popen:
+    """Another process holding ``lock_file``'s ``flock`` (a heavy step of another task) until
+    it is killed; returns once the lock is held. The kernel drops the lock when it dies."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys\n"
+            f"f = open({str(lock_file)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    return holder

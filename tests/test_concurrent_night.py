@@ -21,7 +21,7 @@ from catalog.definitions import load_catalog
 from catalog.store import CatalogStore
 from etl.airflow_runner import run_night
 from etl.settings import LakeSettings
-from tests.helpers import DEMO_DATE
+from tests.helpers import DEMO_DATE, lock_held_elsewhere
 
 RUN_COLUMNS = {"_batch_id", "_extracted_at"}  # the run's own stamp and clock
 COMPARED_ZONES = ("raw/sources", "raw/clean", "raw/quarantine", "raw/unified", "public")
@@ -82,29 +82,14 @@ def test_a_heavy_validation_that_finds_another_running_gives_its_slot_back(
     """Every delivery counts as heavy here, and another process holds the heavy-step lock
     until Airflow has rescheduled a validation: the night still succeeds, the validations
     ran one at a time, and a rescheduled one's task time starts when it finally ran."""
-    import subprocess
-    import sys
     import threading
     import time
 
     monkeypatch.setenv("YIMEN_DEPARTMENTS_DIR", str(session_settings.departments_dir))
     monkeypatch.setenv("YIMEN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("YIMEN_HEAVY_STEP_ROWS", "1")
-    lock_file = LakeSettings.from_env().var / "tmp" / "heavy-step.lock"
-    lock_file.parent.mkdir(parents=True)
-    holder = subprocess.Popen(  # another night's heavy step, on the same machine
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, sys\n"
-            f"f = open({str(lock_file)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-            "print('locked', flush=True); sys.stdin.read()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "locked"
+    # another night's heavy step on the same machine
+    holder = lock_held_elsewhere(LakeSettings.from_env().var / "tmp" / "heavy-step.lock")
     airflow_db = session_settings.var / "airflow" / "airflow.db"
     released: list[float] = []
 

@@ -9,6 +9,7 @@ import pytest
 from catalog.errors import LakeError, one_line
 from catalog.store import CatalogStore
 from etl.nightly import recorded_failure
+from tests.helpers import lock_held_elsewhere
 
 
 def test_a_retry_that_succeeds_clears_the_failure(tmp_path) -> None:
@@ -91,8 +92,6 @@ def test_a_task_that_died_without_a_word_still_fails_the_night(tmp_path) -> None
 
 
 def test_heavy_validations_wait_for_each_other_and_small_ones_do_not(tmp_path) -> None:
-    import subprocess
-    import sys
     import threading
     from datetime import date
 
@@ -101,22 +100,9 @@ def test_heavy_validations_wait_for_each_other_and_small_ones_do_not(tmp_path) -
 
     night = Night.open(date(2026, 11, 28), "run", LakeSettings.under(tmp_path))
     heavy_rows = night.settings.heavy_step_rows
-    lock_file = night.work_dir / "heavy-step.lock"
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen(  # another task's process in the middle of a heavy validation
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, sys\n"
-            f"f = open({str(lock_file)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-            "print('locked', flush=True); sys.stdin.read()",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    # another task's process in the middle of a heavy validation
+    holder = lock_held_elsewhere(night.work_dir / "heavy-step.lock")
     try:
-        assert holder.stdout.readline().strip() == "locked"
         with one_heavy_step_at_a_time(night, heavy_rows - 1, wait=False) as small:
             pass  # a small delivery goes ahead
         assert small["waited_s"] == 0
@@ -135,7 +121,8 @@ def test_heavy_validations_wait_for_each_other_and_small_ones_do_not(tmp_path) -
         waiter.start()
         assert not entered.wait(1.0)  # a heavy one waits while the other runs
     finally:
-        holder.communicate("")  # the other task ends (its process exits: the lock goes)
+        holder.kill()  # the other task ends (its process dies: the lock goes)
+        holder.wait()
     assert entered.wait(60)
     waiter.join()
     assert waits[0] >= 0.9  # the wait is handed back: it is not the validation's own time
