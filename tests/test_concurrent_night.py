@@ -43,8 +43,9 @@ def _task_pids(settings: LakeSettings, run_id: str) -> set[int]:
         return {pid for (pid,) in rows if pid is not None}  # a skipped task ran nowhere
 
 
-def _night_in(home: Path, settings: LakeSettings, monkeypatch, parallel: bool) -> dict:
-    """One night into the lake under ``home``; the fingerprint of every partition written."""
+def _night_in(home: Path, settings: LakeSettings, monkeypatch, parallel: bool) -> tuple:
+    """One night into the lake under ``home``: its run id, and the fingerprint of every
+    partition written."""
     monkeypatch.setenv("YIMEN_HOME", str(home))  # what the tasks read at their edge
     result = run_night(settings, DEMO_DATE, parallel=parallel)
     assert result.state == "success", result.failed_tasks
@@ -61,76 +62,65 @@ def _night_in(home: Path, settings: LakeSettings, monkeypatch, parallel: bool) -
         if part.zone in COMPARED_ZONES and part.run_id == result.run_id:
             table = lake.read_partition(part.path)
             written[(part.zone, part.dataset_id)] = (table.num_rows, _rows_fingerprint(table))
-    return written
+    return result.run_id, written
 
 
 def test_a_concurrent_night_writes_what_a_sequential_night_writes(
     departments, session_settings: LakeSettings, tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setenv("YIMEN_DEPARTMENTS_DIR", str(session_settings.departments_dir))
-    sequential = _night_in(tmp_path / "sequential", session_settings, monkeypatch, False)
-    concurrent = _night_in(tmp_path / "concurrent", session_settings, monkeypatch, True)
-    zones = {zone for zone, _ in sequential}
-    assert {"raw/sources", "raw/clean", "raw/unified", "public"} <= zones
-    assert len(sequential) >= 3 * len(departments.rows)
-    assert concurrent == sequential
-
-
-def test_a_heavy_validation_that_finds_another_running_gives_its_slot_back(
-    departments, session_settings: LakeSettings, tmp_path: Path, monkeypatch
-) -> None:
-    """Every delivery counts as heavy here, and another process holds the heavy-step lock
-    until Airflow has rescheduled a validation: the night still succeeds, the validations
-    ran one at a time, and a rescheduled one's task time starts when it finally ran."""
+    """The concurrent night also meets a busy heavy-step lock: every delivery counts as
+    heavy there, and another process holds the lock until Airflow has rescheduled a
+    validation. The validations that found it busy gave their executor slots back
+    (rescheduled, not waiting inside a task), none ran while the other process held the
+    lock, and a rescheduled task's recorded time starts at the try that ran."""
     import threading
     import time
 
     monkeypatch.setenv("YIMEN_DEPARTMENTS_DIR", str(session_settings.departments_dir))
-    monkeypatch.setenv("YIMEN_HOME", str(tmp_path / "home"))
+    _, sequential = _night_in(tmp_path / "sequential", session_settings, monkeypatch, False)
+
     monkeypatch.setenv("YIMEN_HEAVY_STEP_ROWS", "1")
-    # another night's heavy step on the same machine
-    holder = lock_held_elsewhere(LakeSettings.from_env().var / "tmp" / "heavy-step.lock")
+    home = tmp_path / "concurrent"
+    holder = lock_held_elsewhere(home / "var" / "tmp" / "heavy-step.lock")  # another night's
     airflow_db = session_settings.var / "airflow" / "airflow.db"
-    released: list[float] = []
 
     def reschedules() -> int:  # so far, of every night this Airflow database has seen
-        try:
-            with sqlite3.connect(airflow_db, timeout=30) as db:
-                return db.execute("SELECT count(*) FROM task_reschedule").fetchone()[0]
-        except sqlite3.OperationalError:  # no database or table yet
-            return 0
+        with sqlite3.connect(airflow_db, timeout=30) as db:
+            return db.execute("SELECT count(*) FROM task_reschedule").fetchone()[0]
 
-    before = reschedules()
+    before, released = reschedules(), []
 
     def release_once_a_validation_was_rescheduled() -> None:
         deadline = time.monotonic() + 120
         while reschedules() == before and time.monotonic() < deadline:
             time.sleep(0.2)
-        released.append(time.time())
+        released.append(datetime.now(UTC).replace(tzinfo=None))  # as Airflow stores it
         holder.kill()  # its process dies: the kernel drops the lock
         holder.wait()
 
     releaser = threading.Thread(target=release_once_a_validation_was_rescheduled, daemon=True)
     releaser.start()
-    result = run_night(session_settings, DEMO_DATE, parallel=True)
+    run_id, concurrent = _night_in(home, session_settings, monkeypatch, True)
     releaser.join()
-    assert result.state == "success", result.failed_tasks
+
+    zones = {zone for zone, _ in sequential}
+    assert {"raw/sources", "raw/clean", "raw/unified", "public"} <= zones
+    assert len(sequential) >= 3 * len(departments.rows)
+    assert concurrent == sequential
     with sqlite3.connect(airflow_db) as db:
         rescheduled = db.execute(
             """SELECT ti.task_id, min(r.start_date), ti.start_date FROM task_reschedule r
                JOIN task_instance ti ON ti.id = r.ti_id WHERE ti.run_id = ? GROUP BY ti.id""",
-            (result.run_id,),
+            (run_id,),
         ).fetchall()
         validations = db.execute(
-            """SELECT task_id, end_date FROM task_instance
+            """SELECT end_date FROM task_instance
                WHERE run_id = ? AND task_id LIKE '%.validate' AND state = 'success'""",
-            (result.run_id,),
+            (run_id,),
         ).fetchall()
     assert rescheduled and all(task.endswith(".validate") for task, _, _ in rescheduled)
     for _, first_try, ran in rescheduled:  # its recorded time is the run, not the wait
         assert ran > first_try
     assert len(validations) == len(load_catalog().datasets) and released
-    released_at = datetime.fromtimestamp(released[0], UTC).replace(tzinfo=None)  # as stored
-    assert all(  # none ran beside the holder
-        datetime.fromisoformat(ended).replace(tzinfo=None) > released_at for _, ended in validations
-    )
+    ended = [datetime.fromisoformat(e).replace(tzinfo=None) for (e,) in validations]
+    assert min(ended) > released[0]  # none validated beside the other process
