@@ -170,9 +170,9 @@ def one_heavy_step_at_a_time(
 ) -> Iterator[dict[str, float]]:
     """Hold the machine's heavy-step lock when ``rows`` is large; else go ahead.
 
-    At full scale one validation of a million rows or more peaks at 1.6-1.9 GB, and two at
-    once beside the night's other processes would pass the 4 GiB the machine grants the
-    night, so such deliveries (``settings.heavy_step_rows``) are validated one at a time.
+    Deliveries of ``settings.heavy_step_rows`` or more are validated one at a time, so
+    that two of them side by side cannot take the memory the night is granted (decision
+    0015 has the measurements).
     A lock file under ``var/tmp`` (``flock``): tasks run as processes of their own, and the
     kernel releases the lock of a process that dies, so a killed task never blocks a night.
 
