@@ -347,6 +347,7 @@ class UnifiedNight:
     ws: Workspace
     tables: dict[str, pa.Table]
     figures: UnificationFigures
+    person_at: np.ndarray  # each mention's person by row: its place in ``person_number``
 
     def batches(self, name: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Table ``name`` in bounded record batches, as written (see :func:`_writable`)."""
@@ -354,7 +355,7 @@ class UnifiedNight:
             schema = _writable(self.tables[name].schema)
             batches = iter(self.tables[name].to_batches(BATCH_ROWS))
         else:
-            batches = person_xref_batches(self.ws)
+            batches = person_xref_batches(self.ws, self.person_at)
             first = next(batches)
             schema = _writable(first.schema)
             batches = itertools.chain([first], batches)
@@ -363,30 +364,38 @@ class UnifiedNight:
     def frames(self) -> dict[str, pd.DataFrame]:
         """The tables as pandas frames (small nights: tests, the demo's summary)."""
         frames = {name: table.to_pandas() for name, table in self.tables.items()}
-        xref = pa.Table.from_batches(list(person_xref_batches(self.ws)))
+        xref = pa.Table.from_batches(list(person_xref_batches(self.ws, self.person_at)))
         return {**frames, "person_xref": xref.to_pandas()}
 
 
-def person_xref_batches(ws: Workspace) -> Iterator[pa.RecordBatch]:
+def number_persons(ws: Workspace) -> np.ndarray:
+    """``person_number`` (each person's anchor and id, and ``k``: its place in id order) and
+    each mention's ``k`` by row number: one join of the night's mentions with their persons,
+    which both the person table and the crosswalk use."""
+    n = ws.scalar("SELECT count(*) FROM person_mention")
+    ws.execute("""
+        CREATE OR REPLACE TABLE person_number AS
+        SELECT anchor, id,  -- P0000000042: the number sorts faster than the text
+               (row_number() OVER (ORDER BY CAST(substr(id, 2) AS BIGINT)) - 1)::INTEGER AS k
+        FROM person_ids
+    """)
+    found = ws.arrow("""
+        SELECT a.row, n.k AS at FROM person_assigned a JOIN person_number n USING (anchor)
+    """)
+    return _by_row(n, found)
+
+
+def person_xref_batches(ws: Workspace, person_at: np.ndarray) -> Iterator[pa.RecordBatch]:
     """The person crosswalk in mention order, assembled batch by batch.
 
     The crosswalk's own columns are read from the spilled mentions as they lie, and each
-    row's id is put in place by its row number: the same rows as a SQL ``ORDER BY row``
-    over the joined mentions, without sorting 7.5 million rows of text (half the cost).
-    Per row only small integers are held (the id's position, the probe's, the change's).
+    row's id is put in place by its person (``person_at``, :func:`number_persons`): the
+    same rows as a SQL ``ORDER BY row`` over the joined mentions, without sorting 7.5
+    million rows of text (half the cost). Per row only small integers are held (the
+    person's place, the probe's, the change's).
     """
-    n = ws.scalar("SELECT count(*) FROM person_mention")
-    ws.execute("""
-        CREATE OR REPLACE TEMP TABLE numbered_id AS
-        SELECT anchor, id, (row_number() OVER () - 1)::INTEGER AS k FROM person_ids
-    """)
-    ids = ws.arrow("SELECT id FROM numbered_id ORDER BY k").column("id").combine_chunks()
-    id_at = _by_row(
-        n,
-        ws.arrow("""
-        SELECT a.row, i.k AS at FROM person_assigned a JOIN numbered_id i USING (anchor)
-    """),
-    )
+    n = len(person_at)
+    ids = ws.arrow("SELECT id FROM person_number ORDER BY k").column("id").combine_chunks()
     probes = ws.arrow("""  -- a row with a valid ID is matched on it: exact_id, score 1
         SELECT row, match_rule, match_score FROM person_assigned WHERE id_no IS NULL
     """)
@@ -404,12 +413,12 @@ def person_xref_batches(ws: Workspace) -> Iterator[pa.RecordBatch]:
         is_probe, at_probe = pa.array(probe >= 0), pa.array(probe, mask=probe < 0)
         columns["match_rule"] = pc.if_else(is_probe, pc.take(rules, at_probe), "exact_id")
         columns["match_score"] = pc.if_else(is_probe, pc.take(scores, at_probe), 1.0)
-        columns["person_id"] = pc.take(ids, pa.array(id_at[rows]))
+        columns["person_id"] = pc.take(ids, pa.array(person_at[rows]))
         was = changed_at[rows]
         columns["previous_person_id"] = pc.take(previous, pa.array(was, mask=was < 0))
         start = rows.stop
         yield pa.RecordBatch.from_pydict(columns)
-    if start != n or (n and id_at.min() < 0):
+    if start != n or (n and person_at.min() < 0):
         raise PartitionError(f"person crosswalk: {start:,} mentions for {n:,} assigned rows")
 
 
@@ -484,7 +493,8 @@ def unified_night(
     del firms, em, ids, enterprises, enterprise_xref, cases  # written from ``tables`` now
     clock.lap("enterprise_tables")
     # the person table last: its columns are not held while the enterprises are worked on
-    persons = unified_persons(ws)
+    person_at = number_persons(ws)
+    persons = unified_persons(ws, person_at)
     clock.lap("person_table")
 
     person_rules = _counts(ws, "person_assigned", "match_rule")
@@ -513,7 +523,7 @@ def unified_night(
             "seconds_total": round(time.monotonic() - started, 1),
         },
     )
-    return UnifiedNight(ws, {"person": persons, **tables}, figures)
+    return UnifiedNight(ws, {"person": persons, **tables}, figures, person_at)
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:

@@ -540,13 +540,15 @@ SURVIVING = {
 }
 
 
-def unified_persons(ws: Workspace) -> pa.Table:
+def unified_persons(ws: Workspace, person_at: np.ndarray) -> pa.Table:
     """One row per person by :data:`SURVIVORSHIP`, with its sources and last update.
 
-    SQL groups the night's mentions by person keeping only numbers — for each field the
-    row that wins it (``min`` of a packed BIGINT key), the dataset bits, counts — so the
-    group-by of 7.5 million rows holds no strings; the winning values are then taken from
-    the mention columns by row number, one column at a time.
+    ``person_at`` is each mention's person by row (its place ``k`` in ``person_number``, in
+    id order): SQL groups the night's mentions by that integer keeping only numbers — for
+    each field the row that wins it (``min`` of a packed BIGINT key), the dataset bits,
+    counts — so the group-by of 7.5 million rows holds no strings, and its result in ``k``
+    order is the table in id order; the winning values are then taken from the mention
+    columns by row number, one column at a time.
     """
     datasets = sorted(ws.frame("SELECT DISTINCT dataset FROM person_mention")["dataset"])
     bits = {d: 1 << i for i, d in enumerate(datasets)}
@@ -556,29 +558,31 @@ def unified_persons(ws: Workspace) -> pa.Table:
         f"min({order}) FILTER (WHERE filled & {1 << i} <> 0) & {ROW_BITS} AS {col}_row"
         for i, (col, order) in enumerate(SURVIVING.items())
     )
+    rows = np.arange(len(person_at), dtype=np.int64)
+    ws.load("person_at", pa.table({"row": rows, "k": pa.array(person_at, pa.int32())}))
     per = ws.arrow(f"""
         WITH m AS (
-            SELECT anchor, row, updated_at, filled,
-                   {_rank_case()} AS rank, CASE dataset {bit_case} ELSE 0 END AS bit
-            FROM person_assigned
+            SELECT a.k, p.row, p.updated_at, p.filled,
+                   {_rank_case()} AS rank, CASE p.dataset {bit_case} ELSE 0 END AS bit
+            FROM person_mention p JOIN person_at a USING (row)
         ), per AS (
-            SELECT anchor, {winners}, bit_or(bit) AS mask, count(*) AS records,
+            SELECT k, {winners}, bit_or(bit) AS mask, count(*) AS records,
                    max(updated_at) AS last_updated_at
-            FROM m GROUP BY anchor
+            FROM m GROUP BY k
         ), dataset_bit(dataset, bit) AS (VALUES {names}
         ), source_text AS (
             SELECT mask, string_agg(d.dataset, ',' ORDER BY d.dataset) AS sources
             FROM (SELECT DISTINCT mask FROM per) JOIN dataset_bit d ON (mask & d.bit) <> 0
             GROUP BY mask
         )
-        SELECT i.id AS person_id, per.*, s.sources FROM per
-        JOIN person_ids i USING (anchor) JOIN source_text s USING (mask)
-        ORDER BY CAST(substr(i.id, 2) AS BIGINT)  -- P0000000042: the number sorts faster
+        SELECT per.*, s.sources FROM per JOIN source_text s USING (mask) ORDER BY k
     """)
-    anchor = per.column("anchor")
+    ws.execute("DROP TABLE person_at")
+    person = ws.arrow("SELECT id, anchor FROM person_number ORDER BY k").take(per.column("k"))
+    anchor = person.column("anchor")
     is_id = pc.invert(pc.starts_with(anchor, "row:"))  # a valid ID anchors its person
     out = {
-        "person_id": per.column("person_id"),
+        "person_id": person.column("id"),
         "id_no": pc.if_else(is_id, anchor, pa.scalar(None, pa.string())),
         "anchor": anchor,
     }
