@@ -222,7 +222,7 @@ def run_night(
             flush=True,
         )
 
-    with _output_to(log_file) as terminal, _execution_api() if parallel else nullcontext() as api:
+    with _output_to(log_file) as terminal, execution_api() if parallel else nullcontext() as api:
         # while the execution API warms up in its own process, this one migrates (first
         # run only), loads the DAG and, in a thread, the modules every task will inherit.
         # In-process, the tasks import what they use when they first use it: preloading
@@ -472,7 +472,8 @@ class _ExecutionApi:
 
 
 @contextmanager
-def _execution_api() -> Iterator[_ExecutionApi]:
+def execution_api() -> Iterator[_ExecutionApi]:
+    """Airflow's Task Execution API in a child process while the block runs."""
     saved = os.environ.get(EXECUTION_API_VARIABLE)
     api = _ExecutionApi()
     try:
