@@ -6,6 +6,7 @@ shows the traceback too.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -41,6 +42,13 @@ class _LakeGroup(click.Group):
                 f"error: unexpected {one_line(exc)} (--debug for the traceback)", fg="red", err=True
             )
             sys.exit(2)
+        finally:
+            # What the command loaded (Airflow, Great Expectations, pandas: millions of
+            # objects) is left out of the collections Python runs while it shuts down:
+            # they cost `lake run` 2-3 s after its last line, to free memory the process
+            # gives back on exit anyway. Files and connections are closed as before
+            # (by their owners, and by the module teardown).
+            gc.freeze()
 
 
 @click.group(cls=_LakeGroup)
