@@ -405,20 +405,24 @@ class _RunStates:
 
     def wait_for_change(self, seen: set, executor: BaseExecutor, longest: float) -> None:
         """Return when the states differ from ``seen``, the executor has a result to read
-        or a queued task a slot, or after ``longest`` seconds."""
+        or a queued task a free slot, or after ``longest`` seconds.
+
+        A queued task with a free slot counts only after one poll interval: a task the
+        executor holds back with a slot free (a try still running) must not make the loop
+        spin."""
         deadline = clock.monotonic() + longest
         while clock.monotonic() < deadline:
-            if _executor_has_news(executor) or self.now() != seen:
+            if _has_result(executor) or self.now() != seen:
                 return
             clock.sleep(STATE_POLL_S)
+            if executor.queued_tasks and executor.parallelism > len(executor.running):
+                return
 
 
-def _executor_has_news(executor: BaseExecutor) -> bool:
-    """A finished workload waiting to be read (its slot then frees), or a queued task
-    that a slot freed by the last heartbeat can take now."""
+def _has_result(executor: BaseExecutor) -> bool:
+    """A finished workload waiting to be read: reading it frees its slot."""
     results = getattr(executor, "result_queue", None)  # the LocalExecutor's
-    waiting = executor.queued_tasks and executor.parallelism > len(executor.running)
-    return bool(waiting) or (results is not None and not results.empty())
+    return results is not None and not results.empty()
 
 
 def cpu_seconds() -> float:
