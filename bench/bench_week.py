@@ -52,13 +52,16 @@ def _tree_memory_mb(root: int) -> tuple[float, float]:
 
 
 def _measured(
-    args: list[str], env: dict[str, str], peak_at: list | None = None
+    args: list[str], env: dict[str, str], peak_at: list | None = None, span: list | None = None
 ) -> tuple[str, float, float, float]:
     """Run a `lake` command; its output, wall seconds, and peak RSS and PSS of its tree.
 
     ``peak_at``, when given, receives the moment (UTC) the tree's PSS peaked, to name the
-    tasks that were running then."""
+    tasks that were running then; ``span`` the moments (UTC) the command started and ended,
+    to set against the DAG run's own start and end."""
     started = time.perf_counter()
+    if span is not None:
+        span[:] = [_utc_now()]
     proc = subprocess.Popen(
         [sys.executable, "-m", "etl.cli", *args],
         cwd=REPO,
@@ -84,9 +87,27 @@ def _measured(
     stop.set()
     sampler.join()
     seconds = time.perf_counter() - started
+    if span is not None:
+        span.append(_utc_now())
     if proc.returncode != 0:
         sys.exit(f"lake {' '.join(args)} failed:\n{out[-3000:]}")
     return out, seconds, peak_rss, peak_pss
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # as Airflow's SQLite DB stores times
+
+
+def _run_span(home: Path, run_id: str) -> tuple[datetime, datetime]:
+    """When the DAG run was created and when it ended, from Airflow's metadata DB.
+
+    ``dag.test()`` records the logical date as the run's start_date; its run_after is the
+    moment it created the run."""
+    with sqlite3.connect(home / "var" / "airflow" / "airflow.db") as db:
+        created, ended = db.execute(
+            "SELECT run_after, end_date FROM dag_run WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    return _when(created), _when(ended)
 
 
 def _task_times(home: Path, run_id: str) -> dict[str, tuple[datetime, datetime]]:
@@ -153,14 +174,58 @@ def critical_path(
         path.append(max(before, key=lambda n: times[n][1]))
 
 
+def gaps_along(
+    path: list[str],
+    times: dict[str, tuple[datetime, datetime]],
+    scheduled: dict[str, datetime],
+) -> list[tuple[str, float, float]]:
+    """For each task of the path after the first: seconds from its upstream's end to its
+    start, and of those, seconds until the night's loop scheduled it (the loop noticing
+    the end); the rest is the wait for a free executor slot and its process starting."""
+    return [
+        (
+            f"{before} → {after}",
+            round((times[after][0] - times[before][1]).total_seconds(), 2),
+            round((scheduled.get(after, times[after][0]) - times[before][1]).total_seconds(), 2),
+        )
+        for before, after in zip(path, path[1:], strict=False)
+    ]
+
+
+def _scheduled_times(home: Path, run_id: str) -> dict[str, datetime]:
+    """When the night's loop last scheduled each task instance (Airflow's scheduled_dttm)."""
+    with sqlite3.connect(home / "var" / "airflow" / "airflow.db") as db:
+        rows = db.execute(
+            "SELECT task_id, map_index, scheduled_dttm FROM task_instance "
+            "WHERE run_id = ? AND scheduled_dttm IS NOT NULL",
+            (run_id,),
+        ).fetchall()
+    return {task + (f"[{index}]" if index >= 0 else ""): _when(at) for task, index, at in rows}
+
+
 def _night(home: Path, env: dict[str, str], ds: str, kind: str, sequential: bool) -> dict:
     args = ["run", "--date", ds] + (["--sequential"] if sequential else [])
     peak_at: list[datetime] = []
-    out, seconds, peak_rss, peak_pss = _measured(args, env, peak_at)
+    span: list[datetime] = []
+    out, seconds, peak_rss, peak_pss = _measured(args, env, peak_at, span)
     run_id = re.search(r"\(run (\S+)\)", out).group(1)
     times = _task_times(home, run_id)
     tasks = {t: round((end - start).total_seconds(), 2) for t, (start, end) in times.items()}
     path = critical_path(times, _upstream(home))
+    gaps = gaps_along(path, times, _scheduled_times(home, run_id))
+    created, ended = _run_span(home, run_id)
+    first_start = min(s for s, _ in times.values())
+    last_end = max(e for _, e in times.values())
+    # the night's wall, piece by piece: `lake run` before the DAG run exists (imports,
+    # Airflow's DB, the DAG, the execution API, preloading), the run before its first
+    # task starts, the critical path's tasks and the gaps between them, the run after its
+    # last task, and `lake run` after the run ended (executor and API stop, the summary)
+    outside = {
+        "before_run_s": round((created - span[0]).total_seconds(), 1),
+        "run_to_first_task_s": round((first_start - created).total_seconds(), 1),
+        "last_task_to_run_end_s": round((ended - last_end).total_seconds(), 1),
+        "after_run_s": round((span[1] - ended).total_seconds(), 1),
+    }
     in_tasks = max(e for _, e in times.values()) - min(s for s, _ in times.values())
     steps = {
         step: round(sum(s for t, s in tasks.items() if t.endswith(f".{step}")), 1)
@@ -187,6 +252,10 @@ def _night(home: Path, env: dict[str, str], ds: str, kind: str, sequential: bool
         "tasks": tasks,
         "critical_path": [(t, tasks[t]) for t in path],
         "critical_path_task_s": round(sum(tasks[t] for t in path), 1),
+        "critical_path_gaps": gaps,
+        "critical_path_gap_s": round(sum(g for _, g, _ in gaps), 1),
+        "critical_path_noticed_s": round(sum(n for _, _, n in gaps), 1),
+        "outside_tasks": outside,
         "figures": figures[-8:],
     }
 
@@ -197,6 +266,18 @@ def _print_night(night: dict) -> None:
         print(f"  {seconds:8.2f}  {task}")
     chain = " → ".join(f"{t} {s:.1f}" for t, s in night["critical_path"])
     print(f"  critical path ({night['critical_path_task_s']:.1f} s in tasks): {chain}")
+    gaps = ", ".join(f"{g:.2f} ({n:.2f})" for _, g, n in night["critical_path_gaps"])
+    print(
+        f"  gaps along it ({night['critical_path_gap_s']:.1f} s; in brackets until the loop "
+        f"scheduled the next task, {night['critical_path_noticed_s']:.1f} s): {gaps}"
+    )
+    outside = night["outside_tasks"]
+    print(
+        f"  outside the tasks: {outside['before_run_s']:.1f} s before the DAG run, "
+        f"{outside['run_to_first_task_s']:.1f} s run → first task, "
+        f"{outside['last_task_to_run_end_s']:.1f} s last task → run end, "
+        f"{outside['after_run_s']:.1f} s after the run"
+    )
     print(f"  running when the tree's PSS peaked: {', '.join(night['running_at_peak']) or '-'}")
 
 
@@ -234,7 +315,7 @@ def main() -> None:
     mode = "one task at a time" if args.sequential else "LocalExecutor, concurrent"
     print(
         f"\nscale {args.scale} ({mode}): night  wall (first→last task)  CPU  peak RSS / PSS"
-        "   Σ extract  Σ validate (without lock waits)  critical path"
+        "   Σ extract  Σ validate (without lock waits)  critical path (gaps)  outside the run"
     )
     for night in (first, incremental):
         sums = night["task_seconds_sum"]
@@ -244,8 +325,14 @@ def main() -> None:
             f"{night['peak_rss_mb']:6d} / "
             f"{night['peak_pss_mb']:5d} MB  {sums['extract']:7.1f} s  {sums['validate']:7.1f} s"
             f" ({sums['validate_without_lock_waits']:5.1f} s)"
-            f"  {night['critical_path_task_s']:7.1f} s"
+            f"  {night['critical_path_task_s']:7.1f} s ({night['critical_path_gap_s']:4.1f} s)"
+            f"  {_outside_run(night):5.1f} s"
         )
+
+
+def _outside_run(night: dict) -> float:
+    """Seconds of `lake run` before its DAG run was created and after it ended."""
+    return night["outside_tasks"]["before_run_s"] + night["outside_tasks"]["after_run_s"]
 
 
 if __name__ == "__main__":

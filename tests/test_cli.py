@@ -85,3 +85,23 @@ def test_lake_accept_records_who_when_and_why(tmp_path) -> None:
     acceptance = store.acceptance("renshe.insured_person", date(2026, 11, 29))
     assert (acceptance.accepted_by, acceptance.reason) == (getpass.getuser(), "3 districts moved")
     assert acceptance.accepted_at is not None
+
+
+def test_lake_freezes_what_it_loaded_when_its_process_exits_only() -> None:
+    """The shutdown collections skip the command's objects (decision 0020), at exit only."""
+    import gc
+    import subprocess
+    import sys
+
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"
+        "from etl.cli import main\n"
+        "main(['catalog', 'list'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("frozen at exit: True")
+    before = gc.get_freeze_count()
+    assert CliRunner().invoke(main, ["catalog", "list"]).exit_code == 0
+    assert gc.get_freeze_count() == before  # a process that goes on keeps collecting

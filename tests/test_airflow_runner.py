@@ -1,0 +1,142 @@
+"""`lake run`'s own loop over the LocalExecutor (decision 0020) schedules as Airflow does.
+
+A small DAG written for the test runs through :func:`etl.airflow_runner.run_with_executor`
+with the real LocalExecutor, its worker processes and the execution API's child: a task
+that fails and its downstream left upstream_failed, a task that fails once and succeeds on
+its retry, a trigger_rule all_done task after a failure, a mapped task whose instances
+hand their results to a downstream task through XCom, and a task that frees its slot with
+AirflowRescheduleException (as a validation finding the heavy-step lock busy does) and is
+run again after its reschedule date. What each task did is written to files by the tasks.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import date
+from pathlib import Path
+
+from etl.airflow_runner import (
+    dag_bag,
+    ensure_airflow_ready,
+    execution_api,
+    logical_date_for,
+    run_with_executor,
+    serve_current_api_versions_only,
+)
+from etl.settings import LakeSettings
+
+DAG_FILE = '''
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.sdk import dag, task
+from airflow.sdk.exceptions import AirflowRescheduleException
+
+OUT = Path({out!r})
+
+
+def attempt(name: str) -> int:
+    """How many times the task named ``name`` has started, this one included."""
+    marker = OUT / f"{{name}}.tries"
+    tries = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(tries))
+    return tries
+
+
+@dag(dag_id="runner_loop_test", schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
+def runner_loop_test():
+    @task(retries=0)
+    def broken() -> None:
+        attempt("broken")
+        raise ValueError("broken on purpose")
+
+    @task(retries=0)
+    def after_broken() -> None:
+        attempt("after_broken")
+
+    @task(retries=0, trigger_rule="all_done")
+    def cleanup() -> None:
+        attempt("cleanup")
+
+    @task(retries=1, retry_delay=timedelta(seconds=1))
+    def flaky() -> str:
+        if attempt("flaky") == 1:
+            raise RuntimeError("first try fails")
+        return "flaky ok"
+
+    @task(retries=0)
+    def double(x: int) -> int:
+        attempt(f"double-{{x}}")
+        return 2 * x
+
+    @task(retries=0)
+    def total(values: list[int], flaky_said: str) -> None:
+        (OUT / "total").write_text(f"{{sum(values)}} {{flaky_said}}")
+
+    @task(retries=0)
+    def waits_for_lock() -> None:
+        if attempt("waits_for_lock") == 1:
+            later = datetime.now(timezone.utc) + timedelta(seconds=2)
+            raise AirflowRescheduleException(reschedule_date=later)
+
+    failed = broken()
+    failed >> after_broken()
+    failed >> cleanup()
+    total(double.expand(x=[1, 2, 3]), flaky())
+    waits_for_lock()
+
+
+runner_loop_test()
+'''
+
+
+def test_the_runner_loop_retries_reschedules_maps_and_fails_as_airflow_does(
+    session_settings: LakeSettings, tmp_path: Path
+) -> None:
+    folder, out = tmp_path / "dags", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    (folder / "runner_loop_test.py").write_text(textwrap.dedent(DAG_FILE.format(out=str(out))))
+    ensure_airflow_ready(session_settings)
+    bag = dag_bag(folder)
+    with execution_api() as api:
+        api.wait_ready()
+        dag_run = run_with_executor(
+            bag, bag.dags["runner_loop_test"], logical_date_for(date(2026, 3, 1)), {}
+        )
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    assert dag_run.state == "failed"  # one task failed for good
+    assert states == {
+        ("broken", -1): "failed",
+        ("after_broken", -1): "upstream_failed",
+        ("cleanup", -1): "success",  # all_done: runs after its upstream failed
+        ("flaky", -1): "success",
+        ("double", 0): "success",
+        ("double", 1): "success",
+        ("double", 2): "success",
+        ("total", -1): "success",
+        ("waits_for_lock", -1): "success",
+    }
+    tries = {p.stem: int(p.read_text()) for p in out.glob("*.tries")}
+    assert tries == {
+        "broken": 1,
+        "cleanup": 1,
+        "flaky": 2,  # failed, retried after its delay, succeeded
+        "double-1": 1,
+        "double-2": 1,
+        "double-3": 1,
+        "waits_for_lock": 2,  # rescheduled, then run again after its date
+    }
+    assert (out / "total").read_text() == "12 flaky ok"  # XComs of every mapped instance
+
+
+def test_the_execution_api_is_built_for_the_versions_the_tasks_speak() -> None:
+    from airflow.api_fastapi.execution_api import versions
+    from airflow.sdk.api.datamodels._generated import API_VERSION
+
+    every = [v.value for v in versions.bundle.versions]
+    serve_current_api_versions_only()
+    serve_current_api_versions_only()  # once is enough: a second call keeps the first's
+    kept = [v.value for v in versions.bundle.versions]
+    assert kept[0] == API_VERSION == every[0]
+    assert kept == every[: len(kept)] and len(kept) < len(every)
