@@ -28,11 +28,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef
-from catalog.errors import BreakerTripped, LakeError, shown_column
+from catalog.errors import BreakerTripped, LakeError, one_line, shown_column
 from catalog.figures import QualityFigures
 from catalog.store import CatalogStore, PartitionRecord
 from etl.breaker import breaker_trips
-from etl.changes import CarriedRows, checks_fingerprint, plan_changes
+from etl.changes import (
+    CarriedRows,
+    ChangePlan,
+    SnapshotHashCache,
+    SnapshotHashes,
+    checks_fingerprint,
+    plan_changes,
+)
 from etl.dedup import REJECTED, BucketSpool, RowSpill, remove_orphaned_spills, taken_in_order
 from etl.quality import Check, CheckOutcome, dataset_checks, run_checks
 from etl.standardise import StandardiseReport, standardise
@@ -165,12 +172,15 @@ def validate_partition(
     run_id: str,
     docs_dir: Path | None = None,
     work_dir: Path | None = None,
+    hash_cache: Path | None = None,
 ) -> ValidationResult:
     """Validate one delivered partition into clean + quarantine partitions (see module doc).
 
     The I/O shell around :func:`check_batch`: stream the raw partition, spool passing rows
     into key buckets and failing rows to disk, stage both partitions, commit them together,
-    record the figures, and only then let the breaker speak.
+    record the figures, and only then let the breaker speak. A snapshot drop's row hashes
+    are kept in ``hash_cache`` (default: ``cache/snapshot-hashes`` beside ``work_dir``, so
+    ``var/cache/…`` in the night) for the night that compares with it.
     """
     source = lake.dataset_partition(RAW_SOURCES, dataset, ds)
     manifest = lake.read_manifest(source)
@@ -193,7 +203,9 @@ def validate_partition(
     quarantined = RowSpill(work_dir)
     delivered_schema: pa.Schema | None = None
     carried: CarriedRows | None = None
-    plan = plan_changes(dataset, ds, lake=lake, store=store)  # None: validate every row
+    cache = _snapshot_hash_cache(dataset, hash_cache, work_dir)
+    plan = plan_changes(dataset, ds, lake=lake, store=store, cache=cache)  # None: every row
+    hashed: list[SnapshotHashes] | None = [] if cache is not None and plan is None else None
     try:
         batches = lake.partition_batches(source)
         if plan is not None:  # only what changed since the last good night
@@ -204,7 +216,9 @@ def validate_partition(
             result.add_batch(checked)
             if checked.quarantined is not None:
                 quarantined.add(checked.quarantined)
-            spool.add(checked.standardised)
+            keys = spool.add(checked.standardised)  # the standardised key's hashes
+            if hashed is not None:  # every row is read here: hash it for the next night
+                hashed.append(SnapshotHashes.of_batch(raw, dataset, keys))
         if plan is not None:  # unchanged clean rows, typed, merged in bucket by bucket
             carried = plan.carried(lake, dataset, clean_schema(dataset), spool.buckets, work_dir)
             result.deleted = plan.changes.deleted
@@ -220,6 +234,8 @@ def validate_partition(
         quarantined.close()
         if carried is not None:
             carried.close()
+    if cache is not None:
+        _keep_hashes(cache, dataset, ds, manifest.fingerprint, plan, hashed)
     if docs_dir is not None:  # rendered from the recorded counts once per night
         result.docs = str(docs_dir / "index.html")  # (etl/quality_report.py)
     schema_broken = result.failures.get(SCHEMA_CHECK, 0) > 0
@@ -334,6 +350,35 @@ def _same_bucket(*streams: Iterator[tuple[int, pa.Table]]) -> Iterator[list[pa.T
         del parts
         for i in taken:
             ahead[i] = next(streams[i], None)
+
+
+def _snapshot_hash_cache(
+    dataset: DatasetDef, folder: Path | None, work_dir: Path | None
+) -> SnapshotHashCache | None:
+    """Where a snapshot drop's row hashes are kept (None: not a snapshot drop, no folder)."""
+    if dataset.source.load != "snapshot":
+        return None
+    if folder is None and work_dir is not None:
+        folder = work_dir.parent / "cache" / "snapshot-hashes"
+    return SnapshotHashCache(folder) if folder is not None else None
+
+
+def _keep_hashes(
+    cache: SnapshotHashCache,
+    dataset: DatasetDef,
+    ds: date,
+    fingerprint: str,
+    plan: ChangePlan | None,
+    hashed: list[SnapshotHashes] | None,
+) -> None:
+    """Keep tonight's snapshot hashes for the next night; a failure costs only time."""
+    tonight = plan.hashes if plan is not None else SnapshotHashes.joined(hashed or [])
+    if tonight is None:
+        return
+    try:
+        cache.write(dataset, ds, fingerprint, tonight)
+    except OSError as exc:
+        log.warning("%s %s: snapshot hashes not kept (%s)", dataset.id, ds, one_line(exc))
 
 
 def _updated_at(dataset: DatasetDef) -> str | None:
