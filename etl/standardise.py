@@ -12,6 +12,7 @@ enterprise name column (有限责任公司 → 有限公司, city prefix dropped
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -29,6 +30,15 @@ ZERO_WIDTH = "[\u200b\u200c\u200d\u2060\ufeff\u00ad]"
 # tail, Yijing hexagrams: none has a compatibility decomposition): a value with one may change
 _NOT_NFKC_STABLE_LEAD = np.zeros(256, dtype=bool)
 _NOT_NFKC_STABLE_LEAD[[*range(0xC0, 0xE4), *range(0xEA, 0x100)]] = True
+# bytes of RE2's ``\s`` ([\t\n\f\r ], ASCII only), and \v: a value without any is left
+# as it is by every whitespace repair below
+_SPACE_BYTES = np.zeros(256, dtype=bool)
+_SPACE_BYTES[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20]] = True
+# what an identifier repair can change: spaces, hyphens, lower case (ASCII or not)
+_IDENTIFIER_DIRT = _SPACE_BYTES.copy()
+_IDENTIFIER_DIRT[[ord("-"), *range(ord("a"), ord("z") + 1), *range(0x80, 0x100)]] = True
+_NOT_DIGIT = np.ones(256, dtype=bool)
+_NOT_DIGIT[ord("0") : ord("9") + 1] = False
 _DATE = r"(?P<y>\d{4})(?:[-/.年](?P<m>\d{1,2})[-/.月](?P<d>\d{1,2})日?|(?P<m2>\d{2})(?P<d2>\d{2}))"
 _TIME = r"(?:[ T]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2}))?)?"
 # what canonical_dates produces: such values map to themselves
@@ -116,17 +126,42 @@ def _unicode_repairs(values: pa.Array) -> pa.Array:
     return pc.replace_substring_regex(pc.utf8_normalize(values, form="NFKC"), ZERO_WIDTH, "")
 
 
+def _only_where(
+    values: pa.Array, where: np.ndarray, repair: Callable[[pa.Array], pa.Array]
+) -> pa.Array:
+    """``repair(values)`` where ``repair`` would leave every row outside ``where`` as it
+    is: computed on the flagged rows alone (nearly always a few), the rest untouched."""
+    if not where.any():
+        return values
+    if where.all():
+        return repair(values)
+    mask = pa.array(where)
+    return pc.replace_with_mask(values, mask, repair(values.filter(mask)))
+
+
 def _identifier_text(values: pa.Array) -> pa.Array:
     """Codes carry no spaces or hyphens (``XXXXXXXX-X`` org codes), letters upper case."""
+    values = _one_array(values)
+    return _only_where(values, rows_with_byte(values, _IDENTIFIER_DIRT), _identifier_repair)
+
+
+def _identifier_repair(values: pa.Array) -> pa.Array:
     return pc.utf8_upper(pc.replace_substring_regex(values, r"[\s\-]", ""))
 
 
 def upgrade_short_ids(values: pa.Array) -> pa.Array:
     """15-digit (pre-1999) resident IDs become their 18-character form."""
     values = _one_array(values)
-    short = pc.fill_null(pc.match_substring_regex(values, r"^[0-9]{15}$"), False)
+    short = pc.fill_null(pc.equal(pc.binary_length(values), 15), False)  # 15 bytes …
     if not pc.any(short).as_py():
         return values
+    fifteen = np.flatnonzero(short.to_numpy(zero_copy_only=False))
+    digits = pc.match_substring_regex(values.take(pa.array(fifteen)), r"^[0-9]{15}$")
+    short = np.zeros(len(values), dtype=bool)  # … that are 15 digits
+    short[fifteen[digits.to_numpy(zero_copy_only=False)]] = True
+    if not short.any():
+        return values
+    short = pa.array(short)
     upgraded = upgrade_resident_id15(pc.filter(values, short).to_numpy(zero_copy_only=False))
     return _replaced(values, short, upgraded.tolist())
 
@@ -145,7 +180,18 @@ def _replaced(values: pa.Array, where: pa.Array, replacements: list[str]) -> pa.
 
 
 def canonical_phone(values: pa.Array) -> pa.Array:
-    """Digits only; a leading +86/86 country code dropped from 13-digit mobiles."""
+    """Digits only; a leading +86/86 country code dropped from 13-digit mobiles.
+
+    A value of digits only that is not 13 long is already canonical (nearly all)."""
+    values = _one_array(values)
+    todo = rows_with_byte(values, _NOT_DIGIT)
+    todo |= pc.fill_null(pc.equal(pc.binary_length(values), 13), False).to_numpy(
+        zero_copy_only=False
+    )
+    return _only_where(values, todo, _canonical_phone)
+
+
+def _canonical_phone(values: pa.Array) -> pa.Array:
     digits = pc.replace_substring_regex(values, r"[^0-9]", "")
     with_cc = pc.fill_null(pc.match_substring_regex(digits, r"^861[3-9][0-9]{9}$"), False)
     return pc.if_else(with_cc, pc.utf8_slice_codeunits(digits, 2), digits)
@@ -207,32 +253,56 @@ def _canonical_dates(values: pa.Array, *, with_time: bool) -> pa.Array:
 def _without_spaces_in_cjk(values: pa.Array) -> pa.Array:
     """``陈 大文`` → ``陈大文``: Chinese names never contain spaces (Latin names keep theirs)."""
     values = _one_array(values)
-    spaced = pc.fill_null(pc.match_substring_regex(values, r"\s"), False)
-    if not pc.any(spaced).as_py():
-        return values
+    return _only_where(values, rows_with_byte(values, _SPACE_BYTES), _cjk_without_spaces)
+
+
+def _cjk_without_spaces(values: pa.Array) -> pa.Array:
     cjk = pc.fill_null(pc.match_substring_regex(values, r"[\x{4e00}-\x{9fff}]"), False)
-    where = pc.and_(spaced, cjk)
-    joined = pc.replace_substring_regex(pc.filter(values, where), r"\s+", "")
-    return pc.replace_with_mask(values, where, joined)
+    if not pc.any(cjk).as_py():
+        return values
+    joined = pc.replace_substring_regex(pc.filter(values, cjk), r"\s+", "")
+    return pc.replace_with_mask(values, cjk, joined)
 
 
 def simplified_chinese(values: pa.Array) -> pa.Array:
     """Traditional-only characters → simplified (OpenCC's table), only in rows that have them."""
     values = _one_array(values)
-    needs = pc.fill_null(pc.match_substring_regex(values, _traditional_class()), False)
-    if not pc.any(needs).as_py():
+    needs = rows_with_ideograph(values, _traditional_mask())
+    if not needs.any():
         return values
     table = _traditional_table()
-    found = pc.filter(values, needs).to_pylist()
-    return _replaced(values, needs, [v.translate(table) for v in found])  # a few % of rows
+    found = values.filter(pa.array(needs)).to_pylist()
+    return _replaced(values, pa.array(needs), [v.translate(table) for v in found])  # a few %
 
 
 def normalised_enterprise_name(values: pa.Array) -> pa.Array:
-    """One spelling per enterprise name, for matching (the delivered name stays as is)."""
-    values = pc.replace_substring_regex(values, r"\s+", "")
-    values = pc.replace_substring_regex(values, r"^(广东省)?江门市", "")
-    values = pc.replace_substring(values, "有限责任公司", "有限公司")
-    return pc.replace_substring(pc.replace_substring(values, "（", "("), "）", ")")
+    """One spelling per enterprise name, for matching (the delivered name stays as is).
+
+    Each step rewrites only the names it can change (a city prefix: about 2 in 3, the long
+    legal form: 1 in 7), found by a byte scan or a literal search."""
+    values = _one_array(values)
+    values = _only_where(
+        values,
+        rows_with_byte(values, _SPACE_BYTES),
+        lambda v: pc.replace_substring_regex(v, r"\s+", ""),
+    )
+    prefixed = pc.or_(pc.starts_with(values, "江门市"), pc.starts_with(values, "广东省江门市"))
+    values = _only_where(
+        values,
+        _bools(prefixed),
+        lambda v: pc.replace_substring_regex(v, r"^(广东省)?江门市", ""),
+    )
+    for long, short in (("有限责任公司", "有限公司"), ("（", "("), ("）", ")")):
+        values = _only_where(
+            values,
+            _bools(pc.match_substring(values, long)),
+            lambda v, long=long, short=short: pc.replace_substring(v, long, short),
+        )
+    return values
+
+
+def _bools(mask: pa.Array) -> np.ndarray:
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
 
 
 @cache
@@ -263,6 +333,37 @@ def _traditional_table() -> dict[int, str]:
 def _traditional_class() -> str:
     """A regex character class of the characters :func:`_traditional_table` converts."""
     return "[" + "".join(chr(c) for c in _traditional_table()) + "]"
+
+
+@cache
+def _traditional_mask() -> np.ndarray:
+    """Code point → whether :func:`_traditional_table` converts it (U+0000–U+FFFF)."""
+    mask = np.zeros(0x10000, dtype=bool)
+    mask[list(_traditional_table())] = True
+    return mask
+
+
+def rows_with_ideograph(values: pa.Array, wanted: np.ndarray) -> np.ndarray:
+    """True for each value holding a character of U+4000–U+9FFF that ``wanted`` (a mask by
+    code point) marks: one numpy pass over the UTF-8 bytes, no regex. In UTF-8 those
+    characters are the three bytes led by 0xE4–0xE9, a byte no other position holds."""
+    n = len(values)
+    if n == 0 or values.buffers()[2] is None:
+        return np.zeros(n, dtype=bool)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[
+        values.offset : values.offset + n + 1
+    ]
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    lead = np.flatnonzero((data >= 0xE4) & (data <= 0xE9))
+    points = (
+        ((data[lead].astype(np.int32) & 0x0F) << 12)
+        | ((data[lead + 1].astype(np.int32) & 0x3F) << 6)
+        | (data[lead + 2].astype(np.int32) & 0x3F)
+    )
+    hits = lead[wanted[points]] + offsets[0]
+    rows = np.zeros(n, dtype=bool)
+    rows[np.searchsorted(offsets, hits, side="right") - 1] = True
+    return rows & values.is_valid().to_numpy(zero_copy_only=False)
 
 
 def _traditional_only(char: str) -> bool:
