@@ -267,42 +267,20 @@ def _cjk_without_spaces(values: pa.Array) -> pa.Array:
 def simplified_chinese(values: pa.Array) -> pa.Array:
     """Traditional-only characters → simplified (OpenCC's table), only in rows that have them."""
     values = _one_array(values)
-    needs = rows_with_ideograph(values, _traditional_mask())
-    if not needs.any():
+    needs = pc.fill_null(pc.match_substring_regex(values, _traditional_class()), False)
+    if not pc.any(needs).as_py():
         return values
     table = _traditional_table()
-    found = values.filter(pa.array(needs)).to_pylist()
-    return _replaced(values, pa.array(needs), [v.translate(table) for v in found])  # a few %
+    found = pc.filter(values, needs).to_pylist()
+    return _replaced(values, needs, [v.translate(table) for v in found])  # a few % of rows
 
 
 def normalised_enterprise_name(values: pa.Array) -> pa.Array:
-    """One spelling per enterprise name, for matching (the delivered name stays as is).
-
-    Each step rewrites only the names it can change (a city prefix: about 2 in 3, the long
-    legal form: 1 in 7), found by a byte scan or a literal search."""
-    values = _one_array(values)
-    values = _only_where(
-        values,
-        rows_with_byte(values, _SPACE_BYTES),
-        lambda v: pc.replace_substring_regex(v, r"\s+", ""),
-    )
-    prefixed = pc.or_(pc.starts_with(values, "江门市"), pc.starts_with(values, "广东省江门市"))
-    values = _only_where(
-        values,
-        _bools(prefixed),
-        lambda v: pc.replace_substring_regex(v, r"^(广东省)?江门市", ""),
-    )
-    for long, short in (("有限责任公司", "有限公司"), ("（", "("), ("）", ")")):
-        values = _only_where(
-            values,
-            _bools(pc.match_substring(values, long)),
-            lambda v, long=long, short=short: pc.replace_substring(v, long, short),
-        )
-    return values
-
-
-def _bools(mask: pa.Array) -> np.ndarray:
-    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+    """One spelling per enterprise name, for matching (the delivered name stays as is)."""
+    values = pc.replace_substring_regex(values, r"\s+", "")
+    values = pc.replace_substring_regex(values, r"^(广东省)?江门市", "")
+    values = pc.replace_substring(values, "有限责任公司", "有限公司")
+    return pc.replace_substring(pc.replace_substring(values, "（", "("), "）", ")")
 
 
 @cache
@@ -333,37 +311,6 @@ def _traditional_table() -> dict[int, str]:
 def _traditional_class() -> str:
     """A regex character class of the characters :func:`_traditional_table` converts."""
     return "[" + "".join(chr(c) for c in _traditional_table()) + "]"
-
-
-@cache
-def _traditional_mask() -> np.ndarray:
-    """Code point → whether :func:`_traditional_table` converts it (U+0000–U+FFFF)."""
-    mask = np.zeros(0x10000, dtype=bool)
-    mask[list(_traditional_table())] = True
-    return mask
-
-
-def rows_with_ideograph(values: pa.Array, wanted: np.ndarray) -> np.ndarray:
-    """True for each value holding a character of U+4000–U+9FFF that ``wanted`` (a mask by
-    code point) marks: one numpy pass over the UTF-8 bytes, no regex. In UTF-8 those
-    characters are the three bytes led by 0xE4–0xE9, a byte no other position holds."""
-    n = len(values)
-    if n == 0 or values.buffers()[2] is None:
-        return np.zeros(n, dtype=bool)
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[
-        values.offset : values.offset + n + 1
-    ]
-    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    lead = np.flatnonzero((data >= 0xE4) & (data <= 0xE9))
-    points = (
-        ((data[lead].astype(np.int32) & 0x0F) << 12)
-        | ((data[lead + 1].astype(np.int32) & 0x3F) << 6)
-        | (data[lead + 2].astype(np.int32) & 0x3F)
-    )
-    hits = lead[wanted[points]] + offsets[0]
-    rows = np.zeros(n, dtype=bool)
-    rows[np.searchsorted(offsets, hits, side="right") - 1] = True
-    return rows & values.is_valid().to_numpy(zero_copy_only=False)
 
 
 def _traditional_only(char: str) -> bool:

@@ -133,7 +133,6 @@ def _obvious_repairs() -> dict:
     import pyarrow.compute as pc
 
     from catalog.identifiers import upgrade_resident_id15
-    from etl.standardise import _traditional_class, _traditional_table
 
     def short_ids(v: pa.Array) -> pa.Array:
         short = pc.fill_null(pc.match_substring_regex(v, r"^[0-9]{15}$"), False)
@@ -154,24 +153,11 @@ def _obvious_repairs() -> dict:
         joined = pc.replace_substring_regex(pc.filter(v, where), r"\s+", "")
         return pc.replace_with_mask(v, where, joined)
 
-    def simplified(v: pa.Array) -> pa.Array:
-        needs = pc.fill_null(pc.match_substring_regex(v, _traditional_class()), False)
-        found = [x.translate(_traditional_table()) for x in pc.filter(v, needs).to_pylist()]
-        return pc.replace_with_mask(v, needs, pa.array(found, pa.string()))
-
-    def norm(v: pa.Array) -> pa.Array:
-        v = pc.replace_substring_regex(v, r"\s+", "")
-        v = pc.replace_substring_regex(v, r"^(广东省)?江门市", "")
-        v = pc.replace_substring(v, "有限责任公司", "有限公司")
-        return pc.replace_substring(pc.replace_substring(v, "（", "("), "）", ")")
-
     return {
         "_identifier_text": lambda v: pc.utf8_upper(pc.replace_substring_regex(v, r"[\s\-]", "")),
         "upgrade_short_ids": short_ids,
         "canonical_phone": phone,
         "_without_spaces_in_cjk": spaces,
-        "simplified_chinese": simplified,
-        "normalised_enterprise_name": norm,
     }
 
 
