@@ -116,6 +116,12 @@ def _division_numbers() -> np.ndarray:
     return np.array(sorted(int(c) for c in division_codes() if c.isdigit()), dtype=np.int64)
 
 
+def build_tables() -> None:
+    """Build the division-code tables now rather than in the first check that needs them."""
+    _division_code_set()
+    _division_numbers()
+
+
 def valid_division_code(values: Column) -> np.ndarray:
     values = _text(values)
     return _passes(values, _bools(pc.is_in(values, value_set=_division_code_set())))

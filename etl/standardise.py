@@ -313,6 +313,11 @@ def _traditional_class() -> str:
     return "[" + "".join(chr(c) for c in _traditional_table()) + "]"
 
 
+def build_tables() -> None:
+    """Build the traditional-character table now (≈ 0.1 s) rather than in the first task."""
+    _traditional_class()
+
+
 def _traditional_only(char: str) -> bool:
     """Not a character of simplified text (GB 2312) as well.
 

@@ -42,7 +42,9 @@ from etl.changes import (
 )
 from etl.dedup import REJECTED, BucketSpool, RowSpill, remove_orphaned_spills, taken_in_order
 from etl.quality import Check, CheckOutcome, dataset_checks, run_checks
+from etl.rules import build_tables as build_rule_tables
 from etl.standardise import StandardiseReport, standardise
+from etl.standardise import build_tables as build_standardise_tables
 from etl.zones import (
     METADATA_FIELDS,
     RAW_CLEAN,
@@ -475,3 +477,10 @@ def _record(
             ),
         )
     store.record_quality(run_id, result.figures)
+
+
+# The lookup tables every validation uses, built when this module is imported: `lake run`
+# imports it before it forks the night's tasks (etl/airflow_runner.py), so each task starts
+# with them instead of building them again (≈ 0.1 s of CPU per task).
+build_standardise_tables()
+build_rule_tables()
