@@ -58,9 +58,13 @@ def _bools(mask: pa.Array) -> np.ndarray:
     return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
 
 
-def once_per_value(values: pa.Array, repair: Callable[[pa.Array], pa.Array]) -> pa.Array:
-    """``repair(values)``, computed on the distinct values when each occurs twice or more on
-    average (``repair`` must be a function of each value alone, nulls staying null).
+def once_per_value(
+    values: pa.Array, repair: Callable[[pa.Array], pa.Array], most: float = 0.5
+) -> pa.Array:
+    """``repair(values)``, computed on the distinct values when they are at most ``most`` of
+    the values (by default each occurs twice or more on average; a costlier repair pays
+    off with fewer repeats); ``repair`` must be a function of each value alone, nulls
+    staying null.
 
     Whether a column repeats its values is guessed from a sample first, so a column of
     names or addresses is not hashed whole only to find that it does not.
@@ -69,7 +73,7 @@ def once_per_value(values: pa.Array, repair: Callable[[pa.Array], pa.Array]) -> 
         pc.count_distinct(values.slice(0, _SAMPLE)).as_py() <= 0.85 * _SAMPLE
     ):  # repeats in the sample (30,000 distinct in 250,000 rows: ≈ 77 % distinct in it)
         encoded = pc.dictionary_encode(values.cast(pa.string()))
-        if len(encoded.dictionary) * 2 <= len(values):
+        if len(encoded.dictionary) <= most * len(values):
             return pc.take(repair(encoded.dictionary), encoded.indices)
     return repair(values)
 
