@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -40,7 +41,7 @@ import pyarrow.compute as pc
 
 from catalog.definitions import DatasetDef
 from catalog.errors import LakeError
-from catalog.files import code_digest
+from catalog.files import code_digest, new_owner_file, owner_only_dir
 from catalog.store import CatalogStore
 from etl.dedup import SpillFolder, SpillWriter, key_hash
 from etl.standardise import standardise_column
@@ -80,7 +81,9 @@ def row_hash(raw: pa.Table, dataset: DatasetDef) -> np.ndarray:
     import duckdb
 
     columns = ", ".join(f'"{name}"::VARCHAR' for name in names)
-    with duckdb.connect() as con:
+    # one thread: the same hashes for ≈ 25 % less CPU (2 M rows: 0.64 → 0.49 s), and the
+    # night's other task keeps the machine's other core
+    with duckdb.connect(config={"threads": 1}) as con:
         con.register("delivered", raw.select(names))
         hashed = con.sql(f"SELECT hash({columns}) AS h FROM delivered").fetchnumpy()["h"]
     return np.asarray(hashed, dtype=np.uint64)
@@ -117,6 +120,134 @@ class SnapshotHashes:
         return cls(
             np.concatenate(keys), np.concatenate(contents), np.concatenate(numbers), metadata
         )
+
+    @classmethod
+    def joined(cls, parts: list[SnapshotHashes]) -> SnapshotHashes:
+        """The hashes of a snapshot hashed batch by batch, in its order."""
+        if not parts:
+            empty = np.array([], dtype=np.uint64)
+            return cls(empty, empty, np.array([], dtype=np.int64))
+        return cls(
+            np.concatenate([p.keys for p in parts]),
+            np.concatenate([p.contents for p in parts]),
+            np.concatenate([p.row_numbers for p in parts]),
+            parts[0].metadata,
+        )
+
+    @classmethod
+    def of_batch(cls, raw: pa.Table, dataset: DatasetDef, keys: np.ndarray) -> SnapshotHashes:
+        """One delivered batch's hashes, its standardised key hashes already computed
+        (validation's key-bucket spool hashes exactly :func:`standardised_key_hash`)."""
+        return cls(keys, row_hash(raw, dataset), raw.column("_row_number").to_numpy())
+
+
+# the code the cached hashes are computed by: a change to any of it renames every file
+HASH_MODULES = ("etl.changes", "etl.dedup", "etl.standardise", "catalog.identifiers")
+
+
+class SnapshotHashCache:
+    """Each snapshot drop's row hashes, kept from the night that validated it for the night
+    that compares with it, so that night reads and hashes one snapshot instead of two.
+
+    One Arrow file per dataset and night, named by the raw partition's fingerprint (the
+    SHA-256 of its data files) and by a digest of what the hashes depend on (the dataset's
+    catalog entry, the hashing code, DuckDB's version): a partition extracted again, or new
+    code, is another name. A file is used only if it says it describes that partition
+    (fingerprint and row count inside it) and its hashes are the ones written (a SHA-256 of
+    them inside it); anything else is removed and the snapshot hashed from its rows. The
+    files are hashes of personal keys: an owner-only folder (``var/cache/snapshot-hashes``
+    in the night), written under a ``.part`` name and renamed when complete.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = owner_only_dir(Path(folder))
+
+    @staticmethod
+    def version(dataset: DatasetDef) -> str:
+        import duckdb
+
+        digest = hashlib.sha256(dataset.model_dump_json().encode())
+        digest.update(code_digest(*HASH_MODULES).encode())
+        digest.update(duckdb.__version__.encode())
+        return digest.hexdigest()[:16]
+
+    def path(self, dataset: DatasetDef, ds: date, fingerprint: str) -> Path:
+        digest = fingerprint.removeprefix("sha256:")[:24]
+        return self.folder / f"{dataset.id}.{ds.isoformat()}.{digest}.{self.version(dataset)}.arrow"
+
+    def read(
+        self, dataset: DatasetDef, ds: date, fingerprint: str, rows: int
+    ) -> SnapshotHashes | None:
+        """The hashes of the raw partition with ``fingerprint`` and ``rows``, or None."""
+        path = self.path(dataset, ds, fingerprint)
+        if not path.exists():
+            return None
+        try:
+            with pa.memory_map(str(path), "r") as source:
+                table = pa.ipc.open_file(source).read_all()
+            said = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+            hashes = SnapshotHashes(
+                table.column("keys").to_numpy(),
+                table.column("contents").to_numpy(),
+                table.column("row_numbers").to_numpy(),
+            )
+            whole = (
+                said.get("fingerprint") == fingerprint
+                and said.get("rows") == str(rows) == str(table.num_rows)
+                and said.get("sha256") == _digest(hashes)
+            )
+        except (OSError, KeyError, pa.ArrowException):
+            whole = False
+        if not whole:
+            log.warning("%s %s: cached snapshot hashes do not match; hashed again", dataset.id, ds)
+            path.unlink(missing_ok=True)
+            return None
+        return hashes
+
+    def write(
+        self, dataset: DatasetDef, ds: date, fingerprint: str, hashes: SnapshotHashes
+    ) -> Path:
+        """Keep ``hashes`` for the raw partition ``fingerprint``; remove the dataset's files
+        of other nights but the one before (a rerun of tonight compares with it again)."""
+        path = self.path(dataset, ds, fingerprint)
+        part = path.with_name(f"{path.name}.{os.getpid()}.part")
+        table = pa.table(
+            {
+                "keys": pa.array(hashes.keys, pa.uint64()),
+                "contents": pa.array(hashes.contents, pa.uint64()),
+                "row_numbers": pa.array(hashes.row_numbers, pa.int64()),
+            }
+        )
+        said = {"fingerprint": fingerprint, "rows": str(len(hashes.keys))}
+        table = table.replace_schema_metadata(said | {"sha256": _digest(hashes)})
+        try:
+            with (
+                pa.OSFile(str(new_owner_file(part)), "wb") as sink,
+                pa.ipc.new_file(sink, table.schema) as writer,
+            ):
+                writer.write_table(table)
+            os.replace(part, path)
+        finally:
+            part.unlink(missing_ok=True)
+        keep = {path.name}
+        files = {
+            p: p.name.removeprefix(f"{dataset.id}.").split(".")[0] for p in self._files(dataset)
+        }
+        before = max((n for n in files.values() if n < ds.isoformat()), default=None)
+        for old, night in files.items():
+            if old.name not in keep and night != before:
+                old.unlink(missing_ok=True)
+        return path
+
+    def _files(self, dataset: DatasetDef) -> list[Path]:
+        return [p for p in self.folder.glob(f"{dataset.id}.*") if p.is_file()]
+
+
+def _digest(hashes: SnapshotHashes) -> str:
+    digest = hashlib.sha256()
+    for values in (hashes.keys, hashes.contents, hashes.row_numbers):
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -271,6 +402,7 @@ class ChangePlan:
     metadata: dict[str, pa.Scalar]  # tonight's constant metadata (_source, _batch_id, …)
     clean_buckets: int | None = None  # the key buckets that night's clean rows are laid in
     changed: ChangedRows | None = None  # rows kept by the hashing pass
+    hashes: SnapshotHashes | None = None  # tonight's, for the night that compares with it
 
     def to_validate(self, batches: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
         """The raw rows that must be standardised and validated tonight, gathered into
@@ -407,14 +539,21 @@ class CarriedRows:
 
 
 def plan_changes(
-    dataset: DatasetDef, ds: date, *, lake: Lake, store: CatalogStore
+    dataset: DatasetDef,
+    ds: date,
+    *,
+    lake: Lake,
+    store: CatalogStore,
+    cache: SnapshotHashCache | None = None,
 ) -> ChangePlan | None:
     """Compare tonight's snapshot with the last good night's, or None for full validation.
 
     None when the dataset is not a snapshot drop, on a first night, when the last night's
     validation did not succeed (breaker tripped, rows not conserved, nothing recorded), when
     its partitions are not the ones recorded, when the delivered columns changed, or when
-    the checks are not the ones that published last night's clean rows.
+    the checks are not the ones that published last night's clean rows. Last night's
+    hashes come from ``cache`` when it holds them for exactly that raw partition
+    (:class:`SnapshotHashCache`); tonight's are handed back in the plan, for tomorrow.
     """
     if dataset.source.load != "snapshot":
         return None
@@ -433,13 +572,17 @@ def plan_changes(
     clean_keys = np.concatenate(
         [key_hash(t, dataset.key) for t in _column_batches(lake, clean.path, dataset.key)] or [[]]
     ).astype(np.uint64)
-    last_hashes = SnapshotHashes.of(lake.partition_batches(last_raw.path), dataset)
+    last_hashes = cache.read(dataset, since, last_raw.fingerprint, last_raw.rows) if cache else None
+    if last_hashes is None:
+        last_hashes = SnapshotHashes.of(lake.partition_batches(last_raw.path), dataset)
     changed = ChangedRows(last_hashes, clean_keys)
     tonight_hashes = SnapshotHashes.of(lake.partition_batches(tonight), dataset, changed)
     changes = compare(tonight_hashes, last_hashes, clean_keys)
     layout = clean_record.extra.get("layout", {})
     buckets = layout.get("buckets")
-    return ChangePlan(since, changes, clean.path, tonight_hashes.metadata, buckets, changed)
+    return ChangePlan(
+        since, changes, clean.path, tonight_hashes.metadata, buckets, changed, tonight_hashes
+    )
 
 
 # the code that decides a row's fate: a new version of it re-validates every row once

@@ -24,6 +24,7 @@ from catalog.files import new_owner_file, owner_only_dir
 
 ROWS_PER_BUCKET = 1_000_000
 REJECTED = "_rejected"  # rows that take part in "which version is newest" but are never kept
+KEY_HASH = "_key_hash"  # a spooled row's key hash, kept beside it (never written out)
 
 
 class SpillFolder:
@@ -189,6 +190,10 @@ class BucketSpool:
 
     Rows flagged in a ``_rejected`` column (quarantined ones) still count when deciding
     which version of a key is the newest, so a stale version never passes for current.
+    They are spooled apart, only the columns that order a key's versions: the passing rows
+    of a bucket are then usually all its newest ones, in key order already, and leave
+    deduplication as they were read back (no filter copying every column), and the key
+    hash each row was bucketed by is kept beside it instead of computed again.
     """
 
     def __init__(
@@ -200,22 +205,50 @@ class BucketSpool:
         workdir: Path | None = None,
     ) -> None:
         self.key, self.order_by, self.fields = key, order_by, fields
+        self.sort_keys = [(k, "ascending") for k in key]
+        if order_by:
+            self.sort_keys.append((order_by, "descending"))
+        self.sort_keys.append(("_row_number", "descending"))
         self.buckets = max(1, -(-expected_rows // ROWS_PER_BUCKET))
         self.folder = SpillFolder("dedup", workdir)
         self.dir = self.folder.path
         self.writers: dict[int, SpillWriter] = {}
+        self.rejected: dict[int, SpillWriter] = {}  # the rejected rows' ordering columns
         self.counts = DedupCounts()
         self.rows_out = 0
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table) -> np.ndarray:
+        """Spool ``table``'s rows into their buckets; the key hash of each row."""
+        hashes = key_hash(table, self.key) if table.num_rows else np.zeros(0, np.uint64)
         if table.num_rows == 0:
-            return
-        bucket_of = key_hash(table, self.key) % self.buckets
+            return hashes
+        rejected = (
+            table.column(REJECTED).to_numpy(zero_copy_only=False).astype(bool)
+            if REJECTED in table.column_names
+            else np.zeros(table.num_rows, dtype=bool)
+        )
+        if REJECTED in table.column_names:
+            table = table.drop_columns([REJECTED])
+        table = table.append_column(KEY_HASH, pa.array(hashes, pa.uint64()))
+        bucket_of = hashes % np.uint64(self.buckets)
         for b in np.unique(bucket_of):
-            part = table.filter(pa.array(bucket_of == b)) if self.buckets > 1 else table
-            if b not in self.writers:
-                self.writers[b] = SpillWriter(self.dir / f"{b}.arrows", part.schema)
-            self.writers[b].write(part)
+            b = int(b)
+            here = bucket_of == b if self.buckets > 1 else np.ones(table.num_rows, dtype=bool)
+            passing = here & ~rejected
+            if passing.all():
+                self._write(self.writers, b, table)
+            elif passing.any():
+                self._write(self.writers, b, table.filter(pa.array(passing)))
+            if rejected.any() and (failing := here & rejected).any():
+                ordering = [name for name, _ in self.sort_keys] + [KEY_HASH]
+                self._write(self.rejected, b, table.select(ordering).filter(pa.array(failing)))
+        return hashes
+
+    def _write(self, writers: dict[int, SpillWriter], b: int, part: pa.Table) -> None:
+        if b not in writers:
+            kind = "rejected" if writers is self.rejected else "rows"
+            writers[b] = SpillWriter(self.dir / f"{b}.{kind}.arrows", part.schema)
+        writers[b].write(part)
 
     def deduplicated(self) -> Iterator[pa.Table]:
         """Each bucket with only the newest row per key (ties: the later delivered row)."""
@@ -226,37 +259,41 @@ class BucketSpool:
         """``(bucket, its newest rows in key order)``, in ascending bucket order (buckets
         without rows are left out)."""
         try:
-            for writer in self.writers.values():
+            for writer in [*self.writers.values(), *self.rejected.values()]:
                 writer.close()
-            for b in sorted(self.writers):
-                latest = self._latest_per_key(self.writers[b].read())
+            for b in sorted(set(self.writers) | set(self.rejected)):
+                passing = self.writers[b].read() if b in self.writers else None
+                failing = self.rejected[b].read() if b in self.rejected else None
+                latest = self._latest_per_key(passing, failing)
+                if latest is None:
+                    continue
                 self.rows_out += latest.num_rows
-                yield int(b), latest
+                yield b, latest
         finally:
             self.close()
 
     def close(self) -> None:
         """Remove the bucket files (they hold personal data), whatever happened."""
-        for writer in self.writers.values():
+        for writer in [*self.writers.values(), *self.rejected.values()]:
             writer.close()
         self.folder.remove()
 
-    def _latest_per_key(self, table: pa.Table) -> pa.Table:
-        """The newest row of each key, in key order (only the kept rows' columns are moved)."""
-        sort = [(k, "ascending") for k in self.key]
-        if self.order_by:
-            sort.append((self.order_by, "descending"))
-        sort.append(("_row_number", "descending"))
-        order = pc.sort_indices(table.select([name for name, _ in sort]), sort_keys=sort)
-        order = order.to_numpy()
-        hashes = key_hash(table, self.key)[order]
+    def _latest_per_key(
+        self, passing: pa.Table | None, failing: pa.Table | None
+    ) -> pa.Table | None:
+        """The newest passing row of each key whose newest row passed, in key order (only
+        when the sort moved rows or dropped some are the kept rows' columns moved)."""
+        if passing is None:  # every row of the bucket was rejected: nothing to publish
+            return None
+        ordering = [name for name, _ in self.sort_keys] + [KEY_HASH]
+        versions = passing.select(ordering)
+        if failing is not None:
+            versions = pa.concat_tables([versions, failing.cast(versions.schema)])
+        order = pc.sort_indices(versions, sort_keys=self.sort_keys).to_numpy()
+        hashes = versions.column(KEY_HASH).to_numpy()[order]
         newest = np.ones(len(hashes), dtype=bool)
         newest[1:] = hashes[1:] != hashes[:-1]
-        rejected = (
-            table.column(REJECTED).to_numpy(zero_copy_only=False).astype(bool)[order]
-            if REJECTED in table.column_names
-            else np.zeros(len(hashes), dtype=bool)
-        )
+        rejected = order >= passing.num_rows  # the failing rows were put after the passing
         # a key whose newest version was rejected publishes none: an older one is not current
         kept = newest & ~rejected
         older = ~newest & ~rejected
@@ -265,12 +302,14 @@ class BucketSpool:
             group_start = np.maximum.accumulate(np.where(newest, np.arange(len(newest)), 0))
             compared = np.flatnonzero(older)
             heads = group_start[compared]
-            rows = np.concatenate([order[compared], order[heads]])
-            content = key_hash(table.take(pa.array(rows)), self.fields)
-            same = content[: len(compared)] == content[len(compared) :]
-            self.counts.exact += int(same.sum())
-        table = taken_in_order(table, order[kept])
-        return table.drop_columns([REJECTED]) if REJECTED in table.column_names else table
+            # an older version equal in every field to a rejected newest one would have been
+            # rejected too (a row's checks see its fields alone): only passing heads compare
+            valid_head = ~rejected[heads]
+            rows = np.concatenate([order[compared[valid_head]], order[heads[valid_head]]])
+            content = key_hash(passing.take(pa.array(rows)), self.fields)
+            half = int(valid_head.sum())
+            self.counts.exact += int((content[:half] == content[half:]).sum())
+        return taken_in_order(passing, order[kept]).drop_columns([KEY_HASH])
 
 
 def taken_in_order(table: pa.Table, rows: np.ndarray) -> pa.Table:

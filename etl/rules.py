@@ -58,9 +58,13 @@ def _bools(mask: pa.Array) -> np.ndarray:
     return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
 
 
-def once_per_value(values: pa.Array, repair: Callable[[pa.Array], pa.Array]) -> pa.Array:
-    """``repair(values)``, computed on the distinct values when each occurs twice or more on
-    average (``repair`` must be a function of each value alone, nulls staying null).
+def once_per_value(
+    values: pa.Array, repair: Callable[[pa.Array], pa.Array], most: float = 0.5
+) -> pa.Array:
+    """``repair(values)``, computed on the distinct values when they are at most ``most`` of
+    the values (by default each occurs twice or more on average; a costlier repair pays
+    off with fewer repeats); ``repair`` must be a function of each value alone, nulls
+    staying null.
 
     Whether a column repeats its values is guessed from a sample first, so a column of
     names or addresses is not hashed whole only to find that it does not.
@@ -69,7 +73,7 @@ def once_per_value(values: pa.Array, repair: Callable[[pa.Array], pa.Array]) -> 
         pc.count_distinct(values.slice(0, _SAMPLE)).as_py() <= 0.85 * _SAMPLE
     ):  # repeats in the sample (30,000 distinct in 250,000 rows: ≈ 77 % distinct in it)
         encoded = pc.dictionary_encode(values.cast(pa.string()))
-        if len(encoded.dictionary) * 2 <= len(values):
+        if len(encoded.dictionary) <= most * len(values):
             return pc.take(repair(encoded.dictionary), encoded.indices)
     return repair(values)
 
@@ -114,6 +118,13 @@ def _division_code_set() -> pa.Array:
 @cache
 def _division_numbers() -> np.ndarray:
     return np.array(sorted(int(c) for c in division_codes() if c.isdigit()), dtype=np.int64)
+
+
+def build_tables() -> None:
+    """Build the division-code tables now rather than in the first check that needs them."""
+    _division_code_set()
+    _division_numbers()
+    _never_utf8("gbk")  # the catalog's one GBK source
 
 
 def valid_division_code(values: Column) -> np.ndarray:
@@ -372,6 +383,8 @@ def not_mojibake(values: Column, encoding: str) -> np.ndarray:
 def _not_mojibake(text: pa.Array, encoding: str) -> np.ndarray:
     ok = np.ones(len(text), dtype=bool)
     candidate = ~pc.fill_null(pc.string_is_ascii(text), True).to_numpy(zero_copy_only=False)
+    if candidate.any():  # most Chinese text fails at its first character: no round trip
+        candidate &= ~_starts_never_utf8(text, _never_utf8(encoding))
     back = _round_trip(text.filter(pa.array(candidate)), encoding) if candidate.any() else None
     if candidate.any() and back is None:  # a value holds the line feed that joins them
         candidate &= ~_bools(pc.match_substring(text, "\n"))
@@ -390,6 +403,53 @@ def _not_mojibake(text: pa.Array, encoding: str) -> np.ndarray:
         )
         ok[where] = ~mojibake
     return ok
+
+
+@cache
+def _never_utf8(encoding: str) -> np.ndarray:
+    """Code point (U+0080–U+FFFF) → True where the character's bytes in ``encoding`` cannot
+    begin valid UTF-8 (a lead byte outside C2–F4, or a second byte that is not 80–BF).
+
+    A value whose first character is such a one encodes to bytes that are not UTF-8 from
+    the start, so its round trip holds U+FFFD: it is not UTF-8 misread as ``encoding``.
+    About three Chinese characters in four are such a one in GBK."""
+    never = np.zeros(0x10000, dtype=bool)
+    for point in range(0x80, 0x10000):
+        if 0xD800 <= point <= 0xDFFF:
+            continue
+        try:
+            code = chr(point).encode(encoding)
+        except UnicodeEncodeError:
+            continue  # becomes "?" in the round trip: judged by it
+        if code[0] >= 0x80:
+            never[point] = not (
+                0xC2 <= code[0] <= 0xF4 and len(code) > 1 and 0x80 <= code[1] <= 0xBF
+            )
+    return never
+
+
+def _starts_never_utf8(text: pa.Array, never: np.ndarray) -> np.ndarray:
+    """True for each value whose first character (of U+0080–U+FFFF) ``never`` marks."""
+    n = len(text)
+    found = np.zeros(n, dtype=bool)
+    if n == 0 or text.buffers()[2] is None:
+        return found
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    last = len(data) - 1
+
+    def byte(k: int) -> np.ndarray:
+        return data[np.minimum(starts + k, last)].astype(np.int32)
+
+    first, second, third = byte(0), byte(1), byte(2)
+    two = (lengths >= 2) & (first >= 0xC2) & (first < 0xE0)
+    three = (lengths >= 3) & (first >= 0xE0) & (first < 0xF0)
+    found[two] = never[((first[two] & 0x1F) << 6) | (second[two] & 0x3F)]
+    found[three] = never[
+        ((first[three] & 0x0F) << 12) | ((second[three] & 0x3F) << 6) | (third[three] & 0x3F)
+    ]
+    return found & text.is_valid().to_numpy(zero_copy_only=False)
 
 
 def _round_trip(shown: pa.Array, encoding: str) -> pa.Array | None:

@@ -341,3 +341,113 @@ def test_a_snapshot_where_little_changed_is_read_once_and_a_busy_one_again(
     again = side.validate(d, DAY2, "night-2-busy", lake=lake, store=store)
     assert reads.count(tonight) == 2
     assert again.figures.summary() == once.figures.summary() and partitions() == held
+
+
+def test_a_validated_snapshots_hashes_are_kept_and_spare_the_next_night_its_read(
+    lakeside, tmp_path: Path, monkeypatch
+) -> None:
+    """Validating a snapshot drop keeps its row hashes (first night: from the validation's
+    own pass; later nights: from change detection), equal to hashing the partition again;
+    the next night then reads last night's raw snapshot not at all, with the same result."""
+    import stat
+
+    from etl.changes import SnapshotHashCache
+
+    side, _results, _truth = lakeside
+    d = CATALOG.dataset("weiji.health_record")
+    lake, store = _copied_lake(side, tmp_path / "cached", d, [DEMO_DATE, DAY2])
+    folder = tmp_path / "hashes"
+    cache = SnapshotHashCache(folder)
+
+    def validate(ds, run_id: str, on: Lake, with_store, hash_cache: Path):
+        return validate_partition(
+            d,
+            ds,
+            lake=on,
+            store=with_store,
+            run_id=run_id,
+            work_dir=tmp_path / "tmp",
+            hash_cache=hash_cache,
+        )
+
+    def kept(ds) -> SnapshotHashes:
+        record = store.partition(RAW_SOURCES, d.id, ds)
+        return cache.read(d, ds, record.fingerprint, record.rows)
+
+    def hashed_again(ds) -> SnapshotHashes:
+        return SnapshotHashes.of(
+            lake.partition_batches(lake.dataset_partition(RAW_SOURCES, d, ds)), d
+        )
+
+    validate(DEMO_DATE, "night-1", lake, store, folder)
+    for ds in (DEMO_DATE,):
+        mine, again = kept(ds), hashed_again(ds)
+        for part in ("keys", "contents", "row_numbers"):
+            np.testing.assert_array_equal(getattr(mine, part), getattr(again, part))
+    last_raw = lake.dataset_partition(RAW_SOURCES, d, DEMO_DATE)
+    reads = []
+    partition_batches = lake.partition_batches
+
+    def counted(path, *args, **kwargs):
+        if path == last_raw:
+            reads.append(path)
+        return partition_batches(path, *args, **kwargs)
+
+    monkeypatch.setattr(lake, "partition_batches", counted)
+    cached = validate(DAY2, "night-2", lake, store, folder)
+    assert reads == [] and cached.unchanged > 0.9 * cached.delivered
+    monkeypatch.undo()
+    mine, again = kept(DAY2), hashed_again(DAY2)  # tonight's, kept for tomorrow
+    for part in ("keys", "contents", "row_numbers"):
+        np.testing.assert_array_equal(getattr(mine, part), getattr(again, part))
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o600}
+    # the same nights without the cache: the same partitions, the same figures
+    plain, plain_store = _copied_lake(side, tmp_path / "plain", d, [DEMO_DATE, DAY2])
+    validate(DEMO_DATE, "night-1", plain, plain_store, tmp_path / "other-hashes-1")
+    hashed = validate(DAY2, "night-2", plain, plain_store, tmp_path / "other-hashes-2")
+    assert hashed.figures.summary() == cached.figures.summary()
+    assert hashed.changes == cached.changes
+    for zone in (RAW_CLEAN, RAW_QUARANTINE):
+        assert (
+            lake.read_manifest(lake.dataset_partition(zone, d, DAY2)).fingerprint
+            == plain.read_manifest(plain.dataset_partition(zone, d, DAY2)).fingerprint
+        ), zone
+
+
+def test_cached_hashes_that_do_not_match_their_snapshot_are_not_used(
+    lakeside, tmp_path: Path
+) -> None:
+    """A cache file is used only for the raw partition it says it describes, whole and
+    as written: another partition's, a shortened or an altered one is removed instead."""
+    import pyarrow as pa
+
+    from etl.changes import SnapshotHashCache
+
+    side, _results, _truth = lakeside
+    d = CATALOG.dataset("zhijian.org_code")
+    raw = side.lake.dataset_partition(RAW_SOURCES, d, DEMO_DATE)
+    record = side.store.partition(RAW_SOURCES, d.id, DEMO_DATE)
+    hashes = SnapshotHashes.of(side.lake.partition_batches(raw), d)
+    cache = SnapshotHashCache(tmp_path / "hashes")
+    path = cache.write(d, DEMO_DATE, record.fingerprint, hashes)
+    assert cache.read(d, DEMO_DATE, record.fingerprint, record.rows) is not None
+    # another partition's fingerprint: the file under that name still describes this one
+    other = "sha256:" + "0" * 64
+    shutil.copy(path, cache.path(d, DEMO_DATE, other))
+    assert cache.read(d, DEMO_DATE, other, record.rows) is None
+    assert not cache.path(d, DEMO_DATE, other).exists()
+    assert cache.read(d, DEMO_DATE, record.fingerprint, record.rows + 1) is None  # rows differ
+    # altered hashes under the right name and metadata
+    cache.write(d, DEMO_DATE, record.fingerprint, hashes)
+    with pa.memory_map(str(path), "r") as source:
+        table = pa.ipc.open_file(source).read_all()
+    contents = table.column("contents").to_numpy().copy()
+    contents[0] ^= 1
+    altered = table.set_column(1, "contents", pa.array(contents, pa.uint64()))
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, altered.schema) as writer:
+        writer.write_table(altered)
+    assert cache.read(d, DEMO_DATE, record.fingerprint, record.rows) is None
+    assert not path.exists()
+    path.write_bytes(b"not an arrow file")
+    assert cache.read(d, DEMO_DATE, record.fingerprint, record.rows) is None

@@ -284,3 +284,19 @@ def test_text_rules_agree_with_the_reference() -> None:
             mine = not_mojibake(_arrow(checked), encoding)
             assert np.array_equal(mine, ref_not_mojibake(_pd(checked), encoding)), encoding
     assert not not_mojibake(_arrow(mojibake), "gbk").all()  # it does find mojibake
+
+
+def test_mojibake_is_found_whatever_character_a_value_starts_with() -> None:
+    """Values whose first character cannot begin UTF-8 once encoded skip the round trip:
+    on random Chinese text and its mojibake (every first character of GB 2312's range,
+    ASCII and full-width starts), exactly the reference's verdicts."""
+    chinese = [chr(c) for c in range(0x4E00, 0x9FA6, 7)]
+    texts = ["".join(rng.choice(chinese, size=rng.integers(1, 8))) for _ in range(4000)]
+    texts += [f"{rng.choice(['A', '1', '（', 'ｘ', '·', ' '])}{t}" for t in texts[:500]]
+    garbled = [t.encode("utf-8").decode("gbk", errors="replace") for t in texts]
+    garbled += [t.encode("utf-8").decode("gb18030", errors="replace") for t in texts[:1000]]
+    values = texts + garbled
+    for encoding in ("gbk", "gb18030"):
+        mine = not_mojibake(_arrow(values), encoding)
+        assert np.array_equal(mine, ref_not_mojibake(_pd(values), encoding)), encoding
+        assert not mine[len(texts) :].all()  # it finds mojibake among them

@@ -628,3 +628,28 @@ def test_validation_is_judged_against_the_partition_date_not_the_clock(
         monkeypatch.setattr(pd.Timestamp, "now", frozen)
         monkeypatch.setattr(pd.Timestamp, "today", frozen)
         assert validated() == first, moment
+
+
+def test_clean_dates_and_times_are_typed_as_strptime_types_them() -> None:
+    """The ISO cast gives what ``strptime`` gives for canonical values, and a leap second
+    (which the cast refuses) is still read as the next minute."""
+    import pyarrow.compute as pc
+
+    from etl.validate import _typed
+
+    times = ["2026-11-28 00:00:00", "1900-01-01 23:59:59", "2100-12-31 12:30:05", None]
+    for extra in ([], ["2016-12-31 23:59:60", "2016-06-30 12:00:61"]):
+        table = pa.table(
+            {
+                "t": pa.array(times + extra),
+                "d": pa.array([(t or "")[:10] or None for t in times + extra]),
+            }
+        )
+        schema = pa.schema([("t", pa.timestamp("us")), ("d", pa.date32())])
+        typed = _typed(table, schema)
+        by_strptime = [
+            pc.strptime(table["t"], format="%Y-%m-%d %H:%M:%S", unit="s").cast(schema[0].type),
+            pc.strptime(table["d"], format="%Y-%m-%d", unit="s").cast(pa.date32()),
+        ]
+        assert typed.column("t").equals(by_strptime[0]) and typed.column("d").equals(by_strptime[1])
+    assert typed.column("t")[4].as_py().isoformat() == "2017-01-01T00:00:00"
