@@ -21,9 +21,8 @@ from etl.airflow_runner import (
     execution_api,
     logical_date_for,
     run_with_executor,
-    serve_current_api_versions_only,
 )
-from etl.settings import LakeSettings
+from etl.settings import REPO_ROOT, LakeSettings
 
 DAG_FILE = '''
 from datetime import datetime, timedelta, timezone
@@ -131,12 +130,26 @@ def test_the_runner_loop_retries_reschedules_maps_and_fails_as_airflow_does(
 
 
 def test_the_execution_api_is_built_for_the_versions_the_tasks_speak() -> None:
-    from airflow.api_fastapi.execution_api import versions
-    from airflow.sdk.api.datamodels._generated import API_VERSION
+    """In a process of its own: an in-process night earlier in the session trims the
+    versions of this one, and the test must see Airflow's whole list first."""
+    import json
+    import subprocess
+    import sys
 
-    every = [v.value for v in versions.bundle.versions]
-    serve_current_api_versions_only()
-    serve_current_api_versions_only()  # once is enough: a second call keeps the first's
-    kept = [v.value for v in versions.bundle.versions]
-    assert kept[0] == API_VERSION == every[0]
+    script = (
+        "import json\n"
+        "from etl.airflow_runner import serve_current_api_versions_only\n"
+        "from airflow.api_fastapi.execution_api import versions\n"
+        "from airflow.sdk.api.datamodels._generated import API_VERSION\n"
+        "every = [v.value for v in versions.bundle.versions]\n"
+        "serve_current_api_versions_only()\n"
+        "serve_current_api_versions_only()  # once is enough: a second call keeps the first's\n"
+        "kept = [v.value for v in versions.bundle.versions]\n"
+        "print(json.dumps([API_VERSION, every, kept]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    ).stdout
+    api_version, every, kept = json.loads(out.strip().splitlines()[-1])
+    assert kept[0] == api_version == every[0]
     assert kept == every[: len(kept)] and len(kept) < len(every)
