@@ -293,6 +293,11 @@ class Catalog:
         return [d for d in self.datasets if d.department == department]
 
 
+# libyaml's safe loader when PyYAML has it (the same documents, ~9x less CPU): every task
+# process parses the DAG file, and the DAG file reads the catalog
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_catalog(directory: Path | None = None) -> Catalog:
     """Load and check every ``*.yaml`` definition file; raise one error listing all problems."""
     directory = directory or DEFINITIONS_DIR
@@ -303,7 +308,7 @@ def load_catalog(directory: Path | None = None) -> Catalog:
     files: list[DepartmentFile] = []
     for path in paths:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path.name}:{mark.line + 1}" if mark else path.name
