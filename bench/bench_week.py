@@ -137,6 +137,18 @@ def _heavy_step_waits(home: Path, run_id: str) -> float:
     return round(sum(float(v) for v in values), 1)
 
 
+def _reschedules(home: Path, run_id: str) -> dict[str, int]:
+    """How often each task gave its slot back to run later (a validation that found the
+    heavy-step lock busy): the wait is between its tries, outside its task time."""
+    with sqlite3.connect(home / "var" / "airflow" / "airflow.db") as db:
+        rows = db.execute(
+            "SELECT ti.task_id, count(*) FROM task_reschedule r "
+            "JOIN task_instance ti ON ti.id = r.ti_id WHERE ti.run_id = ? GROUP BY ti.task_id",
+            (run_id,),
+        ).fetchall()
+    return dict(rows)
+
+
 def _when(text: str) -> datetime:
     return datetime.fromisoformat(text.replace(" ", "T"))
 
@@ -256,6 +268,7 @@ def _night(home: Path, env: dict[str, str], ds: str, kind: str, sequential: bool
         "critical_path_gap_s": round(sum(g for _, g, _ in gaps), 1),
         "critical_path_noticed_s": round(sum(n for _, _, n in gaps), 1),
         "outside_tasks": outside,
+        "rescheduled": _reschedules(home, run_id),
         "figures": figures[-8:],
     }
 
@@ -279,6 +292,8 @@ def _print_night(night: dict) -> None:
         f"{outside['after_run_s']:.1f} s after the run"
     )
     print(f"  running when the tree's PSS peaked: {', '.join(night['running_at_peak']) or '-'}")
+    tries = ", ".join(f"{t} ×{n}" for t, n in night["rescheduled"].items())
+    print(f"  rescheduled (heavy-step lock busy): {tries or 'none'}")
 
 
 def _say(step: str, seconds: float, peak_rss: float, peak_pss: float) -> None:
@@ -298,7 +313,13 @@ def main() -> None:
     home = args.workdir.resolve()
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("YIMEN_", "AIRFLOW"))}
+    # the lake's own home, not the caller's; the machine's memory setting passes through
+    machine = {"YIMEN_HEAVY_STEP_ROWS"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in machine or not k.startswith(("YIMEN_", "AIRFLOW"))
+    }
     env["YIMEN_HOME"] = str(home)
 
     _out, *measured = _measured(["simulate", "--scale", str(args.scale), "--date", args.date], env)
