@@ -158,7 +158,9 @@ def yimen_nightly():
         with _masked_failure():
             return quality_gate(_night())
 
-    @task(retries=0, execution_timeout=timedelta(hours=1))
+    # before the quality page and the shared extracts when they are ready together: the
+    # open data is the longest step after unify, on the night's critical path
+    @task(retries=0, execution_timeout=timedelta(hours=1), priority_weight=10)
     def publish_public() -> dict:
         from etl.nightly import publish_public
 

@@ -43,8 +43,9 @@ def test_nightly_dag_is_built_from_the_catalog(dagbag) -> None:
         assert t.pool == SOURCE_POOL
 
 
-def test_the_biggest_deliveries_tasks_start_first(dagbag) -> None:
-    """Ready tasks beyond the executor's slots start by priority: the catalog's expected rows."""
+def test_the_biggest_deliveries_and_then_the_open_data_start_first(dagbag) -> None:
+    """Ready tasks beyond the executor's slots start by priority: the catalog's expected
+    rows, and after unify the open data (the longest step left) before the rest."""
     dag = dagbag.dags[DAG_ID]
     by_size = sorted(load_catalog().datasets, key=lambda d: d.expected_rows, reverse=True)
     assert by_size[0].expected_rows > by_size[-1].expected_rows > 0
@@ -53,6 +54,8 @@ def test_the_biggest_deliveries_tasks_start_first(dagbag) -> None:
         weights = [t.priority_weight for t in tasks]
         assert weights == sorted(weights, reverse=True) and weights[0] > weights[-1]
         assert {str(t.weight_rule) for t in tasks} == {"absolute"}  # not summed downstream
+    after_unify = [dag.get_task(t) for t in ("publish_public", "quality_page", "shared_consumers")]
+    assert after_unify[0].priority_weight > max(t.priority_weight for t in after_unify[1:])
 
 
 def test_partition_date_is_the_shanghai_date_or_the_conf_date() -> None:
