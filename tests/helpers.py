@@ -128,21 +128,46 @@ def busy_departments(tmp_path: Path) -> Path:
     return out
 
 
-def lock_held_elsewhere(lock_file: Path) -> subprocess.Popen:
-    """Another process holding ``lock_file``'s ``flock`` (a heavy step of another task) until
-    it is killed; returns once the lock is held. The kernel drops the lock when it dies."""
+def lock_held_elsewhere(
+    lock_file: Path, release_when: tuple[Path, str] | None = None
+) -> subprocess.Popen:
+    """Another process holding ``lock_file``'s ``flock`` (a heavy step of another task);
+    returns once the lock is held. The kernel drops the lock when the process ends.
+
+    It holds the lock until it is killed, or with ``release_when`` (a SQLite file and a
+    query) until the query's answer is true (at most 120 s): it then prints the UTC time
+    and exits. It polls the database itself, so no thread of the test's process is inside
+    SQLite when the executor forks its workers from that process (a fork then would
+    inherit SQLite's lock, held, and the forked tasks would hang on their first query).
+    """
     lock_file.parent.mkdir(parents=True, exist_ok=True)
+    database, query = release_when or ("", "")
     holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, sys\n"
-            f"f = open({str(lock_file)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-            "print('locked', flush=True); sys.stdin.read()",
-        ],
+        [sys.executable, "-c", _HOLDER, str(lock_file), str(database), query],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert holder.stdout.readline().strip() == "locked"
     return holder
+
+
+_HOLDER = """
+import datetime, fcntl, sqlite3, sys, time
+lock_file, database, query = sys.argv[1:4]
+held = open(lock_file, "a")
+fcntl.flock(held, fcntl.LOCK_EX)
+print("locked", flush=True)
+if not database:
+    sys.stdin.read()
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    try:
+        with sqlite3.connect(database, timeout=30) as db:
+            if db.execute(query).fetchone()[0]:
+                break
+    except sqlite3.OperationalError:  # not created yet
+        pass
+    time.sleep(0.2)
+print(datetime.datetime.now(datetime.UTC).replace(tzinfo=None).isoformat(), flush=True)
+"""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -73,35 +73,21 @@ def test_a_concurrent_night_writes_what_a_sequential_night_writes(
     validation. The validations that found it busy gave their executor slots back
     (rescheduled, not waiting inside a task), none ran while the other process held the
     lock, and a rescheduled task's recorded time starts at the try that ran."""
-    import threading
-    import time
-
     monkeypatch.setenv("YIMEN_DEPARTMENTS_DIR", str(session_settings.departments_dir))
     _, sequential = _night_in(tmp_path / "sequential", session_settings, monkeypatch, False)
 
     monkeypatch.setenv("YIMEN_HEAVY_STEP_ROWS", "1")
     home = tmp_path / "concurrent"
-    holder = lock_held_elsewhere(home / "var" / "tmp" / "heavy-step.lock")  # another night's
     airflow_db = session_settings.var / "airflow" / "airflow.db"
-
-    def reschedules() -> int:  # so far, of every night this Airflow database has seen
-        with sqlite3.connect(airflow_db, timeout=30) as db:
-            return db.execute("SELECT count(*) FROM task_reschedule").fetchone()[0]
-
-    before, released = reschedules(), []
-
-    def release_once_a_validation_was_rescheduled() -> None:
-        deadline = time.monotonic() + 120
-        while reschedules() == before and time.monotonic() < deadline:
-            time.sleep(0.2)
-        released.append(datetime.now(UTC).replace(tzinfo=None))  # as Airflow stores it
-        holder.kill()  # its process dies: the kernel drops the lock
-        holder.wait()
-
-    releaser = threading.Thread(target=release_once_a_validation_was_rescheduled, daemon=True)
-    releaser.start()
+    with sqlite3.connect(airflow_db) as db:  # before any fork: this process, no thread
+        before = db.execute("SELECT count(*) FROM task_reschedule").fetchone()[0]
+    holder = lock_held_elsewhere(  # another night's heavy step, until a task gave way
+        home / "var" / "tmp" / "heavy-step.lock",
+        release_when=(airflow_db, f"SELECT count(*) > {before} FROM task_reschedule"),
+    )
     run_id, concurrent = _night_in(home, session_settings, monkeypatch, True)
-    releaser.join()
+    released = datetime.fromisoformat(holder.stdout.readline().strip())
+    holder.wait()
 
     zones = {zone for zone, _ in sequential}
     assert {"raw/sources", "raw/clean", "raw/unified", "public"} <= zones
@@ -121,6 +107,6 @@ def test_a_concurrent_night_writes_what_a_sequential_night_writes(
     assert rescheduled and all(task.endswith(".validate") for task, _, _ in rescheduled)
     for _, first_try, ran in rescheduled:  # its recorded time is the run, not the wait
         assert ran > first_try
-    assert len(validations) == len(load_catalog().datasets) and released
+    assert len(validations) == len(load_catalog().datasets)
     ended = [datetime.fromisoformat(e).replace(tzinfo=None) for (e,) in validations]
-    assert min(ended) > released[0]  # none validated beside the other process
+    assert min(ended) > released  # none validated beside the other process
