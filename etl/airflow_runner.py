@@ -356,7 +356,10 @@ def run_with_executor(
             scheduled = dag_run.get_task_instances(
                 state=[TaskInstanceState.SCHEDULED], session=session
             )
-            for ti in scheduled:
+            handed = dag_run.get_task_instances(
+                state=[TaskInstanceState.QUEUED, TaskInstanceState.RUNNING], session=session
+            )
+            for ti in highest_first(scheduled, executor.parallelism - len(handed)):
                 if executor.has_task(ti):
                     continue
                 workload = workloads.ExecuteTask.make(
@@ -381,6 +384,18 @@ def run_with_executor(
         executor.end()
         session.close()
     return dag_run
+
+
+def highest_first(ready: list, free_slots: int) -> list:
+    """The ready task instances to hand the executor now: as many as it has free slots,
+    the highest ``priority_weight`` first.
+
+    The LocalExecutor's workers take what they are handed in order, and this Airflow's
+    executor does not count the tasks it is running against its slots: every task handed
+    over at once would run in the order it became ready, whatever its priority.
+    """
+    ordered = sorted(ready, key=lambda ti: -ti.priority_weight)  # stable: ties keep order
+    return ordered if free_slots >= len(ordered) else ordered[: max(free_slots, 0)]
 
 
 class _RunStates:

@@ -19,12 +19,14 @@ from etl.airflow_runner import (
     dag_bag,
     ensure_airflow_ready,
     execution_api,
+    highest_first,
     logical_date_for,
     run_with_executor,
 )
 from etl.settings import REPO_ROOT, LakeSettings
 
 DAG_FILE = '''
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -78,6 +80,20 @@ def runner_loop_test():
             later = datetime.now(timezone.utc) + timedelta(seconds=2)
             raise AirflowRescheduleException(reschedule_date=later)
 
+    @task(retries=0)
+    def quick() -> None:
+        pass
+
+    @task(retries=0, priority_weight=100, weight_rule="absolute")
+    def urgent() -> None:
+        pass
+
+    @task(retries=0, priority_weight=1, weight_rule="absolute")
+    def slow(n: int) -> None:
+        time.sleep(2)
+
+    quick() >> urgent()  # ready only once quick is done, after the others were
+    slow.expand(n=[1, 2, 3, 4])
     failed = broken()
     failed >> after_broken()
     failed >> cleanup()
@@ -103,8 +119,19 @@ def test_the_runner_loop_retries_reschedules_maps_and_fails_as_airflow_does(
         dag_run = run_with_executor(
             bag, bag.dags["runner_loop_test"], logical_date_for(date(2026, 3, 1)), {}
         )
-    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    instances = dag_run.get_task_instances()
+    states = {(ti.task_id, ti.map_index): ti.state for ti in instances}
     assert dag_run.state == "failed"  # one task failed for good
+    # a task that became ready late but weighs most starts at the next free slot, before
+    # the lightest ones that were ready long before it
+    started = {(ti.task_id, ti.map_index): ti.start_date for ti in instances}
+    assert started[("urgent", -1)] < max(started[("slow", n)] for n in range(4))
+    assert {k: v for k, v in states.items() if k[0] in ("quick", "urgent", "slow")} == {
+        ("quick", -1): "success",
+        ("urgent", -1): "success",
+        **{("slow", n): "success" for n in range(4)},
+    }
+    states = {k: v for k, v in states.items() if k[0] not in ("quick", "urgent", "slow")}
     assert states == {
         ("broken", -1): "failed",
         ("after_broken", -1): "upstream_failed",
@@ -153,3 +180,15 @@ def test_the_execution_api_is_built_for_the_versions_the_tasks_speak() -> None:
     api_version, every, kept = json.loads(out.strip().splitlines()[-1])
     assert kept[0] == api_version == every[0]
     assert kept == every[: len(kept)] and len(kept) < len(every)
+
+
+def test_the_executor_is_handed_what_fits_its_free_slots_highest_priority_first() -> None:
+    from types import SimpleNamespace
+
+    ready = [
+        SimpleNamespace(task_id=t, priority_weight=w)
+        for t, w in [("a", 1), ("b", 30), ("c", 2), ("d", 30)]
+    ]
+    assert [ti.task_id for ti in highest_first(ready, 2)] == ["b", "d"]  # ties keep their order
+    assert [ti.task_id for ti in highest_first(ready, 9)] == ["b", "d", "c", "a"]
+    assert highest_first(ready, 0) == [] and highest_first(ready, -1) == []  # slots all taken
