@@ -112,12 +112,12 @@ def _run_span(home: Path, run_id: str) -> tuple[datetime, datetime]:
 
 def _task_times(home: Path, run_id: str) -> dict[str, tuple[datetime, datetime]]:
     """Each task instance's start and end in the run, from Airflow's metadata DB."""
-    with sqlite3.connect(home / "var" / "airflow" / "airflow.db") as db:
-        rows = db.execute(
-            "SELECT task_id, map_index, start_date, end_date FROM task_instance "
-            "WHERE run_id = ? AND start_date IS NOT NULL ORDER BY start_date",
-            (run_id,),
-        ).fetchall()
+    rows = _airflow_rows(
+        home,
+        "SELECT task_id, map_index, start_date, end_date FROM task_instance "
+        "WHERE run_id = ? AND start_date IS NOT NULL ORDER BY start_date",
+        run_id,
+    )
     return {
         task + (f"[{index}]" if index >= 0 else ""): (_when(start), _when(end or start))
         for task, index, start, end in rows
@@ -127,11 +127,11 @@ def _task_times(home: Path, run_id: str) -> dict[str, tuple[datetime, datetime]]
 def _heavy_step_waits(home: Path, run_id: str) -> float:
     """Seconds the night's validate tasks waited for the heavy-step lock (their XComs): time
     inside the tasks that was another validation's, not theirs."""
-    with sqlite3.connect(home / "var" / "airflow" / "airflow.db") as db:
-        rows = db.execute(
-            "SELECT value FROM xcom WHERE run_id = ? AND key = 'waited_for_heavy_step_s'",
-            (run_id,),
-        ).fetchall()
+    rows = _airflow_rows(
+        home,
+        "SELECT value FROM xcom WHERE run_id = ? AND key = 'waited_for_heavy_step_s'",
+        run_id,
+    )
     # SQLite hands a JSON number back as a number, a JSON text as text
     values = (json.loads(v) if isinstance(v, str | bytes) else v for (v,) in rows)
     return round(sum(float(v) for v in values), 1)
@@ -140,13 +140,19 @@ def _heavy_step_waits(home: Path, run_id: str) -> float:
 def _reschedules(home: Path, run_id: str) -> dict[str, int]:
     """How often each task gave its slot back to run later (a validation that found the
     heavy-step lock busy): the wait is between its tries, outside its task time."""
-    with sqlite3.connect(home / "var" / "airflow" / "airflow.db") as db:
-        rows = db.execute(
-            "SELECT ti.task_id, count(*) FROM task_reschedule r "
-            "JOIN task_instance ti ON ti.id = r.ti_id WHERE ti.run_id = ? GROUP BY ti.task_id",
-            (run_id,),
-        ).fetchall()
+    rows = _airflow_rows(
+        home,
+        "SELECT ti.task_id, count(*) FROM task_reschedule r "
+        "JOIN task_instance ti ON ti.id = r.ti_id WHERE ti.run_id = ? GROUP BY ti.task_id",
+        run_id,
+    )
     return dict(rows)
+
+
+def _airflow_rows(home: Path, sql: str, run_id: str) -> list[tuple]:
+    """Rows about one run from the lake's Airflow metadata DB (SQLite)."""
+    with sqlite3.connect(home / "var" / "airflow" / "airflow.db") as db:
+        return db.execute(sql, (run_id,)).fetchall()
 
 
 def _when(text: str) -> datetime:
@@ -206,12 +212,12 @@ def gaps_along(
 
 def _scheduled_times(home: Path, run_id: str) -> dict[str, datetime]:
     """When the night's loop last scheduled each task instance (Airflow's scheduled_dttm)."""
-    with sqlite3.connect(home / "var" / "airflow" / "airflow.db") as db:
-        rows = db.execute(
-            "SELECT task_id, map_index, scheduled_dttm FROM task_instance "
-            "WHERE run_id = ? AND scheduled_dttm IS NOT NULL",
-            (run_id,),
-        ).fetchall()
+    rows = _airflow_rows(
+        home,
+        "SELECT task_id, map_index, scheduled_dttm FROM task_instance "
+        "WHERE run_id = ? AND scheduled_dttm IS NOT NULL",
+        run_id,
+    )
     return {task + (f"[{index}]" if index >= 0 else ""): _when(at) for task, index, at in rows}
 
 
