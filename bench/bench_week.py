@@ -7,8 +7,11 @@ snapshot drops by change detection). For each night: wall time; peak memory of t
 `lake run` process tree (executor workers, task processes and the execution API child
 included), sampled from /proc as the sum of RSS (shared pages counted in every process
 that maps them) and of PSS (shared pages split between them: what the tree really holds);
-every task's wall time from Airflow's task instances; and the critical path, the chain of
-tasks each waiting for the one before. Not part of the test run.
+every task's wall time from Airflow's task instances; the critical path, the chain of
+tasks each waiting for the one before, and the gaps along it (each split where the loop
+scheduled the next task: noticing the upstream's end, then waiting for a slot); and the
+seconds of `lake run` before its DAG run was created and after it ended. Not part of the
+test run.
 
     .venv/bin/python bench/bench_week.py --scale 0.125   # ≈ 1 million records
     .venv/bin/python bench/bench_week.py --scale 0.125 --sequential   # one task at a time
