@@ -127,19 +127,6 @@ def _task_times(home: Path, run_id: str) -> dict[str, tuple[datetime, datetime]]
     }
 
 
-def _heavy_step_waits(home: Path, run_id: str) -> float:
-    """Seconds the night's validate tasks waited for the heavy-step lock (their XComs): time
-    inside the tasks that was another validation's, not theirs."""
-    rows = _airflow_rows(
-        home,
-        "SELECT value FROM xcom WHERE run_id = ? AND key = 'waited_for_heavy_step_s'",
-        run_id,
-    )
-    # SQLite hands a JSON number back as a number, a JSON text as text
-    values = (json.loads(v) if isinstance(v, str | bytes) else v for (v,) in rows)
-    return round(sum(float(v) for v in values), 1)
-
-
 def _reschedules(home: Path, run_id: str) -> dict[str, int]:
     """How often each task gave its slot back to run later (a validation that found the
     heavy-step lock busy): the wait is between its tries, outside its task time."""
@@ -252,8 +239,6 @@ def _night(home: Path, env: dict[str, str], ds: str, kind: str, sequential: bool
         step: round(sum(s for t, s in tasks.items() if t.endswith(f".{step}")), 1)
         for step in ("extract", "validate")
     }
-    waits = _heavy_step_waits(home, run_id)
-    steps["validate_without_lock_waits"] = round(steps["validate"] - waits, 1)
     figures = [line for line in out.splitlines() if line.startswith("  ") and "," in line]
     # `lake run`'s own CPU figure (its process and its ended children): what the night
     # cost whatever else the machine was doing, unlike the wall time
@@ -345,7 +330,7 @@ def main() -> None:
     mode = "one task at a time" if args.sequential else "LocalExecutor, concurrent"
     print(
         f"\nscale {args.scale} ({mode}): night  wall (first→last task)  CPU  peak RSS / PSS"
-        "   Σ extract  Σ validate (without lock waits)  critical path (gaps)  outside the run"
+        "   Σ extract  Σ validate  critical path (gaps)  outside the run"
     )
     for night in (first, incremental):
         sums = night["task_seconds_sum"]
@@ -354,7 +339,6 @@ def main() -> None:
             f"({night['first_task_to_last_s']:5.1f} s)  {night['cpu_s'] or 0:4d} s  "
             f"{night['peak_rss_mb']:6d} / "
             f"{night['peak_pss_mb']:5d} MB  {sums['extract']:7.1f} s  {sums['validate']:7.1f} s"
-            f" ({sums['validate_without_lock_waits']:5.1f} s)"
             f"  {night['critical_path_task_s']:7.1f} s ({night['critical_path_gap_s']:4.1f} s)"
             f"  {_outside_run(night):5.1f} s"
         )

@@ -19,10 +19,10 @@ de-identified microdata behind the k-anonymity gate, statistics, `catalog.jsonld
 page once every validation has ended and unify is over; `close_night` always runs and
 records the outcome.
 
-The biggest datasets' tasks start first (priority = the catalog's `expected_rows`). A
-delivery of a million rows or more is validated by one task at a time (memory); a
-validation that finds another one running is rescheduled a few seconds later, so it does
-not hold an executor slot while it waits.
+The biggest datasets' tasks start first (priority = the catalog's `expected_rows`).
+Deliveries of `YIMEN_HEAVY_STEP_ROWS` rows or more (3 million by default) are validated
+one at a time (memory); a validation that finds another one running is rescheduled a few
+seconds later, so it does not hold an executor slot while it waits.
 Task bodies are one-line calls into `etl.nightly`.
 """
 

@@ -395,7 +395,7 @@ def highest_first(ready: list, free_slots: int) -> list:
     over at once would run in the order it became ready, whatever its priority.
     """
     ordered = sorted(ready, key=lambda ti: -ti.priority_weight)  # stable: ties keep order
-    return ordered if free_slots >= len(ordered) else ordered[: max(free_slots, 0)]
+    return ordered[: max(free_slots, 0)]
 
 
 class _RunStates:

@@ -178,8 +178,9 @@ def one_heavy_step_at_a_time(
 
     ``wait=False`` (the night's tasks) raises :class:`HeavyStepBusy` at once when the lock
     is held, so the task gives its executor slot back instead of sleeping in it.
-    ``wait=True`` (a command run by hand) waits, and hands the wait back (``waited_s``):
-    a validation that waited 30 s for another one did not take 30 s longer to validate.
+    ``wait=True`` (callers outside the night: benchmarks, tests) waits, and hands the wait
+    back (``waited_s``): a validation that waited 30 s for another one did not take 30 s
+    longer to validate.
     """
     waited = {"waited_s": 0.0}
     if rows < night.settings.heavy_step_rows:
@@ -220,7 +221,7 @@ def validate_dataset(night: Night, dataset_id: str, wait_for_heavy_step: bool = 
 
     rows = _delivered_rows(night, dataset_id)
     with (
-        one_heavy_step_at_a_time(night, rows, dataset_id, wait_for_heavy_step) as lock,
+        one_heavy_step_at_a_time(night, rows, dataset_id, wait_for_heavy_step),
         night.failure_recorded(f"validate {dataset_id}"),
     ):
         result = validate_partition(
@@ -232,12 +233,7 @@ def validate_dataset(night: Night, dataset_id: str, wait_for_heavy_step: bool = 
             docs_dir=night.quality_docs_dir(dataset_id),
             work_dir=night.work_dir,
         )
-    return {
-        "dataset": dataset_id,
-        "summary": result.summary(),
-        "docs": result.docs,
-        "waited_for_heavy_step_s": lock["waited_s"],
-    }
+    return {"dataset": dataset_id, "summary": result.summary(), "docs": result.docs}
 
 
 def shared_consumers(night: Night) -> list[str]:
