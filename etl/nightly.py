@@ -295,6 +295,8 @@ def unify(night: Night) -> dict:
             run_id=night.run_id,
             scratch=night.settings.var / "tmp",
             mention_cache=night.settings.var / "cache" / "mentions",
+            state_dir=night.settings.var / "cache" / "unify",
+            rebuild_days=night.settings.unify_rebuild_days,
         )
     return {"summary": figures.summary(), "person_rules": figures.person_rules}
 

@@ -3,7 +3,9 @@
 Defaults put everything a run writes under ``<repo>/var/``; environment variables move it:
 ``YIMEN_HOME`` (the folder holding ``var/``), ``YIMEN_LAKE_ROOT`` (a local path or an
 object-store URI such as ``s3://bucket/lake``) and ``YIMEN_CATALOG_URL`` (any SQLAlchemy URL);
-``YIMEN_HEAVY_STEP_ROWS`` sizes the night's memory-heavy steps to the machine.
+``YIMEN_HEAVY_STEP_ROWS`` sizes the night's memory-heavy steps to the machine;
+``YIMEN_UNIFY_REBUILD_DAYS`` is how many nights unification keeps a matching model
+before a night rebuilds and estimates it again (docs/decisions/0021; 1: every night).
 Object storage is reached with the standard AWS variables (``AWS_ENDPOINT_URL``,
 ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), never with YAML.
 """
@@ -27,6 +29,8 @@ SOURCE_POOL = "source_connections"  # the Airflow pool for reads against departm
 # GB of PSS with the process they fork from: within the night's 4 GiB beside the runner and
 # the execution API. Two deliveries of 3 M rows or more are not validated at once.
 DEFAULT_HEAVY_STEP_ROWS = 3_000_000
+# a week: the nights in between update the unified persons incrementally with its weights
+DEFAULT_UNIFY_REBUILD_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class LakeSettings:
     storage: dict[str, str] = field(default_factory=dict)  # object-store FileIO properties
     # deliveries at least this large are validated one at a time (etl/nightly.py): memory
     heavy_step_rows: int = DEFAULT_HEAVY_STEP_ROWS
+    unify_rebuild_days: int = DEFAULT_UNIFY_REBUILD_DAYS
 
     def lake(self) -> Lake:
         """The lake these settings point at (its Iceberg catalog lives in the store's DB)."""
@@ -76,16 +81,19 @@ class LakeSettings:
             heavy_step_rows=_whole_number(
                 os.environ, "YIMEN_HEAVY_STEP_ROWS", DEFAULT_HEAVY_STEP_ROWS
             ),
+            unify_rebuild_days=_whole_number(
+                os.environ, "YIMEN_UNIFY_REBUILD_DAYS", DEFAULT_UNIFY_REBUILD_DAYS, "nights"
+            ),
         )
 
 
-def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+def _whole_number(env: Mapping[str, str], name: str, default: int, unit: str = "rows") -> int:
     """A positive whole number from the environment (``default`` when unset), or one line."""
     text = env.get(name, "").strip()
     if not text:
         return default
     if not text.isdigit() or int(text) < 1:
-        raise LakeError(f"{name} must be a whole number of rows above 0, got {text!r}")
+        raise LakeError(f"{name} must be a whole number of {unit} above 0, got {text!r}")
     return int(text)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -27,6 +27,8 @@ from catalog.definitions import Catalog, DatasetDef
 from catalog.errors import PartitionError
 from catalog.figures import UnificationFigures
 from catalog.store import CatalogStore, PartitionRecord
+from etl.changes import row_hash
+from etl.settings import DEFAULT_UNIFY_REBUILD_DAYS
 from etl.unify_cache import CacheWriter, MentionCache
 from etl.unify_enterprise import (
     ENTERPRISE_PREFIX,
@@ -37,15 +39,19 @@ from etl.unify_enterprise import (
 )
 from etl.unify_enterprise import SOURCE_RANK as SOURCE_RANK_ENTERPRISE
 from etl.unify_ids import PreviousIds, stable_ids
+from etl.unify_incremental import update_persons
 from etl.unify_person import (
     PERSON_COLUMNS,
     PERSON_PREFIX,
     SUBJECT,
+    FrozenModel,
     empty_mentions,
+    number_ids,
     person_mentions,
     resolve_persons,
     unified_persons,
 )
+from etl.unify_state import PERSON_TABLES, StateMark, UnifyState, clean_fingerprints, state_code
 from etl.unify_workspace import (
     BATCH_ROWS,
     ParquetFiles,
@@ -67,13 +73,31 @@ class NightMentions:
     """What the night's clean partitions say about enterprises and cases, and how many rows.
 
     The person mentions (millions of rows) go straight into the workspace's
-    ``person_mention`` table instead (:func:`load_person_mentions`).
+    ``person_mention`` table instead (:func:`load_person_mentions`), and each snapshot
+    source row's key and content hash into ``night_source_row`` (what an incremental night
+    compares with); an incremental night also lists the rows it projected in
+    ``changed_source``.
     """
 
     enterprises: pd.DataFrame
     cases: pd.DataFrame
     clean_rows: dict[str, int]
     cached_rows: int = 0  # person mentions that came from the mention cache
+    unread: frozenset[str] = frozenset()  # datasets whose older partitions were not read
+
+
+@dataclass(frozen=True)
+class KnownRows:
+    """What a kept unification state already holds (:mod:`etl.unify_incremental`).
+
+    ``hashes``: per snapshot dataset, the sorted content hashes of its source rows (a row
+    whose hash is among them is unchanged); ``partitions``: per incremental dataset, how many
+    of its current clean partitions (oldest first) the state has read.
+    """
+
+    hashes: dict[str, np.ndarray]
+    partitions: dict[str, int]
+    first_row: int  # the number the night's first new mention gets
 
 
 def current_partitions(dataset: DatasetDef, ds: date, store: CatalogStore | None) -> list[date]:
@@ -101,6 +125,9 @@ class _Read:
     ``drop`` (keys a newer partition delivers again) is applied to the mentions when the
     batch is cached or comes from the cache, so the cache holds whole partitions; a batch
     with ``finished`` set carries no rows and closes that partition's cache file.
+    ``persons``: which of its rows become person mentions — all, none (an incremental
+    night's partition the state already holds, read for its enterprises), or only those
+    whose content hash ``known`` does not hold (a snapshot on an incremental night).
     """
 
     dataset_id: str
@@ -109,6 +136,9 @@ class _Read:
     cached: bool = False
     cache_to: CacheWriter | None = None
     finished: CacheWriter | None = None
+    persons: str = "all"  # all | none | changed
+    hashed: bool = False  # a snapshot: hash its rows (``source_row``)
+    known: np.ndarray | None = None
 
 
 def read_mentions(
@@ -118,33 +148,43 @@ def read_mentions(
     lake: Lake,
     store: CatalogStore | None = None,
     cache: MentionCache | None = None,
+    known: KnownRows | None = None,
 ) -> NightMentions:
     """Stream the clean partitions current on ``ds``: persons into the workspace, the rest kept.
 
     Batches are projected onto mentions on two threads (Arrow and numpy release the GIL),
     at most two batches in flight, so memory stays bounded by the batch size. The person
     registers' partitions that an incremental night leaves as they were come from the
-    ``cache``, as they were projected before (:mod:`etl.unify_cache`).
+    ``cache``, as they were projected before (:mod:`etl.unify_cache`). With ``known`` (a
+    kept unification state) only the rows it does not hold become mentions, numbered from
+    its ``first_row``, and the person registers' partitions it holds are not read at all.
     """
-    enterprises, cases, keys = [], [], {}
+    enterprises, cases, keys, sources, changed = [], [], {}, [], []
     case_columns = service_case_columns(catalog)
     cached_rows = 0
     cache_files: set[Path] = set()
     writers: list[CacheWriter] = []
+    unread: set[str] = set()
 
     def clean_batches() -> Iterator[_Read]:
         for dataset in catalog.datasets:
             key = dataset.key[0]
             keys[dataset.id] = 0
             nights = current_partitions(dataset, ds, store)
+            snapshot = dataset.source.load == "snapshot"
+            held = 0 if known is None or snapshot else known.partitions.get(dataset.id, 0)
+            if held and dataset.id not in ENTERPRISE_DATASETS:
+                nights, held = nights[held:], 0  # the state holds the older ones
+                unread.add(dataset.id)
             superseded = superseded_keys(lake, dataset, nights)
             cacheable = (
                 cache is not None
+                and known is None
                 and store is not None
                 and dataset.source.load == "incremental"
                 and dataset.id in PERSON_COLUMNS  # one mention per row, keyed by the row's key
             )
-            for night in nights:
+            for i, night in enumerate(nights):
                 drop = superseded.get(night)
                 record = store.partition(RAW_CLEAN, dataset.id, night) if cacheable else None
                 writer = None
@@ -162,40 +202,59 @@ def read_mentions(
                 if wanted is not None:
                     present = set(lake.partition_columns(path))
                     wanted = [c for c in wanted if c in present]
+                if known is None:
+                    persons = "all"
+                elif snapshot:
+                    persons = "changed"
+                else:
+                    persons = "none" if i < held else "all"
+                mine = None if known is None else known.hashes.get(dataset.id)
                 for batch in lake.partition_batches(path, columns=wanted):
                     if writer is not None:  # cached whole; ``drop`` applies to its mentions
-                        yield _Read(dataset.id, batch, drop, cache_to=writer)
+                        yield _Read(dataset.id, batch, drop, cache_to=writer, hashed=snapshot)
                         continue
                     if drop is not None:  # delivered again later: the newer row counts
                         batch = batch.filter(pc.invert(pc.is_in(batch.column(key), drop)))
-                    yield _Read(dataset.id, batch)
+                    yield _Read(dataset.id, batch, persons=persons, hashed=snapshot, known=mine)
                 if writer is not None:
                     yield _Read(dataset.id, None, finished=writer)
 
-    def project(item: _Read) -> tuple[_Read, pa.Table, pa.Table | None, list, list]:
+    def project(item: _Read) -> tuple[_Read, pa.Table, pa.Table | None, list, list, _Rows]:
         """One batch's mentions, and the same before ``drop`` when they go to the cache
         (on a worker thread: it returns, the reader collects)."""
+        rows = _Rows()
         if item.batch is None:
-            return item, empty_mentions(), None, [], []
+            return item, empty_mentions(), None, [], [], rows
         if item.cached:
-            return item, _without(item.batch, item.drop), None, [], []
+            return item, _without(item.batch, item.drop), None, [], [], rows
         firms, case = [], []
         if item.dataset_id in ENTERPRISE_DATASETS:
             frame = item.batch.to_pandas()
             firms.append(enterprise_mentions(item.dataset_id, frame))
             if item.dataset_id == SERVICE_CASES:
                 case.append(frame[case_columns])
-        persons = person_mentions(item.dataset_id, item.batch)
+        batch, dataset = item.batch, catalog.dataset(item.dataset_id)
+        if item.hashed:  # a snapshot's rows as the state will know them
+            hashes = row_hash(batch, dataset)
+            rows.hashed = _source_rows(item.dataset_id, _text_key(batch, dataset), hashes)
+        if item.persons == "none":
+            return item, empty_mentions(), None, firms, case, rows
+        if item.persons == "changed":
+            new = pa.array(~_member(rows.hashed.column("src_hash").to_numpy(), item.known))
+            batch = batch.filter(new)
+        if known is not None:  # the rows whose mentions the night replaces
+            rows.changed = _source_rows(item.dataset_id, _text_key(batch, dataset))
+        persons = person_mentions(item.dataset_id, batch)
         if item.cache_to is None:
-            return item, persons, None, firms, case
+            return item, persons, None, firms, case, rows
         if persons.num_rows != item.batch.num_rows:
             raise PartitionError(f"unification: {item.dataset_id} rows are not one mention each")
-        return item, _without(persons, item.drop), persons, firms, case
+        return item, _without(persons, item.drop), persons, firms, case, rows
 
     def person_batches() -> Iterator[pa.Table]:
         nonlocal cached_rows
         # collected here, in the batches' order, so every night lists them the same way
-        for item, persons, whole, firms, case in in_order(project, clean_batches()):
+        for item, persons, whole, firms, case, rows in in_order(project, clean_batches()):
             cached_rows += persons.num_rows if item.cached else 0
             if whole is not None:
                 item.cache_to.write(whole)
@@ -203,21 +262,63 @@ def read_mentions(
                 item.finished.finish()
             enterprises.extend(firms)
             cases.extend(case)
+            sources.extend([rows.hashed] if rows.hashed is not None else [])
+            changed.extend([rows.changed] if rows.changed is not None else [])
             # a clean partition holds each key once, and only a key's newest copy is read
             one_each = item.cached or item.cache_to is not None or item.batch is None
             keys[item.dataset_id] += persons.num_rows if one_each else item.batch.num_rows
             yield persons
 
     try:
-        load_person_mentions(ws, person_batches())
+        if known is None:
+            load_person_mentions(ws, person_batches())
+        else:  # beside the state's mentions, numbered after them
+            load_person_mentions(ws, person_batches(), known.first_row, "new_mention")
     finally:
         for writer in writers:
             writer.abandon()  # unfinished (a failure, or an empty partition): not kept
+    ws.load_spilled("night_source_row", sources, _source_rows("", pa.array([], pa.string()), []))
+    if known is not None:
+        ws.load("changed_source", changed, _source_rows("", pa.array([], pa.string())))
     enterprise = pd.concat(_non_empty(enterprises, no_enterprise_mentions()), ignore_index=True)
     case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=case_columns)
-    if cache is not None:
+    if cache is not None and known is None:
         cache.keep_only(cache_files)
-    return NightMentions(enterprise, case, keys, cached_rows)
+    return NightMentions(enterprise, case, keys, cached_rows, frozenset(unread))
+
+
+@dataclass
+class _Rows:
+    """A batch's source rows as the state knows them: keys and content hashes (a snapshot),
+    and on an incremental night the keys of the rows it projected."""
+
+    hashed: pa.Table | None = None
+    changed: pa.Table | None = None
+
+
+def _text_key(batch: pa.Table, dataset: DatasetDef) -> pa.Array:
+    """The rows' keys as text, as the crosswalk's ``source_key`` holds them."""
+    col = batch.column(dataset.key[0]).combine_chunks()
+    return col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
+
+
+def _source_rows(dataset_id: str, source_key: pa.Array, hashes=None) -> pa.Table:
+    """``(dataset, source_key[, src_hash])`` rows of one batch."""
+    columns = {
+        "dataset": pa.repeat(pa.scalar(dataset_id, pa.string()), len(source_key)),
+        "source_key": source_key,
+    }
+    if hashes is not None:
+        columns["src_hash"] = pa.array(np.asarray(hashes, dtype=np.uint64), pa.uint64())
+    return pa.table(columns)
+
+
+def _member(values: np.ndarray, sorted_known: np.ndarray | None) -> np.ndarray:
+    """Which ``values`` are in ``sorted_known`` (a sorted array; none when it is None)."""
+    if sorted_known is None or not len(sorted_known):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_known, values), len(sorted_known) - 1)
+    return sorted_known[at] == values
 
 
 def service_case_columns(catalog: Catalog) -> list[str]:
@@ -258,9 +359,12 @@ def superseded_keys(lake: Lake, dataset: DatasetDef, nights: list[date]) -> dict
     return out
 
 
-def load_person_mentions(ws: Workspace, batches: Iterable[pa.Table]) -> int:
-    """``person_mention``: the batches' rows numbered in order (``row``, from 0)."""
-    offset = 0
+def load_person_mentions(
+    ws: Workspace, batches: Iterable[pa.Table], first_row: int = 0, name: str = "person_mention"
+) -> int:
+    """``person_mention`` (or ``name``): the batches' rows numbered in order (``row``, from
+    ``first_row``)."""
+    offset = first_row
 
     def numbered() -> Iterator[pa.Table]:
         nonlocal offset
@@ -271,8 +375,8 @@ def load_person_mentions(ws: Workspace, batches: Iterable[pa.Table]) -> int:
                 offset += batch.num_rows
 
     empty = empty_mentions().append_column("row", pa.array([], pa.int64()))
-    ws.load_spilled("person_mention", numbered(), empty)
-    return ws.scalar("SELECT count(*) FROM person_mention")
+    ws.load_spilled(name, numbered(), empty)
+    return ws.scalar(f"SELECT count(*) FROM {name}")
 
 
 def _non_empty(frames: list[pd.DataFrame], empty: pd.DataFrame | None = None) -> list[pd.DataFrame]:
@@ -341,13 +445,15 @@ def _or(batches: Iterator[pa.Table], empty: pd.DataFrame) -> Iterator[pa.Table |
 
 @dataclass(frozen=True)
 class UnifiedNight:
-    """The five unified tables of a night and its figures: ``person_xref`` (7.5 million rows
-    at full scale) is assembled from the workspace when it is written, the others are Arrow."""
+    """The five unified tables of a night and its figures: the person tables (millions of
+    rows at full scale) are streamed from the workspace when they are written, the others
+    are Arrow."""
 
     ws: Workspace
     tables: dict[str, pa.Table]
     figures: UnificationFigures
-    person_at: np.ndarray  # each mention's person by row: its place in ``person_number``
+    streams: dict[str, Callable[[], Iterator[pa.RecordBatch]]]
+    frozen: FrozenModel  # the model its persons were scored with
 
     def batches(self, name: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """Table ``name`` in bounded record batches, as written (see :func:`_writable`)."""
@@ -355,7 +461,7 @@ class UnifiedNight:
             schema = _writable(self.tables[name].schema)
             batches = iter(self.tables[name].to_batches(BATCH_ROWS))
         else:
-            batches = person_xref_batches(self.ws, self.person_at)
+            batches = self.streams[name]()
             first = next(batches)
             schema = _writable(first.schema)
             batches = itertools.chain([first], batches)
@@ -364,8 +470,9 @@ class UnifiedNight:
     def frames(self) -> dict[str, pd.DataFrame]:
         """The tables as pandas frames (small nights: tests, the demo's summary)."""
         frames = {name: table.to_pandas() for name, table in self.tables.items()}
-        xref = pa.Table.from_batches(list(person_xref_batches(self.ws, self.person_at)))
-        return {**frames, "person_xref": xref.to_pandas()}
+        for name, stream in self.streams.items():
+            frames[name] = pa.Table.from_batches(list(stream())).to_pandas()
+        return frames
 
 
 def number_persons(ws: Workspace) -> np.ndarray:
@@ -373,12 +480,7 @@ def number_persons(ws: Workspace) -> np.ndarray:
     each mention's ``k`` by row number: one join of the night's mentions with their persons,
     which both the person table and the crosswalk use."""
     n = ws.scalar("SELECT count(*) FROM person_mention")
-    ws.execute("""
-        CREATE OR REPLACE TABLE person_number AS
-        SELECT anchor, id,  -- P0000000042: the number sorts faster than the text
-               (row_number() OVER (ORDER BY CAST(substr(id, 2) AS BIGINT)) - 1)::INTEGER AS k
-        FROM person_ids
-    """)
+    number_ids(ws, "person_ids")
     found = ws.arrow("""
         SELECT a.row, n.k AS at FROM person_assigned a JOIN person_number n USING (anchor)
     """)
@@ -439,8 +541,10 @@ def unified_night(
     ds: date,
     previous_persons: PreviousIds,
     previous_enterprises: PreviousIds,
+    frozen: FrozenModel | None = None,
 ) -> UnifiedNight:
-    """Resolve the workspace's person mentions and the night's enterprise mentions.
+    """Resolve the workspace's person mentions and the night's enterprise mentions (a
+    rebuild; with ``frozen``, scored with that model instead of one estimated tonight).
 
     The enterprises are linked on a second thread while the persons are resolved: pandas
     work beside the workspace's SQL, which leaves a core idle much of the time.
@@ -448,13 +552,127 @@ def unified_night(
     started = time.monotonic()
     with ThreadPoolExecutor(1) as beside:
         linking = beside.submit(resolve_enterprises, mentions.enterprises)
-        people = resolve_persons(ws)
+        people = resolve_persons(ws, frozen=frozen)
         clock = Stopwatch()
         stable_ids(ws, "person", previous_persons, PERSON_PREFIX)
         clock.lap("person_ids")
         resolved_at = time.monotonic()
         firms = linking.result()
     clock.lap("enterprise_links")  # the wait for them, if they are not done yet
+    tables, firm_figures = enterprise_tables(ws, mentions, firms, previous_enterprises, clock)
+    # the person table last: its columns are not held while the enterprises are worked on
+    person_at = number_persons(ws)
+    persons = unified_persons(ws, person_at)
+    clock.lap("person_table")
+    figures = _figures(
+        ws,
+        mentions,
+        ds,
+        firm_figures,
+        persons=persons.num_rows,
+        persons_with_id=pc.sum(persons.column("has_valid_id")).as_py() or 0,
+        conflicts=people.conflicting_id_clusters,
+        id_changes=ws.scalar("SELECT count(*) FROM person_id_before"),
+        details={
+            "candidate_pairs": int(len(people.candidates.left)),
+            "pairs_per_blocking_rule": people.candidates.per_rule,
+            "skipped_blocks": people.candidates.skipped_blocks,
+            "weights": people.model.describe(),
+            "seconds_persons": round(resolved_at - started, 1),
+            "seconds_parts": {**people.seconds, **clock.laps},
+            "seconds_total": round(time.monotonic() - started, 1),
+        },
+    )
+    streams = {"person_xref": lambda: person_xref_batches(ws, person_at)}
+    return UnifiedNight(ws, {"person": persons, **tables}, figures, streams, people.frozen)
+
+
+def incremental_night(
+    ws: Workspace,
+    mentions: NightMentions,
+    ds: date,
+    frozen: FrozenModel,
+    previous_enterprises: PreviousIds,
+) -> UnifiedNight:
+    """An incremental night (:mod:`etl.unify_incremental`): the kept state's persons updated
+    by tonight's changes; the enterprises, a few hundred thousand rows, resolved whole."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as beside:
+        linking = beside.submit(resolve_enterprises, mentions.enterprises)
+        update = update_persons(ws, frozen)
+        resolved_at = time.monotonic()
+        firms = linking.result()
+    clock = Stopwatch()
+    clock.lap("enterprise_links")
+    tables, firm_figures = enterprise_tables(ws, mentions, firms, previous_enterprises, clock)
+    counted = {**mentions.clean_rows}
+    for dataset_id in mentions.unread:  # its older partitions were the state's: count there
+        counted[dataset_id] = ws.scalar(
+            "SELECT count(*) FROM mention WHERE dataset = ? AND role = ?", [dataset_id, SUBJECT]
+        )
+    persons, with_id = ws.con.execute(
+        "SELECT count(*), coalesce(sum(has_valid_id::INTEGER), 0) FROM person"
+    ).fetchall()[0]
+    figures = _figures(
+        ws,
+        NightMentions(mentions.enterprises, mentions.cases, counted, 0, mentions.unread),
+        ds,
+        firm_figures,
+        persons=persons,
+        persons_with_id=with_id,
+        conflicts=update.conflicting_id_clusters,
+        id_changes=update.id_changes,
+        details={
+            "incremental": update.describe(),
+            "candidate_pairs": int(len(update.candidates.left)),
+            "pairs_per_blocking_rule": update.candidates.per_rule,
+            "skipped_blocks": update.candidates.skipped_blocks,
+            "weights": frozen.model.describe(),
+            "model_estimated_on": str(frozen.estimated_on),
+            "seconds_persons": round(resolved_at - started, 1),
+            "seconds_parts": {**update.seconds, **clock.laps},
+            "seconds_total": round(time.monotonic() - started, 1),
+        },
+    )
+    streams = {
+        "person": lambda: _state_batches(ws, "SELECT * FROM person ORDER BY person_id"),
+        "person_xref": lambda: _state_batches(ws, STATE_XREF, keep_order=True),
+    }
+    return UnifiedNight(ws, tables, figures, streams, frozen)
+
+
+# the person crosswalk from the kept state: tonight's id changes as its previous ids
+STATE_XREF = f"""
+    SELECT {", ".join(f"m.{c}" for c in XREF_COLUMNS)}, m.person_id,
+           b.previous_id AS previous_person_id
+    FROM mention m LEFT JOIN region_id_before b USING (row)
+"""
+
+
+def _state_batches(ws: Workspace, sql: str, keep_order: bool = False) -> Iterator[pa.RecordBatch]:
+    """A query's rows in record batches; ``keep_order``: in the state's own row order."""
+    if keep_order:
+        ws.execute("SET preserve_insertion_order = true")
+    try:
+        reader = ws.con.sql(sql).to_arrow_reader(BATCH_ROWS)
+        yield from reader
+    finally:
+        if keep_order:
+            ws.execute("SET preserve_insertion_order = false")
+
+
+def enterprise_tables(
+    ws: Workspace,
+    mentions: NightMentions,
+    firms,
+    previous_enterprises: PreviousIds,
+    clock: Stopwatch,
+) -> tuple[dict[str, pa.Table], dict]:
+    """The enterprise, enterprise crosswalk and case tables, and their figures.
+
+    Reads the persons' ``person_ids``, ``id_merged`` and ``person_assigned`` (for legal
+    representatives, owners and applicants), whichever way the persons were resolved.
+    """
     em = firms.mentions
     ws.load(
         "enterprise_assigned",
@@ -479,7 +697,7 @@ def unified_night(
         "enterprise_xref": _arrow(enterprise_xref),
         "service_case": _arrow(cases),
     }
-    firm_figures = {
+    figures = {
         "enterprises": len(enterprises),
         "unlinked_enterprises": int((~enterprises["linked"]).sum()),
         "enterprise_rows": len(enterprise_xref),
@@ -487,43 +705,48 @@ def unified_night(
             str(k): int(v)
             for k, v in enterprise_xref["match_rule"].value_counts().sort_index().items()
         },
+        "enterprise_changes": int(enterprise_xref["previous_enterprise_id"].notna().sum()),
+        "enterprise_fallback": firms.fuzzy.as_dict(),  # what the name-and-address fallback compared
     }
-    firm_changes = int(enterprise_xref["previous_enterprise_id"].notna().sum())
-    fallback = firms.fuzzy.as_dict()  # what the name-and-address fallback compared
-    del firms, em, ids, enterprises, enterprise_xref, cases  # written from ``tables`` now
     clock.lap("enterprise_tables")
-    # the person table last: its columns are not held while the enterprises are worked on
-    person_at = number_persons(ws)
-    persons = unified_persons(ws, person_at)
-    clock.lap("person_table")
+    return tables, figures
 
+
+def _figures(
+    ws: Workspace,
+    mentions: NightMentions,
+    ds: date,
+    firms: dict,
+    *,
+    persons: int,
+    persons_with_id: int,
+    conflicts: int,
+    id_changes: int,
+    details: dict,
+) -> UnificationFigures:
+    """The night's figures from ``person_assigned`` (either way) and the enterprises'."""
+    firms = dict(firms)
+    firm_changes, fallback = firms.pop("enterprise_changes"), firms.pop("enterprise_fallback")
     person_rules = _counts(ws, "person_assigned", "match_rule")
-    figures = UnificationFigures(
+    return UnificationFigures(
         ds=ds,
         clean_rows=sum(mentions.clean_rows.values()),
         subject_rows=ws.scalar("SELECT count(*) FROM person_assigned WHERE role = ?", [SUBJECT])
-        + firm_figures["enterprise_rows"],
-        persons=persons.num_rows,
-        persons_with_id=pc.sum(persons.column("has_valid_id")).as_py() or 0,
+        + firms["enterprise_rows"],
+        persons=persons,
+        persons_with_id=persons_with_id,
         person_rows=sum(person_rules.values()),
         person_rules=person_rules,
-        **firm_figures,
-        conflicting_id_clusters=people.conflicting_id_clusters,
-        id_changes=ws.scalar("SELECT count(*) FROM person_id_before") + firm_changes,
+        **firms,
+        conflicting_id_clusters=conflicts,
+        id_changes=id_changes + firm_changes,
         details={
-            "candidate_pairs": int(len(people.candidates.left)),
-            "pairs_per_blocking_rule": people.candidates.per_rule,
-            "skipped_blocks": people.candidates.skipped_blocks,
+            **details,
             "enterprise_fallback": fallback,
-            "weights": people.model.describe(),
             "clean_rows": mentions.clean_rows,
             "mentions_from_cache": mentions.cached_rows,
-            "seconds_persons": round(resolved_at - started, 1),
-            "seconds_parts": {**people.seconds, **clock.laps},
-            "seconds_total": round(time.monotonic() - started, 1),
         },
     )
-    return UnifiedNight(ws, {"person": persons, **tables}, figures, person_at)
 
 
 def _arrow(frame: pd.DataFrame) -> pa.Table:
@@ -580,25 +803,57 @@ def unify_partitions(
     scratch: Path | None = None,
     memory_limit: str = "1GB",
     mention_cache: Path | None = None,
+    state_dir: Path | None = None,
+    rebuild_days: int = DEFAULT_UNIFY_REBUILD_DAYS,
+    full: bool = False,
 ) -> UnificationFigures:
     """The step: read the night's clean partitions, unify, commit five tables, record figures.
 
     The work happens in a DuckDB workspace under ``scratch`` (a private file, removed after),
     so memory stays near ``memory_limit`` plus the enterprise frames whatever the night's size.
+    With ``state_dir`` the night keeps its state for the next one, and starts from the kept
+    state when it matches the lake (:mod:`etl.unify_state`): only tonight's changes are then
+    resolved (:mod:`etl.unify_incremental`). A rebuild (``full``, or no usable state) uses
+    the kept model while it is younger than ``rebuild_days`` nights, so that it gives what
+    the incremental night gives (a rerun of a night equals its first run).
     """
     prev = previous_night(store, ds)
     started = time.monotonic()
-    with workspace(scratch, memory_limit) as ws:
-        cache = MentionCache(mention_cache) if mention_cache else None
-        mentions = read_mentions(ws, catalog, ds, lake, store, cache)
-        read_at = time.monotonic()
-        night = unified_night(
-            ws,
-            mentions,
-            ds,
-            previous_ids(lake, prev, "person"),
-            previous_ids(lake, prev, "enterprise"),
-        )
+    state = UnifyState(state_dir) if state_dir is not None else None
+    mark, why = (
+        (None, "no state kept")
+        if state is None
+        else state.usable(catalog, store, ds, prev, rebuild_days)
+    )
+    if full:
+        mark, why = None, "a rebuild was asked for"
+    frozen = None if state is None else state.kept_model(ds, rebuild_days)
+    copies: list[Path] = []
+
+    def state_copy(folder: Path) -> Path:
+        copies.append(state.copy_into(folder))
+        return copies[-1]
+
+    with workspace(scratch, memory_limit, database=state_copy if mark else None) as ws:
+        if mark is not None:
+            known = _known_rows(ws, mark)
+            mentions = read_mentions(ws, catalog, ds, lake, store, None, known)
+            read_at = time.monotonic()
+            night = incremental_night(
+                ws, mentions, ds, frozen, previous_ids(lake, prev, "enterprise")
+            )
+        else:
+            cache = MentionCache(mention_cache) if mention_cache else None
+            mentions = read_mentions(ws, catalog, ds, lake, store, cache)
+            read_at = time.monotonic()
+            night = unified_night(
+                ws,
+                mentions,
+                ds,
+                previous_ids(lake, prev, "person"),
+                previous_ids(lake, prev, "enterprise"),
+                frozen,
+            )
         figures = night.figures
         if not figures.conserved:
             raise PartitionError(
@@ -607,6 +862,9 @@ def unify_partitions(
             )
         staged, writes = [], Stopwatch()
         try:
+            if state is not None and mark is None:  # the rebuild's state, before its tables go
+                state.write_next(ws, _rebuilt_state(ws, night))
+                writes.lap("write_state")
             for name in TABLES:
                 schema, batches = night.batches(name)
                 staged.append(
@@ -620,11 +878,33 @@ def unify_partitions(
                 )
                 night.tables.pop(name, None)  # written: not held while the next is built
                 writes.lap(f"write_{name}")
+            if state is not None:
+                written = {
+                    f"unified.{n}": one.manifest.fingerprint
+                    for n, one in zip(TABLES, staged, strict=True)
+                }
+                next_mark = StateMark(
+                    ds=ds,
+                    fingerprints={n: written[n] for n in PERSON_TABLES},
+                    code=state_code(),
+                    model=night.frozen.describe(),
+                    model_on=night.frozen.estimated_on or ds,
+                    partitions=clean_fingerprints(catalog, store, ds),
+                )
+                if mark is not None:
+                    state.keep_next(ws, next_mark, copies[0])
+                else:
+                    state.mark_next(next_mark)
+                writes.lap("write_state")
         except BaseException:
             lake.discard(staged)
+            if state is not None:
+                state.discard_next()
             raise
         written_at = time.monotonic()
     lake.commit(staged, run_id=run_id)
+    if state is not None:
+        state.publish_next()  # after the lake's commit: a killed night leaves the old state
     for name, one in zip(TABLES, staged, strict=True):
         store.record_partition(
             run_id,
@@ -642,11 +922,40 @@ def unify_partitions(
         "seconds_write": round(written_at - read_at - figures.details["seconds_total"], 1),
         "seconds_step": round(time.monotonic() - started, 1),
     }
-    details = {**figures.details, **seconds}
+    details = {**figures.details, **seconds, "how": "incremental" if mark else f"rebuild: {why}"}
     details["seconds_parts"] = {**details["seconds_parts"], **writes.laps}
     figures = UnificationFigures(**{**figures.__dict__, "details": details, "run_id": run_id})
     store.record_unification(run_id, figures)
     return figures
+
+
+def _known_rows(ws: Workspace, mark: StateMark) -> KnownRows:
+    """What the kept state holds, for :func:`read_mentions`."""
+    hashes = ws.arrow("SELECT dataset, src_hash FROM source_row ORDER BY dataset, src_hash")
+    datasets = hashes.column("dataset").to_numpy(zero_copy_only=False)
+    values = hashes.column("src_hash").to_numpy()
+    names, starts = np.unique(datasets, return_index=True)
+    bounds = [*starts[1:], len(values)]
+    return KnownRows(
+        hashes={str(n): values[a:b] for n, a, b in zip(names, starts, bounds, strict=True)},
+        partitions={d: len(f) for d, f in mark.partitions.items()},
+        first_row=ws.scalar("SELECT coalesce(max(row), -1) + 1 FROM mention"),
+    )
+
+
+def _rebuilt_state(ws: Workspace, night: UnifiedNight) -> dict[str, str]:
+    """The queries that fill a rebuild's state (:mod:`etl.unify_state`) from its workspace."""
+    ws.con.register("rebuilt_person", night.tables["person"])
+    return {
+        "mention": """
+            SELECT a.*, n.id AS person_id FROM person_assigned a JOIN person_number n USING (anchor)
+        """,
+        "link": "SELECT row, partner, weight FROM person_link",
+        "person": "SELECT * FROM rebuilt_person",
+        "id_merged": "SELECT * FROM id_merged",
+        "person_name": "SELECT * FROM person_name",
+        "source_row": "SELECT * FROM night_source_row",
+    }
 
 
 def _writable(schema: pa.Schema) -> pa.Schema:

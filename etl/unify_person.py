@@ -22,7 +22,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog.errors import PartitionError
 from catalog.identifiers import JIANGMEN_DIVISIONS, is_valid_resident_id
 from etl.matching import (
     BLOCKING_RULES,
@@ -265,6 +264,34 @@ def _with_keys(table: pa.Table) -> pa.Table:
 
 
 @dataclass(frozen=True)
+class FrozenModel:
+    """The matcher as estimated on a rebuild night, kept for the nights after it.
+
+    An incremental night re-resolves only the mentions its changes touch; with weights or
+    name frequencies re-estimated every night, a shifted weight would change links nobody
+    compares again (docs/decisions/0021). So the incremental nights, and a rebuild that must
+    equal them, all score with the weights, threshold and name shares of one night.
+    """
+
+    model: MatchModel
+    name_tf: pa.Table  # k_name, name_tf: each normalised name's share of the mentions
+    rows: int  # the mentions it was estimated on (a name it never saw counts as one of them)
+    estimated_on: date | None = None
+
+    def describe(self) -> dict:
+        m = self.model
+        return {"threshold": m.threshold, "m": m.m, "u": m.u, "rows": self.rows}
+
+    @classmethod
+    def of(cls, described: dict, name_tf: pa.Table, estimated_on: date | None) -> FrozenModel:
+        m = {f: tuple(v) for f, v in described["m"].items()}
+        u = {f: tuple(v) for f, v in described["u"].items()}
+        weights = {f: np.log2(np.asarray(m[f]) / np.asarray(u[f])) for f in m}
+        model = MatchModel(weights, float(described["threshold"]), m, u)
+        return cls(model, name_tf, int(described["rows"]), estimated_on)
+
+
+@dataclass(frozen=True)
 class PersonResolution:
     """How the mentions in ``person_assigned`` were linked, and what matching cost."""
 
@@ -272,84 +299,118 @@ class PersonResolution:
     model: MatchModel
     conflicting_id_clusters: int  # clusters holding two different valid IDs (must be 0)
     seconds: dict[str, float]  # wall time of each part, for the night's figures
+    frozen: FrozenModel  # the model it scored with (estimated tonight, or the kept one)
 
 
-def resolve_persons(ws: Workspace, seed: int = 0) -> PersonResolution:
+def resolve_persons(
+    ws: Workspace, seed: int = 0, frozen: FrozenModel | None = None
+) -> PersonResolution:
     """Link the workspace's ``person_mention`` rows into ``person_assigned`` (anchor per row).
 
     A valid ID is its own anchor. ID-less rows (probes) are compared with every row that
     shares a blocking key with them; each probe links to its best partner above the
     threshold, and the probes' link graph decides their anchor: the ID it reaches, else its
     smallest member. The model's ``m`` comes from rows sharing a valid ID, ``u`` from
-    random pairs — both samples of 200,000 pairs, so their cost does not grow with the night.
+    random pairs — both samples of 200,000 pairs, so their cost does not grow with the night
+    — unless a ``frozen`` model is given (an incremental night's rebuild), whose weights and
+    name shares are used as they are. ``person_link`` keeps each probe's link.
     """
     clock = Stopwatch()
     n = ws.scalar("SELECT count(*) FROM person_mention")
-    if n >= MAX_ROWS:
-        raise PartitionError(
-            f"unification: {n:,} person mentions exceed the survivorship key's {MAX_ROWS:,}"
-            " rows (docs/decisions/0014)"
-        )
-    key_views(ws)
+    key_views(ws, None if frozen is None else frozen.name_tf)
     cands = blocking_candidates(ws)
     clock.lap("blocking")
-    m_left, m_right = _same_id_pairs(ws)
-    rng = np.random.default_rng(seed)
-    u_left, u_right = rng.integers(0, max(n, 1), 200_000), rng.integers(0, max(n, 1), 200_000)
-    keep = u_left != u_right
-    u_left, u_right = u_left[keep], u_right[keep]
     probes = ws.frame("SELECT row FROM person_mention WHERE id_no IS NULL")["row"].to_numpy()
+    if frozen is None:
+        m_left, m_right = _same_id_pairs(ws)
+        rng = np.random.default_rng(seed)
+        u_left = rng.integers(0, max(n, 1), 200_000)
+        u_right = rng.integers(0, max(n, 1), 200_000)
+        keep = u_left != u_right
+        u_left, u_right = u_left[keep], u_right[keep]
+    else:
+        m_left = m_right = u_left = u_right = np.zeros(0, dtype=np.int64)
     rows = np.unique(
         np.concatenate([cands.left, cands.right, m_left, m_right, u_left, u_right, probes])
     )
-    keys = _keys_of(ws, rows)
+    keys = keys_of(ws, rows, n if frozen is None else frozen.rows)
     clock.lap("keys")
 
     def at(r: np.ndarray) -> np.ndarray:  # row number → position in ``keys``
         return np.searchsorted(rows, r)
 
-    u = (
-        DEFAULT_U
-        if n < MIN_ROWS_TO_MEASURE_U
-        else random_pair_shares(keys, at(u_left), at(u_right))
-    )
-    model = match_model(_m_shares(keys, at(m_left), at(m_right)), u, n)
+    if frozen is None:
+        u = (
+            DEFAULT_U
+            if n < MIN_ROWS_TO_MEASURE_U
+            else random_pair_shares(keys, at(u_left), at(u_right))
+        )
+        model = match_model(_m_shares(keys, at(m_left), at(m_right)), u, n)
+        name_tf = ws.arrow("SELECT k_name, name_tf FROM person_name ORDER BY k_name")
+        frozen = FrozenModel(model, name_tf, n)
     clock.lap("model")
-    left, right = at(cands.left), at(cands.right)
-    weights = scored_pairs(keys, left, right, model, keys["name_tf"].to_numpy()[left])
-    links = best_links(cands.left, cands.right, weights, model.threshold)
-    is_probe = np.zeros(len(rows), dtype=bool)
-    is_probe[at(probes)] = True
-    links = links[is_probe[at(links["row"].to_numpy())]]  # only ID-less rows link out
+    links = probe_links(keys, at(cands.left), at(cands.right), frozen.model, at(probes))
     clock.lap("scoring")
-    conflicts = _assign_probes(ws, keys, rows, probes, links, model)
+    conflicts = _assign_probes(ws, keys, rows, probes, links, frozen.model)
     clock.lap("clusters")
-    return PersonResolution(cands, model, conflicts, clock.laps)
+    return PersonResolution(cands, frozen.model, conflicts, clock.laps, frozen)
 
 
-def key_views(ws: Workspace) -> None:
-    """``person_name`` (each normalised name's share of rows) and the ``person_key`` view.
+def probe_links(
+    keys: pd.DataFrame,
+    left: np.ndarray,
+    right: np.ndarray,
+    model: MatchModel,
+    probes: np.ndarray,
+) -> pd.DataFrame:
+    """Each probe's best partner above the threshold, as positions in ``keys``.
+
+    Equal weights go to the partner whose crosswalk key (``member``) is smallest, not to
+    the one read first: an incremental night numbers its rows differently from a rebuild,
+    and both must link alike (:func:`etl.matching.best_links` breaks ties by position).
+    """
+    weights = scored_pairs(keys, left, right, model, keys["name_tf"].to_numpy()[left])
+    rank = np.argsort(np.argsort(keys["member"].to_numpy(), kind="stable"), kind="stable")
+    by_rank = np.empty(len(rank), dtype=np.int64)
+    by_rank[rank] = np.arange(len(rank))
+    links = best_links(rank[left], rank[right], weights, model.threshold)
+    links["row"] = by_rank[links["row"].to_numpy()]
+    links["partner"] = by_rank[links["partner"].to_numpy()]
+    is_probe = np.zeros(len(keys), dtype=bool)
+    is_probe[probes] = True
+    return links[is_probe[links["row"].to_numpy()]].reset_index(drop=True)
+
+
+def key_views(ws: Workspace, name_tf: pa.Table | None = None) -> None:
+    """``person_name`` (each normalised name's share of rows, or the kept ``name_tf``) and
+    the ``person_key`` view.
 
     ``person_key`` names the mention's keys as :data:`etl.matching.BLOCKING_RULES` call
-    them, for blocking (the comparisons take theirs in :func:`_keys_of`).
+    them, for blocking (the comparisons take theirs in :func:`keys_of`).
     """
-    ws.execute("""
-        CREATE OR REPLACE TABLE person_name AS
-        SELECT k_name, count(*) / (SELECT count(*) FROM person_mention) AS name_tf
-        FROM person_mention WHERE k_name IS NOT NULL GROUP BY k_name
-    """)
+    if name_tf is not None:
+        ws.load("person_name", name_tf)
+    else:
+        ws.execute("""
+            CREATE OR REPLACE TABLE person_name AS
+            SELECT k_name, count(*) / (SELECT count(*) FROM person_mention) AS name_tf
+            FROM person_mention WHERE k_name IS NOT NULL GROUP BY k_name
+        """)
     ws.execute(f"""
         CREATE OR REPLACE VIEW person_key AS
-        SELECT row, id_no IS NULL AS probe, k_name AS name, k_pinyin AS pinyin,
-               k_surname AS surname, k_birth AS birth, substr(k_birth, 1, 4) AS birth_year,
-               k_phone AS phone, {_phone_tail("k_phone")} AS phone_tail,
-               k_district AS district, k_sex AS sex
+        SELECT row, id_no IS NULL AS probe, {KEY_SELECT}
         FROM person_mention
     """)
 
 
 def _phone_tail(column: str) -> str:
     return f"CASE WHEN length({column}) >= 4 THEN right({column}, 4) ELSE {column} END"
+
+
+# a mention's keys as the blocking rules name them (``person_key`` and the incremental night)
+KEY_SELECT = f"""k_name AS name, k_pinyin AS pinyin, k_surname AS surname, k_birth AS birth,
+    substr(k_birth, 1, 4) AS birth_year, k_phone AS phone, {_phone_tail("k_phone")} AS phone_tail,
+    k_district AS district, k_sex AS sex"""
 
 
 def blocking_candidates(ws: Workspace) -> Candidates:
@@ -390,7 +451,7 @@ def blocking_candidates(ws: Workspace) -> Candidates:
     both = pa.concat_tables(parts)
     i = both.column("i").to_numpy().astype(np.int64)
     j = both.column("j").to_numpy().astype(np.int64)
-    n = max(int(ws.scalar("SELECT count(*) FROM person_key")), 1)
+    n = max(int(ws.scalar("SELECT coalesce(max(row), 0) + 1 FROM person_key")), 1)
     pair = np.unique(i * n + j)
     return Candidates(pair // n, pair % n, per_rule, skipped)
 
@@ -414,11 +475,12 @@ def _same_id_pairs(ws: Workspace, limit: int = 200_000) -> tuple[np.ndarray, np.
     return pairs["i"].to_numpy(np.int64), pairs["j"].to_numpy(np.int64)
 
 
-def _keys_of(ws: Workspace, rows: np.ndarray) -> pd.DataFrame:
+def keys_of(ws: Workspace, rows: np.ndarray, total: int) -> pd.DataFrame:
     """The comparison keys of the given rows, in row order, named as
     :func:`etl.matching.comparison_levels` calls them, with ``id_no`` and ``member`` (the
     crosswalk key ``dataset|source_key|role``): taken from the spilled mentions by row
-    number (a join and sort in SQL cost twice as much)."""
+    number (a join and sort in SQL cost twice as much). A name ``person_name`` does not
+    know (a kept model's) counts as one of ``total`` mentions."""
     cols = [*KEY_COLUMNS, "id_no", "dataset", "source_key", "role"]
     taken = ws.take("person_mention", cols, rows)
     keys = pd.DataFrame({"row": rows})
@@ -429,7 +491,8 @@ def _keys_of(ws: Workspace, rows: np.ndarray) -> pd.DataFrame:
     member = pc.binary_join_element_wise(*(taken.column(c) for c in cols[-3:]), "|")
     keys["member"] = member.to_pandas().astype("str")
     tf = ws.frame("SELECT k_name, name_tf FROM person_name")
-    keys["name_tf"] = keys["name"].map(pd.Series(tf["name_tf"].to_numpy(), index=tf["k_name"]))
+    shares = pd.Series(tf["name_tf"].to_numpy(), index=tf["k_name"])
+    keys["name_tf"] = keys["name"].map(shares).fillna(1 / max(total, 1)).to_numpy()
     return keys
 
 
@@ -437,6 +500,68 @@ def _m_shares(keys: pd.DataFrame, left: np.ndarray, right: np.ndarray) -> dict:
     same = pd.Series(np.r_[np.arange(len(left)), np.arange(len(left))])
     both = keys.iloc[np.r_[left, right]].reset_index(drop=True)
     return m_probabilities(both, same)
+
+
+@dataclass(frozen=True)
+class Components:
+    """Who goes with whom among some mentions: each one's anchor; each probe's rule, score."""
+
+    anchor: np.ndarray  # per mention (object): its valid ID, or ``row:`` + smallest member
+    probe_rule: np.ndarray  # per probe: probabilistic / unmatched
+    probe_score: np.ndarray  # per probe: the best link's match probability (NaN unmatched)
+    id_merged: pd.DataFrame  # id_no → anchor, for valid IDs that probes joined to another
+    conflicts: int
+
+
+def components(
+    ids: pd.Series, members: pd.Series, probes: np.ndarray, links: pd.DataFrame, threshold: float
+) -> Components:
+    """Connected components of mentions (positions) under same-ID edges and probe links.
+
+    A component's anchor is its smallest valid ID, else its smallest member: nothing
+    depends on the order the mentions were read in, so a rebuild and an incremental night
+    that re-resolves a part of the mentions give the same anchors.
+    """
+    k = len(ids)
+    id_group = ids.groupby(ids, dropna=True).ngroup().fillna(-1).to_numpy(np.int64)
+    first = pd.Series(np.arange(k)).groupby(id_group).transform("first").to_numpy()
+    same = (id_group >= 0) & (first != np.arange(k))
+    left = np.r_[np.flatnonzero(same), links["row"].to_numpy()]
+    right = np.r_[first[same], links["partner"].to_numpy()]
+    comp = cluster_labels(k, left, right)
+    frame = pd.DataFrame({"comp": comp, "id_no": ids.to_numpy(), "member": members.to_numpy()})
+    ids_per_comp = frame.dropna(subset=["id_no"]).groupby("comp")["id_no"]
+    comp_id = ids_per_comp.min()
+    row_anchor = frame.sort_values("member").drop_duplicates("comp").set_index("comp")["member"]
+    anchor = frame["comp"].map(comp_id).fillna("row:" + frame["comp"].map(row_anchor))
+    conflicting = ids_per_comp.nunique()
+    conflicting = conflicting[conflicting > 1]
+    weight = links["weight"].to_numpy()
+    linked_weight = pd.concat(
+        [
+            pd.Series(weight, index=links["row"].to_numpy()),
+            pd.Series(weight, index=links["partner"].to_numpy()),
+        ]
+    )
+    best = linked_weight.groupby(level=0).max().reindex(probes).to_numpy()
+    size = frame.groupby("comp")["comp"].transform("size").to_numpy()
+    has_id = frame["comp"].isin(comp_id.index).to_numpy()
+    grouped = (size[probes] > 1) | has_id[probes]
+    # two valid IDs that probes joined: every row of both goes to the smallest one's anchor
+    in_conflict = frame[frame["comp"].isin(conflicting.index)].dropna(subset=["id_no"])
+    merged = pd.DataFrame(
+        {
+            "id_no": in_conflict["id_no"].astype("str"),
+            "anchor": in_conflict["comp"].map(comp_id).astype("str"),
+        }
+    ).drop_duplicates("id_no")
+    return Components(
+        anchor.to_numpy(dtype=object),
+        np.where(grouped, "probabilistic", "unmatched"),
+        np.where(grouped, weight_to_score(best, threshold), np.nan),
+        merged,
+        int(len(conflicting)),
+    )
 
 
 def _assign_probes(
@@ -447,56 +572,31 @@ def _assign_probes(
     links: pd.DataFrame,
     model: MatchModel,
 ) -> int:
-    """``person_assigned``: every mention's anchor, match rule and score (SQL over the night)."""
-    at = np.searchsorted
-    k = len(rows)
-    ids = keys["id_no"]
-    id_group = ids.groupby(ids, dropna=True).ngroup().fillna(-1).to_numpy(np.int64)
-    first = pd.Series(np.arange(k)).groupby(id_group).transform("first").to_numpy()
-    same = (id_group >= 0) & (first != np.arange(k))
-    left = np.r_[np.flatnonzero(same), at(rows, links["row"].to_numpy())]
-    right = np.r_[first[same], at(rows, links["partner"].to_numpy())]
-    comp = cluster_labels(k, left, right)
-    frame = pd.DataFrame({"comp": comp, "id_no": ids, "member": keys["member"]})
-    ids_per_comp = frame.dropna(subset=["id_no"]).groupby("comp")["id_no"]
-    comp_id = ids_per_comp.first()
-    row_anchor = frame.sort_values("member").drop_duplicates("comp").set_index("comp")["member"]
-    anchor = frame["comp"].map(comp_id).fillna("row:" + frame["comp"].map(row_anchor))
-    conflicting = ids_per_comp.nunique()
-    conflicting = conflicting[conflicting > 1]
-
-    linked_weight = pd.concat(
-        [
-            pd.Series(links["weight"].to_numpy(), index=links["row"].to_numpy()),
-            pd.Series(links["weight"].to_numpy(), index=links["partner"].to_numpy()),
-        ]
-    )
-    best = linked_weight.groupby(level=0).max().reindex(probes).to_numpy()
-    size = frame.groupby("comp")["comp"].transform("size").to_numpy()
-    has_id = frame["comp"].isin(comp_id.index).to_numpy()
-    p = at(rows, probes)
-    grouped = (size[p] > 1) | has_id[p]
+    """``person_assigned``: every mention's anchor, match rule and score (SQL over the night),
+    and ``person_link``: each probe's link, by row number."""
+    p = np.searchsorted(rows, probes)
+    found = components(keys["id_no"], keys["member"], p, links, model.threshold)
     ws.load(
         "probe_assigned",
         pd.DataFrame(
             {
                 "row": probes,
-                "anchor": anchor.to_numpy()[p],
-                "match_rule": np.where(grouped, "probabilistic", "unmatched"),
-                "match_score": np.where(grouped, weight_to_score(best, model.threshold), np.nan),
+                "anchor": found.anchor[p],
+                "match_rule": found.probe_rule,
+                "match_score": found.probe_score,
             }
         ),
     )
-    # two valid IDs that probes joined: every row of both goes to the first one's anchor
-    in_conflict = frame[frame["comp"].isin(conflicting.index)].dropna(subset=["id_no"])
+    ws.load("id_merged", found.id_merged)
     ws.load(
-        "id_merged",
+        "person_link",
         pd.DataFrame(
             {
-                "id_no": in_conflict["id_no"].astype("str"),
-                "anchor": in_conflict["comp"].map(comp_id).astype("str"),
+                "row": rows[links["row"].to_numpy()],
+                "partner": rows[links["partner"].to_numpy()],
+                "weight": links["weight"].to_numpy(),
             }
-        ).drop_duplicates("id_no"),
+        ),
     )
     ws.execute("""
         CREATE OR REPLACE VIEW person_assigned AS
@@ -507,7 +607,7 @@ def _assign_probes(
         LEFT JOIN probe_assigned a USING (row)
         LEFT JOIN id_merged x USING (id_no)
     """)
-    return int(len(conflicting))
+    return found.conflicts
 
 
 # --- survivorship ------------------------------------------------------------------------
@@ -518,17 +618,15 @@ def _rank_case() -> str:
     return f"CASE dataset {whens} ELSE 9 END"
 
 
-# One sortable BIGINT per row for "first non-null in this order" (``arg_min``: a hash
+# One sortable HUGEINT per row for "first non-null in this order" (``arg_min``: a hash
 # aggregate, several times cheaper than ordered aggregates): source rank (4 bits), then the
-# newest update (seconds, 32 bits, counted down), then the row number (27 bits) so that
-# ties always resolve the same way.
-MAX_ROWS = 1 << 27
-_NEWEST_FIRST = "((4294967295 - coalesce(epoch(updated_at), 0)::BIGINT) << 27)"
-BY_RANK = f"((rank::BIGINT << 59) | {_NEWEST_FIRST} | row)"
-BY_TIME = f"({_NEWEST_FIRST} | row)"
-
-
-ROW_BITS = (1 << 27) - 1
+# newest update (seconds, 32 bits, counted down), then a hash of the mention's crosswalk key
+# (64 bits), so that ties resolve the same way however the mentions were numbered (an
+# incremental night numbers them differently from a rebuild).
+_NEWEST_FIRST = "((4294967295 - coalesce(epoch(updated_at), 0)::BIGINT)::HUGEINT << 64)"
+_MEMBER_HASH = "hash(dataset, source_key, role)::HUGEINT"
+BY_RANK = f"((rank::HUGEINT << 96) | {_NEWEST_FIRST} | {_MEMBER_HASH})"
+BY_TIME = f"({_NEWEST_FIRST} | {_MEMBER_HASH})"
 # each surviving field: the column, and the order its first non-null value is taken in
 SURVIVING = {
     "name": BY_RANK,
@@ -540,29 +638,45 @@ SURVIVING = {
 }
 
 
-def unified_persons(ws: Workspace, person_at: np.ndarray) -> pa.Table:
+def number_ids(ws: Workspace, ids_table: str) -> pd.DataFrame:
+    """``person_number``: each person's anchor and id (from ``ids_table``) and ``k``, its
+    place in id order (the person table's order); returned as a frame of anchor and k."""
+    ws.execute(f"""
+        CREATE OR REPLACE TEMP TABLE person_number AS
+        SELECT anchor, id,  -- P0000000042: the number sorts faster than the text
+               (row_number() OVER (ORDER BY CAST(substr(id, 2) AS BIGINT)) - 1)::INTEGER AS k
+        FROM {ids_table}
+    """)
+    return ws.frame("SELECT anchor, k FROM person_number")
+
+
+def unified_persons(
+    ws: Workspace, person_at: np.ndarray, rows: np.ndarray | None = None
+) -> pa.Table:
     """One row per person by :data:`SURVIVORSHIP`, with its sources and last update.
 
     ``person_at`` is each mention's person by row (its place ``k`` in ``person_number``, in
     id order): SQL groups the night's mentions by that integer keeping only numbers — for
-    each field the row that wins it (``min`` of a packed BIGINT key), the dataset bits,
+    each field the row that wins it (``arg_min`` of a packed key), the dataset bits,
     counts — so the group-by of 7.5 million rows holds no strings, and its result in ``k``
     order is the table in id order; the winning values are then taken from the mention
-    columns by row number, one column at a time.
+    columns by row number, one column at a time. ``rows``: the mentions ``person_at`` is of
+    (an incremental night's re-resolved few), else every row in order.
     """
     datasets = sorted(ws.frame("SELECT DISTINCT dataset FROM person_mention")["dataset"])
     bits = {d: 1 << i for i, d in enumerate(datasets)}
     bit_case = " ".join(f"WHEN '{d}' THEN {b}" for d, b in bits.items())
     names = ", ".join(f"('{d}', {b})" for d, b in bits.items()) or "(NULL, 0)"
     winners = ",\n".join(
-        f"min({order}) FILTER (WHERE filled & {1 << i} <> 0) & {ROW_BITS} AS {col}_row"
+        f"arg_min(row, {order}) FILTER (WHERE filled & {1 << i} <> 0) AS {col}_row"
         for i, (col, order) in enumerate(SURVIVING.items())
     )
-    rows = np.arange(len(person_at), dtype=np.int64)
+    if rows is None:
+        rows = np.arange(len(person_at), dtype=np.int64)
     ws.load("person_at", pa.table({"row": rows, "k": pa.array(person_at, pa.int32())}))
     per = ws.arrow(f"""
         WITH m AS (
-            SELECT a.k, p.row, p.updated_at, p.filled,
+            SELECT a.k, p.row, p.updated_at, p.filled, p.dataset, p.source_key, p.role,
                    {_rank_case()} AS rank, CASE p.dataset {bit_case} ELSE 0 END AS bit
             FROM person_mention p JOIN person_at a USING (row)
         ), per AS (

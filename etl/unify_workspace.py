@@ -70,9 +70,15 @@ class Workspace:
         if isinstance(rows, pa.ChunkedArray):
             rows = rows.combine_chunks()
         rows = pa.array(rows, pa.int64())
-        if name not in self.spilled:
-            whole = self.arrow(f"SELECT {', '.join(columns)} FROM {name} ORDER BY row")
-            return whole.take(rows)
+        if name not in self.spilled:  # a table: join the wanted rows, in the order asked
+            self.con.register("_wanted", pa.table({"row": rows, "at": np.arange(len(rows))}))
+            try:
+                return self.arrow(f"""
+                    SELECT {", ".join(f"t.{c}" for c in columns)}
+                    FROM _wanted w LEFT JOIN {name} t USING (row) ORDER BY w.at
+                """)
+            finally:
+                self.con.unregister("_wanted")
         valid = rows.is_valid().to_numpy(zero_copy_only=False)
         wanted = rows.fill_null(0).to_numpy()
         order = np.argsort(wanted, kind="stable")
@@ -194,9 +200,16 @@ def _timed(sql: str) -> Iterator[None]:
 
 @contextmanager
 def workspace(
-    scratch: Path | None = None, memory_limit: str = "1GB", threads: int | None = None
+    scratch: Path | None = None,
+    memory_limit: str = "1GB",
+    threads: int | None = None,
+    database: Callable[[Path], Path] | None = None,
 ) -> Iterator[Workspace]:
-    """A workspace in a private scratch file under ``scratch`` (in memory without one)."""
+    """A workspace in a private scratch file under ``scratch`` (in memory without one).
+
+    ``database``: put a database file into the (private) folder and work in it instead of
+    in memory (an incremental night's copy of the kept state).
+    """
     threads = threads or min(2, os.cpu_count() or 1)
     # every result that needs an order says ORDER BY; the rest may come in any order, which
     # lets DuckDB stream and parallelise without buffering for order
@@ -212,7 +225,12 @@ def workspace(
     folder = Path(scratch) / f"unify-{os.getpid()}-{uuid.uuid4().hex}"
     owner_only_dir(folder)
     config["temp_directory"] = str(folder)  # an in-memory database spills its tables here
-    con = duckdb.connect(":memory:", config=config)
+    try:
+        path = ":memory:" if database is None else str(database(folder))
+        con = duckdb.connect(path, config=config)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     try:
         yield Workspace(con, folder)
     finally:

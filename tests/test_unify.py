@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from etl import unify
 from etl.cli import main
-from etl.unify import NightMentions, load_person_mentions
+from etl.unify import TABLES, NightMentions, load_person_mentions
 from etl.unify_enterprise import enterprise_mentions
 from etl.unify_ids import PreviousIds
 from etl.unify_person import person_mentions
@@ -394,6 +394,39 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
         assert figures.conserved and figures.conflicting_id_clusters == 0
     # the workspace (personal data spilled to disk) is gone once the step is done
     assert not list((settings.var / "tmp").glob("unify-*"))
+    # the first night rebuilt and kept its state; the second started from it (private files)
+    how = {ds: store.unification(ds).details["how"] for ds in (DEMO_DATE, second)}
+    assert how == {DEMO_DATE: "rebuild: no kept state", second: "incremental"}
+    kept = settings.var / "cache" / "unify"
+    assert kept.stat().st_mode & 0o777 == 0o700
+    assert [(p.name, p.stat().st_mode & 0o777) for p in kept.iterdir()] == [
+        ("state.duckdb", 0o600)
+    ]
+    changed = store.unification(second).details["incremental"]
+    assert 0 < changed["new_mentions"] < 0.2 * store.unification(second).person_rows
+
+    def tables(ds: date) -> dict[str, pd.DataFrame]:
+        """The night's unified tables in one order (a crosswalk's row order may differ)."""
+        out = {}
+        for name in TABLES:
+            frame = lake.read_partition(lake.unified_partition(name, ds)).to_pandas()
+            out[name] = frame.sort_values(list(frame.columns[:3])).reset_index(drop=True)
+        return out
+
+    def written(ds: date) -> dict[str, str]:
+        return {p.dataset_id: p.fingerprint for p in store.partitions(ds=ds, zone=RAW_UNIFIED)}
+
+    def from_cache(ds: date) -> int:
+        return store.unification(ds).details["mentions_from_cache"]
+
+    # a rerun of the night rebuilds it from every clean row, with the kept model: the same
+    # tables as the incremental night (docs/decisions/0021)
+    incremental = tables(second)
+    unify(Night.open(second, "rerun-rebuilds", settings))
+    assert store.unification(second).details["how"].startswith("rebuild")
+    rebuilt = tables(second)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(rebuilt[name], incremental[name], obj=name)
     # the population register's untouched first partition came from the mention cache: a
     # private folder, one file per partition; without it the night writes the same tables
     cache = settings.var / "cache" / "mentions"
@@ -402,13 +435,6 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
         DEMO_DATE.isoformat(),
         second.isoformat(),
     ]
-
-    def written(ds: date) -> dict[str, str]:
-        return {p.dataset_id: p.fingerprint for p in store.partitions(ds=ds, zone=RAW_UNIFIED)}
-
-    def from_cache(ds: date) -> int:
-        return store.unification(ds).details["mentions_from_cache"]
-
     assert from_cache(DEMO_DATE) == 0 and from_cache(second) > 0
     warm = written(second)
     shutil.rmtree(cache)
