@@ -399,9 +399,7 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
     assert how == {DEMO_DATE: "rebuild: no kept state", second: "incremental"}
     kept = settings.var / "cache" / "unify"
     assert kept.stat().st_mode & 0o777 == 0o700
-    assert [(p.name, p.stat().st_mode & 0o777) for p in kept.iterdir()] == [
-        ("state.duckdb", 0o600)
-    ]
+    assert [(p.name, p.stat().st_mode & 0o777) for p in kept.iterdir()] == [("state.duckdb", 0o600)]
     changed = store.unification(second).details["incremental"]
     assert 0 < changed["new_mentions"] < 0.2 * store.unification(second).person_rows
 
