@@ -79,12 +79,12 @@ def update_persons(ws: Workspace, frozen: FrozenModel) -> PersonUpdate:
         "SELECT coalesce(max(TRY_CAST(substr(person_id, 2) AS BIGINT)), 0) + 1 FROM person"
     )
     ws.execute("""
+        CREATE OR REPLACE TEMP TABLE gone_source AS  -- a snapshot row not delivered as it was
+        SELECT * FROM source_row ANTI JOIN night_source_row USING (dataset, src_hash);
         CREATE OR REPLACE TEMP TABLE replaced AS
         SELECT DISTINCT dataset, source_key FROM (
             SELECT dataset, source_key FROM changed_source
-            UNION ALL  -- a snapshot row whose content is not delivered tonight: gone or changed
-            SELECT dataset, source_key FROM source_row ANTI JOIN night_source_row
-                USING (dataset, src_hash)
+            UNION ALL SELECT dataset, source_key FROM gone_source
         );
         CREATE OR REPLACE TEMP TABLE old AS
         SELECT m.* FROM mention m SEMI JOIN replaced USING (dataset, source_key);
@@ -178,7 +178,8 @@ def _affected_probes(ws: Workspace) -> None:
         CREATE OR REPLACE TEMP TABLE affected AS
         SELECT DISTINCT row FROM ({" UNION ALL ".join(parts)});
         CREATE OR REPLACE TEMP VIEW person_key AS
-        SELECT row, row IN (SELECT row FROM affected) AS probe, {KEY_SELECT} FROM mention;
+        SELECT m.row, a.row IS NOT NULL AS probe, {KEY_SELECT}
+        FROM mention m LEFT JOIN affected a USING (row);
     """)
 
 
@@ -235,7 +236,12 @@ def _region_persons(ws: Workspace, region: pd.DataFrame, anchors: np.ndarray) ->
     person_at = k.reindex(anchors).to_numpy()
     if len(person_at) and np.isnan(person_at.astype(float)).any():
         raise PartitionError("incremental unification: a re-resolved mention has no person id")
-    return unified_persons(ws, person_at.astype(np.int32), rows=region["row"].to_numpy())
+    ws.execute("""
+        CREATE OR REPLACE TEMP TABLE region_mention AS
+        SELECT m.* FROM mention m SEMI JOIN region USING (row)
+    """)  # one pass over the mentions; survivorship then reads only these
+    rows = region["row"].to_numpy()
+    return unified_persons(ws, person_at.astype(np.int32), rows, "region_mention")
 
 
 def _apply(ws: Workspace, region: pd.DataFrame, found: Components, persons: pa.Table) -> None:
@@ -264,7 +270,10 @@ def _apply(ws: Workspace, region: pd.DataFrame, found: Components, persons: pa.T
         INSERT INTO person BY NAME SELECT * FROM region_person;
         DELETE FROM id_merged WHERE id_no IN (SELECT id_no FROM region WHERE id_no IS NOT NULL);
         INSERT INTO id_merged BY NAME SELECT * FROM region_merged;
-        CREATE OR REPLACE TABLE source_row AS SELECT * FROM night_source_row;
+        DELETE FROM source_row USING gone_source g
+            WHERE source_row.dataset = g.dataset AND source_row.src_hash = g.src_hash;
+        INSERT INTO source_row SELECT * FROM night_source_row ANTI JOIN source_row
+            USING (dataset, src_hash);
         CREATE OR REPLACE VIEW person_ids AS SELECT anchor, person_id AS id FROM person;
         CREATE OR REPLACE VIEW person_assigned AS SELECT * FROM mention;
     """)

@@ -57,6 +57,8 @@ MENTION_COLUMNS = [
 ]
 # the comparison keys each mention carries into the workspace (pinyin is added per name)
 KEY_COLUMNS = ["k_name", "k_pinyin", "k_surname", "k_birth", "k_phone", "k_district", "k_sex"]
+# and the two blocking keys cut from them, kept so that blocking reads columns as they lie
+CUT_KEYS = ["k_birth_year", "k_phone_tail"]
 SUBJECT, LEGAL_REP, OWNER = "subject", "legal_rep", "owner"
 # the clean columns person_mentions reads from the datasets only it reads (the big person
 # registers): the night reads just these, not every column of millions of rows
@@ -155,7 +157,7 @@ def person_mentions(dataset_id: str, batch: pa.Table | pd.DataFrame) -> pa.Table
 
 def empty_mentions() -> pa.Table:
     """No mentions, with the columns and types a full batch has."""
-    fields = [pa.field(c, pa.string()) for c in MENTION_COLUMNS + KEY_COLUMNS]
+    fields = [pa.field(c, pa.string()) for c in MENTION_COLUMNS + KEY_COLUMNS + CUT_KEYS]
     schema = pa.schema(fields).set(10, pa.field("updated_at", pa.timestamp("us")))
     return schema.append(pa.field("filled", pa.int16())).empty_table()
 
@@ -257,7 +259,9 @@ def _with_keys(table: pa.Table) -> pa.Table:
     for col, key in zip(KEY_COLUMNS, names, strict=True):
         values = spread[key] if key in spread else pa.array(keys[key], pa.string())
         table = table.append_column(col, values)
-    return table
+    birth, phone = table.column("k_birth"), table.column("k_phone")
+    table = table.append_column("k_birth_year", pc.utf8_slice_codeunits(birth, 0, 4))
+    return table.append_column("k_phone_tail", pc.utf8_slice_codeunits(phone, -4))
 
 
 # --- resolution (in the workspace) -------------------------------------------------------
@@ -403,13 +407,9 @@ def key_views(ws: Workspace, name_tf: pa.Table | None = None) -> None:
     """)
 
 
-def _phone_tail(column: str) -> str:
-    return f"CASE WHEN length({column}) >= 4 THEN right({column}, 4) ELSE {column} END"
-
-
 # a mention's keys as the blocking rules name them (``person_key`` and the incremental night)
-KEY_SELECT = f"""k_name AS name, k_pinyin AS pinyin, k_surname AS surname, k_birth AS birth,
-    substr(k_birth, 1, 4) AS birth_year, k_phone AS phone, {_phone_tail("k_phone")} AS phone_tail,
+KEY_SELECT = """k_name AS name, k_pinyin AS pinyin, k_surname AS surname, k_birth AS birth,
+    k_birth_year AS birth_year, k_phone AS phone, k_phone_tail AS phone_tail,
     k_district AS district, k_sex AS sex"""
 
 
@@ -651,7 +651,10 @@ def number_ids(ws: Workspace, ids_table: str) -> pd.DataFrame:
 
 
 def unified_persons(
-    ws: Workspace, person_at: np.ndarray, rows: np.ndarray | None = None
+    ws: Workspace,
+    person_at: np.ndarray,
+    rows: np.ndarray | None = None,
+    mentions: str = "person_mention",
 ) -> pa.Table:
     """One row per person by :data:`SURVIVORSHIP`, with its sources and last update.
 
@@ -661,9 +664,10 @@ def unified_persons(
     counts — so the group-by of 7.5 million rows holds no strings, and its result in ``k``
     order is the table in id order; the winning values are then taken from the mention
     columns by row number, one column at a time. ``rows``: the mentions ``person_at`` is of
-    (an incremental night's re-resolved few), else every row in order.
+    (an incremental night's re-resolved few, in the table ``mentions``), else every row in
+    order.
     """
-    datasets = sorted(ws.frame("SELECT DISTINCT dataset FROM person_mention")["dataset"])
+    datasets = sorted(ws.frame(f"SELECT DISTINCT dataset FROM {mentions}")["dataset"])
     bits = {d: 1 << i for i, d in enumerate(datasets)}
     bit_case = " ".join(f"WHEN '{d}' THEN {b}" for d, b in bits.items())
     names = ", ".join(f"('{d}', {b})" for d, b in bits.items()) or "(NULL, 0)"
@@ -678,7 +682,7 @@ def unified_persons(
         WITH m AS (
             SELECT a.k, p.row, p.updated_at, p.filled, p.dataset, p.source_key, p.role,
                    {_rank_case()} AS rank, CASE p.dataset {bit_case} ELSE 0 END AS bit
-            FROM person_mention p JOIN person_at a USING (row)
+            FROM {mentions} p JOIN person_at a USING (row)
         ), per AS (
             SELECT k, {winners}, bit_or(bit) AS mask, count(*) AS records,
                    max(updated_at) AS last_updated_at
@@ -704,7 +708,7 @@ def unified_persons(
     for col in SURVIVING:  # the winning row's value (and for name and phone, its source)
         sourced = col in ("name", "phone")
         columns = [col, "dataset"] if sourced else [col]
-        taken = ws.take("person_mention", columns, per[f"{col}_row"])
+        taken = ws.take(mentions, columns, per[f"{col}_row"])
         out[col] = taken.column(col)
         if sourced:
             sources[f"{col}_source"] = taken.column("dataset")
