@@ -219,7 +219,7 @@ def _components_of(ws: Workspace, region: pd.DataFrame, frozen: FrozenModel) -> 
     if len(links) and not np.all(inside):
         raise PartitionError(
             f"incremental unification: {int((~inside).sum())} links leave the re-resolved"
-            " persons (docs/decisions/0021): rebuild with YIMEN_UNIFY_REBUILD_DAYS=0"
+            " persons (docs/decisions/0021): rebuild with YIMEN_UNIFY_REBUILD_DAYS=1"
         )
     positions = pd.DataFrame(
         {"row": at_row, "partner": at_partner, "weight": links["weight"].to_numpy()}
