@@ -160,6 +160,7 @@ def read_mentions(
     its ``first_row``, and the person registers' partitions it holds are not read at all.
     """
     enterprises, cases, keys, sources, changed = [], [], {}, [], []
+    seen: dict[str, list[np.ndarray]] = {}  # an incremental night: tonight's snapshot hashes
     case_columns = service_case_columns(catalog)
     cached_rows = 0
     cache_files: set[Path] = set()
@@ -239,9 +240,10 @@ def read_mentions(
             rows.hashed = _source_rows(item.dataset_id, _text_key(batch, dataset), hashes)
         if item.persons == "none":
             return item, empty_mentions(), None, firms, case, rows
-        if item.persons == "changed":
-            new = pa.array(~_member(rows.hashed.column("src_hash").to_numpy(), item.known))
-            batch = batch.filter(new)
+        if item.persons == "changed":  # only the rows the state does not hold
+            rows.seen = rows.hashed.column("src_hash").to_numpy()
+            new = pa.array(~_member(rows.seen, item.known))
+            batch, rows.hashed = batch.filter(new), rows.hashed.filter(new)
         if known is not None:  # the rows whose mentions the night replaces
             rows.changed = _source_rows(item.dataset_id, _text_key(batch, dataset))
         persons = person_mentions(item.dataset_id, batch)
@@ -263,6 +265,8 @@ def read_mentions(
             enterprises.extend(firms)
             cases.extend(case)
             sources.extend([rows.hashed] if rows.hashed is not None else [])
+            if rows.seen is not None:
+                seen.setdefault(item.dataset_id, []).append(rows.seen)
             changed.extend([rows.changed] if rows.changed is not None else [])
             # a clean partition holds each key once, and only a key's newest copy is read
             one_each = item.cached or item.cache_to is not None or item.batch is None
@@ -280,6 +284,9 @@ def read_mentions(
     ws.load_spilled("night_source_row", sources, _source_rows("", pa.array([], pa.string()), []))
     if known is not None:
         ws.load("changed_source", changed, _source_rows("", pa.array([], pa.string())))
+        ws.load(
+            "gone_hash", _gone(known, seen), _source_rows("", pa.array([]), []).drop(["source_key"])
+        )
     enterprise = pd.concat(_non_empty(enterprises, no_enterprise_mentions()), ignore_index=True)
     case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=case_columns)
     if cache is not None and known is None:
@@ -289,11 +296,23 @@ def read_mentions(
 
 @dataclass
 class _Rows:
-    """A batch's source rows as the state knows them: keys and content hashes (a snapshot),
-    and on an incremental night the keys of the rows it projected."""
+    """A batch's source rows as the state will know them: keys and content hashes of a
+    snapshot's rows (on an incremental night, of those the state does not hold, and the
+    hashes of all in ``seen``), and on an incremental night the keys of the rows projected."""
 
     hashed: pa.Table | None = None
     changed: pa.Table | None = None
+    seen: np.ndarray | None = None
+
+
+def _gone(known: KnownRows, seen: dict[str, list[np.ndarray]]) -> Iterator[pa.Table]:
+    """``(dataset, src_hash)`` of the snapshot rows the state holds that tonight's delivery
+    does not hold as they were (changed or gone)."""
+    for dataset_id, held in known.hashes.items():
+        tonight = np.sort(np.concatenate(seen.get(dataset_id, [np.zeros(0, np.uint64)])))
+        gone = held[~_member(held, tonight)]
+        if len(gone):
+            yield _source_rows(dataset_id, None, gone)
 
 
 def _text_key(batch: pa.Table, dataset: DatasetDef) -> pa.Array:
@@ -302,12 +321,14 @@ def _text_key(batch: pa.Table, dataset: DatasetDef) -> pa.Array:
     return col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
 
 
-def _source_rows(dataset_id: str, source_key: pa.Array, hashes=None) -> pa.Table:
-    """``(dataset, source_key[, src_hash])`` rows of one batch."""
-    columns = {
-        "dataset": pa.repeat(pa.scalar(dataset_id, pa.string()), len(source_key)),
-        "source_key": source_key,
-    }
+def _source_rows(
+    dataset_id: str, source_key: pa.Array | None, hashes: np.ndarray | None = None
+) -> pa.Table:
+    """``(dataset[, source_key][, src_hash])`` rows of one batch."""
+    n = len(source_key) if source_key is not None else len(hashes)
+    columns = {"dataset": pa.repeat(pa.scalar(dataset_id, pa.string()), n)}
+    if source_key is not None:
+        columns["source_key"] = source_key
     if hashes is not None:
         columns["src_hash"] = pa.array(np.asarray(hashes, dtype=np.uint64), pa.uint64())
     return pa.table(columns)
@@ -931,13 +952,14 @@ def unify_partitions(
 
 def _known_rows(ws: Workspace, mark: StateMark) -> KnownRows:
     """What the kept state holds, for :func:`read_mentions`."""
-    hashes = ws.arrow("SELECT dataset, src_hash FROM source_row ORDER BY dataset, src_hash")
-    datasets = hashes.column("dataset").to_numpy(zero_copy_only=False)
+    hashes = ws.arrow("SELECT dataset, src_hash FROM source_row")
+    codes, names = pd.factorize(hashes.column("dataset").to_pandas())
     values = hashes.column("src_hash").to_numpy()
-    names, starts = np.unique(datasets, return_index=True)
-    bounds = [*starts[1:], len(values)]
+    order = np.lexsort((values, codes))  # by dataset, then hash
+    codes, values = codes[order], values[order]
+    bounds = np.searchsorted(codes, np.arange(len(names) + 1))
     return KnownRows(
-        hashes={str(n): values[a:b] for n, a, b in zip(names, starts, bounds, strict=True)},
+        hashes={str(n): values[bounds[i] : bounds[i + 1]] for i, n in enumerate(names)},
         partitions={d: len(f) for d, f in mark.partitions.items()},
         first_row=ws.scalar("SELECT coalesce(max(row), -1) + 1 FROM mention"),
     )

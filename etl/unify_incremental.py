@@ -80,7 +80,7 @@ def update_persons(ws: Workspace, frozen: FrozenModel) -> PersonUpdate:
     )
     ws.execute("""
         CREATE OR REPLACE TEMP TABLE gone_source AS  -- a snapshot row not delivered as it was
-        SELECT * FROM source_row ANTI JOIN night_source_row USING (dataset, src_hash);
+        SELECT * FROM source_row SEMI JOIN gone_hash USING (dataset, src_hash);
         CREATE OR REPLACE TEMP TABLE replaced AS
         SELECT DISTINCT dataset, source_key FROM (
             SELECT dataset, source_key FROM changed_source
@@ -262,7 +262,13 @@ def _apply(ws: Workspace, region: pd.DataFrame, found: Components, persons: pa.T
     ws.execute("""
         UPDATE mention SET anchor = r.anchor, match_rule = r.match_rule,
                            match_score = r.match_score, person_id = r.id
-        FROM (SELECT * FROM region_result JOIN region_ids USING (anchor)) r
+        FROM (  -- only the rows that changed (most of the region keeps its person)
+            SELECT r.*, i.id FROM region_result r JOIN region_ids i USING (anchor)
+            JOIN mention m USING (row)
+            WHERE m.anchor IS DISTINCT FROM r.anchor OR m.person_id IS DISTINCT FROM i.id
+               OR m.match_rule IS DISTINCT FROM r.match_rule
+               OR m.match_score IS DISTINCT FROM r.match_score
+        ) r
         WHERE mention.row = r.row;
         DELETE FROM link WHERE row IN (SELECT row FROM affected) OR row IN (SELECT row FROM old);
         INSERT INTO link SELECT row, partner, weight FROM new_link;
@@ -270,10 +276,9 @@ def _apply(ws: Workspace, region: pd.DataFrame, found: Components, persons: pa.T
         INSERT INTO person BY NAME SELECT * FROM region_person;
         DELETE FROM id_merged WHERE id_no IN (SELECT id_no FROM region WHERE id_no IS NOT NULL);
         INSERT INTO id_merged BY NAME SELECT * FROM region_merged;
-        DELETE FROM source_row USING gone_source g
+        DELETE FROM source_row USING gone_hash g
             WHERE source_row.dataset = g.dataset AND source_row.src_hash = g.src_hash;
-        INSERT INTO source_row SELECT * FROM night_source_row ANTI JOIN source_row
-            USING (dataset, src_hash);
+        INSERT INTO source_row SELECT * FROM night_source_row;  -- the rows it did not hold
         CREATE OR REPLACE VIEW person_ids AS SELECT anchor, person_id AS id FROM person;
         CREATE OR REPLACE VIEW person_assigned AS SELECT * FROM mention;
     """)
