@@ -29,6 +29,8 @@ from catalog.errors import PartitionError
 from etl.matching import BLOCKING_RULES, Candidates
 from etl.unify_ids import PreviousIds, stable_ids
 from etl.unify_person import (
+    CUT_KEYS,
+    KEY_COLUMNS,
     KEY_SELECT,
     PERSON_PREFIX,
     Components,
@@ -41,6 +43,13 @@ from etl.unify_person import (
     unified_persons,
 )
 from etl.unify_workspace import Stopwatch, Workspace
+
+KEY_COLUMNS_SELECT = ", ".join(KEY_COLUMNS + CUT_KEYS)
+# what survivorship reads of a mention (unify_person.unified_persons)
+SURVIVORSHIP_COLUMNS = (
+    "row, dataset, source_key, role, updated_at, filled, name, sex, birth_date, phone, address,"
+    " district"
+)
 
 
 @dataclass(frozen=True)
@@ -78,20 +87,24 @@ def update_persons(ws: Workspace, frozen: FrozenModel) -> PersonUpdate:
     next_id = ws.scalar(
         "SELECT coalesce(max(TRY_CAST(substr(person_id, 2) AS BIGINT)), 0) + 1 FROM person"
     )
-    ws.execute("""
-        CREATE OR REPLACE TEMP TABLE gone_source AS  -- a snapshot row not delivered as it was
-        SELECT * FROM source_row SEMI JOIN gone_hash USING (dataset, src_hash);
-        CREATE OR REPLACE TEMP TABLE replaced AS
-        SELECT DISTINCT dataset, source_key FROM (
-            SELECT dataset, source_key FROM changed_source
-            UNION ALL SELECT dataset, source_key FROM gone_source
-        );
-        CREATE OR REPLACE TEMP TABLE old AS
-        SELECT m.* FROM mention m SEMI JOIN replaced USING (dataset, source_key);
-        DELETE FROM mention WHERE row IN (SELECT row FROM old);
-        INSERT INTO mention BY NAME SELECT * FROM new_mention;
-        CREATE OR REPLACE TEMP VIEW person_mention AS SELECT * FROM mention;
-    """)
+    for statement in (
+        """CREATE OR REPLACE TEMP TABLE gone_source AS  -- a snapshot row not delivered as it was
+           SELECT * FROM source_row SEMI JOIN gone_hash USING (dataset, src_hash)""",
+        """CREATE OR REPLACE TEMP TABLE replaced AS
+           SELECT DISTINCT dataset, source_key FROM (
+               SELECT dataset, source_key FROM changed_source
+               UNION ALL SELECT dataset, source_key FROM gone_source
+           )""",
+        """CREATE OR REPLACE TEMP TABLE old_row AS
+           SELECT row FROM mention SEMI JOIN replaced USING (dataset, source_key)""",
+        f"""CREATE OR REPLACE TEMP TABLE old AS  -- only what is needed of them: a wide read
+           SELECT row, dataset, source_key, role, anchor, person_id, {KEY_COLUMNS_SELECT}
+           FROM mention SEMI JOIN old_row USING (row)""",
+        "DELETE FROM mention WHERE row IN (SELECT row FROM old)",
+        "INSERT INTO mention BY NAME SELECT * FROM new_mention",
+        "CREATE OR REPLACE TEMP VIEW person_mention AS SELECT * FROM mention",
+    ):  # one by one: each shows in the debug log with its seconds
+        ws.execute(statement)
     clock.lap("replace")
     _affected_probes(ws)
     cands = blocking_candidates(ws)
@@ -236,9 +249,9 @@ def _region_persons(ws: Workspace, region: pd.DataFrame, anchors: np.ndarray) ->
     person_at = k.reindex(anchors).to_numpy()
     if len(person_at) and np.isnan(person_at.astype(float)).any():
         raise PartitionError("incremental unification: a re-resolved mention has no person id")
-    ws.execute("""
+    ws.execute(f"""
         CREATE OR REPLACE TEMP TABLE region_mention AS
-        SELECT m.* FROM mention m SEMI JOIN region USING (row)
+        SELECT {SURVIVORSHIP_COLUMNS} FROM mention m SEMI JOIN region USING (row)
     """)  # one pass over the mentions; survivorship then reads only these
     rows = region["row"].to_numpy()
     return unified_persons(ws, person_at.astype(np.int32), rows, "region_mention")
