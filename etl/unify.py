@@ -656,7 +656,9 @@ def incremental_night(
         },
     )
     streams = {
-        "person": lambda: _in_id_order(ws.arrow("SELECT * FROM person")).to_batches(BATCH_ROWS),
+        "person": lambda: iter(
+            _in_id_order(ws.arrow("SELECT * FROM person")).to_batches(BATCH_ROWS)
+        ),
         "person_xref": lambda: _state_batches(ws, STATE_XREF, keep_order=True),
     }
     return UnifiedNight(ws, tables, figures, streams, frozen)
