@@ -656,9 +656,7 @@ def incremental_night(
         },
     )
     streams = {
-        "person": lambda: iter(
-            _in_id_order(ws.arrow("SELECT * FROM person")).to_batches(BATCH_ROWS)
-        ),
+        "person": lambda: _state_batches(ws, "SELECT * FROM person ORDER BY person_id"),
         "person_xref": lambda: _state_batches(ws, STATE_XREF, keep_order=True),
     }
     return UnifiedNight(ws, tables, figures, streams, frozen)
@@ -670,13 +668,6 @@ STATE_XREF = f"""
            b.previous_id AS previous_person_id
     FROM mention m LEFT JOIN region_id_before b USING (row)
 """
-
-
-def _in_id_order(persons: pa.Table) -> pa.Table:
-    """The person table in id order, as a rebuild writes it (a numpy sort of the numbers:
-    cheaper than sorting the rows in SQL)."""
-    numbers = pc.cast(pc.utf8_slice_codeunits(persons.column("person_id"), 1), pa.int64())
-    return persons.take(pa.array(np.argsort(numbers.to_numpy(), kind="stable")))
 
 
 def _state_batches(ws: Workspace, sql: str, keep_order: bool = False) -> Iterator[pa.RecordBatch]:
