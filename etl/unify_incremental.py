@@ -107,7 +107,7 @@ def update_persons(ws: Workspace, frozen: FrozenModel) -> PersonUpdate:
         ws.execute(statement)
     clock.lap("replace")
     _affected_probes(ws)
-    cands = blocking_candidates(ws)
+    cands = blocking_candidates(ws, "affected_key WHERE true")
     clock.lap("blocking")
     affected = ws.frame("SELECT row FROM affected ORDER BY row")["row"].to_numpy()
     rows = np.unique(np.concatenate([cands.left, cands.right, affected]))
@@ -190,6 +190,8 @@ def _affected_probes(ws: Workspace) -> None:
     ws.execute(f"""
         CREATE OR REPLACE TEMP TABLE affected AS
         SELECT DISTINCT row FROM ({" UNION ALL ".join(parts)});
+        CREATE OR REPLACE TEMP TABLE affected_key AS
+        SELECT * FROM probe_key SEMI JOIN affected USING (row);
         CREATE OR REPLACE TEMP VIEW person_key AS
         SELECT m.row, a.row IS NOT NULL AS probe, {KEY_SELECT}
         FROM mention m LEFT JOIN affected a USING (row);

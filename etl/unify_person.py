@@ -413,13 +413,14 @@ KEY_SELECT = """k_name AS name, k_pinyin AS pinyin, k_surname AS surname, k_birt
     k_district AS district, k_sex AS sex"""
 
 
-def blocking_candidates(ws: Workspace) -> Candidates:
+def blocking_candidates(ws: Workspace, probes: str = "person_key WHERE probe") -> Candidates:
     """Pairs (probe, row) sharing a blocking key (:data:`BLOCKING_RULES`), each pair once.
 
     Per rule: the rows whose key some probe has (a semi-join against a few thousand probe
     keys, not a group-by of every row), then one hash join inside those blocks. A block of
     more than :data:`MAX_BLOCK` rows is not selective and is skipped (and counted), as
-    :func:`etl.matching.candidate_pairs` does.
+    :func:`etl.matching.candidate_pairs` does. ``probes``: where the probes' keys are read
+    (the incremental night keeps them apart, rather than scan every row for them).
     """
     parts, per_rule, skipped = [], {}, 0
     for rule, cols in BLOCKING_RULES.items():
@@ -428,7 +429,7 @@ def blocking_candidates(ws: Workspace) -> Candidates:
         keys = ", ".join(cols)
         ws.execute(f"""
             CREATE OR REPLACE TEMP TABLE block_member AS
-            WITH probe_key AS (SELECT DISTINCT {keys} FROM person_key WHERE probe AND {present})
+            WITH probe_key AS (SELECT DISTINCT {keys} FROM {probes} AND {present})
             SELECT k.row, k.probe, {", ".join(f"k.{c}" for c in cols)}
             FROM person_key k SEMI JOIN probe_key p ON {on.replace("l.", "k.").replace("r.", "p.")};
             CREATE OR REPLACE TEMP TABLE block_size AS

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -37,7 +38,7 @@ from catalog.definitions import Catalog
 from catalog.files import code_digest, owner_only_dir
 from catalog.store import CatalogStore
 from etl.unify_person import FrozenModel
-from etl.unify_workspace import Workspace
+from etl.unify_workspace import Workspace, process_alive
 from etl.zones import RAW_CLEAN, RAW_UNIFIED
 
 # the code whose output the state is: a change to any of it rebuilds once
@@ -95,12 +96,18 @@ def clean_fingerprints(catalog: Catalog, store: CatalogStore, ds: date) -> dict[
 
 
 class UnifyState:
-    """The kept state's folder: ``state.duckdb`` and, while a night writes it, the next one."""
+    """The kept state's folder: ``state.duckdb`` and, while a night writes it, the next one
+    (named by its process; one left by a killed process is removed)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = owner_only_dir(Path(folder))
         self.path = self.folder / "state.duckdb"
-        self.next_path = self.folder / "state.next.duckdb"
+        # this process's next state: two nights unified at once never write one file
+        self.next_path = self.folder / f"state.next-{os.getpid()}-{uuid.uuid4().hex[:8]}.duckdb"
+        for left in self.folder.glob("state.next-*.duckdb*"):  # by a night that was killed
+            pid = left.name.split("-")[1]
+            if pid.isdigit() and not process_alive(int(pid)):
+                left.unlink(missing_ok=True)
 
     def mark(self) -> StateMark | None:
         """The kept state's mark, or None (no state, or not one this code can read)."""

@@ -246,13 +246,14 @@ def remove_stale_workspaces(scratch: Path) -> list[Path]:
     removed = []
     for folder in scratch.glob("unify-*-*") if scratch.exists() else []:
         pid = folder.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (what it left behind is then still in use)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
