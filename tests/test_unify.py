@@ -6,9 +6,12 @@ step on a real simulated night, and ``lake match`` through the CLI on hand-writt
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +30,7 @@ from etl.unify_ids import PreviousIds
 from etl.unify_person import person_mentions
 from etl.unify_workspace import workspace
 from etl.zones import RAW_UNIFIED
-from tests.helpers import resident_ids, usccs
+from tests.helpers import resident_ids, usccs, with_control_file
 
 DS = date(2026, 11, 28)
 RNG = np.random.default_rng(7)
@@ -404,14 +407,7 @@ def _add_idless_copies(departments: Path, ds: date, n: int) -> int:
     text = drop.read_text(encoding="utf-8")
     text += copies.to_json(orient="records", lines=True, force_ascii=False)
     drop.write_text(text, encoding="utf-8")
-    control = drop.with_name(drop.name + ".ctl")
-    data = drop.read_bytes()
-    control.write_text(
-        json.dumps(
-            {"file": drop.name, "rows": len(rows) + len(copies),
-             "sha256": hashlib.sha256(data).hexdigest()}
-        )
-    )  # fmt: skip
+    with_control_file(drop, len(rows) + len(copies))
     return len(copies)
 
 
@@ -621,3 +617,88 @@ def test_the_mention_cache_keeps_only_what_the_night_used(tmp_path) -> None:
     # a file cut short (a damaged disk, a hand-copied cache) is not read: made again
     used.write_bytes(used.read_bytes()[:-40])
     assert not cache.holds(used, 2) and not used.exists()
+
+
+_PAUSED_UNIFY = """
+import sys, time
+from datetime import date
+from pathlib import Path
+from etl.nightly import Night, unify
+from etl.settings import LakeSettings
+from etl.unify_state import UnifyState
+
+def paused(self):  # the lake has committed the night; the state is not yet renamed
+    Path(sys.argv[2]).write_text("committed")
+    while True:
+        time.sleep(0.05)
+
+UnifyState.publish_next = paused
+settings = LakeSettings.under(Path(sys.argv[1]))
+unify(Night.open(date.fromisoformat(sys.argv[3]), "killed", settings))
+"""
+
+
+def test_a_night_killed_after_its_commit_leaves_a_state_the_next_run_can_trust(
+    tmp_path,
+) -> None:
+    """SIGKILL between the lake's commit and the state's rename (a real process, a real
+    kill): the kept state is still the first night's and the store does not list the
+    killed night, so the rerun starts from that state, removes what the killed process
+    left, and gives the tables a rebuild with the kept model gives."""
+    from datetime import timedelta
+
+    import simulator
+    from catalog.definitions import load_catalog
+    from etl.nightly import Night, open_night, unify
+    from etl.settings import LakeSettings
+    from tests.helpers import DEMO_DATE, busy_departments, extract_and_validate
+
+    settings = LakeSettings.under(tmp_path)
+    departments = busy_departments(tmp_path / "var")  # updates, inserts and deletes daily
+    settings = LakeSettings(**{**settings.__dict__, "departments_dir": departments})
+    second = DEMO_DATE + timedelta(days=1)
+    lake = settings.lake()
+    for ds in (DEMO_DATE, second):
+        if ds == second:
+            simulator.advance_day(departments)
+        open_night(Night.open(ds, f"run-{ds}", settings))
+        extract_and_validate(
+            load_catalog().datasets, departments, ds, lake=lake, store=lake.store,
+            run_id=f"run-{ds}", work_dir=tmp_path / "work",
+        )  # fmt: skip
+    unify(Night.open(DEMO_DATE, "first", settings))
+    kept = settings.var / "cache" / "unify"
+    before = (kept / "state.duckdb").read_bytes()
+
+    marker = tmp_path / "committed"
+    code = [sys.executable, "-c", _PAUSED_UNIFY, str(tmp_path), str(marker), second.isoformat()]
+    proc = subprocess.Popen(code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "the unification never reached its commit"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # the kept state is untouched; the killed night's next state is left beside it
+    assert (kept / "state.duckdb").read_bytes() == before
+    assert len(list(kept.glob("state.next-*"))) == 1
+    assert lake.store.unification(second) is None  # its figures were never recorded
+
+    unify(Night.open(second, "rerun", settings))
+    assert lake.store.unification(second).details["how"] == "incremental"
+    assert [p.name for p in kept.iterdir()] == ["state.duckdb"]  # the leftover is removed
+
+    def tables() -> dict[str, pd.DataFrame]:
+        out = {}
+        for name in TABLES:
+            frame = lake.read_partition(lake.unified_partition(name, second)).to_pandas()
+            out[name] = frame.sort_values(list(frame.columns[:3])).reset_index(drop=True)
+        return out
+
+    incremental = tables()
+    unify(Night.open(second, "rebuild", settings))  # a rerun: a rebuild, with the kept model
+    assert lake.store.unification(second).details["how"].startswith("rebuild")
+    rebuilt = tables()
+    for name in TABLES:
+        pd.testing.assert_frame_equal(rebuilt[name], incremental[name], obj=name)
