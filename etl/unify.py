@@ -656,7 +656,9 @@ def incremental_night(
         },
     )
     streams = {
-        "person": lambda: _state_batches(ws, "SELECT * FROM person ORDER BY person_id"),
+        "person": lambda: _state_batches(
+            ws, "SELECT * FROM person ORDER BY CAST(substr(person_id, 2) AS BIGINT)"
+        ),
         "person_xref": lambda: _state_batches(ws, STATE_XREF, keep_order=True),
     }
     return UnifiedNight(ws, tables, figures, streams, frozen)
@@ -916,7 +918,7 @@ def unify_partitions(
                     state.keep_next(ws, next_mark, copies[0])
                 else:
                     state.mark_next(next_mark)
-                writes.lap("write_state")
+                writes.lap("keep_state" if mark is not None else "mark_state")
         except BaseException:
             lake.discard(staged)
             if state is not None:
