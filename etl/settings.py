@@ -5,7 +5,7 @@ Defaults put everything a run writes under ``<repo>/var/``; environment variable
 object-store URI such as ``s3://bucket/lake``) and ``YIMEN_CATALOG_URL`` (any SQLAlchemy URL);
 ``YIMEN_HEAVY_STEP_ROWS`` sizes the night's memory-heavy steps to the machine;
 ``YIMEN_UNIFY_REBUILD_DAYS`` is how many nights unification keeps a matching model
-before a night rebuilds and estimates it again (docs/decisions/0021; 1: every night).
+before a night rebuilds and estimates it again (docs/decisions/0023; 1: every night).
 Object storage is reached with the standard AWS variables (``AWS_ENDPOINT_URL``,
 ``AWS_REGION``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), never with YAML.
 """

@@ -4,7 +4,7 @@ The workspace is a working copy of the kept state (:mod:`etl.unify_state`): ``me
 ``link``, ``person``, ``id_merged``, ``person_name``, ``source_row`` as last night left
 them, beside tonight's ``new_mention`` (the projected new and changed rows),
 ``changed_source`` and ``night_source_row`` (:func:`etl.unify.read_mentions` with
-``known``). docs/decisions/0021 says why each step gives what a rebuild with the same
+``known``). docs/decisions/0023 says why each step gives what a rebuild with the same
 kept model gives:
 
 1. **Replaced**: the mentions of every source row that changed, arrived or left.
@@ -234,7 +234,7 @@ def _components_of(ws: Workspace, region: pd.DataFrame, frozen: FrozenModel) -> 
     if len(links) and not np.all(inside):
         raise PartitionError(
             f"incremental unification: {int((~inside).sum())} links leave the re-resolved"
-            " persons (docs/decisions/0021): rebuild with YIMEN_UNIFY_REBUILD_DAYS=1"
+            " persons (docs/decisions/0023): rebuild with YIMEN_UNIFY_REBUILD_DAYS=1"
         )
     positions = pd.DataFrame(
         {"row": at_row, "partner": at_partner, "weight": links["weight"].to_numpy()}

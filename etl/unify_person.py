@@ -273,7 +273,7 @@ class FrozenModel:
 
     An incremental night re-resolves only the mentions its changes touch; with weights or
     name frequencies re-estimated every night, a shifted weight would change links nobody
-    compares again (docs/decisions/0021). So the incremental nights, and a rebuild that must
+    compares again (docs/decisions/0023). So the incremental nights, and a rebuild that must
     equal them, all score with the weights, threshold and name shares of one night.
     """
 

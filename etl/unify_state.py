@@ -1,4 +1,4 @@
-"""The unification state a night keeps for the next one (docs/decisions/0021).
+"""The unification state a night keeps for the next one (docs/decisions/0023).
 
 After each unification the person side of the workspace is kept in one private DuckDB file,
 ``var/cache/unify/state.duckdb`` (owner-only, like the raw zone: it holds personal data):

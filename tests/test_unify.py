@@ -477,7 +477,7 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
         return store.unification(ds).details["mentions_from_cache"]
 
     # a rerun of the night rebuilds it from every clean row, with the kept model: the same
-    # tables as the incremental night (docs/decisions/0021)
+    # tables as the incremental night (docs/decisions/0023)
     incremental = tables(second)
     unify(Night.open(second, "rerun-rebuilds", settings))
     assert store.unification(second).details["how"].startswith("rebuild")
