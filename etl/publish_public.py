@@ -23,9 +23,12 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -370,6 +373,17 @@ class PublicationResult:
     published: dict[str, dict] = field(default_factory=dict)  # name → report
     blocked: dict[str, str] = field(default_factory=dict)  # name → reason (one line)
     unchanged: dict[str, str] = field(default_factory=dict)  # name → date it was published
+    # what each part cost (wall and CPU seconds: "<dataset> state", "… microdata", "scan" …),
+    # for bench/bench_public.py; not part of the summary
+    seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, what: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[what] = (time.perf_counter() - wall, time.process_time() - cpu)
 
     def summary(self) -> dict:
         return {"published": self.published, "blocked": self.blocked, "unchanged": self.unchanged}
@@ -434,6 +448,7 @@ def publish_open_data(
     run_id: str,
     *,
     full: bool = False,
+    state_dir: Path | None = None,
 ) -> PublicationResult:
     """The night's open-data publication (see the module doc for the order of gates).
 
@@ -478,10 +493,15 @@ def publish_open_data(
         for dataset in openable:
             if dataset.id not in rebuilt | stats_rebuilt:
                 continue
-            state = current_clean(lake, store, dataset, ds, _needed_columns(dataset))
+            with result.timed(f"{dataset.id} state"):
+                state = current_clean(lake, store, dataset, ds, _needed_columns(dataset))
             if dataset.id in rebuilt:
                 try:
-                    gated = anonymised(dataset, public_table(dataset, state.table))
+                    with result.timed(f"{dataset.id} public rules"):
+                        treated = public_table(dataset, state.table)
+                    with result.timed(f"{dataset.id} k-anonymity"):
+                        gated = anonymised(dataset, treated)
+                    del treated
                 except PublicationBlocked as exc:
                     result.blocked[dataset.id] = str(exc)
                     store.record_publication(
@@ -496,19 +516,26 @@ def publish_open_data(
                         "kanon": report,
                         "input_signature": signatures[dataset.id],
                     }
-                    staged.append(
-                        _staged(lake, dataset.id, gated.table, ds, state.inputs, extra, report)
-                    )
+                    with result.timed(f"{dataset.id} files"):
+                        staged.append(
+                            _staged(lake, dataset.id, gated.table, ds, state.inputs, extra, report)
+                        )
                     staged[-1].exempt = _exempt_columns(dataset)
                     del gated
             if dataset.id in stats_rebuilt:
-                for stat in statistics_tables(catalog, {dataset.id: state.table}, ds):
+                with result.timed(f"{dataset.id} statistics"):
+                    stats = statistics_tables(catalog, {dataset.id: state.table}, ds)
+                for stat in stats:
                     describe = stat.describe() | {"input_signature": stat_signatures[dataset.id]}
-                    staged.append(
-                        _staged(lake, f"stats/{stat.name}", stat.table, ds, state.inputs, describe)
-                    )
+                    with result.timed(f"{dataset.id} statistics files"):
+                        staged.append(
+                            _staged(
+                                lake, f"stats/{stat.name}", stat.table, ds, state.inputs, describe
+                            )
+                        )
             del state
-        findings = _leak_findings(lake, staged)
+        with result.timed("leak scan"):
+            findings = _leak_findings(lake, staged)
         if findings:
             raise LeakFound(
                 f"public output for {ds} not published: leak scan found "
@@ -535,12 +562,13 @@ def publish_open_data(
     for source in set(stat_signatures) - stats_rebuilt:
         for name in previous.statistics_of(source):
             result.unchanged[name] = previous.dates[name].isoformat()
-    entries = published_entries(catalog, lake, store, ds)
-    root = f"{lake.root}/{PUBLIC}"
-    for name, content in vendored_assets().items():
-        replace_file(lake, f"{root}/{name}", content)
-    replace_file(lake, f"{root}/catalog.jsonld", dcat_catalogue(entries, ds))
-    replace_file(lake, f"{root}/index.html", portal_page(entries, ds).encode())
+    with result.timed("catalogue and portal"):
+        entries = published_entries(catalog, lake, store, ds)
+        root = f"{lake.root}/{PUBLIC}"
+        for name, content in vendored_assets().items():
+            replace_file(lake, f"{root}/{name}", content)
+        replace_file(lake, f"{root}/catalog.jsonld", dcat_catalogue(entries, ds))
+        replace_file(lake, f"{root}/index.html", portal_page(entries, ds).encode())
     if result.blocked:
         raise PublicationBlocked(
             f"public zone for {ds} written, but not: " + "; ".join(result.blocked.values())
