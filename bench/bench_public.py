@@ -14,7 +14,9 @@ highest risk. Not part of the test run.
 on a lake ``bench/bench_week.py`` left (``HOME`` its ``--workdir``, ``D`` its incremental
 night): the store copied aside, the night's own public partitions struck from the copy,
 ``publish_open_data`` run again for ``D`` (so it keeps and rebuilds what that night did),
-with its wall and CPU seconds, peak RSS, and the tables it rebuilt and kept.
+with its wall and CPU seconds, peak RSS, the tables it rebuilt and kept, and each part's
+seconds. It starts from the kept states (decision 0021) the lake's nights left, unless
+``--no-kept-state``.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def publish(workdir: Path) -> None:
     )
 
 
-def replay(home: Path, ds: date) -> None:
+def replay(home: Path, ds: date, kept: bool) -> None:
     """``publish_open_data`` for ``ds`` again, as the night ran it (see the module doc)."""
     import shutil
     import sqlite3
@@ -135,9 +137,8 @@ def replay(home: Path, ds: date) -> None:
     lake = Lake(str(var / "lake"), f"sqlite:///{copy}")
     store = CatalogStore(f"sqlite:///{copy}")
     cpu, started = time.process_time(), time.perf_counter()
-    result = publish_open_data(
-        catalog, lake, store, ds, "replay", state_dir=var / "cache" / "public-state"
-    )
+    states = var / "cache" / "public-state" if kept else None
+    result = publish_open_data(catalog, lake, store, ds, "replay", state_dir=states)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     shutil.rmtree(copy.parent)
     print(
@@ -167,9 +168,12 @@ def main() -> None:
     parser.add_argument("--step", choices=["prepare", "publish"], default=None)
     parser.add_argument("--replay", type=Path, default=None, help="a bench_week workdir")
     parser.add_argument("--date", type=date.fromisoformat, default=None)
+    parser.add_argument(
+        "--no-kept-state", action="store_true", help="replay without the kept states (0021)"
+    )
     args = parser.parse_args()
     if args.replay:
-        return replay(args.replay.resolve(), args.date)
+        return replay(args.replay.resolve(), args.date, not args.no_kept_state)
     if args.step == "prepare":
         return prepare(args.workdir, args.scale)
     if args.step == "publish":

@@ -40,6 +40,7 @@ from catalog.definitions import Catalog, DatasetDef, FieldDef
 from catalog.errors import LakeError, PublicationBlocked
 from catalog.files import code_digest
 from catalog.store import CatalogStore, PartitionRecord
+from etl.public_state import KeptState, PublicStateCache
 from etl.zones import (
     PUBLIC,
     RAW_CLEAN,
@@ -304,6 +305,7 @@ def current_clean(
     dataset: DatasetDef,
     ds: date,
     columns: Sequence[str] | None = None,
+    kept: PublicStateCache | None = None,
 ) -> CleanState:
     """The newest clean version of every key as of ``ds`` (only ``columns``, if given).
 
@@ -311,19 +313,41 @@ def current_clean(
     partitions hold each night's changes, so they are stacked and the newest row per key
     kept (later date first, then ``updated_at``). Rows deleted at the source stay until
     unification handles deletions.
+
+    With ``kept``, an incremental source's state starts from the one a night before
+    computed and kept there, made of the first of tonight's partitions, and stacks only
+    the partitions after it; tonight's state is kept in turn (decision 0021).
     """
     records = clean_inputs(lake, store, dataset, ds)
     names = list(columns or dataset.field_names)
+    keeps = kept is not None and dataset.source.load != "snapshot"
+    made_of = [list(i) for i in _inputs_of(records)]
+    start = kept.read(dataset, names, made_of) if keeps and len(records) > 1 else None
     parts = []
-    for order, record in enumerate(records):
-        part = _read_columns(lake, record.path, names)
-        parts.append(
-            part.append_column("_night", pa.repeat(pa.scalar(order, pa.int32()), len(part)))
-        )
-    table = pa.concat_tables(parts)
-    if len(parts) > 1:
-        table = _newest_per_key(table, dataset)
-    return CleanState(table.drop_columns(["_night"]), [p.path for p in records])
+    if start is not None:
+        since = [r for r in records if r.rows][len(start.inputs) :]
+        parts = [start.table, *(_read_columns(lake, r.path, names) for r in since)]
+        if any(not p.schema.equals(start.table.schema) for p in parts):
+            start = None
+    if start is None:
+        parts = [_read_columns(lake, record.path, names) for record in records]
+    if start is not None and len(parts) == 1:
+        table = start.table  # nothing new since: already the newest row per key
+    else:
+        table = _newest_per_key(_stacked(parts), dataset) if len(parts) > 1 else parts[0]
+    if keeps and not (start is not None and len(parts) == 1):
+        # the state as the next night's stack starts from it: newest per key, key order
+        as_kept = table if len(records) > 1 else _newest_per_key(_stacked(parts), dataset)
+        kept.write(dataset, names, ds, KeptState(as_kept.select(names), made_of))
+    return CleanState(table.select(names), [p.path for p in records])
+
+
+def _stacked(parts: Sequence[pa.Table]) -> pa.Table:
+    """The parts one above the other, each row with its part's place (``_night``)."""
+    return pa.concat_tables(
+        part.append_column("_night", pa.repeat(pa.scalar(order, pa.int32()), len(part)))
+        for order, part in enumerate(parts)
+    )
 
 
 def _read_columns(lake: Lake, path: str, names: list[str]) -> pa.Table:
@@ -383,7 +407,9 @@ class PublicationResult:
         try:
             yield
         finally:
-            self.seconds[what] = (time.perf_counter() - wall, time.process_time() - cpu)
+            before = self.seconds.get(what, (0.0, 0.0))
+            spent = (time.perf_counter() - wall, time.process_time() - cpu)
+            self.seconds[what] = (before[0] + spent[0], before[1] + spent[1])
 
     def summary(self) -> dict:
         return {"published": self.published, "blocked": self.blocked, "unchanged": self.unchanged}
@@ -463,6 +489,7 @@ def publish_open_data(
     from etl.statistics import STAT_COLUMNS, statistics_signature_parts, statistics_tables
 
     result = PublicationResult()
+    kept = PublicStateCache(state_dir) if state_dir is not None else None
     previous = _Previous(lake, store, ds)
     openable = [d for d in catalog.datasets if d.openable]
     inputs = {d.id: clean_inputs(lake, store, d, ds) for d in openable}
@@ -494,7 +521,7 @@ def publish_open_data(
             if dataset.id not in rebuilt | stats_rebuilt:
                 continue
             with result.timed(f"{dataset.id} state"):
-                state = current_clean(lake, store, dataset, ds, _needed_columns(dataset))
+                state = current_clean(lake, store, dataset, ds, _needed_columns(dataset), kept)
             if dataset.id in rebuilt:
                 try:
                     with result.timed(f"{dataset.id} public rules"):
