@@ -314,9 +314,10 @@ def current_clean(
     kept (later date first, then ``updated_at``). Rows deleted at the source stay until
     unification handles deletions.
 
-    With ``kept``, an incremental source's state starts from the one a night before
+    With ``kept``, an incremental source's state starts from the one an earlier night
     computed and kept there, made of the first of tonight's partitions, and stacks only
-    the partitions after it; tonight's state is kept in turn (decision 0021).
+    the partitions after it; tonight's state is kept in its place when none was usable or
+    the stack on it has grown (:data:`KEPT_REWRITE_SHARE`; decision 0021).
     """
     records = clean_inputs(lake, store, dataset, ds)
     names = list(columns or dataset.field_names)
@@ -335,11 +336,25 @@ def current_clean(
         table = start.table  # nothing new since: already the newest row per key
     else:
         table = _newest_per_key(_stacked(parts), dataset) if len(parts) > 1 else parts[0]
-    if keeps and not (start is not None and len(parts) == 1):
+    stacked = sum(p.num_rows for p in parts[1:]) if start is not None else None
+    if keeps and (stacked is None or _rewrite_kept(start, stacked, len(parts) - 1)):
         # the state as the next night's stack starts from it: newest per key, key order
         as_kept = table if len(records) > 1 else _newest_per_key(_stacked(parts), dataset)
         kept.write(dataset, names, ds, KeptState(as_kept.select(names), made_of))
     return CleanState(table.select(names), [p.path for p in records])
+
+
+# A kept state is written again once what is stacked on it is this share of its rows, or
+# this many partitions: writing it costs more than stacking one night on it (0021)
+KEPT_REWRITE_SHARE, KEPT_REWRITE_PARTS = 0.1, 7
+
+
+def _rewrite_kept(start: KeptState, stacked_rows: int, stacked_parts: int) -> bool:
+    """Whether tonight's state replaces the kept one it started from (see above)."""
+    return (
+        stacked_rows > KEPT_REWRITE_SHARE * start.table.num_rows
+        or stacked_parts >= KEPT_REWRITE_PARTS
+    )
 
 
 def _stacked(parts: Sequence[pa.Table]) -> pa.Table:

@@ -97,15 +97,20 @@ def _reads(monkeypatch) -> list[str]:
 
 
 def test_the_kept_state_is_the_state_read_from_the_clean_zone(side: Lakeside, monkeypatch) -> None:
-    """Night 1 keeps its state (newest per key, key order); night 2 reads only its own
-    partition and stacks it on the kept state: the same rows, in the same order, as the
-    stack of every partition; night 3 starts from night 2's state."""
+    """Night 1 keeps its state (newest per key, key order); nights 2 and 3 read only their
+    own partitions and stack them on it: the same rows, in the same order, as the stack of
+    every partition. Once the stack has grown, the night's state is kept in its place."""
+    import etl.publish_public as publish
+
     first = side.state(POPULATION, DEMO_DATE)
     assert first.table.equals(side.state(POPULATION, DEMO_DATE, kept=False).table)
     files = sorted(side.states.iterdir())
     assert [f.suffix for f in files] == [".arrow", ".json"]
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     assert stat.S_IMODE(side.states.stat().st_mode) == 0o700
+
+    def kept_nights() -> set[str]:
+        return {f.name.split(".")[2] for f in side.states.glob("gongan.population.*.arrow")}
 
     second = side.add_night(POPULATION, LATER)
     read = _reads(monkeypatch)
@@ -115,14 +120,22 @@ def test_the_kept_state_is_the_state_read_from_the_clean_zone(side: Lakeside, mo
     assert kept.table.equals(full.table, check_metadata=True)
     assert kept.inputs == full.inputs and len(full.inputs) == 2
     assert kept.table.num_rows == first.table.num_rows + 30  # 30 keys new, 30 changed
+    assert kept_nights() == {str(DEMO_DATE)}  # 60 rows on it: not written again
 
-    third = side.add_night(POPULATION, LATER + timedelta(days=1), fingerprint="f3")
+    third_night = LATER + timedelta(days=1)
+    third = side.add_night(POPULATION, third_night, fingerprint="f3")
     read.clear()
-    kept = side.state(POPULATION, LATER + timedelta(days=1))
-    assert read == [third]
-    assert kept.table.equals(side.state(POPULATION, LATER + timedelta(days=1), kept=False).table)
-    nights = {f.name.split(".")[2] for f in side.states.glob("gongan.population.*.arrow")}
-    assert nights == {str(LATER), str(LATER + timedelta(days=1))}  # older ones removed
+    kept = side.state(POPULATION, third_night)
+    assert read == [second, third]
+    assert kept.table.equals(side.state(POPULATION, third_night, kept=False).table)
+
+    monkeypatch.setattr(publish, "KEPT_REWRITE_SHARE", 0.0)  # any stack: kept anew
+    side.state(POPULATION, third_night)
+    assert kept_nights() == {str(DEMO_DATE), str(third_night)}
+    read.clear()
+    again = side.state(POPULATION, third_night)
+    assert read == []  # tonight's own state, nothing stacked on it
+    assert again.table.equals(kept.table, check_metadata=True)
 
 
 def test_a_kept_state_not_made_of_tonights_inputs_is_not_used(side: Lakeside, monkeypatch) -> None:
