@@ -172,18 +172,57 @@ def public_csv(table: pa.Table) -> bytes:
     if not cells or any(column is None for column in cells):
         return excel_csv(table)
     header = ",".join(_csv_quoted(pa.array(table.column_names)).to_pylist()) + "\r\n"
-    body = b""
-    if table.num_rows:
-        # 64-bit offsets only where the file could pass 2 GB
-        kind = pa.large_string() if sum(c.nbytes for c in cells) > 2**30 else pa.string()
-        cells = [c.cast(kind) for c in cells]
-        line = pc.binary_join_element_wise(*cells, pa.scalar(",", kind))
-        line = pc.binary_join_element_wise(line, pa.scalar("", kind), pa.scalar("\r\n", kind))
-        body = _joined_bytes(line)
+    body = _joined_bytes(_csv_lines(cells)) if table.num_rows else b""
     return b"\xef\xbb\xbf" + header.encode() + body
 
 
-def _csv_cells(values: pa.Array) -> pa.Array | None:
+@dataclass(frozen=True)
+class _Cells:
+    """A column's cells as the CSV holds them: ``text`` per row, or (a column of few
+    values) ``text`` per distinct value, the last one "" for NULL, and each row's ``rows``."""
+
+    text: pa.Array
+    rows: np.ndarray | None = None
+
+    def per_row(self) -> pa.Array:
+        return self.text if self.rows is None else self.text.take(self.rows)
+
+
+def _csv_lines(cells: list[_Cells]) -> pa.Array:
+    """Each row's line (cells joined by commas, CRLF at the end).
+
+    When every column has few values (the population: sex, birth year, district, status …),
+    the rows hold few distinct combinations of them: each combination's line is built once
+    and taken per row, instead of every cell of millions of rows joined."""
+    combinations = 1
+    for column in cells:
+        combinations *= len(column.text) if column.rows is not None else 2**63
+    if combinations < 2**62:
+        code = np.zeros(len(cells[0].rows), dtype=np.int64)
+        for column in cells:
+            code = code * len(column.text) + column.rows
+        encoded = pa.array(code).dictionary_encode()
+        distinct, parts = encoded.dictionary.to_numpy(), []
+        for column in reversed(cells):
+            distinct, which = np.divmod(distinct, len(column.text))
+            parts.append(_Cells(column.text, which))
+        lines = _joined_lines(parts[::-1])
+        rows = encoded.indices.to_numpy()
+        size = int(pc.binary_length(lines).to_numpy()[rows].sum())
+        return (lines.cast(pa.large_string()) if size >= 2**31 else lines).take(rows)
+    return _joined_lines(cells)
+
+
+def _joined_lines(cells: list[_Cells]) -> pa.Array:
+    columns = [c.per_row() for c in cells]
+    # 64-bit offsets only where the file could pass 2 GB
+    kind = pa.large_string() if sum(c.nbytes for c in columns) > 2**30 else pa.string()
+    columns = [c.cast(kind) for c in columns]
+    line = pc.binary_join_element_wise(*columns, pa.scalar(",", kind))
+    return pc.binary_join_element_wise(line, pa.scalar("", kind), pa.scalar("\r\n", kind))
+
+
+def _csv_cells(values: pa.Array) -> _Cells | None:
     """A column's cells as the CSV holds them (text, quoted), or None (see ``_csv_text``).
 
     A column of few distinct values (sex, district, status, a birth year: most public
@@ -196,10 +235,11 @@ def _csv_cells(values: pa.Array) -> pa.Array | None:
             text = _csv_text(encoded.dictionary)
             if text is None:
                 return None
-            cells = _csv_quoted(text).take(encoded.indices)
-            return pc.fill_null(cells, "") if cells.null_count else cells
+            text = pa.concat_arrays([_csv_quoted(text).cast(pa.string()), pa.array([""])])
+            rows = pc.fill_null(encoded.indices, len(text) - 1).to_numpy().astype(np.int64)
+            return _Cells(text, rows)
     text = _csv_text(values)
-    return None if text is None else _csv_quoted(text)
+    return None if text is None else _Cells(_csv_quoted(text))
 
 
 def _csv_text(values: pa.Array) -> pa.Array | None:
