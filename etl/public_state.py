@@ -34,8 +34,9 @@ from catalog.files import code_digest, new_owner_file, owner_only_dir
 
 log = logging.getLogger(__name__)
 
-# The code that decides what a kept state holds: a change to it is another version
-STATE_MODULES = ("etl.publish_public", "etl.public_state")
+# The code that decides what a kept state holds (the public rules applied to its rows
+# among it): a change to it is another version
+STATE_MODULES = ("etl.publish_public", "etl.public_state", "masking.policy", "masking.operators")
 
 Inputs = list[list[str]]  # the clean partitions a state is made of: [path, fingerprint] each
 

@@ -100,14 +100,45 @@ def public_table(dataset: DatasetDef, clean: pa.Table) -> pa.Table:
     operator applied (``masking.policy.output_metadata``, plus ``masking``: its variant)."""
     arrays, fields = [], []
     for f, treatment in public_fields(dataset):
-        values = clean.column(f.name).combine_chunks()
         outputs = {o.column: o for o in treatment.outputs}
-        for column, array in treated_columns(treatment, values).items():
+        ruled = _ruled_column(f)
+        if ruled in clean.column_names:  # the rule applied as the rows were read (0021)
+            treated = {treatment.outputs[0].column: clean.column(ruled).combine_chunks()}
+        else:
+            treated = treated_columns(treatment, clean.column(f.name).combine_chunks())
+        for column, array in treated.items():
             output = outputs[column]
             meta = output_metadata(f, output) | {"masking": output.operator.variant}
             arrays.append(array)
             fields.append(pa.field(column, array.type, metadata=meta))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# Public rules applied to the clean rows as they are read, and kept with the state instead
+# of the field they read (decision 0021): rules of one row's value alone (an address names
+# one district whatever the night), and the costly one over millions of addresses
+ROW_RULES = frozenset({"generalise.district", "generalise.district_code"})
+
+
+def _ruled_column(f: FieldDef) -> str:
+    return f"{f.name}.public"
+
+
+def _row_rules(dataset: DatasetDef) -> dict[str, tuple[FieldDef, Treatment]]:
+    """The state's ruled columns (``<field>.public``) and the field and rule of each."""
+    return {
+        _ruled_column(f): (f, treatment)
+        for f, treatment in public_fields(dataset)
+        if len(treatment.outputs) == 1 and treatment.outputs[0].operator.variant in ROW_RULES
+    }
+
+
+def _with_row_rules(dataset: DatasetDef, part: pa.Table, names: list[str]) -> pa.Table:
+    """``part`` with the row rules applied and, of the fields they read, none left."""
+    for column, (f, treatment) in _row_rules(dataset).items():
+        (array,) = treated_columns(treatment, part.column(f.name).combine_chunks()).values()
+        part = part.append_column(column, array)
+    return part.select(names)
 
 
 # --------------------------------------------------------------------------- k-anonymity
@@ -363,6 +394,7 @@ def current_clean(
     ds: date,
     columns: Sequence[str] | None = None,
     kept: PublicStateCache | None = None,
+    row_rules: bool = False,
 ) -> CleanState:
     """The newest clean version of every key as of ``ds`` (only ``columns``, if given).
 
@@ -375,20 +407,31 @@ def current_clean(
     computed and kept there, made of the first of tonight's partitions, and stacks only
     the partitions after it; tonight's state is kept in its place when none was usable or
     the stack on it has grown (:data:`KEPT_REWRITE_SHARE`; decision 0021).
+
+    With ``row_rules``, the public rules of :data:`ROW_RULES` are applied to each partition
+    as it is read: the state holds ``<field>.public`` (the district) instead of the field
+    (the address), so a night applies them to its new rows only.
     """
     records = clean_inputs(lake, store, dataset, ds)
-    names = list(columns or dataset.field_names)
+    read = list(columns or dataset.field_names)
+    ruled = _row_rules(dataset) if row_rules else {}
+    names = [n for n in read if n not in {f.name for f, _ in ruled.values()}] + list(ruled)
+
+    def clean_part(record: PartitionRecord) -> pa.Table:
+        part = _read_columns(lake, record.path, read)
+        return _with_row_rules(dataset, part, names) if ruled else part
+
     keeps = kept is not None and dataset.source.load != "snapshot"
     made_of = [list(i) for i in _inputs_of(records)]
     start = kept.read(dataset, names, made_of) if keeps and len(records) > 1 else None
     parts = []
     if start is not None:
         since = [r for r in records if r.rows][len(start.inputs) :]
-        parts = [start.table, *(_read_columns(lake, r.path, names) for r in since)]
+        parts = [start.table, *(clean_part(r) for r in since)]
         if any(not p.schema.equals(start.table.schema) for p in parts):
             start = None
     if start is None:
-        parts = [_read_columns(lake, record.path, names) for record in records]
+        parts = [clean_part(record) for record in records]
     if start is not None and len(parts) == 1:
         table = start.table  # nothing new since: already the newest row per key
     else:
@@ -593,7 +636,9 @@ def publish_open_data(
             if dataset.id not in rebuilt | stats_rebuilt:
                 continue
             with result.timed(f"{dataset.id} state"):
-                state = current_clean(lake, store, dataset, ds, _needed_columns(dataset), kept)
+                state = current_clean(
+                    lake, store, dataset, ds, _needed_columns(dataset), kept, row_rules=True
+                )
             if dataset.id in rebuilt:
                 try:
                     with result.timed(f"{dataset.id} public rules"):

@@ -20,7 +20,7 @@ import pytest
 from catalog.definitions import load_catalog
 from catalog.store import CatalogStore, PartitionRecord
 from etl.public_state import PublicStateCache
-from etl.publish_public import _needed_columns, current_clean, publish_open_data
+from etl.publish_public import _needed_columns, current_clean, public_table, publish_open_data
 from etl.zones import PUBLIC, RAW_CLEAN, Lake, clean_schema
 from tests.helpers import DEMO_DATE, extract_and_validate
 
@@ -73,8 +73,12 @@ class Lakeside:
         return path
 
     def state(self, dataset, ds, kept: bool = True):
+        """As the night reads it: the public rules of one row (address → district) applied
+        to each partition as it is read."""
         cache = PublicStateCache(self.states) if kept else None
-        return current_clean(self.lake, self.store, dataset, ds, _needed_columns(dataset), cache)
+        return current_clean(
+            self.lake, self.store, dataset, ds, _needed_columns(dataset), cache, row_rules=True
+        )
 
 
 @pytest.fixture
@@ -108,6 +112,11 @@ def test_the_kept_state_is_the_state_read_from_the_clean_zone(side: Lakeside, mo
     assert [f.suffix for f in files] == [".arrow", ".json"]
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     assert stat.S_IMODE(side.states.stat().st_mode) == 0o700
+    # the district, not the address, is kept; and it is the public rule's district
+    kept_schema = pa.ipc.open_file(str(files[0])).schema
+    assert "address" not in kept_schema.names and "address.public" in kept_schema.names
+    clean = current_clean(side.lake, side.store, POPULATION, DEMO_DATE, _needed_columns(POPULATION))
+    assert public_table(POPULATION, first.table).equals(public_table(POPULATION, clean.table))
 
     def kept_nights() -> set[str]:
         return {f.name.split(".")[2] for f in side.states.glob("gongan.population.*.arrow")}
