@@ -790,7 +790,7 @@ def public_file_findings(
     locations = [(d["file"], f"{folder}/{d['file']}") for d in distributions]
 
     def distinct_of(location: str) -> dict[str, pa.Array]:
-        texts = _scanned_texts(_read_back(lake, location))
+        texts = _scanned_texts(_read_back(lake, location, encoded=True))
         return {c: pc.unique(values).cast(pa.large_string()) for c, values in texts.items()}
 
     distinct: dict[str, list[pa.Array]] = {}
@@ -813,27 +813,54 @@ def public_file_findings(
     return lines
 
 
-def _read_back(lake: Lake, location: str) -> pa.Table:
-    """A staged public file as a reader gets it: Parquet as typed, the CSV as text."""
+def _read_back(lake: Lake, location: str, encoded: bool = False) -> pa.Table:
+    """A staged public file as a reader gets it: Parquet as typed, the CSV as text.
+
+    ``encoded``: the text columns of few values (sex, district, status … in the sample
+    of the first rows) dictionary-encoded as they are read, for their distinct values: a
+    column of few values over millions of rows is then never laid out row by row."""
     if location.endswith(".parquet"):
-        return pq.read_table(location, filesystem=lake.fs)
+        read_dictionary = None
+        if encoded:
+            first = next(
+                pq.ParquetFile(location, filesystem=lake.fs).iter_batches(batch_size=10_000), None
+            )
+            read_dictionary = _few_valued(first)
+        return pq.read_table(location, filesystem=lake.fs, read_dictionary=read_dictionary)
     with lake.fs.open_input_stream(location) as stream:
         data = stream.read()
     # every column read as the text it holds (no type guessed, then cast back: a third of
     # the time, and a cell like "007" is scanned as written, not as 7)
     header = data[: data.find(b"\n") + 1 or len(data)].decode("utf-8-sig")
-    names = next(csv.reader(io.StringIO(header)), [])
-    options = pacsv.ConvertOptions(
-        strings_can_be_null=True, column_types={name: pa.string() for name in names}
-    )
+    types = {name: pa.string() for name in next(csv.reader(io.StringIO(header)), [])}
+    options = pacsv.ConvertOptions(strings_can_be_null=True, column_types=types)
+    if encoded:
+        first = pacsv.open_csv(pa.BufferReader(data), convert_options=options).read_next_batch()
+        for name in _few_valued(first):
+            types[name] = pa.dictionary(pa.int32(), pa.string())
+        options = pacsv.ConvertOptions(strings_can_be_null=True, column_types=types)
     return pacsv.read_csv(pa.BufferReader(data), convert_options=options)
+
+
+def _few_valued(sample: pa.RecordBatch | None) -> list[str]:
+    """The text columns of ``sample`` whose values repeat (a quarter as many distinct)."""
+    if sample is None:
+        return []
+    return [
+        name
+        for name, values in zip(sample.schema.names, sample.columns, strict=True)
+        if pa.types.is_string(values.type) and pc.count_distinct(values).as_py() * 4 < len(values)
+    ]
 
 
 def _scanned_texts(table: pa.Table) -> dict[str, pa.ChunkedArray]:
     """The columns ``scan_table`` reads, as it reads them: text, and integers as text (an
-    ID stored as a number is still an ID); it passes over dates, floats and booleans."""
+    ID stored as a number is still an ID); it passes over dates, floats and booleans. A
+    dictionary-encoded column gives its dictionaries' values (all its rows hold)."""
     texts = {}
     for column, values in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_dictionary(values.type):  # its values: the distinct ones, per chunk
+            values = pa.chunked_array([c.dictionary for c in values.chunks], values.type.value_type)
         if pa.types.is_integer(values.type):
             texts[column] = values.cast(pa.string())
         elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
