@@ -789,19 +789,18 @@ def public_file_findings(
     scanned file by file, row by row, for the findings' row counts."""
     locations = [(d["file"], f"{folder}/{d['file']}") for d in distributions]
 
-    def distinct_of(location: str) -> dict[str, pa.Array]:
-        texts = _scanned_texts(_read_back(lake, location, encoded=True))
-        return {c: pc.unique(values).cast(pa.large_string()) for c, values in texts.items()}
+    def texts_of(location: str) -> dict[str, pa.ChunkedArray]:
+        return _scanned_texts(_read_back(lake, location, encoded=True))
 
-    distinct: dict[str, list[pa.Array]] = {}
+    texts: dict[str, list[pa.Array]] = {}
     with ThreadPoolExecutor(2) as pool:  # the files read back side by side (see above)
-        for found in pool.map(distinct_of, [location for _, location in locations]):
+        for found in pool.map(texts_of, [location for _, location in locations]):
             for column, values in found.items():
-                distinct.setdefault(column, []).append(values)
-    flagged = [
+                texts.setdefault(column, []).extend(values.chunks)
+    flagged = [  # each column's distinct values of both files, found in one pass
         column
-        for column, parts in distinct.items()
-        if scan_table(pa.table({column: pc.unique(pa.chunked_array(parts))}), exempt_columns=exempt)
+        for column, chunks in texts.items()
+        if scan_table(pa.table({column: pc.unique(_one_type(chunks))}), exempt_columns=exempt)
     ]
     lines: list[str] = []
     for file, location in locations if flagged else []:
@@ -853,6 +852,13 @@ def _few_valued(sample: pa.RecordBatch | None) -> list[str]:
     ]
 
 
+def _one_type(chunks: list[pa.Array]) -> pa.ChunkedArray:
+    """Text chunks as one array: as they are, or all as large strings where types differ."""
+    if len({c.type for c in chunks}) > 1:
+        chunks = [c.cast(pa.large_string()) for c in chunks]
+    return pa.chunked_array(chunks)
+
+
 def _scanned_texts(table: pa.Table) -> dict[str, pa.ChunkedArray]:
     """The columns ``scan_table`` reads, as it reads them: text, and integers as text (an
     ID stored as a number is still an ID); it passes over dates, floats and booleans. A
@@ -861,8 +867,8 @@ def _scanned_texts(table: pa.Table) -> dict[str, pa.ChunkedArray]:
     for column, values in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_dictionary(values.type):  # its values: the distinct ones, per chunk
             values = pa.chunked_array([c.dictionary for c in values.chunks], values.type.value_type)
-        if pa.types.is_integer(values.type):
-            texts[column] = values.cast(pa.string())
+        if pa.types.is_integer(values.type):  # the text of its distinct values: the same
+            texts[column] = pa.chunked_array([pc.unique(values).cast(pa.string())])
         elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             texts[column] = values
     return texts
