@@ -13,7 +13,10 @@ I/O shell :func:`publish_open_data` that the night's ``publish_public`` step cal
 4. the partitions are committed, recorded with their lineage, and ``catalog.jsonld`` and
    ``index.html`` are rewritten from what the public zone now holds.
 
-Until unification lands, the input is ``raw/clean`` (see docs/public.md).
+Until unification lands, the input is ``raw/clean`` (see docs/public.md). A table whose
+inputs did not change keeps its publication (decision 0016); an incremental source's
+current state is kept between nights and a night stacks only its new partitions on it
+(``etl/public_state.py``, decision 0021).
 """
 
 from __future__ import annotations
