@@ -9,6 +9,14 @@ highest risk. Not part of the test run.
 
     .venv/bin/python bench/bench_public.py                  # scale 0.125
     .venv/bin/python bench/bench_public.py --scale 1.0      # the issue's full-scale target
+
+``--replay HOME --date D`` measures instead what an incremental night's publication costs
+on a lake ``bench/bench_week.py`` left (``HOME`` its ``--workdir``, ``D`` its incremental
+night): the store copied aside, the night's own public partitions struck from the copy,
+``publish_open_data`` run again for ``D`` (so it keeps and rebuilds what that night did),
+with its wall and CPU seconds, peak RSS, the tables it rebuilt and kept, and each part's
+seconds. It starts from the kept states (decision 0021) the lake's nights left, unless
+``--no-kept-state``.
 """
 
 from __future__ import annotations
@@ -109,12 +117,63 @@ def publish(workdir: Path) -> None:
     )
 
 
+def replay(home: Path, ds: date, kept: bool) -> None:
+    """``publish_open_data`` for ``ds`` again, as the night ran it (see the module doc)."""
+    import shutil
+    import sqlite3
+
+    from catalog.definitions import load_catalog
+    from catalog.store import CatalogStore
+    from etl.publish_public import publish_open_data
+    from etl.zones import PUBLIC, Lake
+
+    var = home / "var"
+    copy = Path(tempfile.mkdtemp(prefix="replay-")) / "catalog.db"
+    with sqlite3.connect(var / "catalog.db") as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    with sqlite3.connect(copy) as db:
+        db.execute("DELETE FROM partitions WHERE zone = ? AND ds = ?", (PUBLIC, ds.isoformat()))
+    catalog = load_catalog()
+    lake = Lake(str(var / "lake"), f"sqlite:///{copy}")
+    store = CatalogStore(f"sqlite:///{copy}")
+    cpu, started = time.process_time(), time.perf_counter()
+    states = var / "cache" / "public-state" if kept else None
+    result = publish_open_data(catalog, lake, store, ds, "replay", state_dir=states)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    shutil.rmtree(copy.parent)
+    print(
+        json.dumps(
+            {
+                "step": "publish_public (replay)",
+                "ds": ds.isoformat(),
+                "wall_s": round(wall, 2),
+                "cpu_s": round(cpu, 2),
+                "peak_rss_mb": round(_peak_rss_mb()),
+                "rebuilt": sorted(result.published),
+                "kept": sorted(result.unchanged),
+                "parts_wall_cpu_s": {
+                    what: [round(wall, 2), round(cpu, 2)]
+                    for what, (wall, cpu) in result.seconds.items()
+                },
+            },
+            ensure_ascii=False,
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=0.125)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--step", choices=["prepare", "publish"], default=None)
+    parser.add_argument("--replay", type=Path, default=None, help="a bench_week workdir")
+    parser.add_argument("--date", type=date.fromisoformat, default=None)
+    parser.add_argument(
+        "--no-kept-state", action="store_true", help="replay without the kept states (0021)"
+    )
     args = parser.parse_args()
+    if args.replay:
+        return replay(args.replay.resolve(), args.date, not args.no_kept_state)
     if args.step == "prepare":
         return prepare(args.workdir, args.scale)
     if args.step == "publish":

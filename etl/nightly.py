@@ -311,7 +311,14 @@ def publish_public(night: Night) -> dict:
     from etl.publish_public import publish_open_data
 
     with night.failure_recorded("publish public"):
-        result = publish_open_data(night.catalog, night.lake, night.store, night.ds, night.run_id)
+        result = publish_open_data(
+            night.catalog,
+            night.lake,
+            night.store,
+            night.ds,
+            night.run_id,
+            state_dir=night.settings.var / "cache" / "public-state",
+        )
     return result.summary()
 
 

@@ -176,6 +176,28 @@ def test_generalise_address_to_district_and_codes_to_prefix() -> None:
     assert Generalise("prefix", length=4).apply(codes).to_pylist() == ["4407", None, "4407"]
 
 
+def test_the_district_is_the_one_named_earliest_in_the_address() -> None:
+    """Earliest in the text wins over listed first (恩平市 before 蓬江区 below); at one place
+    the name listed first; addresses built at random from every name and filler text."""
+    import random
+
+    from masking.operators import _DISTRICT_NAMES
+
+    assert Generalise("district").apply(pa.array(["恩平市蓬江路5号蓬江区"])).to_pylist() == [
+        "恩平市"
+    ]
+    pieces = [name for name, _ in _DISTRICT_NAMES] + ["江门市", "路", "12号", "江海", "新会"]
+    rng = random.Random(7)
+    addresses = ["".join(rng.choices(pieces, k=rng.randint(0, 4))) for _ in range(3_000)]
+
+    def earliest(address: str) -> str | None:
+        found = [(address.find(n), i) for i, (n, _) in enumerate(_DISTRICT_NAMES) if n in address]
+        return _DISTRICT_NAMES[min(found)[1]][1] if found else None
+
+    got = Generalise("district_code").apply(pa.array(addresses)).to_pylist()
+    assert got == [earliest(a) for a in addresses]
+
+
 def test_round_and_band_amounts() -> None:
     money = pa.array([Decimal("3456.78"), Decimal("3550.00"), None], pa.decimal128(12, 2))
     rounded = Round(to=100).apply(money)

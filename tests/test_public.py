@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -288,6 +289,46 @@ def test_statistics_agree_with_counts_from_the_clean_data(published: Published) 
     per_cell = by_district.groupby(["division_code", "sex"])["persons"].sum(min_count=1)
     for key, n in cell.items():
         assert per_cell[key] <= n
+
+
+def test_population_statistics_count_each_resident_in_one_cell() -> None:
+    """Residents are counted per district, sex and birth date first, then banded: the same
+    cells as banding each resident (NULL district, sex or birth date included), and only
+    residents whose status is normal."""
+    from datetime import date
+
+    import numpy as np
+
+    from etl.statistics import age_band, population_table
+
+    rng = np.random.default_rng(11)
+    rows = 5_000
+    births = pd.to_datetime("1930-01-01") + pd.to_timedelta(rng.integers(0, 33_000, rows), "D")
+    table = pa.table(
+        {
+            "division_code": pa.array(rng.choice(["440703", "440705", None], rows)),
+            "sex": pa.array(rng.choice(["男", "女", None], rows)),
+            "birth_date": pa.array(
+                [None if i % 97 == 0 else d.date() for i, d in enumerate(births)], pa.date32()
+            ),
+            "status": pa.array(rng.choice(["正常", "迁出", None], rows)),
+        }
+    )
+    ds = date(2026, 11, 28)
+    frame = table.to_pandas(date_as_object=False)
+    frame = frame[frame["status"].eq("正常")]
+    frame = frame.assign(age_band=age_band(frame["birth_date"], ds))
+    direct = (
+        frame.groupby(["division_code", "sex", "age_band"], dropna=False, observed=True)
+        .size()
+        .rename("persons")
+        .reset_index()
+    )
+    published = population_table(table, ds, k=1).frame
+    pd.testing.assert_frame_equal(
+        published.drop(columns=["district_name", "suppressed"]), direct, check_dtype=False
+    )
+    assert published["persons"].sum() == int(pc.sum(pc.equal(table["status"], "正常")).as_py())
 
 
 def test_overdue_counts_follow_the_item_limits(published: Published) -> None:
