@@ -66,6 +66,7 @@ from etl.zones import RAW_CLEAN, RAW_UNIFIED, Lake
 SERVICE_CASES = "xingzheng.service_case"
 TABLES = ("person", "enterprise", "person_xref", "enterprise_xref", "service_case")
 XREF_COLUMNS = ["dataset", "source_key", "role", "match_rule", "match_score"]
+STAGE_WORKERS = 2  # tables staged at once
 
 
 @dataclass(frozen=True)
@@ -962,7 +963,7 @@ def _stage_tables(
         return one
 
     order = ["person", "person_xref", *(t for t in TABLES if not t.startswith("person"))]
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(STAGE_WORKERS) as pool:
         futures = {name: pool.submit(stage, name) for name in order}
     failed = [f.exception() for f in futures.values() if f.exception() is not None]
     if failed:
