@@ -361,18 +361,19 @@ def _member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
 
 def carried_rows(
     clean: pa.Table,
+    keys: np.ndarray,
     changes: Changes,
     metadata: dict[str, pa.Scalar],
-    key: list[str],
     schema: pa.Schema,
 ) -> tuple[pa.Table, np.ndarray]:
     """Last night's clean rows of the carried keys, typed as they were published, with
     tonight's metadata (row number from tonight's delivery); and their key hashes.
 
-    No text round trip: a clean value is what ``_typed`` made of the canonical text, and
-    casting it to text and back gives it again, so the typed value is carried as it is.
+    ``keys`` are the key hashes of ``clean``'s rows (hashed once, by :func:`plan_changes`);
+    ``clean`` needs only the columns tonight's metadata does not replace. No text round
+    trip: a clean value is what ``_typed`` made of the canonical text, and casting it to
+    text and back gives it again, so the typed value is carried as it is.
     """
-    keys = key_hash(clean, key)
     at = changes.carried_index.get_indexer(keys)  # one hash lookup: carried? which row?
     wanted = at >= 0
     rows = clean.filter(pa.array(wanted)) if not wanted.all() else clean
@@ -389,6 +390,33 @@ def carried_rows(
     return pa.Table.from_arrays(columns, schema=schema), keys[wanted]
 
 
+def replaced_by_tonight(schema: pa.Schema, metadata: dict[str, pa.Scalar]) -> set[str]:
+    """The clean columns a carried row takes from tonight, not from last night's files."""
+    return {f.name for f in schema if f.name == "_row_number" or f.name in metadata}
+
+
+@dataclass(frozen=True)
+class CleanKeys:
+    """Last night's clean keys, read and hashed once: by the comparison, then by the
+    carried rows' read, which checks that its rows come in the order they were hashed."""
+
+    values: pa.Table  # the key columns as read, in partition order
+    hashes: np.ndarray  # uint64, aligned
+
+    def hashes_of(self, clean: pa.Table, offset: int, path: str) -> np.ndarray:
+        """The hashes of ``clean``, the rows at ``offset`` of a second read of ``path``
+        (compared value for value with the first read's: far cheaper than hashing)."""
+        n = clean.num_rows
+        if offset + n > len(self.hashes) or not clean.select(self.values.column_names).equals(
+            self.values.slice(offset, n)
+        ):
+            raise LakeError(  # a bug, never a data condition: publish nothing
+                f"{path}: the clean rows did not read back in the order their keys were "
+                "hashed; nothing was replaced"
+            )
+        return self.hashes[offset : offset + n]
+
+
 # --- the shell ---------------------------------------------------------------------------
 
 
@@ -403,6 +431,7 @@ class ChangePlan:
     clean_buckets: int | None = None  # the key buckets that night's clean rows are laid in
     changed: ChangedRows | None = None  # rows kept by the hashing pass
     hashes: SnapshotHashes | None = None  # tonight's, for the night that compares with it
+    clean_keys: CleanKeys | None = None  # that night's clean keys, hashed once
 
     def to_validate(self, batches: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
         """The raw rows that must be standardised and validated tonight, gathered into
@@ -485,13 +514,25 @@ class CarriedRows:
             self._spill.remove()
 
     def _batches(self) -> Iterator[tuple[pa.Table, np.ndarray]]:
-        """Last night's clean rows of the carried keys, batch by batch, with their bucket."""
-        for clean in self.lake.partition_batches(self.plan.clean_path):
-            rows, keys = carried_rows(
-                clean, self.plan.changes, self.plan.metadata, self.key, self.schema
-            )
+        """Last night's clean rows of the carried keys, batch by batch, with their bucket.
+
+        Only the columns tonight keeps (last night's ``_row_number``, ``_batch_id``, …
+        are replaced); the key hashes are the plan's, not computed again."""
+        plan, path = self.plan, self.plan.clean_path
+        tonight = replaced_by_tonight(self.schema, plan.metadata)
+        kept = [f.name for f in self.schema if f.name not in tonight]
+        offset = 0
+        for clean in self.lake.partition_batches(path, columns=kept):
+            if plan.clean_keys is not None:
+                keys = plan.clean_keys.hashes_of(clean, offset, path)
+            else:
+                keys = key_hash(clean, self.key)
+            offset += clean.num_rows
+            rows, keys = carried_rows(clean, keys, plan.changes, plan.metadata, self.schema)
             if rows.num_rows:
                 yield rows, (keys % np.uint64(self.buckets)).astype(np.int64)
+        if plan.clean_keys is not None and offset != len(plan.clean_keys.hashes):
+            raise LakeError(f"{path}: fewer clean rows read back than hashed; nothing replaced")
 
     def _streamed(self) -> Iterator[tuple[int, pa.Table]]:
         held: list[pa.Table] = []
@@ -569,9 +610,8 @@ def plan_changes(
         log.info("%s %s: full validation (%s)", dataset.id, ds, reason)
         return None
     clean = store.partition(RAW_CLEAN, dataset.id, since)
-    clean_keys = np.concatenate(
-        [key_hash(t, dataset.key) for t in _column_batches(lake, clean.path, dataset.key)] or [[]]
-    ).astype(np.uint64)
+    clean_key = _clean_keys(lake, clean.path, dataset.key)
+    clean_keys = clean_key.hashes
     last_hashes = cache.read(dataset, since, last_raw.fingerprint, last_raw.rows) if cache else None
     if last_hashes is None:
         last_hashes = SnapshotHashes.of(lake.partition_batches(last_raw.path), dataset)
@@ -581,7 +621,14 @@ def plan_changes(
     layout = clean_record.extra.get("layout", {})
     buckets = layout.get("buckets")
     return ChangePlan(
-        since, changes, clean.path, tonight_hashes.metadata, buckets, changed, tonight_hashes
+        since,
+        changes,
+        clean.path,
+        tonight_hashes.metadata,
+        buckets,
+        changed,
+        tonight_hashes,
+        clean_key,
     )
 
 
@@ -630,9 +677,17 @@ def _unusable(
     return None, clean_manifest
 
 
-def _column_batches(lake: Lake, path: str, columns: list[str]) -> Iterator[pa.Table]:
-    """Only ``columns`` of a committed partition, streamed (the keys of a clean snapshot)."""
-    yield from lake.partition_batches(path, columns=columns)
+def _clean_keys(lake: Lake, path: str, key: list[str]) -> CleanKeys:
+    """Only the key columns of a committed clean partition, streamed, and their hashes."""
+    tables = list(lake.partition_batches(path, columns=key))
+    if not tables:
+        return CleanKeys(
+            pa.table({k: pa.array([], pa.string()) for k in key}), np.array([], np.uint64)
+        )
+    return CleanKeys(
+        pa.concat_tables(tables),
+        np.concatenate([key_hash(t, key) for t in tables]).astype(np.uint64),
+    )
 
 
 def _columns(lake: Lake, path: str) -> list[str]:

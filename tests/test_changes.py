@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import simulator
@@ -17,7 +18,7 @@ from catalog.errors import BreakerTripped
 from etl.changes import SnapshotHashes, compare
 from etl.extract import extract_to_raw
 from etl.validate import validate_partition
-from etl.zones import RAW_CLEAN, RAW_QUARANTINE, RAW_SOURCES, Lake
+from etl.zones import RAW_CLEAN, RAW_QUARANTINE, RAW_SOURCES, Lake, clean_schema
 from simulator.writers import write_control_file
 from tests.helpers import DEMO_DATE, TEST_SCALE, connections
 
@@ -252,7 +253,8 @@ def test_carried_rows_in_several_key_buckets_give_the_bytes_of_full_validation(
     """Carried rows are merged into the validated ones bucket by bucket: with several
     buckets (forced small), whether last night was cut into as many buckets as tonight
     (streamed in order) or not (spooled into tonight's buckets), last night's clean rows
-    are read once and the clean partition has the bytes full validation writes."""
+    are read once (its key column once more, for the comparison), without the metadata
+    columns tonight replaces, and the clean partition has the bytes full validation writes."""
     import etl.dedup
 
     side, _results, _truth = lakeside
@@ -266,13 +268,15 @@ def test_carried_rows_in_several_key_buckets_give_the_bytes_of_full_validation(
     partition_batches = lake.partition_batches
 
     def counted(path, *args, **kwargs):
-        if path == last_clean and kwargs.get("columns") is None:
-            whole_reads.append(path)
+        if path == last_clean:
+            whole_reads.append(kwargs.get("columns"))
         return partition_batches(path, *args, **kwargs)
 
     monkeypatch.setattr(lake, "partition_batches", counted)
     detected = side.validate(d, DAY2, "night-2", lake=lake, store=store)
-    assert len(whole_reads) == 1
+    assert len(whole_reads) == 2 and whole_reads[0] == d.key  # the keys, then the rows
+    catalog_columns = [f.name for f in clean_schema(d) if not f.name.startswith("_")]
+    assert whole_reads[1] == catalog_columns  # not last night's _row_number, _batch_id, …
     assert not list((side.root / "tmp").glob("dedup-*"))  # the spooled rows are gone
     assert detected.unchanged > 0.9 * detected.delivered
     assert -(-detected.delivered // night2_rows) > 2  # several buckets tonight
@@ -283,6 +287,50 @@ def test_carried_rows_in_several_key_buckets_give_the_bytes_of_full_validation(
     full_clean = full_lake.read_manifest(full_lake.dataset_partition(RAW_CLEAN, d, DAY2))
     assert clean.extra["layout"]["buckets"] == -(-detected.delivered // night2_rows)
     assert clean.fingerprint == full_clean.fingerprint
+
+
+def test_last_nights_clean_keys_are_hashed_once_and_a_read_out_of_their_order_fails(
+    lakeside, tmp_path: Path, monkeypatch
+) -> None:
+    """The comparison hashes last night's clean keys; the carried rows' read reuses those
+    hashes (it checks its keys are the ones hashed, in order). A second read that came back
+    in another order carries nothing and publishes nothing: the night fails in one line."""
+    import etl.changes
+    from catalog.errors import LakeError
+
+    side, _results, _truth = lakeside
+    d = CATALOG.dataset("weiji.health_record")
+    lake, store = _copied_lake(side, tmp_path, d, [DEMO_DATE, DAY2])
+    first = side.validate(d, DEMO_DATE, "night-1", lake=lake, store=store)
+    hashed = []
+    key_hash = etl.changes.key_hash
+
+    def counted(table, key):
+        hashed.append(table.num_rows)
+        return key_hash(table, key)
+
+    monkeypatch.setattr(etl.changes, "key_hash", counted)
+    night2 = side.validate(d, DAY2, "night-2", lake=lake, store=store)
+    # tonight's standardised keys once, last night's clean keys once
+    assert sum(hashed) == night2.delivered + first.clean
+    assert night2.unchanged > 0.9 * night2.delivered
+    published = lake.read_manifest(lake.dataset_partition(RAW_CLEAN, d, DAY2)).fingerprint
+
+    last_clean = lake.dataset_partition(RAW_CLEAN, d, DEMO_DATE)
+    partition_batches = lake.partition_batches
+
+    def reversed_rows(path, *args, **kwargs):
+        batches = list(partition_batches(path, *args, **kwargs))
+        if path != last_clean or kwargs.get("columns") == d.key or not batches:
+            return iter(batches)
+        table = pa.concat_tables(batches)
+        return iter([table.take(pa.array(np.arange(table.num_rows)[::-1]))])
+
+    monkeypatch.setattr(lake, "partition_batches", reversed_rows)
+    with pytest.raises(LakeError, match="did not read back in the order"):
+        side.validate(d, DAY2, "night-2-rerun", lake=lake, store=store)
+    monkeypatch.undo()
+    assert lake.read_manifest(lake.dataset_partition(RAW_CLEAN, d, DAY2)).fingerprint == published
 
 
 def test_rows_are_carried_only_under_the_checks_that_published_them(
