@@ -366,19 +366,21 @@ def carried_rows(
     metadata: dict[str, pa.Scalar],
     schema: pa.Schema,
 ) -> tuple[pa.Table, np.ndarray]:
-    """Last night's clean rows of the carried keys, typed as they were published, with
-    tonight's metadata (row number from tonight's delivery); and their key hashes.
+    """Last night's clean rows, typed as they were published, with tonight's metadata (a
+    carried row's number from tonight's delivery), and which of them are carried.
 
-    ``keys`` are the key hashes of ``clean``'s rows (hashed once, by :func:`plan_changes`);
-    ``clean`` needs only the columns tonight's metadata does not replace. No text round
-    trip: a clean value is what ``_typed`` made of the canonical text, and casting it to
-    text and back gives it again, so the typed value is carried as it is.
+    All of ``clean``'s rows, not only the carried ones: the bucket's merge takes the
+    carried rows, so each is moved once (a filter here, then the take, moved ≈ 99 % of
+    the rows twice). ``keys`` are the key hashes of ``clean``'s rows (hashed once, by
+    :func:`plan_changes`); ``clean`` needs only the columns tonight's metadata does not
+    replace. No text round trip: a clean value is what ``_typed`` made of the canonical
+    text, and casting it to text and back gives it again, so the typed value is carried.
     """
     at = changes.carried_index.get_indexer(keys)  # one hash lookup: carried? which row?
     wanted = at >= 0
-    rows = clean.filter(pa.array(wanted)) if not wanted.all() else clean
-    numbers = changes.carried_row_numbers[at[wanted]]
-    n = rows.num_rows
+    numbers = np.zeros(clean.num_rows, dtype=np.int64)  # rows not carried: never kept
+    numbers[wanted] = changes.carried_row_numbers[at[wanted]]
+    n = clean.num_rows
     columns = []
     for f in schema:
         if f.name == "_row_number":
@@ -386,8 +388,35 @@ def carried_rows(
         elif f.name in metadata:
             columns.append(pa.repeat(metadata[f.name], n).cast(f.type))
         else:
-            columns.append(rows.column(f.name))
-    return pa.Table.from_arrays(columns, schema=schema), keys[wanted]
+            columns.append(clean.column(f.name))
+    return pa.Table.from_arrays(columns, schema=schema), wanted
+
+
+@dataclass(frozen=True)
+class CarriedPart:
+    """One bucket's share of last night's clean rows, stamped with tonight's metadata;
+    ``wanted`` marks the carried ones (None: every row)."""
+
+    table: pa.Table
+    wanted: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows if self.wanted is None else int(self.wanted.sum())
+
+    @classmethod
+    def joined(cls, parts: list[CarriedPart]) -> CarriedPart:
+        if len(parts) == 1:
+            return parts[0]
+        wanted = None
+        if any(p.wanted is not None for p in parts):
+            wanted = np.concatenate(
+                [
+                    p.wanted if p.wanted is not None else np.ones(p.table.num_rows, bool)
+                    for p in parts
+                ]
+            )
+        return cls(pa.concat_tables([p.table for p in parts]), wanted)
 
 
 def replaced_by_tonight(schema: pa.Schema, metadata: dict[str, pa.Scalar]) -> set[str]:
@@ -504,7 +533,7 @@ class CarriedRows:
         self.rows = 0
         self._spill: SpillFolder | None = None
 
-    def __iter__(self) -> Iterator[tuple[int, pa.Table]]:
+    def __iter__(self) -> Iterator[tuple[int, CarriedPart]]:
         in_order = self.buckets == 1 or self.plan.clean_buckets == self.buckets
         yield from self._streamed() if in_order else self._spooled()
 
@@ -513,8 +542,9 @@ class CarriedRows:
         if self._spill is not None:
             self._spill.remove()
 
-    def _batches(self) -> Iterator[tuple[pa.Table, np.ndarray]]:
-        """Last night's clean rows of the carried keys, batch by batch, with their bucket.
+    def _batches(self) -> Iterator[tuple[pa.Table, np.ndarray, np.ndarray]]:
+        """Last night's clean rows, batch by batch, stamped, with which are carried and
+        their bucket.
 
         Only the columns tonight keeps (last night's ``_row_number``, ``_batch_id``, …
         are replaced); the key hashes are the plan's, not computed again."""
@@ -528,55 +558,61 @@ class CarriedRows:
             else:
                 keys = key_hash(clean, self.key)
             offset += clean.num_rows
-            rows, keys = carried_rows(clean, keys, plan.changes, plan.metadata, self.schema)
-            if rows.num_rows:
-                yield rows, (keys % np.uint64(self.buckets)).astype(np.int64)
+            rows, wanted = carried_rows(clean, keys, plan.changes, plan.metadata, self.schema)
+            if wanted.any():
+                yield rows, wanted, (keys % np.uint64(self.buckets)).astype(np.int64)
         if plan.clean_keys is not None and offset != len(plan.clean_keys.hashes):
             raise LakeError(f"{path}: fewer clean rows read back than hashed; nothing replaced")
 
-    def _streamed(self) -> Iterator[tuple[int, pa.Table]]:
-        held: list[pa.Table] = []
+    def _streamed(self) -> Iterator[tuple[int, CarriedPart]]:
+        """Last night's rows lie bucket after bucket: each bucket is a run of rows, cut
+        out by slices (no copy); the merge takes the carried ones."""
+        held: list[CarriedPart] = []
         current: int | None = None
-        for rows, bucket in self._batches():
+        for rows, wanted, bucket in self._batches():
             if np.any(np.diff(bucket) < 0) or (current is not None and bucket[0] < current):
                 raise LakeError(  # a bug, never a data condition: publish nothing
                     f"{self.plan.clean_path}: the clean rows are not in the key-bucket "
                     "order their record states; nothing was replaced"
                 )
-            for b in np.unique(bucket):
+            starts = np.flatnonzero(np.diff(bucket, prepend=-1))
+            stops = np.append(starts[1:], len(bucket))
+            for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+                b = int(bucket[start])
                 if current is not None and b != current:
                     yield current, self._whole(held)
                     held = []
-                current = int(b)
-                one = bucket[-1] == bucket[0]
-                held.append(rows if one else rows.filter(pa.array(bucket == b)))
+                current = b
+                part = rows.slice(start, stop - start)
+                held.append(CarriedPart(part, wanted[start:stop]))
         if held:
             yield current, self._whole(held)
 
-    def _spooled(self) -> Iterator[tuple[int, pa.Table]]:
-        """Tonight's buckets from one read of a partition laid in other buckets."""
+    def _spooled(self) -> Iterator[tuple[int, CarriedPart]]:
+        """Tonight's buckets from one read of a partition laid in other buckets (only the
+        carried rows are spooled)."""
         self._spill = SpillFolder("dedup", self.work_dir)
         writers: dict[int, SpillWriter] = {}
         try:
-            for rows, bucket in self._batches():
-                for b in np.unique(bucket):
-                    part = rows.filter(pa.array(bucket == b))
+            for rows, wanted, bucket in self._batches():
+                for b in np.unique(bucket[wanted]):
+                    part = rows.filter(pa.array(wanted & (bucket == b)))
                     if b not in writers:
                         writers[b] = SpillWriter(self._spill.path / f"{b}.arrows", self.schema)
                     writers[b].write(part)
             for writer in writers.values():
                 writer.close()
             for b in sorted(writers):
-                yield int(b), self._whole([writers[b].read()])
+                yield int(b), self._whole([CarriedPart(writers[b].read())])
         finally:
             for writer in writers.values():
                 writer.close()
             self.close()
 
-    def _whole(self, parts: list[pa.Table]) -> pa.Table:
-        table = pa.concat_tables(parts)
-        self.rows += table.num_rows
-        return table
+    def _whole(self, parts: list[CarriedPart]) -> CarriedPart:
+        whole = CarriedPart.joined(parts)
+        self.rows += whole.rows
+        return whole
 
 
 def plan_changes(
