@@ -254,7 +254,7 @@ def _digest(hashes: SnapshotHashes) -> str:
 class Changes:
     """Tonight's snapshot against the last good night's (pure result of :func:`compare`)."""
 
-    carried_keys: np.ndarray  # sorted key hashes of rows carried forward clean
+    carried_keys: np.ndarray  # key hashes of rows carried forward clean (unique)
     carried_row_numbers: np.ndarray  # tonight's ``_row_number`` of each, aligned
     revalidate: np.ndarray  # tonight's ``_row_number``s to standardise and validate
     inserted: int  # rows whose key was not in the last snapshot
@@ -310,10 +310,9 @@ def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarra
         pairs = tonight.keys[several] * _MIX + tonight.contents[several]
         new_content[several] = ~_member(pairs, pairs_last)
     gone = uniques[(in_last > 0) & (in_tonight == 0)].astype(np.uint64)
-    order = np.argsort(tonight.keys[carried], kind="stable")
-    return Changes(
-        carried_keys=tonight.keys[carried][order],
-        carried_row_numbers=tonight.row_numbers[carried][order],
+    return Changes(  # carried keys in tonight's order: they are looked up by a hash index
+        carried_keys=tonight.keys[carried],
+        carried_row_numbers=tonight.row_numbers[carried],
         revalidate=np.sort(tonight.row_numbers[~carried]),
         inserted=int((~known).sum()),
         updated=int((known & new_content).sum()),
