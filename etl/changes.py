@@ -275,23 +275,66 @@ class Changes:
         return len(self.deleted_keys)
 
 
-def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarray) -> Changes:
+@dataclass(frozen=True)
+class LastNightKeys:
+    """Last night's key hashes and its clean ones, numbered once (one pandas factorize):
+    the hashing pass asks which rows could be carried, the comparison counts by the same
+    numbers (each used to hash last night's keys again)."""
+
+    uniques: np.ndarray  # uint64, one per number
+    codes_last: np.ndarray  # the number of each of last night's rows
+    in_last: np.ndarray  # rows per number last night
+    published: np.ndarray  # per number: published clean last night
+
+    @classmethod
+    def of(cls, last_keys: np.ndarray, clean_keys: np.ndarray) -> LastNightKeys:
+        codes, uniques = pd.factorize(np.concatenate([last_keys, clean_keys]))
+        n, kinds = len(last_keys), len(uniques)
+        published = np.zeros(kinds, dtype=bool)
+        published[codes[n:]] = True
+        in_last = np.bincount(codes[:n], minlength=kinds)
+        return cls(np.asarray(uniques, dtype=np.uint64), codes[:n], in_last, published)
+
+    def carriable(self) -> np.ndarray:
+        """Per row of last night: alone under its key, and published clean."""
+        return (self.in_last[self.codes_last] == 1) & self.published[self.codes_last]
+
+    def numbered(self, keys: np.ndarray) -> tuple[np.ndarray, int]:
+        """``keys`` by last night's numbers, keys last night did not have numbered after
+        them; and how many numbers there are then."""
+        codes = pd.Index(self.uniques).get_indexer(keys)
+        new = codes < 0
+        if not new.any():
+            return codes, len(self.uniques)
+        new_codes, new_uniques = pd.factorize(keys[new])
+        codes[new] = new_codes + len(self.uniques)
+        return codes, len(self.uniques) + len(new_uniques)
+
+
+def compare(
+    tonight: SnapshotHashes,
+    last: SnapshotHashes,
+    clean_keys: np.ndarray,
+    numbers: LastNightKeys | None = None,
+) -> Changes:
     """Which of tonight's rows are unchanged clean rows, and what was inserted, updated, deleted.
 
     ``clean_keys`` are the key hashes published clean last night. A row is carried forward
     when its key has one row tonight, had one row last night with the same content, and was
-    published clean; every other row is validated again.
+    published clean; every other row is validated again. ``numbers``: last night's keys
+    already numbered (:class:`LastNightKeys` of ``last.keys`` and ``clean_keys``).
     """
-    # one hash pass (pandas factorize) numbers every key of both nights and of last night's
-    # clean rows; the rest is counting and indexing by those numbers (numpy, no sorts)
-    n_last, n_tonight = len(last.keys), len(tonight.keys)
-    codes, uniques = pd.factorize(np.concatenate([last.keys, tonight.keys, clean_keys]))
-    codes_last, codes_tonight = codes[:n_last], codes[n_last : n_last + n_tonight]
-    kinds = len(uniques)
-    in_last = np.bincount(codes_last, minlength=kinds)
+    # one hash pass numbers every key of both nights and of last night's clean rows; the
+    # rest is counting and indexing by those numbers (numpy, no sorts)
+    numbers = numbers or LastNightKeys.of(last.keys, clean_keys)
+    codes_last = numbers.codes_last
+    codes_tonight, kinds = numbers.numbered(tonight.keys)
+    n_last = len(last.keys)
+    in_last = np.zeros(kinds, dtype=np.int64)
+    in_last[: len(numbers.in_last)] = numbers.in_last
     in_tonight = np.bincount(codes_tonight, minlength=kinds)
     published = np.zeros(kinds, dtype=bool)
-    published[codes[n_last + n_tonight :]] = True
+    published[: len(numbers.published)] = numbers.published
     first_row = np.zeros(kinds, dtype=np.int64)  # a key's first row last night
     first_row[codes_last[::-1]] = np.arange(n_last - 1, -1, -1)
     last_count = in_last[codes_tonight]
@@ -309,7 +352,8 @@ def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarra
         pairs_last = last.keys[repeated] * _MIX + last.contents[repeated]
         pairs = tonight.keys[several] * _MIX + tonight.contents[several]
         new_content[several] = ~_member(pairs, pairs_last)
-    gone = uniques[(in_last > 0) & (in_tonight == 0)].astype(np.uint64)
+    in_last_only = (in_last[: len(numbers.uniques)] > 0) & (in_tonight[: len(numbers.uniques)] == 0)
+    gone = numbers.uniques[in_last_only]
     return Changes(  # carried keys in tonight's order: they are looked up by a hash index
         carried_keys=tonight.keys[carried],
         carried_row_numbers=tonight.row_numbers[carried],
@@ -333,9 +377,8 @@ class ChangedRows:
     changed more is read again (``tables`` is None then).
     """
 
-    def __init__(self, last: SnapshotHashes, clean_keys: np.ndarray) -> None:
-        alone = ~pd.Series(last.keys).duplicated(keep=False).to_numpy()
-        carriable = alone & _member(last.keys, clean_keys)
+    def __init__(self, last: SnapshotHashes, numbers: LastNightKeys) -> None:
+        carriable = numbers.carriable()
         # hashed once, looked up by every batch (``Series.isin`` would hash them per batch)
         pairs = last.keys[carriable] * _MIX + last.contents[carriable]
         self.candidates = pd.Index(pd.unique(pairs))
@@ -650,9 +693,10 @@ def plan_changes(
     last_hashes = cache.read(dataset, since, last_raw.fingerprint, last_raw.rows) if cache else None
     if last_hashes is None:
         last_hashes = SnapshotHashes.of(lake.partition_batches(last_raw.path), dataset)
-    changed = ChangedRows(last_hashes, clean_keys)
+    numbers = LastNightKeys.of(last_hashes.keys, clean_keys)
+    changed = ChangedRows(last_hashes, numbers)
     tonight_hashes = SnapshotHashes.of(lake.partition_batches(tonight), dataset, changed)
-    changes = compare(tonight_hashes, last_hashes, clean_keys)
+    changes = compare(tonight_hashes, last_hashes, clean_keys, numbers)
     layout = clean_record.extra.get("layout", {})
     buckets = layout.get("buckets")
     return ChangePlan(

@@ -199,6 +199,47 @@ def test_compare_counts_keys_with_several_rows_last_night() -> None:
     assert (changes.inserted, changes.updated, changes.deleted) == (0, 1, 0)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_compare_agrees_with_the_obvious_formulation_on_random_nights(seed: int) -> None:
+    """Last night's keys are numbered once for the hashing pass and the comparison; the
+    result is what counting key by key gives (duplicates, quarantined keys, new, gone)."""
+    from collections import Counter
+
+    rng = np.random.default_rng(seed)
+    u = np.uint64
+
+    def night(n: int, first_row: int) -> SnapshotHashes:
+        keys = rng.integers(0, 60, n).astype(u)  # a small key space: repeats on both nights
+        contents = rng.integers(0, 3, n).astype(u)
+        return SnapshotHashes(keys, contents, np.arange(first_row, first_row + n))
+
+    last, tonight = night(50, 1), night(55, 101)
+    clean = np.unique(last.keys[rng.random(50) < 0.8])  # the rest was quarantined
+    changes = compare(tonight, last, clean)
+
+    in_last, in_tonight = Counter(last.keys.tolist()), Counter(tonight.keys.tolist())
+    rows_last: dict[int, set[int]] = {}
+    for k, c in zip(last.keys.tolist(), last.contents.tolist(), strict=True):
+        rows_last.setdefault(k, set()).add(c)
+    carried, revalidate, inserted, updated = [], [], 0, 0
+    for k, c, r in zip(
+        tonight.keys.tolist(), tonight.contents.tolist(), tonight.row_numbers.tolist(), strict=True
+    ):
+        alone_and_same = in_last[k] == 1 and rows_last[k] == {c}
+        if in_tonight[k] == 1 and alone_and_same and k in set(clean.tolist()):
+            carried.append((k, r))
+        else:
+            revalidate.append(r)
+        inserted += in_last[k] == 0
+        updated += in_last[k] > 0 and c not in rows_last[k]
+    pairs = zip(changes.carried_keys.tolist(), changes.carried_row_numbers.tolist(), strict=True)
+    assert sorted(pairs) == sorted(carried)
+    assert changes.revalidate.tolist() == sorted(revalidate)
+    assert (changes.inserted, changes.updated) == (inserted, updated)
+    gone = sorted(k for k in in_last if in_tonight[k] == 0)
+    assert changes.deleted_keys.tolist() == gone
+
+
 def test_row_hashes_tell_apart_what_differs_and_only_that() -> None:
     import pyarrow as pa
 
