@@ -379,9 +379,13 @@ class ChangedRows:
 
     def __init__(self, last: SnapshotHashes, numbers: LastNightKeys) -> None:
         carriable = numbers.carriable()
-        # hashed once, looked up by every batch (``Series.isin`` would hash them per batch)
+        # hashed once, looked up by every batch (``Series.isin`` would hash them per batch);
+        # the keys are alone, so the pairs are unique but for a 64-bit collision: checked
+        # by the index's own hash table (the one the lookups use), not by ``pd.unique``
         pairs = last.keys[carriable] * _MIX + last.contents[carriable]
-        self.candidates = pd.Index(pd.unique(pairs))
+        self.candidates = pd.Index(pairs)
+        if not self.candidates.is_unique:
+            self.candidates = pd.Index(pd.unique(pairs))
         self.tables: list[pa.Table] | None = []
         self.rows = 0
 

@@ -240,6 +240,20 @@ def test_compare_agrees_with_the_obvious_formulation_on_random_nights(seed: int)
     assert changes.deleted_keys.tolist() == gone
 
 
+def test_changed_rows_survive_two_carriable_rows_whose_pairs_collide() -> None:
+    """Two keys alone last night whose (key, content) pairs hash alike: the candidates are
+    de-duplicated instead of failing the lookup; a row that matches neither is kept."""
+    from etl.changes import _MIX, ChangedRows, LastNightKeys
+
+    u = np.uint64
+    last = SnapshotHashes(np.array([1, 2], dtype=u), np.array([_MIX, 0], dtype=u), np.arange(2))
+    changed = ChangedRows(last, LastNightKeys.of(last.keys, last.keys))
+    assert len(changed.candidates) == 1  # 1·MIX + MIX == 2·MIX + 0 (mod 2**64)
+    batch = pa.table({"_row_number": [1, 2]})
+    changed.add(batch, np.array([2, 0], dtype=u) * _MIX + np.array([0, 5], dtype=u))
+    assert changed.rows == 1 and changed.tables[-1].column("_row_number").to_pylist() == [2]
+
+
 def test_row_hashes_tell_apart_what_differs_and_only_that() -> None:
     import pyarrow as pa
 
