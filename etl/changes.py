@@ -279,7 +279,7 @@ class Changes:
 class LastNightKeys:
     """Last night's key hashes and its clean ones, numbered once (one pandas factorize):
     the hashing pass asks which rows could be carried, the comparison counts by the same
-    numbers (each used to hash last night's keys again)."""
+    numbers (before, each put last night's keys into hash tables of its own)."""
 
     uniques: np.ndarray  # uint64, one per number
     codes_last: np.ndarray  # the number of each of last night's rows
@@ -560,8 +560,8 @@ class CarriedRows:
     Last night's clean partition was written bucket after bucket; when it was cut into as
     many buckets as tonight's (recorded in its commit), one streaming read gives the
     buckets in order. Otherwise (the delivery crossed a bucket boundary, or the record
-    predates the layout) the one read spools the rows into tonight's buckets on disk
-    (LZ4 Arrow IPC, like the validated rows' spool) and hands them back bucket by bucket.
+    predates the layout) the one read spools the carried rows into tonight's buckets on
+    disk (Arrow IPC, like the validated rows' spool) and hands them back bucket by bucket.
     ``rows`` counts what was carried, for the row conservation check.
     """
 
