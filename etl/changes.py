@@ -254,7 +254,7 @@ def _digest(hashes: SnapshotHashes) -> str:
 class Changes:
     """Tonight's snapshot against the last good night's (pure result of :func:`compare`)."""
 
-    carried_keys: np.ndarray  # sorted key hashes of rows carried forward clean
+    carried_keys: np.ndarray  # key hashes of rows carried forward clean (unique)
     carried_row_numbers: np.ndarray  # tonight's ``_row_number`` of each, aligned
     revalidate: np.ndarray  # tonight's ``_row_number``s to standardise and validate
     inserted: int  # rows whose key was not in the last snapshot
@@ -275,23 +275,66 @@ class Changes:
         return len(self.deleted_keys)
 
 
-def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarray) -> Changes:
+@dataclass(frozen=True)
+class LastNightKeys:
+    """Last night's key hashes and its clean ones, numbered once (one pandas factorize):
+    the hashing pass asks which rows could be carried, the comparison counts by the same
+    numbers (before, each put last night's keys into hash tables of its own)."""
+
+    uniques: np.ndarray  # uint64, one per number
+    codes_last: np.ndarray  # the number of each of last night's rows
+    in_last: np.ndarray  # rows per number last night
+    published: np.ndarray  # per number: published clean last night
+
+    @classmethod
+    def of(cls, last_keys: np.ndarray, clean_keys: np.ndarray) -> LastNightKeys:
+        codes, uniques = pd.factorize(np.concatenate([last_keys, clean_keys]))
+        n, kinds = len(last_keys), len(uniques)
+        published = np.zeros(kinds, dtype=bool)
+        published[codes[n:]] = True
+        in_last = np.bincount(codes[:n], minlength=kinds)
+        return cls(np.asarray(uniques, dtype=np.uint64), codes[:n], in_last, published)
+
+    def carriable(self) -> np.ndarray:
+        """Per row of last night: alone under its key, and published clean."""
+        return (self.in_last[self.codes_last] == 1) & self.published[self.codes_last]
+
+    def numbered(self, keys: np.ndarray) -> tuple[np.ndarray, int]:
+        """``keys`` by last night's numbers, keys last night did not have numbered after
+        them; and how many numbers there are then."""
+        codes = pd.Index(self.uniques).get_indexer(keys)
+        new = codes < 0
+        if not new.any():
+            return codes, len(self.uniques)
+        new_codes, new_uniques = pd.factorize(keys[new])
+        codes[new] = new_codes + len(self.uniques)
+        return codes, len(self.uniques) + len(new_uniques)
+
+
+def compare(
+    tonight: SnapshotHashes,
+    last: SnapshotHashes,
+    clean_keys: np.ndarray,
+    numbers: LastNightKeys | None = None,
+) -> Changes:
     """Which of tonight's rows are unchanged clean rows, and what was inserted, updated, deleted.
 
     ``clean_keys`` are the key hashes published clean last night. A row is carried forward
     when its key has one row tonight, had one row last night with the same content, and was
-    published clean; every other row is validated again.
+    published clean; every other row is validated again. ``numbers``: last night's keys
+    already numbered (:class:`LastNightKeys` of ``last.keys`` and ``clean_keys``).
     """
-    # one hash pass (pandas factorize) numbers every key of both nights and of last night's
-    # clean rows; the rest is counting and indexing by those numbers (numpy, no sorts)
-    n_last, n_tonight = len(last.keys), len(tonight.keys)
-    codes, uniques = pd.factorize(np.concatenate([last.keys, tonight.keys, clean_keys]))
-    codes_last, codes_tonight = codes[:n_last], codes[n_last : n_last + n_tonight]
-    kinds = len(uniques)
-    in_last = np.bincount(codes_last, minlength=kinds)
+    # one hash pass numbers every key of both nights and of last night's clean rows; the
+    # rest is counting and indexing by those numbers (numpy, no sorts)
+    numbers = numbers or LastNightKeys.of(last.keys, clean_keys)
+    codes_last = numbers.codes_last
+    codes_tonight, kinds = numbers.numbered(tonight.keys)
+    n_last = len(last.keys)
+    in_last = np.zeros(kinds, dtype=np.int64)
+    in_last[: len(numbers.in_last)] = numbers.in_last
     in_tonight = np.bincount(codes_tonight, minlength=kinds)
     published = np.zeros(kinds, dtype=bool)
-    published[codes[n_last + n_tonight :]] = True
+    published[: len(numbers.published)] = numbers.published
     first_row = np.zeros(kinds, dtype=np.int64)  # a key's first row last night
     first_row[codes_last[::-1]] = np.arange(n_last - 1, -1, -1)
     last_count = in_last[codes_tonight]
@@ -309,11 +352,11 @@ def compare(tonight: SnapshotHashes, last: SnapshotHashes, clean_keys: np.ndarra
         pairs_last = last.keys[repeated] * _MIX + last.contents[repeated]
         pairs = tonight.keys[several] * _MIX + tonight.contents[several]
         new_content[several] = ~_member(pairs, pairs_last)
-    gone = uniques[(in_last > 0) & (in_tonight == 0)].astype(np.uint64)
-    order = np.argsort(tonight.keys[carried], kind="stable")
-    return Changes(
-        carried_keys=tonight.keys[carried][order],
-        carried_row_numbers=tonight.row_numbers[carried][order],
+    in_last_only = (in_last[: len(numbers.uniques)] > 0) & (in_tonight[: len(numbers.uniques)] == 0)
+    gone = numbers.uniques[in_last_only]
+    return Changes(  # carried keys in tonight's order: they are looked up by a hash index
+        carried_keys=tonight.keys[carried],
+        carried_row_numbers=tonight.row_numbers[carried],
         revalidate=np.sort(tonight.row_numbers[~carried]),
         inserted=int((~known).sum()),
         updated=int((known & new_content).sum()),
@@ -334,12 +377,15 @@ class ChangedRows:
     changed more is read again (``tables`` is None then).
     """
 
-    def __init__(self, last: SnapshotHashes, clean_keys: np.ndarray) -> None:
-        alone = ~pd.Series(last.keys).duplicated(keep=False).to_numpy()
-        carriable = alone & _member(last.keys, clean_keys)
-        # hashed once, looked up by every batch (``Series.isin`` would hash them per batch)
+    def __init__(self, last: SnapshotHashes, numbers: LastNightKeys) -> None:
+        carriable = numbers.carriable()
+        # hashed once, looked up by every batch (``Series.isin`` would hash them per batch);
+        # the keys are alone, so the pairs are unique but for a 64-bit collision: checked
+        # by the index's own hash table (the one the lookups use), not by ``pd.unique``
         pairs = last.keys[carriable] * _MIX + last.contents[carriable]
-        self.candidates = pd.Index(pd.unique(pairs))
+        self.candidates = pd.Index(pairs)
+        if not self.candidates.is_unique:
+            self.candidates = pd.Index(pd.unique(pairs))
         self.tables: list[pa.Table] | None = []
         self.rows = 0
 
@@ -361,23 +407,26 @@ def _member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
 
 def carried_rows(
     clean: pa.Table,
+    keys: np.ndarray,
     changes: Changes,
     metadata: dict[str, pa.Scalar],
-    key: list[str],
     schema: pa.Schema,
 ) -> tuple[pa.Table, np.ndarray]:
-    """Last night's clean rows of the carried keys, typed as they were published, with
-    tonight's metadata (row number from tonight's delivery); and their key hashes.
+    """Last night's clean rows, typed as they were published, with tonight's metadata (a
+    carried row's number from tonight's delivery), and which of them are carried.
 
-    No text round trip: a clean value is what ``_typed`` made of the canonical text, and
-    casting it to text and back gives it again, so the typed value is carried as it is.
+    All of ``clean``'s rows, not only the carried ones: the bucket's merge takes the
+    carried rows, so each is moved once (a filter here, then the take, moved ≈ 99 % of
+    the rows twice). ``keys`` are the key hashes of ``clean``'s rows (hashed once, by
+    :func:`plan_changes`); ``clean`` needs only the columns tonight's metadata does not
+    replace. No text round trip: a clean value is what ``_typed`` made of the canonical
+    text, and casting it to text and back gives it again, so the typed value is carried.
     """
-    keys = key_hash(clean, key)
     at = changes.carried_index.get_indexer(keys)  # one hash lookup: carried? which row?
     wanted = at >= 0
-    rows = clean.filter(pa.array(wanted)) if not wanted.all() else clean
-    numbers = changes.carried_row_numbers[at[wanted]]
-    n = rows.num_rows
+    numbers = np.zeros(clean.num_rows, dtype=np.int64)  # rows not carried: never kept
+    numbers[wanted] = changes.carried_row_numbers[at[wanted]]
+    n = clean.num_rows
     columns = []
     for f in schema:
         if f.name == "_row_number":
@@ -385,8 +434,62 @@ def carried_rows(
         elif f.name in metadata:
             columns.append(pa.repeat(metadata[f.name], n).cast(f.type))
         else:
-            columns.append(rows.column(f.name))
-    return pa.Table.from_arrays(columns, schema=schema), keys[wanted]
+            columns.append(clean.column(f.name))
+    return pa.Table.from_arrays(columns, schema=schema), wanted
+
+
+@dataclass(frozen=True)
+class CarriedPart:
+    """One bucket's share of last night's clean rows, stamped with tonight's metadata;
+    ``wanted`` marks the carried ones (None: every row)."""
+
+    table: pa.Table
+    wanted: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows if self.wanted is None else int(self.wanted.sum())
+
+    @classmethod
+    def joined(cls, parts: list[CarriedPart]) -> CarriedPart:
+        if len(parts) == 1:
+            return parts[0]
+        wanted = None
+        if any(p.wanted is not None for p in parts):
+            wanted = np.concatenate(
+                [
+                    p.wanted if p.wanted is not None else np.ones(p.table.num_rows, bool)
+                    for p in parts
+                ]
+            )
+        return cls(pa.concat_tables([p.table for p in parts]), wanted)
+
+
+def replaced_by_tonight(schema: pa.Schema, metadata: dict[str, pa.Scalar]) -> set[str]:
+    """The clean columns a carried row takes from tonight, not from last night's files."""
+    return {f.name for f in schema if f.name == "_row_number" or f.name in metadata}
+
+
+@dataclass(frozen=True)
+class CleanKeys:
+    """Last night's clean keys, read and hashed once: by the comparison, then by the
+    carried rows' read, which checks that its rows come in the order they were hashed."""
+
+    values: pa.Table  # the key columns as read, in partition order
+    hashes: np.ndarray  # uint64, aligned
+
+    def hashes_of(self, clean: pa.Table, offset: int, path: str) -> np.ndarray:
+        """The hashes of ``clean``, the rows at ``offset`` of a second read of ``path``
+        (compared value for value with the first read's: far cheaper than hashing)."""
+        n = clean.num_rows
+        if offset + n > len(self.hashes) or not clean.select(self.values.column_names).equals(
+            self.values.slice(offset, n)
+        ):
+            raise LakeError(  # a bug, never a data condition: publish nothing
+                f"{path}: the clean rows did not read back in the order their keys were "
+                "hashed; nothing was replaced"
+            )
+        return self.hashes[offset : offset + n]
 
 
 # --- the shell ---------------------------------------------------------------------------
@@ -403,6 +506,7 @@ class ChangePlan:
     clean_buckets: int | None = None  # the key buckets that night's clean rows are laid in
     changed: ChangedRows | None = None  # rows kept by the hashing pass
     hashes: SnapshotHashes | None = None  # tonight's, for the night that compares with it
+    clean_keys: CleanKeys | None = None  # that night's clean keys, hashed once
 
     def to_validate(self, batches: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
         """The raw rows that must be standardised and validated tonight, gathered into
@@ -456,8 +560,8 @@ class CarriedRows:
     Last night's clean partition was written bucket after bucket; when it was cut into as
     many buckets as tonight's (recorded in its commit), one streaming read gives the
     buckets in order. Otherwise (the delivery crossed a bucket boundary, or the record
-    predates the layout) the one read spools the rows into tonight's buckets on disk
-    (LZ4 Arrow IPC, like the validated rows' spool) and hands them back bucket by bucket.
+    predates the layout) the one read spools the carried rows into tonight's buckets on
+    disk (Arrow IPC, like the validated rows' spool) and hands them back bucket by bucket.
     ``rows`` counts what was carried, for the row conservation check.
     """
 
@@ -475,7 +579,7 @@ class CarriedRows:
         self.rows = 0
         self._spill: SpillFolder | None = None
 
-    def __iter__(self) -> Iterator[tuple[int, pa.Table]]:
+    def __iter__(self) -> Iterator[tuple[int, CarriedPart]]:
         in_order = self.buckets == 1 or self.plan.clean_buckets == self.buckets
         yield from self._streamed() if in_order else self._spooled()
 
@@ -484,58 +588,77 @@ class CarriedRows:
         if self._spill is not None:
             self._spill.remove()
 
-    def _batches(self) -> Iterator[tuple[pa.Table, np.ndarray]]:
-        """Last night's clean rows of the carried keys, batch by batch, with their bucket."""
-        for clean in self.lake.partition_batches(self.plan.clean_path):
-            rows, keys = carried_rows(
-                clean, self.plan.changes, self.plan.metadata, self.key, self.schema
-            )
-            if rows.num_rows:
-                yield rows, (keys % np.uint64(self.buckets)).astype(np.int64)
+    def _batches(self) -> Iterator[tuple[pa.Table, np.ndarray, np.ndarray]]:
+        """Last night's clean rows, batch by batch, stamped, with which are carried and
+        their bucket.
 
-    def _streamed(self) -> Iterator[tuple[int, pa.Table]]:
-        held: list[pa.Table] = []
+        Only the columns tonight keeps (last night's ``_row_number``, ``_batch_id``, …
+        are replaced); the key hashes are the plan's, not computed again."""
+        plan, path = self.plan, self.plan.clean_path
+        tonight = replaced_by_tonight(self.schema, plan.metadata)
+        kept = [f.name for f in self.schema if f.name not in tonight]
+        offset = 0
+        for clean in self.lake.partition_batches(path, columns=kept):
+            if plan.clean_keys is not None:
+                keys = plan.clean_keys.hashes_of(clean, offset, path)
+            else:
+                keys = key_hash(clean, self.key)
+            offset += clean.num_rows
+            rows, wanted = carried_rows(clean, keys, plan.changes, plan.metadata, self.schema)
+            if wanted.any():
+                yield rows, wanted, (keys % np.uint64(self.buckets)).astype(np.int64)
+        if plan.clean_keys is not None and offset != len(plan.clean_keys.hashes):
+            raise LakeError(f"{path}: fewer clean rows read back than hashed; nothing replaced")
+
+    def _streamed(self) -> Iterator[tuple[int, CarriedPart]]:
+        """Last night's rows lie bucket after bucket: each bucket is a run of rows, cut
+        out by slices (no copy); the merge takes the carried ones."""
+        held: list[CarriedPart] = []
         current: int | None = None
-        for rows, bucket in self._batches():
+        for rows, wanted, bucket in self._batches():
             if np.any(np.diff(bucket) < 0) or (current is not None and bucket[0] < current):
                 raise LakeError(  # a bug, never a data condition: publish nothing
                     f"{self.plan.clean_path}: the clean rows are not in the key-bucket "
                     "order their record states; nothing was replaced"
                 )
-            for b in np.unique(bucket):
+            starts = np.flatnonzero(np.diff(bucket, prepend=-1))
+            stops = np.append(starts[1:], len(bucket))
+            for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+                b = int(bucket[start])
                 if current is not None and b != current:
                     yield current, self._whole(held)
                     held = []
-                current = int(b)
-                one = bucket[-1] == bucket[0]
-                held.append(rows if one else rows.filter(pa.array(bucket == b)))
+                current = b
+                part = rows.slice(start, stop - start)
+                held.append(CarriedPart(part, wanted[start:stop]))
         if held:
             yield current, self._whole(held)
 
-    def _spooled(self) -> Iterator[tuple[int, pa.Table]]:
-        """Tonight's buckets from one read of a partition laid in other buckets."""
+    def _spooled(self) -> Iterator[tuple[int, CarriedPart]]:
+        """Tonight's buckets from one read of a partition laid in other buckets (only the
+        carried rows are spooled)."""
         self._spill = SpillFolder("dedup", self.work_dir)
         writers: dict[int, SpillWriter] = {}
         try:
-            for rows, bucket in self._batches():
-                for b in np.unique(bucket):
-                    part = rows.filter(pa.array(bucket == b))
+            for rows, wanted, bucket in self._batches():
+                for b in np.unique(bucket[wanted]):
+                    part = rows.filter(pa.array(wanted & (bucket == b)))
                     if b not in writers:
                         writers[b] = SpillWriter(self._spill.path / f"{b}.arrows", self.schema)
                     writers[b].write(part)
             for writer in writers.values():
                 writer.close()
             for b in sorted(writers):
-                yield int(b), self._whole([writers[b].read()])
+                yield int(b), self._whole([CarriedPart(writers[b].read())])
         finally:
             for writer in writers.values():
                 writer.close()
             self.close()
 
-    def _whole(self, parts: list[pa.Table]) -> pa.Table:
-        table = pa.concat_tables(parts)
-        self.rows += table.num_rows
-        return table
+    def _whole(self, parts: list[CarriedPart]) -> CarriedPart:
+        whole = CarriedPart.joined(parts)
+        self.rows += whole.rows
+        return whole
 
 
 def plan_changes(
@@ -569,19 +692,26 @@ def plan_changes(
         log.info("%s %s: full validation (%s)", dataset.id, ds, reason)
         return None
     clean = store.partition(RAW_CLEAN, dataset.id, since)
-    clean_keys = np.concatenate(
-        [key_hash(t, dataset.key) for t in _column_batches(lake, clean.path, dataset.key)] or [[]]
-    ).astype(np.uint64)
+    clean_key = _clean_keys(lake, clean.path, dataset.key)
+    clean_keys = clean_key.hashes
     last_hashes = cache.read(dataset, since, last_raw.fingerprint, last_raw.rows) if cache else None
     if last_hashes is None:
         last_hashes = SnapshotHashes.of(lake.partition_batches(last_raw.path), dataset)
-    changed = ChangedRows(last_hashes, clean_keys)
+    numbers = LastNightKeys.of(last_hashes.keys, clean_keys)
+    changed = ChangedRows(last_hashes, numbers)
     tonight_hashes = SnapshotHashes.of(lake.partition_batches(tonight), dataset, changed)
-    changes = compare(tonight_hashes, last_hashes, clean_keys)
+    changes = compare(tonight_hashes, last_hashes, clean_keys, numbers)
     layout = clean_record.extra.get("layout", {})
     buckets = layout.get("buckets")
     return ChangePlan(
-        since, changes, clean.path, tonight_hashes.metadata, buckets, changed, tonight_hashes
+        since,
+        changes,
+        clean.path,
+        tonight_hashes.metadata,
+        buckets,
+        changed,
+        tonight_hashes,
+        clean_key,
     )
 
 
@@ -630,9 +760,17 @@ def _unusable(
     return None, clean_manifest
 
 
-def _column_batches(lake: Lake, path: str, columns: list[str]) -> Iterator[pa.Table]:
-    """Only ``columns`` of a committed partition, streamed (the keys of a clean snapshot)."""
-    yield from lake.partition_batches(path, columns=columns)
+def _clean_keys(lake: Lake, path: str, key: list[str]) -> CleanKeys:
+    """Only the key columns of a committed clean partition, streamed, and their hashes."""
+    tables = list(lake.partition_batches(path, columns=key))
+    if not tables:
+        return CleanKeys(
+            pa.table({k: pa.array([], pa.string()) for k in key}), np.array([], np.uint64)
+        )
+    return CleanKeys(
+        pa.concat_tables(tables),
+        np.concatenate([key_hash(t, key) for t in tables]).astype(np.uint64),
+    )
 
 
 def _columns(lake: Lake, path: str) -> list[str]:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pyarrow as pa
 
 from catalog.definitions import DatasetDef
@@ -217,7 +218,9 @@ class _MetadataStamp:
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         n = batch.num_rows
-        row_numbers = pa.array(range(self.next_row, self.next_row + n), pa.int64())
+        # numpy, not ``range``: pyarrow would walk a range in Python, one int at a time
+        # (≈ 0.3 s of a 2 M-row extraction)
+        row_numbers = pa.array(np.arange(self.next_row, self.next_row + n, dtype=np.int64))
         self.next_row += n
         columns = [
             *batch.columns,

@@ -33,6 +33,7 @@ from catalog.figures import QualityFigures
 from catalog.store import CatalogStore, PartitionRecord
 from etl.breaker import breaker_trips
 from etl.changes import (
+    CarriedPart,
     CarriedRows,
     ChangePlan,
     SnapshotHashCache,
@@ -333,9 +334,32 @@ def _clean_buckets(
         yield from (t for _b, t in validated)
         return
     for parts in _same_bucket(validated, iter(carried)):
-        merged = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        order = pc.sort_indices(merged.select(key), sort_keys=[(k, "ascending") for k in key])
-        yield taken_in_order(merged, order.to_numpy())
+        yield _merged(parts, key)
+
+
+def _merged(parts: list[pa.Table | CarriedPart], key: list[str]) -> pa.Table:
+    """One bucket's validated rows and carried rows, in key order, by one take: last
+    night's rows come unfiltered (``CarriedPart.wanted`` says which are carried), so each
+    carried row is moved once."""
+    tables = [p.table if isinstance(p, CarriedPart) else p for p in parts]
+    kept = [
+        p.wanted if isinstance(p, CarriedPart) and p.wanted is not None else None for p in parts
+    ]
+    merged = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if all(k is None for k in kept):
+        rows = np.arange(merged.num_rows)
+        keys = merged.select(key)
+    else:
+        wanted = np.concatenate(
+            [
+                np.ones(t.num_rows, bool) if k is None else k
+                for t, k in zip(tables, kept, strict=True)
+            ]
+        )
+        rows = np.flatnonzero(wanted)
+        keys = merged.select(key).filter(pa.array(wanted))
+    order = pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in key]).to_numpy()
+    return taken_in_order(merged, rows[order])
 
 
 def _same_bucket(*streams: Iterator[tuple[int, pa.Table]]) -> Iterator[list[pa.Table]]:

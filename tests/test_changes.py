@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import simulator
@@ -17,7 +18,7 @@ from catalog.errors import BreakerTripped
 from etl.changes import SnapshotHashes, compare
 from etl.extract import extract_to_raw
 from etl.validate import validate_partition
-from etl.zones import RAW_CLEAN, RAW_QUARANTINE, RAW_SOURCES, Lake
+from etl.zones import RAW_CLEAN, RAW_QUARANTINE, RAW_SOURCES, Lake, clean_schema
 from simulator.writers import write_control_file
 from tests.helpers import DEMO_DATE, TEST_SCALE, connections
 
@@ -198,6 +199,61 @@ def test_compare_counts_keys_with_several_rows_last_night() -> None:
     assert (changes.inserted, changes.updated, changes.deleted) == (0, 1, 0)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_compare_agrees_with_the_obvious_formulation_on_random_nights(seed: int) -> None:
+    """Last night's keys are numbered once for the hashing pass and the comparison; the
+    result is what counting key by key gives (duplicates, quarantined keys, new, gone)."""
+    from collections import Counter
+
+    rng = np.random.default_rng(seed)
+    u = np.uint64
+
+    def night(n: int, first_row: int) -> SnapshotHashes:
+        keys = rng.integers(0, 60, n).astype(u)  # a small key space: repeats on both nights
+        contents = rng.integers(0, 3, n).astype(u)
+        return SnapshotHashes(keys, contents, np.arange(first_row, first_row + n))
+
+    last, tonight = night(50, 1), night(55, 101)
+    clean = np.unique(last.keys[rng.random(50) < 0.8])  # the rest was quarantined
+    changes = compare(tonight, last, clean)
+
+    in_last, in_tonight = Counter(last.keys.tolist()), Counter(tonight.keys.tolist())
+    rows_last: dict[int, set[int]] = {}
+    for k, c in zip(last.keys.tolist(), last.contents.tolist(), strict=True):
+        rows_last.setdefault(k, set()).add(c)
+    carried, revalidate, inserted, updated = [], [], 0, 0
+    for k, c, r in zip(
+        tonight.keys.tolist(), tonight.contents.tolist(), tonight.row_numbers.tolist(), strict=True
+    ):
+        alone_and_same = in_last[k] == 1 and rows_last[k] == {c}
+        if in_tonight[k] == 1 and alone_and_same and k in set(clean.tolist()):
+            carried.append((k, r))
+        else:
+            revalidate.append(r)
+        inserted += in_last[k] == 0
+        updated += in_last[k] > 0 and c not in rows_last[k]
+    pairs = zip(changes.carried_keys.tolist(), changes.carried_row_numbers.tolist(), strict=True)
+    assert sorted(pairs) == sorted(carried)
+    assert changes.revalidate.tolist() == sorted(revalidate)
+    assert (changes.inserted, changes.updated) == (inserted, updated)
+    gone = sorted(k for k in in_last if in_tonight[k] == 0)
+    assert changes.deleted_keys.tolist() == gone
+
+
+def test_changed_rows_survive_two_carriable_rows_whose_pairs_collide() -> None:
+    """Two keys alone last night whose (key, content) pairs hash alike: the candidates are
+    de-duplicated instead of failing the lookup; a row that matches neither is kept."""
+    from etl.changes import _MIX, ChangedRows, LastNightKeys
+
+    u = np.uint64
+    last = SnapshotHashes(np.array([1, 2], dtype=u), np.array([_MIX, 0], dtype=u), np.arange(2))
+    changed = ChangedRows(last, LastNightKeys.of(last.keys, last.keys))
+    assert len(changed.candidates) == 1  # 1·MIX + MIX == 2·MIX + 0 (mod 2**64)
+    batch = pa.table({"_row_number": [1, 2]})
+    changed.add(batch, np.array([2, 0], dtype=u) * _MIX + np.array([0, 5], dtype=u))
+    assert changed.rows == 1 and changed.tables[-1].column("_row_number").to_pylist() == [2]
+
+
 def test_row_hashes_tell_apart_what_differs_and_only_that() -> None:
     import pyarrow as pa
 
@@ -252,7 +308,8 @@ def test_carried_rows_in_several_key_buckets_give_the_bytes_of_full_validation(
     """Carried rows are merged into the validated ones bucket by bucket: with several
     buckets (forced small), whether last night was cut into as many buckets as tonight
     (streamed in order) or not (spooled into tonight's buckets), last night's clean rows
-    are read once and the clean partition has the bytes full validation writes."""
+    are read once (its key column once more, for the comparison), without the metadata
+    columns tonight replaces, and the clean partition has the bytes full validation writes."""
     import etl.dedup
 
     side, _results, _truth = lakeside
@@ -266,13 +323,15 @@ def test_carried_rows_in_several_key_buckets_give_the_bytes_of_full_validation(
     partition_batches = lake.partition_batches
 
     def counted(path, *args, **kwargs):
-        if path == last_clean and kwargs.get("columns") is None:
-            whole_reads.append(path)
+        if path == last_clean:
+            whole_reads.append(kwargs.get("columns"))
         return partition_batches(path, *args, **kwargs)
 
     monkeypatch.setattr(lake, "partition_batches", counted)
     detected = side.validate(d, DAY2, "night-2", lake=lake, store=store)
-    assert len(whole_reads) == 1
+    assert len(whole_reads) == 2 and whole_reads[0] == d.key  # the keys, then the rows
+    catalog_columns = [f.name for f in clean_schema(d) if not f.name.startswith("_")]
+    assert whole_reads[1] == catalog_columns  # not last night's _row_number, _batch_id, …
     assert not list((side.root / "tmp").glob("dedup-*"))  # the spooled rows are gone
     assert detected.unchanged > 0.9 * detected.delivered
     assert -(-detected.delivered // night2_rows) > 2  # several buckets tonight
@@ -283,6 +342,50 @@ def test_carried_rows_in_several_key_buckets_give_the_bytes_of_full_validation(
     full_clean = full_lake.read_manifest(full_lake.dataset_partition(RAW_CLEAN, d, DAY2))
     assert clean.extra["layout"]["buckets"] == -(-detected.delivered // night2_rows)
     assert clean.fingerprint == full_clean.fingerprint
+
+
+def test_last_nights_clean_keys_are_hashed_once_and_a_read_out_of_their_order_fails(
+    lakeside, tmp_path: Path, monkeypatch
+) -> None:
+    """The comparison hashes last night's clean keys; the carried rows' read reuses those
+    hashes (it checks its keys are the ones hashed, in order). A second read that came back
+    in another order carries nothing and publishes nothing: the night fails in one line."""
+    import etl.changes
+    from catalog.errors import LakeError
+
+    side, _results, _truth = lakeside
+    d = CATALOG.dataset("weiji.health_record")
+    lake, store = _copied_lake(side, tmp_path, d, [DEMO_DATE, DAY2])
+    first = side.validate(d, DEMO_DATE, "night-1", lake=lake, store=store)
+    hashed = []
+    key_hash = etl.changes.key_hash
+
+    def counted(table, key):
+        hashed.append(table.num_rows)
+        return key_hash(table, key)
+
+    monkeypatch.setattr(etl.changes, "key_hash", counted)
+    night2 = side.validate(d, DAY2, "night-2", lake=lake, store=store)
+    # tonight's standardised keys once, last night's clean keys once
+    assert sum(hashed) == night2.delivered + first.clean
+    assert night2.unchanged > 0.9 * night2.delivered
+    published = lake.read_manifest(lake.dataset_partition(RAW_CLEAN, d, DAY2)).fingerprint
+
+    last_clean = lake.dataset_partition(RAW_CLEAN, d, DEMO_DATE)
+    partition_batches = lake.partition_batches
+
+    def reversed_rows(path, *args, **kwargs):
+        batches = list(partition_batches(path, *args, **kwargs))
+        if path != last_clean or kwargs.get("columns") == d.key or not batches:
+            return iter(batches)
+        table = pa.concat_tables(batches)
+        return iter([table.take(pa.array(np.arange(table.num_rows)[::-1]))])
+
+    monkeypatch.setattr(lake, "partition_batches", reversed_rows)
+    with pytest.raises(LakeError, match="did not read back in the order"):
+        side.validate(d, DAY2, "night-2-rerun", lake=lake, store=store)
+    monkeypatch.undo()
+    assert lake.read_manifest(lake.dataset_partition(RAW_CLEAN, d, DAY2)).fingerprint == published
 
 
 def test_rows_are_carried_only_under_the_checks_that_published_them(

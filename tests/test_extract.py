@@ -482,3 +482,17 @@ def test_blank_excel_rows_are_not_delivered_rows(settings: LakeSettings, tmp_pat
     result = extract_from(settings, "guoshui.taxpayer", drop)
     table = settings.lake().read_partition(result.path)
     assert table.column("tax_no").to_pylist() == ["91440703123456788M", "440703123456788"]
+
+
+def test_row_numbers_count_on_across_batches_in_delivery_order() -> None:
+    """``_row_number`` is the delivered row's position from 1, whatever the batch sizes
+    (change detection and the quarantine name rows by it)."""
+    from etl.extract import _MetadataStamp
+
+    stamp = _MetadataStamp("renshe.insured_person", "run-1")
+    sizes = [3, 1, 0, 5]
+    stamped = [stamp(pa.record_batch({"name": pa.array(["x"] * n, pa.string())})) for n in sizes]
+    numbers = [n for b in stamped for n in b.column("_row_number").to_pylist()]
+    assert numbers == list(range(1, sum(sizes) + 1))
+    assert all(b.schema.field("_row_number").type == pa.int64() for b in stamped)
+    assert stamped[-1].column_names == ["name", *(f.name for f in METADATA_FIELDS)]
