@@ -66,7 +66,6 @@ from etl.zones import RAW_CLEAN, RAW_UNIFIED, Lake
 SERVICE_CASES = "xingzheng.service_case"
 TABLES = ("person", "enterprise", "person_xref", "enterprise_xref", "service_case")
 XREF_COLUMNS = ["dataset", "source_key", "role", "match_rule", "match_score"]
-STAGE_WORKERS = 2  # tables staged at once
 
 
 @dataclass(frozen=True)
@@ -889,7 +888,7 @@ def unify_partitions(
             if state is not None and mark is None:  # the rebuild's state, before its tables go
                 state.write_next(ws, _rebuilt_state(ws, night))
                 writes.lap("write_state")
-            staged = _stage_tables(lake, night, ds, prev, writes)
+            staged = _stage_tables(lake, night, ds, prev, writes, 1 if mark is None else 2)
             if state is not None:
                 written = {
                     f"unified.{n}": one.manifest.fingerprint
@@ -942,11 +941,18 @@ def unify_partitions(
 
 
 def _stage_tables(
-    lake: Lake, night: UnifiedNight, ds: date, prev: date | None, writes: Stopwatch
+    lake: Lake,
+    night: UnifiedNight,
+    ds: date,
+    prev: date | None,
+    writes: Stopwatch,
+    workers: int,
 ) -> list:
-    """Stage the five tables, two at a time (the person table and its crosswalk, millions
-    of rows each, side by side: Parquet encoding and DuckDB let go of the GIL). Returns
-    them in :data:`TABLES` order; if one fails, the others staged are discarded."""
+    """Stage the five tables, ``workers`` at a time (an incremental night writes the person
+    table and its crosswalk, millions of rows each, side by side: Parquet encoding and
+    DuckDB let go of the GIL; a rebuild one after the other, its person table held in
+    memory and its crosswalk assembled as it is written). Returns them in :data:`TABLES`
+    order; if one fails, the others staged are discarded."""
 
     def stage(name: str):
         started = time.monotonic()
@@ -963,7 +969,7 @@ def _stage_tables(
         return one
 
     order = ["person", "person_xref", *(t for t in TABLES if not t.startswith("person"))]
-    with ThreadPoolExecutor(STAGE_WORKERS) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         futures = {name: pool.submit(stage, name) for name in order}
     failed = [f.exception() for f in futures.values() if f.exception() is not None]
     if failed:

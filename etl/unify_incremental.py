@@ -38,6 +38,7 @@ from etl.unify_person import (
     blocking_candidates,
     components,
     keys_of,
+    links_by_row,
     number_ids,
     probe_links,
     unified_persons,
@@ -119,16 +120,7 @@ def update_persons(ws: Workspace, frozen: FrozenModel) -> PersonUpdate:
         frozen.model,
         np.searchsorted(rows, affected),
     )
-    ws.load(
-        "new_link",
-        pd.DataFrame(
-            {
-                "row": rows[links["row"].to_numpy()],
-                "partner": rows[links["partner"].to_numpy()],
-                "weight": links["weight"].to_numpy(),
-            }
-        ),
-    )
+    ws.load("new_link", links_by_row(links, rows))
     clock.lap("scoring")
     region = _region(ws)
     found = _components_of(ws, region, frozen)

@@ -565,6 +565,17 @@ def components(
     )
 
 
+def links_by_row(links: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """Links found between positions in ``rows`` (:func:`probe_links`), by row number."""
+    return pd.DataFrame(
+        {
+            "row": rows[links["row"].to_numpy()],
+            "partner": rows[links["partner"].to_numpy()],
+            "weight": links["weight"].to_numpy(),
+        }
+    )
+
+
 def _assign_probes(
     ws: Workspace,
     keys: pd.DataFrame,
@@ -589,16 +600,7 @@ def _assign_probes(
         ),
     )
     ws.load("id_merged", found.id_merged)
-    ws.load(
-        "person_link",
-        pd.DataFrame(
-            {
-                "row": rows[links["row"].to_numpy()],
-                "partner": rows[links["partner"].to_numpy()],
-                "weight": links["weight"].to_numpy(),
-            }
-        ),
-    )
+    ws.load("person_link", links_by_row(links, rows))
     ws.execute("""
         CREATE OR REPLACE VIEW person_assigned AS
         SELECT p.*, coalesce(a.anchor, x.anchor, p.id_no) AS anchor,
