@@ -656,14 +656,14 @@ def incremental_night(
         },
     )
     streams = {
-        "person": lambda: _state_batches(
-            ws, "SELECT * FROM person ORDER BY CAST(substr(person_id, 2) AS BIGINT)"
-        ),
+        "person": lambda: _state_batches(ws, STATE_PERSON),
         "person_xref": lambda: _state_batches(ws, STATE_XREF, keep_order=True),
     }
     return UnifiedNight(ws, tables, figures, streams, frozen)
 
 
+# the person table from the kept state in id order, as a rebuild writes it
+STATE_PERSON = "SELECT * FROM person ORDER BY CAST(substr(person_id, 2) AS BIGINT)"
 # the person crosswalk from the kept state: tonight's id changes as its previous ids
 STATE_XREF = f"""
     SELECT {", ".join(f"m.{c}" for c in XREF_COLUMNS)}, m.person_id,
