@@ -64,6 +64,7 @@ from etl.unify_workspace import (
 from etl.zones import RAW_CLEAN, RAW_UNIFIED, Lake
 
 SERVICE_CASES = "xingzheng.service_case"
+PERSON_NAMES = ("person", "person_xref")
 TABLES = ("person", "enterprise", "person_xref", "enterprise_xref", "service_case")
 XREF_COLUMNS = ["dataset", "source_key", "role", "match_rule", "match_score"]
 
@@ -614,18 +615,39 @@ def incremental_night(
     ds: date,
     frozen: FrozenModel,
     previous_enterprises: PreviousIds,
-) -> UnifiedNight:
+    stage_persons: Callable[[UnifiedNight], dict],
+    discard: Callable[[list], None],
+) -> tuple[UnifiedNight, dict]:
     """An incremental night (:mod:`etl.unify_incremental`): the kept state's persons updated
-    by tonight's changes; the enterprises, a few hundred thousand rows, resolved whole."""
+    by tonight's changes; the enterprises, a few hundred thousand rows, resolved whole.
+
+    The person tables, final once the persons are updated, are staged (``stage_persons``,
+    on their own connections) while the enterprise tables are built; returned with the
+    night, or discarded if the enterprises fail.
+    """
     started = time.monotonic()
     with ThreadPoolExecutor(1) as beside:
         linking = beside.submit(resolve_enterprises, mentions.enterprises)
         update = update_persons(ws, frozen)
         resolved_at = time.monotonic()
         firms = linking.result()
+    streams = {
+        "person": lambda: _state_batches(ws, STATE_PERSON),
+        "person_xref": lambda: _state_batches(ws, STATE_XREF, keep_order=True),
+    }
     clock = Stopwatch()
-    clock.lap("enterprise_links")
-    tables, firm_figures = enterprise_tables(ws, mentions, firms, previous_enterprises, clock)
+    with ThreadPoolExecutor(1) as writer:
+        early = writer.submit(stage_persons, UnifiedNight(ws, {}, None, streams, frozen))
+        try:
+            clock.lap("enterprise_links")
+            tables, firm_figures = enterprise_tables(
+                ws, mentions, firms, previous_enterprises, clock
+            )
+        except BaseException:
+            if early.exception() is None:
+                discard(list(early.result().values()))
+            raise
+    early_staged = early.result()
     counted = {**mentions.clean_rows}
     for dataset_id in mentions.unread:  # its older partitions were the state's: count there
         counted[dataset_id] = ws.scalar(
@@ -655,11 +677,7 @@ def incremental_night(
             "seconds_total": round(time.monotonic() - started, 1),
         },
     )
-    streams = {
-        "person": lambda: _state_batches(ws, STATE_PERSON),
-        "person_xref": lambda: _state_batches(ws, STATE_XREF, keep_order=True),
-    }
-    return UnifiedNight(ws, tables, figures, streams, frozen)
+    return UnifiedNight(ws, tables, figures, streams, frozen), early_staged
 
 
 # the person table from the kept state in id order, as a rebuild writes it
@@ -857,13 +875,20 @@ def unify_partitions(
         copies.append(state.copy_into(folder))
         return copies[-1]
 
+    writes, early = Stopwatch(), {}
     with workspace(scratch, memory_limit, database=state_copy if mark else None) as ws:
         if mark is not None:
             known = _known_rows(ws, mark)
             mentions = read_mentions(ws, catalog, ds, lake, store, None, known)
             read_at = time.monotonic()
-            night = incremental_night(
-                ws, mentions, ds, frozen, previous_ids(lake, prev, "enterprise")
+            night, early = incremental_night(
+                ws,
+                mentions,
+                ds,
+                frozen,
+                previous_ids(lake, prev, "enterprise"),
+                lambda persons: _stage_tables(lake, persons, ds, prev, writes, 2, PERSON_NAMES),
+                lake.discard,
             )
         else:
             cache = MentionCache(mention_cache) if mention_cache else None
@@ -877,18 +902,20 @@ def unify_partitions(
                 previous_ids(lake, prev, "enterprise"),
                 frozen,
             )
-        figures = night.figures
-        if not figures.conserved:
-            raise PartitionError(
-                f"unification {ds}: {figures.clean_rows:,} clean rows but "
-                f"{figures.subject_rows:,} subject rows in the crosswalks: nothing written"
-            )
-        staged, writes = [], Stopwatch()
+        figures, staged = night.figures, list(early.values())
         try:
+            if not figures.conserved:
+                raise PartitionError(
+                    f"unification {ds}: {figures.clean_rows:,} clean rows but "
+                    f"{figures.subject_rows:,} subject rows in the crosswalks: nothing written"
+                )
             if state is not None and mark is None:  # the rebuild's state, before its tables go
                 state.write_next(ws, _rebuilt_state(ws, night))
                 writes.lap("write_state")
-            staged = _stage_tables(lake, night, ds, prev, writes, 1 if mark is None else 2)
+            rest = [t for t in TABLES if t not in early]
+            by_name = {**early, **_stage_tables(lake, night, ds, prev, writes, 1, rest)}
+            writes.lap("write_tables")
+            staged = [by_name[name] for name in TABLES]
             if state is not None:
                 written = {
                     f"unified.{n}": one.manifest.fingerprint
@@ -947,12 +974,13 @@ def _stage_tables(
     prev: date | None,
     writes: Stopwatch,
     workers: int,
-) -> list:
+    names: Iterable[str] = TABLES,
+) -> dict:
     """Stage the five tables, ``workers`` at a time (an incremental night writes the person
     table and its crosswalk, millions of rows each, side by side: Parquet encoding and
     DuckDB let go of the GIL; a rebuild one after the other, its person table held in
-    memory and its crosswalk assembled as it is written). Returns them in :data:`TABLES`
-    order; if one fails, the others staged are discarded."""
+    memory and its crosswalk assembled as it is written). Returns them by name; if one
+    fails, the others staged are discarded."""
 
     def stage(name: str):
         started = time.monotonic()
@@ -968,15 +996,13 @@ def _stage_tables(
         writes.laps[f"write_{name}"] = round(time.monotonic() - started, 1)
         return one
 
-    order = ["person", "person_xref", *(t for t in TABLES if not t.startswith("person"))]
     with ThreadPoolExecutor(workers) as pool:
-        futures = {name: pool.submit(stage, name) for name in order}
+        futures = {name: pool.submit(stage, name) for name in names}
     failed = [f.exception() for f in futures.values() if f.exception() is not None]
     if failed:
         lake.discard([f.result() for f in futures.values() if f.exception() is None])
         raise failed[0]
-    writes.lap("write_tables")
-    return [futures[name].result() for name in TABLES]
+    return {name: future.result() for name, future in futures.items()}
 
 
 def _known_rows(ws: Workspace, mark: StateMark) -> KnownRows:
