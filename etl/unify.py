@@ -868,7 +868,7 @@ def unify_partitions(
     )
     if full:
         mark, why = None, "a rebuild was asked for"
-    frozen = None if state is None else state.kept_model(ds, rebuild_days)
+    frozen = None if state is None else state.kept_model(store, ds, rebuild_days)
     copies: list[Path] = []
 
     def state_copy(folder: Path) -> Path:

@@ -160,13 +160,18 @@ class UnifyState:
         os.chmod(copy, 0o600)
         return copy
 
-    def kept_model(self, ds: date, rebuild_days: int) -> FrozenModel | None:
-        """The kept model, while it is younger than ``rebuild_days`` nights and this code's."""
+    def kept_model(self, store: CatalogStore, ds: date, rebuild_days: int) -> FrozenModel | None:
+        """The kept model, while it is younger than ``rebuild_days`` nights, this code's, and
+        this lake's (the night the state is of is still committed as the state wrote it)."""
         mark = self.mark()
         if mark is None or mark.code != state_code() or mark.model_on > ds:
             return None
         if (ds - mark.model_on).days >= rebuild_days:
             return None
+        for name in PERSON_TABLES:
+            record = store.partition(RAW_UNIFIED, name, mark.ds)
+            if record is None or record.fingerprint != mark.fingerprints.get(name):
+                return None
         try:
             return self.frozen_model(mark)
         except duckdb.Error:
