@@ -702,3 +702,38 @@ def test_a_night_killed_after_its_commit_leaves_a_state_the_next_run_can_trust(
     rebuilt = tables()
     for name in TABLES:
         pd.testing.assert_frame_equal(rebuilt[name], incremental[name], obj=name)
+
+
+def test_a_kept_model_serves_only_the_lake_and_the_week_that_kept_it(tmp_path) -> None:
+    """A rebuild reuses the kept model (so that a rerun equals the first run) only while the
+    night the state is of is still committed as the state wrote it, and for a week: a lake
+    deleted or reset under a kept state, or an old model, is estimated again."""
+    from datetime import timedelta
+
+    from catalog.store import CatalogStore, PartitionRecord
+    from etl.unify_state import PERSON_TABLES, StateMark, UnifyState, state_code
+
+    store = CatalogStore(f"sqlite:///{tmp_path / 'catalog.db'}")
+    state = UnifyState(tmp_path / "unify")
+    model = {"threshold": 20.0, "m": {"name": [0.9, 0.1]}, "u": {"name": [0.01, 0.99]}, "rows": 9}
+    fingerprints = {name: f"sha256:{i}" for i, name in enumerate(PERSON_TABLES)}
+    mark = StateMark(DS, fingerprints, state_code(), model, DS, {})
+    with workspace() as ws:
+        state.write_next(ws, {"person_name": "SELECT 'chen wei' AS k_name, 0.5 AS name_tf"})
+    state.mark_next(mark)
+    state.publish_next()
+    assert state.kept_model(store, DS, 7) is None  # a lake that never committed that night
+
+    def commit(fingerprint_of) -> None:
+        store.start_run("r", DS)
+        for name in PERSON_TABLES:
+            part = PartitionRecord(RAW_UNIFIED, name, DS, f"x/{name}", 1, fingerprint_of(name))
+            store.record_partition("r", part)
+
+    commit(lambda name: "sha256:rewritten")
+    assert state.kept_model(store, DS, 7) is None  # that night written again since
+    commit(fingerprints.get)
+    kept = state.kept_model(store, DS + timedelta(days=6), 7)
+    assert kept is not None and kept.model.threshold == 20.0 and kept.rows == 9
+    assert kept.name_tf.to_pydict() == {"k_name": ["chen wei"], "name_tf": [0.5]}
+    assert state.kept_model(store, DS + timedelta(days=7), 7) is None  # a week old
