@@ -938,6 +938,16 @@ def status(settings: LakeSettings, as_of: date | None) -> None:
             f" ({unified.clean_rows:,} clean = {unified.subject_rows:,} crosswalk subjects);"
             f" persons with two valid IDs: {unified.conflicting_id_clusters}"
         )
+        how = unified.details.get("how")
+        changed = unified.details.get("incremental")
+        if how == "incremental" and changed:
+            click.echo(
+                f"  incremental: {changed['new_mentions']:,} mentions new or changed,"
+                f" {changed['replaced_mentions']:,} replaced; {changed['region_persons']:,}"
+                f" persons re-resolved (model of {unified.details.get('model_estimated_on')})"
+            )
+        elif how:
+            click.echo(f"  {how}")
 
 
 def _rules_text(rules: dict) -> str:

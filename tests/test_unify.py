@@ -516,6 +516,7 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
     shown = CliRunner().invoke(main, ["status"], env=env)
     assert shown.exit_code == 0 and "latest unification (2026-11-29)" in shown.output
     assert "rows conserved: yes" in shown.output
+    assert "  rebuild: the kept state is not of the previous unified night" in shown.output
     scored = CliRunner().invoke(main, ["score"], env=env)
     assert scored.exit_code == 0, scored.output
     lines = [line.split() for line in scored.output.splitlines()]
@@ -687,6 +688,8 @@ def test_a_night_killed_after_its_commit_leaves_a_state_the_next_run_can_trust(
 
     unify(Night.open(second, "rerun", settings))
     assert lake.store.unification(second).details["how"] == "incremental"
+    shown = CliRunner().invoke(main, ["status"], env={"YIMEN_HOME": str(tmp_path)})
+    assert "persons re-resolved (model of 2026-11-28)" in shown.output, shown.output
     assert [p.name for p in kept.iterdir()] == ["state.duckdb"]  # the leftover is removed
 
     def tables() -> dict[str, pd.DataFrame]:
