@@ -285,9 +285,7 @@ def read_mentions(
     ws.load_spilled("night_source_row", sources, _source_rows("", pa.array([], pa.string()), []))
     if known is not None:
         ws.load("changed_source", changed, _source_rows("", pa.array([], pa.string())))
-        ws.load(
-            "gone_hash", _gone(known, seen), _source_rows("", pa.array([]), []).drop(["source_key"])
-        )
+        ws.load("gone_hash", _gone(known, seen), _source_rows("", None, np.zeros(0)))
     enterprise = pd.concat(_non_empty(enterprises, no_enterprise_mentions()), ignore_index=True)
     case = pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(columns=case_columns)
     if cache is not None and known is None:
@@ -869,14 +867,8 @@ def unify_partitions(
     if full:
         mark, why = None, "a rebuild was asked for"
     frozen = None if state is None else state.kept_model(store, ds, rebuild_days)
-    copies: list[Path] = []
-
-    def state_copy(folder: Path) -> Path:
-        copies.append(state.copy_into(folder))
-        return copies[-1]
-
     writes, early = Stopwatch(), {}
-    with workspace(scratch, memory_limit, database=state_copy if mark else None) as ws:
+    with workspace(scratch, memory_limit, database=state.copy_into if mark else None) as ws:
         if mark is not None:
             known = _known_rows(ws, mark)
             mentions = read_mentions(ws, catalog, ds, lake, store, None, known)
@@ -903,7 +895,7 @@ def unify_partitions(
                 frozen,
             )
         figures, staged = night.figures, list(early.values())
-        writes = _restarted(writes)  # the laps so far are the early tables' own
+        writes.restart()  # the early tables timed themselves
         try:
             if not figures.conserved:
                 raise PartitionError(
@@ -931,7 +923,7 @@ def unify_partitions(
                     partitions=clean_fingerprints(catalog, store, ds),
                 )
                 if mark is not None:
-                    state.keep_next(ws, next_mark, copies[0])
+                    state.keep_next(ws, next_mark)
                 else:
                     state.mark_next(next_mark)
                 writes.lap("keep_state" if mark is not None else "mark_state")
@@ -966,13 +958,6 @@ def unify_partitions(
     figures = UnificationFigures(**{**figures.__dict__, "details": details, "run_id": run_id})
     store.record_unification(run_id, figures)
     return figures
-
-
-def _restarted(clock: Stopwatch) -> Stopwatch:
-    """A stopwatch that starts now and keeps ``clock``'s laps."""
-    fresh = Stopwatch()
-    fresh.laps.update(clock.laps)
-    return fresh
 
 
 def _stage_tables(

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from catalog.errors import PartitionError
 from etl.matching import BLOCKING_RULES, Candidates
-from etl.unify_ids import PreviousIds, stable_ids
+from etl.unify_ids import PreviousIds, next_number, stable_ids
 from etl.unify_person import (
     CUT_KEYS,
     KEY_COLUMNS,
@@ -85,9 +85,11 @@ def update_persons(ws: Workspace, frozen: FrozenModel) -> PersonUpdate:
     changed tonight) for the crosswalk.
     """
     clock = Stopwatch()
-    next_id = ws.scalar(
-        "SELECT coalesce(max(TRY_CAST(substr(person_id, 2) AS BIGINT)), 0) + 1 FROM person"
-    )
+    ws.execute("""  -- views: what the enterprises and cases read sees the updates
+        CREATE OR REPLACE VIEW person_ids AS SELECT anchor, person_id AS id FROM person;
+        CREATE OR REPLACE VIEW person_assigned AS SELECT * FROM mention;
+    """)
+    next_id = next_number(ws, "person_ids", PERSON_PREFIX)  # as last night's table had it
     for statement in (
         """CREATE OR REPLACE TEMP TABLE gone_source AS  -- a snapshot row not delivered as it was
            SELECT * FROM source_row SEMI JOIN gone_hash USING (dataset, src_hash)""",
@@ -108,7 +110,7 @@ def update_persons(ws: Workspace, frozen: FrozenModel) -> PersonUpdate:
         ws.execute(statement)
     clock.lap("replace")
     _affected_probes(ws)
-    cands = blocking_candidates(ws, "affected_key WHERE true")
+    cands = blocking_candidates(ws, "affected_key")
     clock.lap("blocking")
     affected = ws.frame("SELECT row FROM affected ORDER BY row")["row"].to_numpy()
     rows = np.unique(np.concatenate([cands.left, cands.right, affected]))
@@ -218,18 +220,19 @@ def _components_of(ws: Workspace, region: pd.DataFrame, frozen: FrozenModel) -> 
         WHERE row IN (SELECT row FROM region) AND row NOT IN (SELECT row FROM affected)
         UNION ALL SELECT row, partner, weight FROM new_link
     """)
-    rows = region["row"].to_numpy()
-    at_row = np.searchsorted(rows, links["row"].to_numpy())
-    at_partner = np.searchsorted(rows, links["partner"].to_numpy())
-    partner = links["partner"].to_numpy()
-    inside = rows[np.minimum(at_partner, max(len(rows) - 1, 0))] == partner if len(rows) else []
-    if len(links) and not np.all(inside):
+    rows, partner = region["row"].to_numpy(), links["partner"].to_numpy()
+    outside = ~np.isin(partner, rows)
+    if outside.any():
         raise PartitionError(
-            f"incremental unification: {int((~inside).sum())} links leave the re-resolved"
+            f"incremental unification: {int(outside.sum())} links leave the re-resolved"
             " persons (docs/decisions/0023): rebuild with YIMEN_UNIFY_REBUILD_DAYS=1"
         )
     positions = pd.DataFrame(
-        {"row": at_row, "partner": at_partner, "weight": links["weight"].to_numpy()}
+        {
+            "row": np.searchsorted(rows, links["row"].to_numpy()),
+            "partner": np.searchsorted(rows, partner),
+            "weight": links["weight"].to_numpy(),
+        }
     )
     members = region["dataset"] + "|" + region["source_key"] + "|" + region["role"]
     probes = np.flatnonzero(region["id_no"].isna().to_numpy())
@@ -241,7 +244,7 @@ def _region_persons(ws: Workspace, region: pd.DataFrame, anchors: np.ndarray) ->
     numbers = number_ids(ws, "region_ids")
     k = pd.Series(numbers["k"].to_numpy(), index=numbers["anchor"].to_numpy())
     person_at = k.reindex(anchors).to_numpy()
-    if len(person_at) and np.isnan(person_at.astype(float)).any():
+    if pd.isna(person_at).any():
         raise PartitionError("incremental unification: a re-resolved mention has no person id")
     ws.execute(f"""
         CREATE OR REPLACE TEMP TABLE region_mention AS
@@ -286,6 +289,4 @@ def _apply(ws: Workspace, region: pd.DataFrame, found: Components, persons: pa.T
         DELETE FROM source_row USING gone_hash g
             WHERE source_row.dataset = g.dataset AND source_row.src_hash = g.src_hash;
         INSERT INTO source_row SELECT * FROM night_source_row;  -- the rows it did not hold
-        CREATE OR REPLACE VIEW person_ids AS SELECT anchor, person_id AS id FROM person;
-        CREATE OR REPLACE VIEW person_assigned AS SELECT * FROM mention;
     """)

@@ -413,13 +413,15 @@ KEY_SELECT = """k_name AS name, k_pinyin AS pinyin, k_surname AS surname, k_birt
     k_district AS district, k_sex AS sex"""
 
 
-def blocking_candidates(ws: Workspace, probes: str = "person_key WHERE probe") -> Candidates:
+def blocking_candidates(
+    ws: Workspace, probe_keys: str = "(SELECT * FROM person_key WHERE probe)"
+) -> Candidates:
     """Pairs (probe, row) sharing a blocking key (:data:`BLOCKING_RULES`), each pair once.
 
     Per rule: the rows whose key some probe has (a semi-join against a few thousand probe
     keys, not a group-by of every row), then one hash join inside those blocks. A block of
     more than :data:`MAX_BLOCK` rows is not selective and is skipped (and counted), as
-    :func:`etl.matching.candidate_pairs` does. ``probes``: where the probes' keys are read
+    :func:`etl.matching.candidate_pairs` does. ``probe_keys``: where the probes' keys are read
     (the incremental night keeps them apart, rather than scan every row for them).
     """
     parts, per_rule, skipped = [], {}, 0
@@ -429,7 +431,7 @@ def blocking_candidates(ws: Workspace, probes: str = "person_key WHERE probe") -
         keys = ", ".join(cols)
         ws.execute(f"""
             CREATE OR REPLACE TEMP TABLE block_member AS
-            WITH probe_key AS (SELECT DISTINCT {keys} FROM {probes} AND {present})
+            WITH probe_key AS (SELECT DISTINCT {keys} FROM {probe_keys} WHERE {present})
             SELECT k.row, k.probe, {", ".join(f"k.{c}" for c in cols)}
             FROM person_key k SEMI JOIN probe_key p ON {on.replace("l.", "k.").replace("r.", "p.")};
             CREATE OR REPLACE TEMP TABLE block_size AS

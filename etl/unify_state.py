@@ -104,6 +104,7 @@ class UnifyState:
         self.path = self.folder / "state.duckdb"
         # this process's next state: two nights unified at once never write one file
         self.next_path = self.folder / f"state.next-{os.getpid()}-{uuid.uuid4().hex[:8]}.duckdb"
+        self.working: Path | None = None  # tonight's copy (:meth:`copy_into`)
         for left in self.folder.glob("state.next-*.duckdb*"):  # by a night that was killed
             pid = left.name.split("-")[1]
             if pid.isdigit() and not process_alive(int(pid)):
@@ -134,10 +135,8 @@ class UnifyState:
             return None, "no kept state"
         if previous is None or mark.ds != previous:
             return None, "the kept state is not of the previous unified night"
-        for name in PERSON_TABLES:
-            record = store.partition(RAW_UNIFIED, name, previous)
-            if record is None or record.fingerprint != mark.fingerprints.get(name):
-                return None, f"{name} of {previous} is not the one the state wrote"
+        if not _committed_as_written(store, mark):
+            return None, f"the unified persons of {previous} are not the ones the state wrote"
         if mark.code != state_code():
             return None, "the unification code changed since the state was written"
         if (ds - mark.model_on).days >= rebuild_after_days:
@@ -155,10 +154,10 @@ class UnifyState:
 
     def copy_into(self, folder: Path) -> Path:
         """A working copy of the kept state in a (private) workspace folder."""
-        copy = folder / "state.duckdb"
-        shutil.copyfile(self.path, copy)
-        os.chmod(copy, 0o600)
-        return copy
+        self.working = folder / "state.duckdb"
+        shutil.copyfile(self.path, self.working)
+        os.chmod(self.working, 0o600)
+        return self.working
 
     def kept_model(self, store: CatalogStore, ds: date, rebuild_days: int) -> FrozenModel | None:
         """The kept model, while it is younger than ``rebuild_days`` nights, this code's, and
@@ -166,12 +165,8 @@ class UnifyState:
         mark = self.mark()
         if mark is None or mark.code != state_code() or mark.model_on > ds:
             return None
-        if (ds - mark.model_on).days >= rebuild_days:
+        if (ds - mark.model_on).days >= rebuild_days or not _committed_as_written(store, mark):
             return None
-        for name in PERSON_TABLES:
-            record = store.partition(RAW_UNIFIED, name, mark.ds)
-            if record is None or record.fingerprint != mark.fingerprints.get(name):
-                return None
         try:
             return self.frozen_model(mark)
         except duckdb.Error:
@@ -196,8 +191,8 @@ class UnifyState:
         with duckdb.connect(str(self.next_path)) as con:
             con.execute("INSERT INTO meta VALUES ('mark', ?)", [mark.to_json()])
 
-    def keep_next(self, ws: Workspace, mark: StateMark, copy: Path) -> None:
-        """Turn the working ``copy`` (the workspace's own database) into the next state:
+    def keep_next(self, ws: Workspace, mark: StateMark) -> None:
+        """Turn the working copy (the workspace's own database) into the next state:
         drop the night's working tables, record the mark, checkpoint, move it beside the
         state. The workspace is closed after this."""
         con = ws.con
@@ -215,7 +210,7 @@ class UnifyState:
         con.execute("CHECKPOINT")
         con.close()
         self.discard_next()
-        shutil.move(copy, self.next_path)
+        shutil.move(self.working, self.next_path)
 
     def publish_next(self) -> None:
         """The next state becomes the state (after the lake's commit)."""
@@ -226,8 +221,11 @@ class UnifyState:
         for path in (self.next_path, self.next_path.with_suffix(".duckdb.wal")):
             path.unlink(missing_ok=True)
 
-    def discard(self) -> None:
-        """Forget the state (a night that rebuilt without writing one)."""
-        self.discard_next()
-        for path in (self.path, self.path.with_suffix(".duckdb.wal")):
-            path.unlink(missing_ok=True)
+
+def _committed_as_written(store: CatalogStore, mark: StateMark) -> bool:
+    """Whether the night the state is of is committed with the person tables it wrote."""
+    for name in PERSON_TABLES:
+        record = store.partition(RAW_UNIFIED, name, mark.ds)
+        if record is None or record.fingerprint != mark.fingerprints.get(name):
+            return False
+    return True

@@ -311,3 +311,7 @@ class Stopwatch:
         now = time.monotonic()
         self.laps[name] = round(now - self._last, 1)
         self._last = now
+
+    def restart(self) -> None:
+        """The next lap counts from now (the time since the last one is not a part)."""
+        self._last = time.monotonic()
