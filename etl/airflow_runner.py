@@ -224,18 +224,19 @@ def run_night(
 
     with _output_to(log_file) as terminal, execution_api() if parallel else nullcontext() as api:
         # while the execution API warms up in its own process, this one migrates (first
-        # run only), loads the DAG and, in a thread, the modules every task will inherit.
+        # run only), loads the DAG and then the modules every task will inherit. Not in a
+        # thread beside the rest: two threads importing Airflow's models deadlock now and
+        # then (one holds SQLAlchemy's mapper-configure mutex and waits for a module the
+        # other is importing, which waits for that mutex), and imports hold the GIL anyway.
         # In-process, the tasks import what they use when they first use it: preloading
-        # the whole list there cost the demo night 2.5-3 s of CPU (modules it never uses,
-        # two threads importing against one lock)
-        preloaded = _preloading() if parallel else None
+        # the whole list there cost the demo night 2.5-3 s of CPU (modules it never uses)
         ensure_airflow_ready(settings)
         phase("Airflow ready")
         bag = dag_bag(REPO_ROOT / "dags")
         dag = bag.dags[DAG_ID]
         phase("DAG loaded")
         if api is not None:
-            preloaded.join()  # before the executor forks its workers from this process
+            _preload_task_modules()  # before the executor forks its workers from this process
             phase("task modules loaded")
             api.wait_ready()
             phase("execution API ready")
@@ -580,8 +581,10 @@ def serve_current_api_versions_only() -> None:
 
 # What the night's tasks import, loaded once here: the executor's workers are forked from
 # this process and fork each task in turn, so every task starts with them in memory
-# (copy-on-write) instead of paying 3-10 s of imports (Great Expectations, pandas,
-# pyiceberg) in each of its 25 processes.
+# (copy-on-write) instead of paying 3-10 s of imports (pandas, pyiceberg) in each of its
+# 25 processes. Not Great Expectations: only the quality page imports it (the validations
+# count without it, decision 0013), in its own task beside the open data, while here its
+# 2.5 s of imports held up the night's first task.
 TASK_MODULES = (
     "etl.nightly",
     "etl.validate",
@@ -589,11 +592,6 @@ TASK_MODULES = (
     "etl.publish_shared",
     "etl.publish_public",
     "etl.connections",
-    "great_expectations",
-    "great_expectations.expectations",
-    "great_expectations.execution_engine.pandas_execution_engine",
-    "great_expectations.data_context.types.base",
-    "great_expectations.render.renderer",
     "pyiceberg.catalog.sql",
     "adbc_driver_sqlite.dbapi",
     "adbc_driver_postgresql.dbapi",
@@ -628,14 +626,6 @@ def _preload_task_modules() -> None:
     from etl.nightly import night_catalog
 
     night_catalog()  # parsed once here, inherited by every forked task
-
-
-def _preloading() -> threading.Thread:
-    """Import :data:`TASK_MODULES` in a thread (it waits on I/O and on the migration's
-    subprocess as often as it computes); join it before the executor starts."""
-    thread = threading.Thread(target=_preload_task_modules, name="preload", daemon=True)
-    thread.start()
-    return thread
 
 
 @contextmanager

@@ -334,11 +334,19 @@ def _source_rows(
 
 
 def _member(values: np.ndarray, sorted_known: np.ndarray | None) -> np.ndarray:
-    """Which ``values`` are in ``sorted_known`` (a sorted array; none when it is None)."""
+    """Which ``values`` are in ``sorted_known`` (a sorted array; none when it is None).
+
+    The values are looked up in their own sorted order: each search then starts near the
+    last one's answer, in memory already cached (content hashes come in no order, and a
+    random search of millions of hashes is mostly cache misses: about twice as slow)."""
     if sorted_known is None or not len(sorted_known):
         return np.zeros(len(values), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_known, values), len(sorted_known) - 1)
-    return sorted_known[at] == values
+    order = np.argsort(values)
+    ordered = values[order]
+    at = np.minimum(np.searchsorted(sorted_known, ordered), len(sorted_known) - 1)
+    found = np.empty(len(values), dtype=bool)
+    found[order] = sorted_known[at] == ordered
+    return found
 
 
 def service_case_columns(catalog: Catalog) -> list[str]:
