@@ -8,6 +8,7 @@ Memory is bounded by ``batch_rows`` (SQL, Excel) or the block size (CSV, JSON Li
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -504,27 +505,49 @@ class ExcelReader:
         self.columns = names
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        width = len(self.columns)
-        chunk: list[list] = []
-        for number, row in enumerate(self.rows, start=2):
-            if all(v in (None, "") for v in row):
-                continue  # a blank line in the sheet, as CSV and JSON Lines skip them
-            if len(row) > width and any(v not in (None, "") for v in row[width:]):
-                raise SourceError(
-                    f"{self.dataset_id}: {self.path} row {number} has values beyond the "
-                    f"{width} header columns"
-                )
-            chunk.append([_cell(v) for v in row[:width]] + [None] * (width - len(row)))
-            if len(chunk) >= self.batch_rows:
-                yield self._batch(chunk)
-                chunk = []
-        if chunk:
-            yield self._batch(chunk)
+        number = 2  # the sheet row of the chunk's first row (the header is row 1)
+        while chunk := list(itertools.islice(self.rows, self.batch_rows)):
+            batch = self._batch(chunk, number)
+            number += len(chunk)
+            if batch.num_rows:
+                yield batch
 
-    def _batch(self, chunk: list[list]) -> pa.RecordBatch:
-        return _as_string_batch(
-            self.columns, [pa.array(c, pa.string()) for c in zip(*chunk, strict=True)]
-        )
+    def _batch(self, chunk: list[list], number: int) -> pa.RecordBatch:
+        """A chunk of sheet rows as text columns, column by column (no Python per cell
+        for a column of text, the common case): blank lines dropped, as CSV and JSON Lines
+        skip them; a value beyond the header's columns is an error naming its row."""
+        width = len(self.columns)
+        cells = [_sheet_text(column) for column in itertools.zip_longest(*chunk)]
+        cells += [pa.nulls(len(chunk), pa.string())] * (width - len(cells))
+        filled = [pc.is_valid(column) for column in cells]
+        beyond = _any(filled[width:], len(chunk))
+        if pc.any(beyond).as_py():
+            row = number + pc.index(beyond, True).as_py()
+            raise SourceError(
+                f"{self.dataset_id}: {self.path} row {row} has values beyond the "
+                f"{width} header columns"
+            )
+        batch = pa.RecordBatch.from_arrays(cells[:width], names=self.columns)
+        return batch.filter(_any(filled[:width], len(chunk)))
+
+
+def _any(masks: list[pa.Array], rows: int) -> pa.Array:
+    """Row by row: is any of ``masks`` true (all false when there are none)."""
+    found = pa.array([False] * rows) if not masks else masks[0]
+    for mask in masks[1:]:
+        found = pc.or_(found, mask)
+    return found
+
+
+def _sheet_text(values: tuple) -> pa.Array:
+    """One column of sheet cells as text, empty cells as nulls (:func:`_cell`). A column of
+    text and empty cells, what the departments' sheets hold, converts in one Arrow call;
+    one that holds typed cells (numbers, dates) goes cell by cell."""
+    try:
+        text = pa.array(values, pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.array([_cell(v) for v in values], pa.string())
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
 
 
 def _cell(value: object) -> str | None:

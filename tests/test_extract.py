@@ -475,6 +475,32 @@ def test_backfilling_a_date_before_the_first_load_reads_nothing_twice(
     assert (before.low_watermark, before.high_watermark) == (first.high_watermark,) * 2
 
 
+def test_excel_cells_arrive_as_the_text_they_show_in_every_batch(tmp_path: Path) -> None:
+    """Typed cells become their text (a whole number without ``.0``), empty cells nulls,
+    blank lines are skipped, and a value beyond the header names its sheet row, also in a
+    later batch: the reader converts a chunk of rows column by column."""
+    from etl.readers import ExcelReader
+
+    typed = [12345, "华美公司", None, 3.5, "2020-01-02", "", "正常", "2026-11-28 08:00:00"]
+    rows = {1: TAXPAYER_ROW, 2: typed, 4: TAXPAYER_ROW, 5: typed, 6: TAXPAYER_ROW}
+    drop = _taxpayer_drop(tmp_path / "guoshui", rows)
+    path = Path(drop.extra["path"]) / f"taxpayer_{DEMO_DATE:%Y%m%d}.xlsx"
+    sheet = CATALOG.dataset("guoshui.taxpayer").source.sheet
+    batches = list(ExcelReader("guoshui.taxpayer", path, sheet, batch_rows=2).batches())
+    assert [b.num_rows for b in batches] == [2, 1, 2]  # sheet rows 2-3 | 5 (4 is blank) | 6-7
+    got = pa.Table.from_batches(batches).to_pylist()
+    shown = ["12345", "华美公司", None, "3.5", "2020-01-02", None, "正常", "2026-11-28 08:00:00"]
+    expected = dict(zip(CATALOG.dataset("guoshui.taxpayer").field_names, shown, strict=True))
+    assert got[1] == expected and got[3] == expected
+    assert got[0]["tax_no"] == TAXPAYER_ROW[0] and got[0]["legal_rep_name"] == TAXPAYER_ROW[2]
+
+    wide = _taxpayer_drop(tmp_path / "wide", {1: TAXPAYER_ROW, 2: TAXPAYER_ROW, 4: [*typed, 7]})
+    path = Path(wide.extra["path"]) / f"taxpayer_{DEMO_DATE:%Y%m%d}.xlsx"
+    reader = ExcelReader("guoshui.taxpayer", path, sheet, batch_rows=2)
+    with pytest.raises(SourceError, match=r"row 5 has values beyond the 8 header columns"):
+        list(reader.batches())
+
+
 def test_blank_excel_rows_are_not_delivered_rows(settings: LakeSettings, tmp_path: Path) -> None:
     # sheet row 3 is left blank between the two taxpayers
     other = ["440703123456788", *TAXPAYER_ROW[1:]]
