@@ -125,6 +125,15 @@ class SourceDef(_Strict):
         """A file drop without its control file fails unless the catalog says it is optional."""
         return self.kind != "sql" and self.control_file != "optional"
 
+    @property
+    def read_cost(self) -> int:
+        """What a delivered row costs to extract and validate, relative to a CSV row.
+
+        Measured at full scale: an .xlsx sheet's rows come out of the workbook one Python
+        row at a time (the 200 k-row taxpayer sheet 3.3 s, a 2 M-row CSV 7.5 s): about 5×.
+        """
+        return 5 if self.kind == "excel" else 1
+
 
 CROSS_FIELD_ARITY = {
     "id_matches_birth_date_and_sex": 3,  # id, birth date, sex
@@ -242,6 +251,12 @@ class DatasetDef(_Strict):
     def id(self) -> str:
         """``<department>.<dataset>``: unique across the catalog."""
         return f"{self.department}.{self.code}"
+
+    @property
+    def expected_work(self) -> int:
+        """A full delivery's work in CSV-row equivalents: the night starts the datasets with
+        the most first (the longest chains first: the small ones then fill the gaps)."""
+        return self.expected_rows * self.source.read_cost
 
     @property
     def field_names(self) -> list[str]:

@@ -19,7 +19,8 @@ de-identified microdata behind the k-anonymity gate, statistics, `catalog.jsonld
 page once every validation has ended and unify is over; `close_night` always runs and
 records the outcome.
 
-The biggest datasets' tasks start first (priority = the catalog's `expected_rows`).
+The biggest datasets' tasks start first (priority = the catalog's `expected_rows`, an
+.xlsx row counted 5×: `DatasetDef.expected_work`).
 Deliveries of `YIMEN_HEAVY_STEP_ROWS` rows or more (3 million by default) are validated
 one at a time (memory); a validation that finds another one running is rescheduled a few
 seconds later, so it does not hold an executor slot while it waits.
@@ -67,13 +68,14 @@ def _masking_key():
 
 
 def _biggest_first(dataset: DatasetDef) -> dict:
-    """Priority of a dataset's tasks: its expected rows (thousands), as the catalog states.
+    """Priority of a dataset's tasks: its expected work (thousands of CSV-row equivalents:
+    the catalog's expected rows, an .xlsx row counted 5×).
 
     When more tasks are ready than the executor has slots it starts the highest first: the
-    biggest deliveries are the night's critical path (their validations gate unify), and
-    the small ones fill the other slot around them.
+    longest chains are the night's critical path (their validations gate unify), and the
+    small ones fill the slots around them and after them.
     """
-    return {"priority_weight": 1 + dataset.expected_rows // 1000, "weight_rule": "absolute"}
+    return {"priority_weight": 1 + dataset.expected_work // 1000, "weight_rule": "absolute"}
 
 
 @contextmanager
