@@ -18,11 +18,11 @@ from pathlib import Path
 from etl.airflow_runner import (
     dag_bag,
     ensure_airflow_ready,
-    execution_api,
     highest_first,
     logical_date_for,
     run_with_executor,
 )
+from etl.execution_api import execution_api
 from etl.settings import REPO_ROOT, LakeSettings
 
 DAG_FILE = '''
@@ -165,7 +165,7 @@ def test_the_execution_api_is_built_for_the_versions_the_tasks_speak() -> None:
 
     script = (
         "import json\n"
-        "from etl.airflow_runner import serve_current_api_versions_only\n"
+        "from etl.execution_api import serve_current_api_versions_only\n"
         "from airflow.api_fastapi.execution_api import versions\n"
         "from airflow.sdk.api.datamodels._generated import API_VERSION\n"
         "every = [v.value for v in versions.bundle.versions]\n"
