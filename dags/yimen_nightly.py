@@ -13,17 +13,19 @@ the catalog), quarantines and deduplicates into `raw/clean/` and `raw/quarantine
 `unify` then builds unified persons and enterprises with their crosswalks in
 `raw/unified/` (no unification after a tripped breaker); after it, one mapped
 `publish_shared` task per consumer department writes its masked extracts
-(`shared/<consumer>/…`), and `publish_public` writes the open data (`public/`:
-de-identified microdata behind the k-anonymity gate, statistics, `catalog.jsonld`,
-`index.html`) behind the leak scan. `quality_page` renders the Data Docs and the quality
-page once every validation has ended and unify is over; `close_night` always runs and
-records the outcome.
+(`shared/<consumer>/…`). Beside unify, after the same gate, `publish_public` writes the
+open data from the clean zone (`public/`: de-identified microdata behind the
+k-anonymity gate, statistics, `catalog.jsonld`, `index.html`) behind the leak scan; on a
+large night it takes turns with a rebuilding unify on the heavy-step lock. `quality_page`
+renders the Data Docs and the quality page once every validation has ended and the open
+data is out; `close_night` always runs and records the outcome.
 
 The biggest datasets' tasks start first (priority = the catalog's `expected_rows`, an
 .xlsx row counted 5×: `DatasetDef.expected_work`).
 Deliveries of `YIMEN_HEAVY_STEP_ROWS` rows or more (3 million by default) are validated
-one at a time (memory); a validation that finds another one running is rescheduled a few
-seconds later, so it does not hold an executor slot while it waits.
+one at a time (memory), and so are a rebuilding unify and the open data of a night that
+large; a validation that finds another one running is rescheduled a few seconds later,
+so it does not hold an executor slot while it waits.
 Task bodies are one-line calls into `etl.nightly`.
 """
 
@@ -160,12 +162,13 @@ def yimen_nightly():
         with _masked_failure():
             return quality_gate(_night())
 
-    # before the quality page and the shared extracts when they are ready together: the
-    # open data is the longest step after unify, on the night's critical path
+    # beside unify (it reads the clean zone only); before the quality page and the shared
+    # extracts if ever they are ready together
     @task(retries=0, execution_timeout=timedelta(hours=1), priority_weight=10)
     def publish_public() -> dict:
-        from etl.nightly import publish_public
+        from etl.nightly import give_way_to_unify, publish_public
 
+        give_way_to_unify()  # beside unify, on the CPU it leaves idle
         with _masked_failure():  # a blocked dataset or a leak-scan finding: one line
             return publish_public(_night())
 
@@ -192,8 +195,9 @@ def yimen_nightly():
 
     @task(trigger_rule="all_done", retries=0, execution_timeout=timedelta(minutes=30))
     def quality_page() -> str:
-        from etl.nightly import quality_page
+        from etl.nightly import give_way_to_unify, quality_page
 
+        give_way_to_unify()
         with _masked_failure():
             return quality_page(_night())
 
@@ -237,8 +241,9 @@ def yimen_nightly():
     shared = publish_shared.expand(consumer=consumers)
     gate >> unified >> consumers
     shared >> closed
-    unified >> published >> closed
-    unified >> page >> closed  # beside the shared extracts and the open data
+    # the open data reads the clean zone only, and the quality page the validations' figures:
+    # beside unify, taking turns with a rebuild on the heavy-step lock (decision 0024)
+    gate >> published >> page >> closed
     unified >> closed
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from catalog.errors import LakeError
 from catalog.files import OWNER_FILE_MODE, OWNER_ONLY_UMASK, new_owner_file, owner_only_dir
 from etl.execution_api import execution_api, serve_current_api_versions_only
-from etl.nightly import LAKE_TZ
+from etl.nightly import IN_PROCESS_VARIABLE, LAKE_TZ
 from etl.settings import REPO_ROOT, SOURCE_POOL, LakeSettings
 
 if TYPE_CHECKING:
@@ -247,7 +247,8 @@ def run_night(
                 dag_run = run_with_executor(bag, dag, logical_date_for(ds), conf, on_created=phase)
             else:  # the tasks' execution API is built in this process, lazily
                 serve_current_api_versions_only()
-                dag_run = dag.test(logical_date=logical_date_for(ds), run_conf=conf)
+                with _tasks_in_process():
+                    dag_run = dag.test(logical_date=logical_date_for(ds), run_conf=conf)
         phase("DAG run done")
     phase("execution API stopped")
     failed = [
@@ -256,6 +257,16 @@ def run_night(
         if ti.state in {"failed", "upstream_failed"}
     ]
     return NightResult(ds, dag_run.run_id, str(dag_run.state), failed)
+
+
+@contextmanager
+def _tasks_in_process() -> Iterator[None]:
+    """Tell the steps they run inside this process (``etl.nightly.IN_PROCESS_VARIABLE``)."""
+    os.environ[IN_PROCESS_VARIABLE] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(IN_PROCESS_VARIABLE, None)
 
 
 def dag_bag(folder: Path) -> DagBag:

@@ -8,6 +8,7 @@ here reads the environment. No Airflow imports: the DAG does the Airflow side.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -279,12 +280,49 @@ def quality_gate(night: Night) -> dict:
     return {k: {f: getattr(q, f) for f in figures_shown} for k, q in figures.items()}
 
 
+# Set while `lake run` runs the night's tasks inside its own process (a small night): a
+# step must then leave the process's scheduling as it is
+IN_PROCESS_VARIABLE = "YIMEN_TASKS_IN_PROCESS"
+BESIDE_UNIFY_NICENESS = 10
+
+
+def give_way_to_unify() -> None:
+    """Lower this task process's CPU priority (``nice`` +10) for the rest of its life.
+
+    The open data and the quality page run beside an incremental unify, which keeps most of
+    the two cores busy but not all of them. At equal priority they took CPU from it and
+    the night ended no sooner (decision 0024); niced, they run on what unify leaves idle.
+    Not inside `lake run`'s own process, which runs the other tasks after them.
+    """
+    if not os.environ.get(IN_PROCESS_VARIABLE):
+        os.nice(BESIDE_UNIFY_NICENESS)
+
+
+def _night_rows(night: Night) -> int:
+    """Rows of the night's clean partitions: how large tonight's unification and
+    publication are, for the heavy-step lock."""
+    from etl.zones import RAW_CLEAN
+
+    return sum(p.rows for p in night.store.partitions(ds=night.ds, zone=RAW_CLEAN))
+
+
 def unify(night: Night) -> dict:
     """Unified persons, enterprises, crosswalks and cases from the night's clean partitions.
 
     Runs only after the quality gate passed: a tripped breaker means no unification.
+    A rebuild of a large night holds the heavy-step lock (it nearly fills the night's
+    memory), so the open data, which runs beside unify, waits for it; an incremental
+    night does not (decision 0024).
     """
     from etl.unify import unify_partitions
+
+    waited: dict[str, float] = {}
+
+    @contextmanager
+    def rebuild_lock() -> Iterator[None]:
+        with one_heavy_step_at_a_time(night, _night_rows(night), "unify") as lock:
+            yield
+        waited.update(lock)
 
     with night.failure_recorded("unify"):
         figures = unify_partitions(
@@ -297,8 +335,9 @@ def unify(night: Night) -> dict:
             mention_cache=night.settings.var / "cache" / "mentions",
             state_dir=night.settings.var / "cache" / "unify",
             rebuild_days=night.settings.unify_rebuild_days,
+            rebuild_lock=rebuild_lock,
         )
-    return {"summary": figures.summary(), "person_rules": figures.person_rules}
+    return {"summary": figures.summary(), "person_rules": figures.person_rules, **waited}
 
 
 def publish_public(night: Night) -> dict:
@@ -306,11 +345,16 @@ def publish_public(night: Night) -> dict:
     catalogue and portal page, all behind the leak scan (``etl/publish_public.py``).
 
     A dataset the gate blocks keeps its previous publication and fails the step after the
-    rest is published; a leak-scan finding publishes nothing of the night.
+    rest is published; a leak-scan finding publishes nothing of the night. It reads the
+    clean zone only, so it runs beside unify; on a large night it holds the heavy-step
+    lock, which a rebuilding unify holds too (decision 0024).
     """
     from etl.publish_public import publish_open_data
 
-    with night.failure_recorded("publish public"):
+    with (
+        one_heavy_step_at_a_time(night, _night_rows(night), "publish public") as waited,
+        night.failure_recorded("publish public"),
+    ):
         result = publish_open_data(
             night.catalog,
             night.lake,
@@ -319,22 +363,23 @@ def publish_public(night: Night) -> dict:
             night.run_id,
             state_dir=night.settings.var / "cache" / "public-state",
         )
-    return result.summary()
+    return {**result.summary(), **waited}
 
 
 def quality_page(night: Night) -> str:
     """Render the Data Docs and the quality page (``var/quality/index.html``).
 
-    Its own task, once every validation has ended whatever its outcome and unification
-    is over: with the executor it runs beside the shared extracts and the open data
-    instead of after them, at the end of every night's critical path (GX's import and
-    render: seconds), and after unify, when the night's largest step has given back its
-    memory.
+    Its own task, once every validation has ended whatever its outcome and the open data
+    is published: on an incremental night it runs beside unify instead of after it, at the
+    end of the night's critical path (GX's render: seconds). On a large night it takes
+    the heavy-step lock, so it does not run beside a rebuilding unify, which needs the
+    memory (decision 0024).
     """
     from etl.quality_report import write_quality_index
 
     page = night.settings.var / "quality" / "index.html"
-    return str(write_quality_index(night.store, page, night.catalog))
+    with one_heavy_step_at_a_time(night, _night_rows(night), "quality page"):
+        return str(write_quality_index(night.store, page, night.catalog))
 
 
 def close_night(night: Night, failed_tasks: list[str]) -> dict:

@@ -14,6 +14,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -853,6 +854,7 @@ def unify_partitions(
     state_dir: Path | None = None,
     rebuild_days: int = DEFAULT_UNIFY_REBUILD_DAYS,
     full: bool = False,
+    rebuild_lock: Callable[[], AbstractContextManager] = nullcontext,
 ) -> UnificationFigures:
     """The step: read the night's clean partitions, unify, commit five tables, record figures.
 
@@ -862,7 +864,8 @@ def unify_partitions(
     state when it matches the lake (:mod:`etl.unify_state`): only tonight's changes are then
     resolved (:mod:`etl.unify_incremental`). A rebuild (``full``, or no usable state) uses
     the kept model while it is younger than ``rebuild_days`` nights, so that it gives what
-    the incremental night gives (a rerun of a night equals its first run).
+    the incremental night gives (a rerun of a night equals its first run). A rebuild runs
+    inside ``rebuild_lock`` (the night's heavy-step lock: it needs most of the memory).
     """
     prev = previous_night(store, ds)
     started = time.monotonic()
@@ -876,7 +879,10 @@ def unify_partitions(
         mark, why = None, "a rebuild was asked for"
     frozen = None if state is None else state.kept_model(store, ds, rebuild_days)
     writes, early = Stopwatch(), {}
-    with workspace(scratch, memory_limit, database=state.copy_into if mark else None) as ws:
+    with (
+        nullcontext() if mark is not None else rebuild_lock(),
+        workspace(scratch, memory_limit, database=state.copy_into if mark else None) as ws,
+    ):
         if mark is not None:
             known = _known_rows(ws, mark)
             mentions = read_mentions(ws, catalog, ds, lake, store, None, known)

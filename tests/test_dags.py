@@ -43,9 +43,10 @@ def test_nightly_dag_is_built_from_the_catalog(dagbag) -> None:
         assert t.pool == SOURCE_POOL
 
 
-def test_the_biggest_deliveries_and_then_the_open_data_start_first(dagbag) -> None:
+def test_the_biggest_deliveries_start_first_and_the_open_data_beside_unify(dagbag) -> None:
     """Ready tasks beyond the executor's slots start by priority: the catalog's expected
-    rows, and after unify the open data (the longest step left) before the rest."""
+    rows. The open data reads the clean zone only: it follows the gate, beside unify, and
+    starts before the quality page and the shared extracts if they are ever ready with it."""
     dag = dagbag.dags[DAG_ID]
     catalog = load_catalog()
     by_size = sorted(catalog.datasets, key=lambda d: d.expected_work, reverse=True)
@@ -60,8 +61,11 @@ def test_the_biggest_deliveries_and_then_the_open_data_start_first(dagbag) -> No
         weights = [t.priority_weight for t in tasks]
         assert weights == sorted(weights, reverse=True) and weights[0] > weights[-1]
         assert {str(t.weight_rule) for t in tasks} == {"absolute"}  # not summed downstream
-    after_unify = [dag.get_task(t) for t in ("publish_public", "quality_page", "shared_consumers")]
-    assert after_unify[0].priority_weight > max(t.priority_weight for t in after_unify[1:])
+    published = dag.get_task("publish_public")
+    assert published.upstream_task_ids == {"quality_gate"}
+    assert "unify" in dag.get_task("quality_gate").downstream_task_ids
+    after_unify = [dag.get_task(t) for t in ("quality_page", "shared_consumers")]
+    assert published.priority_weight > max(t.priority_weight for t in after_unify)
 
 
 def test_partition_date_is_the_shanghai_date_or_the_conf_date() -> None:

@@ -239,3 +239,31 @@ def test_no_fork_while_the_night_watcher_is_inside_the_catalog(tmp_path) -> None
     assert forked.wait(60)
     polling.join()
     forking.join()
+
+
+def test_the_steps_beside_unify_give_way_in_their_own_process_only() -> None:
+    """The open data and the quality page run niced beside unify (decision 0024), but not
+    when `lake run` runs the tasks inside its own process: it runs the others after them."""
+    import os
+    import subprocess
+    import sys
+
+    from etl.nightly import BESIDE_UNIFY_NICENESS, IN_PROCESS_VARIABLE
+
+    probe = (
+        "import os; from etl.nightly import give_way_to_unify; "
+        "before = os.nice(0); give_way_to_unify(); print(before, os.nice(0))"
+    )
+
+    def niceness(environment: dict[str, str]) -> tuple[int, int]:
+        env = {k: v for k, v in os.environ.items() if k != IN_PROCESS_VARIABLE} | environment
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+        )
+        before, after = map(int, done.stdout.split())
+        return before, after
+
+    before, after = niceness({})
+    assert after == min(before + BESIDE_UNIFY_NICENESS, 19)  # 19: the lowest priority
+    before, after = niceness({IN_PROCESS_VARIABLE: "1"})
+    assert after == before

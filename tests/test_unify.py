@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +32,7 @@ from etl.unify_ids import PreviousIds
 from etl.unify_person import person_mentions
 from etl.unify_workspace import workspace
 from etl.zones import RAW_UNIFIED
-from tests.helpers import resident_ids, usccs, with_control_file
+from tests.helpers import lock_held_elsewhere, resident_ids, usccs, with_control_file
 
 DS = date(2026, 11, 28)
 RNG = np.random.default_rng(7)
@@ -430,7 +432,7 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
         ground_truth_dir=settings.ground_truth_dir,
     )
 
-    def run(ds: date) -> None:
+    def validated(ds: date) -> Night:
         night = Night.open(ds, f"run-{ds}", settings)
         open_night(night)
         specs = json.loads((settings.departments_dir / "connections.json").read_text())
@@ -438,13 +440,22 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
             conn = SourceConnection(conn_id=d.source.connection_id, **specs[d.source.connection_id])
             extract_dataset(night, d.id, conn)
             validate_dataset(night, d.id)
-        unify(night)
+        return night
 
     second = DEMO_DATE + timedelta(days=1)
-    run(DEMO_DATE)
+    unify(validated(DEMO_DATE))
     simulator.advance_day(settings.departments_dir)
     assert _add_idless_copies(settings.departments_dir, second, 40) == 40
-    run(second)
+    night = validated(second)
+    # a night counted as large: the incremental unification does not take the heavy-step
+    # lock, so it runs while another heavy step (the open data) holds it (decision 0024)
+    large = Night.open(second, night.run_id, replace(settings, heavy_step_rows=1))
+    holder = lock_held_elsewhere(large.work_dir / "heavy-step.lock")
+    try:
+        assert "waited_s" not in ThreadPoolExecutor(1).submit(unify, large).result(timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
     lake = settings.lake()
     store = lake.store
     for ds in (DEMO_DATE, second):
@@ -479,7 +490,17 @@ def test_two_simulated_nights_keep_their_ids(tmp_path) -> None:
     # a rerun of the night rebuilds it from every clean row, with the kept model: the same
     # tables as the incremental night (docs/decisions/0023)
     incremental = tables(second)
-    unify(Night.open(second, "rerun-rebuilds", settings))
+    # a rebuild of a large night waits for the heavy-step lock (it needs the memory)
+    rerun = Night.open(second, "rerun-rebuilds", replace(settings, heavy_step_rows=1))
+    holder = lock_held_elsewhere(rerun.work_dir / "heavy-step.lock")
+    rebuilding = ThreadPoolExecutor(1).submit(unify, rerun)
+    try:
+        with pytest.raises(TimeoutError):
+            rebuilding.result(timeout=1.0)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rebuilding.result(timeout=120)["waited_s"] >= 0.9
     assert store.unification(second).details["how"].startswith("rebuild")
     rebuilt = tables(second)
     for name in TABLES:
