@@ -63,7 +63,7 @@ from masking.kanon import (
     hierarchy_for,
     k_anonymise,
 )
-from masking.leak_scan import scan_table
+from masking.leak_scan import CANDIDATE_RE2, scan_table
 from masking.policy import Treatment, output_metadata, public_treatment, treated_columns
 
 log = logging.getLogger(__name__)
@@ -793,6 +793,8 @@ def public_file_findings(
     locations = [(d["file"], f"{folder}/{d['file']}") for d in distributions]
 
     def texts_of(location: str) -> dict[str, pa.ChunkedArray]:
+        if location.endswith(".csv") and not _csv_candidates(lake, location):
+            return {}  # no cell of it can hold a finding (see _csv_candidates)
         return _scanned_texts(_read_back(lake, location, encoded=True))
 
     texts: dict[str, list[pa.Array]] = {}
@@ -813,6 +815,25 @@ def public_file_findings(
         )
         lines += [f.describe(f"{PUBLIC}/{name}/{file}") for f in found]
     return lines
+
+
+def _csv_candidates(lake: Lake, location: str) -> bool:
+    """Whether a staged CSV file may hold an ID or a mobile in a cell, judged from its bytes
+    alone, without parsing it (the population's CSV parsed back was most of its scan).
+
+    The scan flags only a cell with eleven digits and nothing but separators between them
+    (``leak_scan.CANDIDATE_RE2``). A cell's text is a stretch of the file's bytes: quoted or
+    not, its digits and separators stand in the file as in the cell, side by side (the
+    quoting only doubles quotes, which such a run does not hold). So a file in which the
+    pattern matches nowhere has no such cell. A match across two rows (a row ending in
+    digits, the next beginning with them) only sends the file to the cell-by-cell scan.
+    Bytes that are not UTF-8 fail here as the parse would fail on them."""
+    with lake.fs.open_input_stream(location) as stream:
+        data = stream.read_buffer()
+    ends = pa.array([0, data.size], pa.int64()).buffers()[1]
+    text = pa.Array.from_buffers(pa.large_string(), 1, [None, ends, data])
+    text.validate(full=True)  # UTF-8, as the parse reads it
+    return bool(pc.match_substring_regex(text, CANDIDATE_RE2)[0].as_py())
 
 
 def _read_back(lake: Lake, location: str, encoded: bool = False) -> pa.Table:
