@@ -63,7 +63,7 @@ from masking.kanon import (
     hierarchy_for,
     k_anonymise,
 )
-from masking.leak_scan import CANDIDATE_RE2, scan_table
+from masking.leak_scan import CANDIDATE_IN_LINE_RE2, CANDIDATE_RE2, scan_table
 from masking.policy import Treatment, output_metadata, public_treatment, treated_columns
 
 log = logging.getLogger(__name__)
@@ -825,15 +825,18 @@ def _csv_candidates(lake: Lake, location: str) -> bool:
     (``leak_scan.CANDIDATE_RE2``). A cell's text is a stretch of the file's bytes: quoted or
     not, its digits and separators stand in the file as in the cell, side by side (the
     quoting only doubles quotes, which such a run does not hold). So a file in which the
-    pattern matches nowhere has no such cell. A match across two rows (a row ending in
-    digits, the next beginning with them) only sends the file to the cell-by-cell scan.
-    Bytes that are not UTF-8 fail here as the parse would fail on them."""
+    pattern matches nowhere has no such cell. In a file without a quote every line break
+    ends a record, so no cell holds one: the run is looked for within lines, and a row
+    ending in digits followed by one beginning with them is not taken for a cell. Bytes
+    that are not UTF-8 fail here as the parse would fail on them."""
     with lake.fs.open_input_stream(location) as stream:
         data = stream.read_buffer()
     ends = pa.array([0, data.size], pa.int64()).buffers()[1]
     text = pa.Array.from_buffers(pa.large_string(), 1, [None, ends, data])
     text.validate(full=True)  # UTF-8, as the parse reads it
-    return bool(pc.match_substring_regex(text, CANDIDATE_RE2)[0].as_py())
+    quoted = pc.match_substring_regex(text, '"')[0].as_py()  # RE2 finds a literal fast
+    pattern = CANDIDATE_RE2 if quoted else CANDIDATE_IN_LINE_RE2
+    return bool(pc.match_substring_regex(text, pattern)[0].as_py())
 
 
 def _read_back(lake: Lake, location: str, encoded: bool = False) -> pa.Table:

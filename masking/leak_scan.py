@@ -33,7 +33,10 @@ _ID18_RE2 = rf"(?:^|[^0-9])[1-9][0-9]{{5}}{_DATE}[0-9]{{3}}[0-9Xx](?:[^0-9Xx]|$)
 _ID15_RE2 = rf"(?:^|[^0-9])[1-9][0-9]{{5}}{_DATE15}[0-9]{{3}}(?:[^0-9]|$)"
 _ID18 = re.compile(rf"(?<![0-9])([1-9][0-9]{{5}}{_DATE}[0-9]{{3}}[0-9Xx])(?![0-9Xx])")
 _MOBILE_RE2 = r"(?:^|[^0-9])(?:\+?86)?1[3-9][0-9]{9}(?:[^0-9]|$)"
-_SEPARATORS = r"[\s\-()（）]"
+# RE2's \s is [\t\n\f\r ]: the separators of a written-out mobile are those, dashes and
+# brackets; _BLANKS are those that break no line
+_BLANKS = r"\t\f \-()（）"
+_SEPARATORS = rf"[{_BLANKS}\r\n]"
 TOKEN_PATTERN = r"^[0-9a-f]{16,64}$"  # masking.operators.Token: lowercase hex
 # What every value the ID and mobile patterns can flag holds: eleven digits with nothing
 # but separators between them (a mobile once its separators are gone; an ID's 15 or 18
@@ -41,6 +44,9 @@ TOKEN_PATTERN = r"^[0-9a-f]{16,64}$"  # masking.operators.Token: lowercase hex
 # and only they go through the three patterns and the separators' removal: most public
 # text (names, addresses, case numbers, timestamps) holds no such run
 CANDIDATE_RE2 = rf"[0-9](?:{_SEPARATORS}*[0-9]){{10}}"
+# The same run within one line (for text whose line breaks all end records: a CSV file
+# without quotes)
+CANDIDATE_IN_LINE_RE2 = rf"[0-9](?:[{_BLANKS}]*[0-9]){{10}}"
 
 
 @dataclass(frozen=True)

@@ -98,3 +98,29 @@ def test_a_csv_with_no_digit_run_is_not_parsed_and_a_leak_across_a_quoted_line_b
     csv.write_bytes(csv.read_bytes().replace("男".encode(), b"\xff", 1))  # not UTF-8
     with pytest.raises(pa.ArrowInvalid):
         public_file_findings(lake, folder, files, "t")
+
+
+def test_a_csv_without_quotes_is_judged_line_by_line(tmp_path: Path, monkeypatch) -> None:
+    """In a CSV without a quote every line break ends a record: a row ending in a date and
+    the next beginning with nine digits (the organisation codes) make a run of digits
+    across the break, which no cell holds, and the file is not parsed back for it."""
+    rows = 5_000
+    table = pa.table(
+        {
+            "org_code": pa.array([f"{n:09d}" for n in range(rows)]),
+            "name": pa.array(["某某贸易有限公司"] * rows),
+            "valid_until": pa.array(np.full(rows, np.datetime64("2029-12-20"), "datetime64[D]")),
+        }
+    )
+    parsed: list[str] = []
+    real_read_back = publish_public._read_back
+
+    def read_back(lake: Lake, location: str, encoded: bool = False) -> pa.Table:
+        parsed.append(location.rsplit("/", 1)[-1])
+        return real_read_back(lake, location, encoded)
+
+    monkeypatch.setattr(publish_public, "_read_back", read_back)
+    lake, folder, files = _partition(tmp_path, table)
+    assert b"2029-12-20\r\n000000001" in (Path(folder) / "t.csv").read_bytes()
+    assert public_file_findings(lake, folder, files, "t") == []
+    assert parsed == ["t.parquet"]
