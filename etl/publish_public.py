@@ -212,8 +212,10 @@ def public_csv(table: pa.Table) -> bytes:
     if not cells or any(column is None for column in cells):
         return excel_csv(table)
     header = ",".join(_csv_quoted(pa.array(table.column_names)).to_pylist()) + "\r\n"
-    body = _joined_bytes(_csv_lines(cells)) if table.num_rows else b""
-    return b"\xef\xbb\xbf" + header.encode() + body
+    head = b"\xef\xbb\xbf" + header.encode()
+    if not table.num_rows:
+        return head
+    return b"".join([head, _joined_buffer(_csv_lines(cells))])  # the rows copied once
 
 
 @dataclass(frozen=True)
@@ -275,11 +277,17 @@ def _csv_cells(values: pa.Array) -> _Cells | None:
             text = _csv_text(encoded.dictionary)
             if text is None:
                 return None
-            text = pa.concat_arrays([_csv_quoted(text).cast(pa.string()), pa.array([""])])
+            text = pa.concat_arrays([_quoted_text(values.type, text), pa.array([""])])
             rows = pc.fill_null(encoded.indices, len(text) - 1).to_numpy().astype(np.int64)
             return _Cells(text, rows)
     text = _csv_text(values)
-    return None if text is None else _Cells(_csv_quoted(text))
+    return None if text is None else _Cells(_quoted_text(values.type, text))
+
+
+def _quoted_text(kind: pa.DataType, text: pa.Array) -> pa.Array:
+    """The cells of a column of type ``kind`` quoted: only text can hold a comma, a quote or
+    a line break; numbers, dates and timestamps as written hold none."""
+    return _csv_quoted(text).cast(pa.string()) if pa.types.is_string(kind) else text
 
 
 def _csv_text(values: pa.Array) -> pa.Array | None:
@@ -344,13 +352,13 @@ def _csv_quoted(text: pa.Array) -> pa.Array:
     return pc.if_else(needs, quoted, text)
 
 
-def _joined_bytes(lines: pa.Array) -> bytes:
+def _joined_buffer(lines: pa.Array) -> pa.Buffer:
     """The values of a string array end to end: its data buffer between the first and the
-    last offset (no copy per row)."""
+    last offset (no copy)."""
     width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
     offsets = np.frombuffer(lines.buffers()[1], dtype=width)[lines.offset :]
     start, end = int(offsets[0]), int(offsets[len(lines)])
-    return lines.buffers()[2].slice(start, end - start).to_pybytes()
+    return lines.buffers()[2].slice(start, end - start)
 
 
 def temporal_coverage(table: pa.Table) -> list[str] | None:
