@@ -1,6 +1,8 @@
 """The leak scan of a public partition reads a column of few values dictionary-encoded (its
 distinct values, never laid out row by row; decision 0021): a leak in such a column, in
-the Parquet file or in the CSV alone, is found as in any other, with its row count."""
+the Parquet file or in the CSV alone, is found as in any other, with its row count. A CSV
+whose bytes hold no run of eleven digits is not parsed back (decision 0026), and a leak
+in it is still found."""
 
 from __future__ import annotations
 
