@@ -16,7 +16,9 @@ night): the store copied aside, the night's own public partitions struck from th
 ``publish_open_data`` run again for ``D`` (so it keeps and rebuilds what that night did),
 with its wall and CPU seconds, peak RSS, the tables it rebuilt and kept, and each part's
 seconds. It starts from the kept states (decision 0021) the lake's nights left, unless
-``--no-kept-state``.
+``--no-kept-state``. A kept state's version covers ``etl/publish_public.py`` by its bytes:
+after an edit, replay the night before first (it writes the states with this code), or
+the replay measures a night that reads the whole clean zone (decision 0026).
 """
 
 from __future__ import annotations

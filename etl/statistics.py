@@ -150,6 +150,15 @@ def processing_days(frame: pd.DataFrame) -> pd.Series:
     return days.where(done)
 
 
+def month_labels(stamps: pd.Series) -> pd.Series:
+    """``stamps.dt.strftime("%Y-%m")`` (NULL for NaT), each distinct month formatted once
+    instead of every case's stamp (strftime per row was a quarter of the case statistics)."""
+    months = stamps.to_numpy().astype("datetime64[M]")
+    codes, distinct = pd.factorize(months.view(np.int64))
+    firsts = pd.Series(distinct.view("datetime64[M]").astype("datetime64[us]"))
+    return firsts.dt.strftime("%Y-%m").take(codes).set_axis(stamps.index)
+
+
 def processing_band(days: pd.Series) -> pd.Series:
     labels = [label for label, _ in PROCESSING_BANDS]
     edges = [-np.inf] + [bound for _, bound in PROCESSING_BANDS]
@@ -212,7 +221,7 @@ def case_tables(frame: pd.DataFrame, ds: date, k: int) -> list[StatTable]:
             },
         )
     )
-    month = frame["accepted_at"].dt.strftime("%Y-%m").rename("month")
+    month = month_labels(frame["accepted_at"]).rename("month")
     by_month = _counted(frame.assign(month=month), ["month"])
     tables.append(
         StatTable(

@@ -33,8 +33,20 @@ _ID18_RE2 = rf"(?:^|[^0-9])[1-9][0-9]{{5}}{_DATE}[0-9]{{3}}[0-9Xx](?:[^0-9Xx]|$)
 _ID15_RE2 = rf"(?:^|[^0-9])[1-9][0-9]{{5}}{_DATE15}[0-9]{{3}}(?:[^0-9]|$)"
 _ID18 = re.compile(rf"(?<![0-9])([1-9][0-9]{{5}}{_DATE}[0-9]{{3}}[0-9Xx])(?![0-9Xx])")
 _MOBILE_RE2 = r"(?:^|[^0-9])(?:\+?86)?1[3-9][0-9]{9}(?:[^0-9]|$)"
-_SEPARATORS = r"[\s\-()（）]"
+# RE2's \s is [\t\n\f\r ]: the separators of a written-out mobile are those, dashes and
+# brackets; _BLANKS are those that break no line
+_BLANKS = r"\t\f \-()（）"
+_SEPARATORS = rf"[{_BLANKS}\r\n]"
 TOKEN_PATTERN = r"^[0-9a-f]{16,64}$"  # masking.operators.Token: lowercase hex
+# What every value the ID and mobile patterns can flag holds: eleven digits with nothing
+# but separators between them (a mobile once its separators are gone; an ID's 15 or 18
+# digits in a row). One pass of this simple pattern finds the few candidates of a column,
+# and only they go through the three patterns and the separators' removal: most public
+# text (names, addresses, case numbers, timestamps) holds no such run
+CANDIDATE_RE2 = rf"[0-9](?:{_SEPARATORS}*[0-9]){{10}}"
+# The same run within one line (for text whose line breaks all end records: a CSV file
+# without quotes)
+CANDIDATE_IN_LINE_RE2 = rf"[0-9](?:[{_BLANKS}]*[0-9]){{10}}"
 
 
 @dataclass(frozen=True)
@@ -100,12 +112,25 @@ def scan_table(
 
 
 def _text_findings(name: str, values: pa.Array, *, exempt: bool) -> list[LeakFinding]:
-    flagged = _mask(pc.match_substring_regex(values, _ID18_RE2))
-    found = _finding(name, "resident_id", _with_check_char(values, flagged))
+    """The ID and mobile findings of one text column, looked for in its candidates only."""
+    candidates = np.flatnonzero(_mask(pc.match_substring_regex(values, CANDIDATE_RE2)))
+    if len(candidates) == 0:
+        return []
+    some = values.take(pa.array(candidates)) if len(candidates) < len(values) else values
+
+    def per_row(hit: np.ndarray) -> np.ndarray:  # a finding's rows in the whole column
+        whole = np.zeros(len(values), dtype=bool)
+        whole[candidates] = hit
+        return whole
+
+    flagged = _mask(pc.match_substring_regex(some, _ID18_RE2))
+    found = _finding(name, "resident_id", per_row(_with_check_char(some, flagged)))
     if not exempt:
-        found += _finding(name, "resident_id15", _mask(pc.match_substring_regex(values, _ID15_RE2)))
-    compact = pc.replace_substring_regex(values, _SEPARATORS, "")
-    return found + _finding(name, "mobile", _mask(pc.match_substring_regex(compact, _MOBILE_RE2)))
+        id15 = _mask(pc.match_substring_regex(some, _ID15_RE2))
+        found += _finding(name, "resident_id15", per_row(id15))
+    compact = pc.replace_substring_regex(some, _SEPARATORS, "")
+    mobile = _mask(pc.match_substring_regex(compact, _MOBILE_RE2))
+    return found + _finding(name, "mobile", per_row(mobile))
 
 
 def _with_check_char(values: pa.Array, flagged: np.ndarray) -> np.ndarray:

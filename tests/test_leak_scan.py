@@ -7,6 +7,7 @@ import pyarrow as pa
 import stdnum.cn.ric as ric
 
 from catalog.identifiers import JIANGMEN_DIVISIONS
+from masking import leak_scan
 from masking.leak_scan import scan_table
 from tests.helpers import resident_ids
 
@@ -68,3 +69,28 @@ def test_ungranted_columns_and_foreign_tokens() -> None:
     assert kinds(findings) == {("address", "ungranted_column"), ("person_token", "foreign_token")}
     foreign = next(f for f in findings if f.kind == "foreign_token")
     assert (foreign.rows, foreign.first_row) == (1, 1)
+
+
+def test_the_candidate_pass_drops_no_finding(monkeypatch) -> None:
+    """Only values with eleven digits and nothing but separators between them go through the
+    ID and mobile patterns (``CANDIDATE_RE2``): on random text built from leaks with
+    separators everywhere, near misses, letters and CJK, the findings (kinds, row counts,
+    first rows) are those of the patterns run over every value."""
+    rng = np.random.default_rng(11)
+    separators = [" ", "-", "(", ")", "（", "）", "\t", "\n", "  "]
+    mobiles = [f"1{rng.integers(3, 10)}{rng.integers(0, 10**9):09d}" for _ in range(40)]
+    spread = ["".join(c + str(rng.choice(separators)) for c in m)[:-1] for m in mobiles[::2]]
+    pieces = [*IDS[:20], *(i[:15] for i in IDS[20:30]), *mobiles[1::2], *spread]
+    pieces += [f"+86 {m[:3]}-{m[3:7]}-{m[7:]}" for m in mobiles[:10]]
+    pieces += [m[:10] for m in mobiles[:10]] + ["2026-11-28 10:23:45", "XZ2026112800017", ":"]
+    pieces += ["张三", "Jiangmen", "，", "、", "x", "", "0", "12", "·"]
+    values: list[str | None] = []
+    for _ in range(3_000):
+        parts = rng.choice(len(pieces), size=rng.integers(0, 4))
+        values.append("".join(pieces[p] for p in parts) if rng.random() > 0.03 else None)
+    table = pa.table({"remark": values, "reg_no": values[::-1]})
+    narrowed = scan_table(table, exempt_columns=["reg_no"])
+    monkeypatch.setattr(leak_scan, "CANDIDATE_RE2", "")  # every value a candidate
+    everywhere = scan_table(table, exempt_columns=["reg_no"])
+    assert narrowed == everywhere
+    assert {f.kind for f in narrowed} == {"resident_id", "resident_id15", "mobile"}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,7 +29,7 @@ from catalog.errors import CatalogError, LakeError, PublicationBlocked
 from catalog.lineage import source_deliveries, upstream
 from catalog.store import CatalogStore, PartitionRecord
 from etl.publish_public import LeakFound, publish_open_data
-from etl.statistics import suppressed_small_cells
+from etl.statistics import month_labels, suppressed_small_cells
 from etl.zones import PUBLIC, RAW_CLEAN, RAW_SOURCES, Lake, excel_csv
 from masking.leak_scan import scan_table
 from tests.helpers import DEMO_DATE, extract_and_validate
@@ -644,3 +645,15 @@ def test_an_incremental_publication_equals_a_full_rebuild(fresh: Published) -> N
     again = {x.name: x.report for x in p.store.publications(later)}
     for name in kept:
         assert again[name] == {k: v for k, v in reports[name].items() if k != "unchanged_since"}
+
+
+def test_month_labels_are_strftimes_of_every_stamp() -> None:
+    """The cases' months are formatted once per distinct month: the same text as each
+    stamp's ``strftime("%Y-%m")``, NaT as NULL, before 1970 and at a month's edges too."""
+    rng = np.random.default_rng(4)
+    seconds = rng.integers(-20 * 365 * 86_400, 40 * 365 * 86_400, 5_000)
+    stamps = np.datetime64("1970-01-01T00:00:00", "us") + seconds.astype("timedelta64[s]")
+    edges = ["1969-12-31T23:59:59.999999", "2026-11-30T23:59:59", "2026-12-01T00:00:00"]
+    stamps = np.concatenate([stamps, np.array(edges, "datetime64[us]"), [np.datetime64("NaT")]])
+    series = pd.Series(stamps, index=np.arange(len(stamps)) * 3)
+    assert month_labels(series).equals(series.dt.strftime("%Y-%m"))
