@@ -10,6 +10,8 @@ process's). Not part of the test run.
     .venv/bin/python bench/bench_validate.py --scale 0.125 --home /tmp/vs-1m --prepare
     # then, as often as needed (validates night 1, then night 2, every dataset)
     .venv/bin/python bench/bench_validate.py --home /tmp/vs-1m [--profile /tmp/vs-prof]
+    # one dataset's chain on night 2, extract then validate, each in its own process, 3 times
+    .venv/bin/python bench/bench_validate.py --home /tmp/vs-1m --chain renshe.insured_person
 
 ``--lake-root`` validates a lake that lives elsewhere (say a full-scale one another bench
 left) into a *copy* of its catalog DB under ``--home``: the original catalog never sees
@@ -88,6 +90,43 @@ def prepare_step(home: Path, scale: float) -> None:
             spec = specs[d.source.connection_id]
             extract_dataset(night, d.id, SourceConnection(conn_id=d.source.connection_id, **spec))
     print(json.dumps({"step": "prepare"}))
+
+
+def _cpu_and_sys() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_stime
+
+
+def extract_step(home: Path, dataset_id: str, ds: date) -> None:
+    """Extract one dataset's delivery for ``ds`` again, as the night's task does; CPU s
+    (user + system: page faults of fresh memory are a good part of it) and peak RSS."""
+    from etl.connections import SourceConnection
+    from etl.nightly import Night, extract_dataset
+
+    settings = _settings(home, None)
+    night = Night.open(ds, f"bench-validate-{ds}", settings)
+    for name in (*NIGHT_PRELOADS, "etl.extract"):
+        importlib.import_module(name)
+    night.lake.iceberg  # noqa: B018 - the night opens the Iceberg catalog before its tasks
+    dataset = night.catalog.dataset(dataset_id)
+    specs = json.loads((settings.departments_dir / "connections.json").read_text())
+    conn_id = dataset.source.connection_id
+    connection = SourceConnection(conn_id=conn_id, **specs[conn_id])
+    (cpu_started, sys_started), started = _cpu_and_sys(), time.perf_counter()
+    extract_dataset(night, dataset_id, connection)
+    (cpu, system), seconds = _cpu_and_sys(), time.perf_counter() - started
+    print(
+        json.dumps(
+            {
+                "step": "extract",
+                "dataset": dataset_id,
+                "seconds": round(seconds, 2),
+                "cpu_s": round(cpu - cpu_started, 2),
+                "sys_s": round(system - sys_started, 2),
+                "peak_rss_mb": round(_peak_rss_mb()),
+            }
+        )
+    )
 
 
 def validate_step(
@@ -169,7 +208,12 @@ def main() -> None:
     parser.add_argument("--lake-root", help="validate this lake into a copy of its catalog DB")
     parser.add_argument("--profile", type=Path, help="write pyinstrument profiles here")
     parser.add_argument("--nights", type=int, default=2, choices=[1, 2])
-    parser.add_argument("--step", choices=["prepare", "validate", "page"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--chain", help="extract + validate this dataset on night 2, three times (CPU s)"
+    )
+    parser.add_argument(
+        "--step", choices=["prepare", "extract", "validate", "page"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--date", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,6 +222,8 @@ def main() -> None:
         return prepare_step(home, args.scale)
     if args.step == "page":
         return page_step(home, args.lake_root)
+    if args.step == "extract":
+        return extract_step(home, args.dataset, date.fromisoformat(args.date))
     if args.step == "validate":
         return validate_step(
             home, args.lake_root, args.dataset, date.fromisoformat(args.date), args.profile
@@ -197,6 +243,17 @@ def main() -> None:
         started = time.perf_counter()
         child("--step", "prepare", "--scale", str(args.scale))
         print(f"prepared two nights at scale {args.scale} in {time.perf_counter() - started:.0f}s")
+    if args.chain:
+        ds = (FIRST + timedelta(days=1)).isoformat()
+        for _ in range(3):  # the machine is shared: the lowest CPU seconds are the figure
+            for step in ("extract", "validate"):
+                r = child("--step", step, "--dataset", args.chain, "--date", ds)
+                system = f" (system {r['sys_s']:.2f})" if "sys_s" in r else ""
+                print(
+                    f"{step:8s} {args.chain} {ds}: {r['seconds']:6.2f} s, "
+                    f"CPU {r['cpu_s']:6.2f} s{system}, peak RSS {r['peak_rss_mb']:,} MB"
+                )
+        return
     from catalog.definitions import load_catalog
 
     for night in range(args.nights):

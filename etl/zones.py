@@ -425,11 +425,7 @@ class Lake:
         written: list[str] = []
         try:
             rows = self._write_data_files(table, ref, schema, batches, written)
-            from pyiceberg.io.pyarrow import parquet_file_to_data_file
-
-            data_files = tuple(
-                parquet_file_to_data_file(table.io, table.metadata, p) for p in written
-            )
+            data_files = tuple(_data_file(table, p) for p in written)
             manifest = Manifest(
                 path=path,
                 rows=rows,
@@ -594,6 +590,7 @@ class Lake:
                         file_schema,
                         compression="zstd",
                         use_dictionary=[*_repeating_columns(batch), PARTITION_COLUMN],
+                        write_statistics=[PARTITION_COLUMN],  # see _data_file
                     )
                     rows_in_file = 0
                 batch = batch.cast(schema) if batch.schema != schema else batch
@@ -886,13 +883,67 @@ def _dt_spec(schema):  # noqa: ANN001 - a pyiceberg Schema
     )
 
 
+# Column statistics (min, max, nulls) only for the partition column: Iceberg takes a data
+# file's partition value from them, and no reader of the raw zone prunes on any other column
+# (every read is of one date's files, whole; rows lie in key-hash order, so a row group's
+# bounds span nearly every value anyway). Statistics of every string column cost ≈ 13 % of
+# a Parquet write's CPU (500 k delivered rows: 0.47 → 0.41 CPU s) for nothing.
+STATISTICS_PROPERTIES = {
+    "write.metadata.metrics.default": "none",
+    f"write.metadata.metrics.column.{PARTITION_COLUMN}": "full",
+}
+
+
 def _table_properties(location: str) -> dict[str, str]:
     return {
         "write.data.path": location,  # Spark and friends write dt=… folders here too
         "write.parquet.compression-codec": "zstd",
+        **STATISTICS_PROPERTIES,
         "write.metadata.previous-versions-max": "50",
         "yimen.layout": "raw zone table: one partition per night (dt), commit point in the store",
     }
+
+
+def _data_file(table: Table, path: str):  # noqa: ANN202 - a pyiceberg DataFile
+    """The Iceberg data file of a Parquet file the lake wrote: pyiceberg's
+    ``parquet_file_to_data_file`` with the lake's metrics (:data:`STATISTICS_PROPERTIES`),
+    also for tables created before they were table properties, so pyiceberg does not look
+    for the statistics the writer left out (and warn once per column and row group)."""
+    from pyiceberg.io.pyarrow import (
+        _check_pyarrow_schema_compatible,
+        compute_statistics_plan,
+        data_file_statistics_from_parquet_metadata,
+        parquet_path_to_id_mapping,
+    )
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+
+    metadata = table.metadata
+    source = table.io.new_input(path)
+    with source.open() as stream:
+        footer = pq.read_metadata(stream)
+    schema = metadata.schema()
+    _check_pyarrow_schema_compatible(
+        schema, footer.schema.to_arrow_schema(), format_version=metadata.format_version
+    )
+    statistics = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=footer,
+        stats_columns=compute_statistics_plan(
+            schema, {**metadata.properties, **STATISTICS_PROPERTIES}
+        ),
+        parquet_column_mapping=parquet_path_to_id_mapping(schema),
+    )
+    return DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path=path,
+        file_format=FileFormat.PARQUET,
+        partition=statistics.partition(metadata.spec(), schema),
+        file_size_in_bytes=len(source),
+        sort_order_id=None,
+        spec_id=metadata.default_spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **statistics.to_serialized_dict(),
+    )
 
 
 def _narrow_schema(schema: pa.Schema) -> pa.Schema:

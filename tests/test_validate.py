@@ -284,7 +284,7 @@ STALE_CONTROL = r"does not match its control file .*\.ctl: SHA-256 differs"
         # the full export's control file: the checksum stops it before a row is read
         ("renshe.insured_person", "truncated", None, STALE_CONTROL),
         ("guoshui.taxpayer", "truncated", None, STALE_CONTROL),
-        ("renshe.insured_person", "wrong_encoding", None, r"'gbk' codec can't decode"),
+        ("renshe.insured_person", "wrong_encoding", None, r"row \d+, \w+: not gbk as declared$"),
         ("zhijian.org_code", "wrong_encoding", None, r"invalid UTF8 data"),
         ("zhijian.org_code", "mixed_encoding", None, r"invalid UTF8 data"),  # GBK rows in UTF-8
         ("weiji.health_record", "wrong_encoding", None, r"line 1 is not JSON"),

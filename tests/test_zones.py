@@ -74,6 +74,36 @@ def test_only_columns_that_repeat_their_values_are_dictionary_encoded(tmp_path: 
     assert lake.write_partition(path, [batch], schema).fingerprint == first.fingerprint
 
 
+def test_only_the_partition_column_has_statistics_and_iceberg_still_prunes_by_date(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Statistics no reader uses are not computed: the files carry them for ``dt`` alone,
+    Iceberg's data files take their partition value from them and record no other bounds,
+    pyiceberg warns about nothing, and each date still reads its own rows."""
+    import pyarrow.parquet as pq
+
+    lake = _lake(tmp_path)
+    path = lake.partition_path("raw/sources", "x", "y", ds=DAY)
+    other = lake.partition_path("raw/sources", "x", "y", ds=date(2026, 11, 29))
+    with caplog.at_level("WARNING"):
+        lake.write_partition(path, _batches(1000), SCHEMA)
+        lake.write_partition(other, _batches(200, start=7000), SCHEMA)
+    assert not [r for r in caplog.records if "statistics" in r.getMessage()]
+    [data_file] = lake.local_files(path)
+    group = pq.ParquetFile(data_file).metadata.row_group(0)
+    stats = {group.column(i).path_in_schema: group.column(i).is_stats_set for i in range(3)}
+    assert stats == {"id": False, "n": False, "dt": True}
+    table = lake.iceberg.load_table(lake.ref(path).identifier)
+    files = [t.file for t in table.scan().plan_files()]
+    assert sorted(str(f.partition[0]) for f in files) == sorted(
+        str((d - date(1970, 1, 1)).days) for d in (DAY, date(2026, 11, 29))
+    )
+    dt_id = table.schema().find_field("dt").field_id
+    assert all(set(f.lower_bounds) == {dt_id} for f in files)
+    assert lake.read_partition(path).num_rows == 1000
+    assert lake.read_partition(other).column("id")[0].as_py() == "r7000"
+
+
 def test_other_dates_and_other_tables_are_untouched(tmp_path: Path) -> None:
     lake = _lake(tmp_path)
     day1 = lake.partition_path("raw/sources", "x", "y", ds=DAY)
