@@ -62,6 +62,19 @@ def test_a_leak_in_the_csv_alone_is_found(tmp_path: Path) -> None:
     assert public_file_findings(*_partition(tmp_path / "clean", _table(30_000, 0)), "t") == []
 
 
+def _files_parsed_back(monkeypatch) -> list[str]:
+    """The names of the staged files the scan reads back, as it reads them."""
+    parsed: list[str] = []
+    real_read_back = publish_public._read_back
+
+    def read_back(lake: Lake, location: str, encoded: bool = False) -> pa.Table:
+        parsed.append(location.rsplit("/", 1)[-1])
+        return real_read_back(lake, location, encoded)
+
+    monkeypatch.setattr(publish_public, "_read_back", read_back)
+    return parsed
+
+
 def test_a_csv_with_no_digit_run_is_not_parsed_and_a_leak_across_a_quoted_line_break_is_found(
     tmp_path: Path, monkeypatch
 ) -> None:
@@ -77,14 +90,7 @@ def test_a_csv_with_no_digit_run_is_not_parsed_and_a_leak_across_a_quoted_line_b
             "sex": pa.array(np.array(["男", "女"])[rng.integers(0, 2, rows)]),
         }
     )
-    parsed: list[str] = []
-    real_read_back = publish_public._read_back
-
-    def read_back(lake: Lake, location: str, encoded: bool = False) -> pa.Table:
-        parsed.append(location.rsplit("/", 1)[-1])
-        return real_read_back(lake, location, encoded)
-
-    monkeypatch.setattr(publish_public, "_read_back", read_back)
+    parsed = _files_parsed_back(monkeypatch)
     lake, folder, files = _partition(tmp_path, table)
     assert public_file_findings(lake, folder, files, "t") == []
     assert parsed == ["t.parquet"]
@@ -114,14 +120,7 @@ def test_a_csv_without_quotes_is_judged_line_by_line(tmp_path: Path, monkeypatch
             "valid_until": pa.array(np.full(rows, np.datetime64("2029-12-20"), "datetime64[D]")),
         }
     )
-    parsed: list[str] = []
-    real_read_back = publish_public._read_back
-
-    def read_back(lake: Lake, location: str, encoded: bool = False) -> pa.Table:
-        parsed.append(location.rsplit("/", 1)[-1])
-        return real_read_back(lake, location, encoded)
-
-    monkeypatch.setattr(publish_public, "_read_back", read_back)
+    parsed = _files_parsed_back(monkeypatch)
     lake, folder, files = _partition(tmp_path, table)
     assert b"2029-12-20\r\n000000001" in (Path(folder) / "t.csv").read_bytes()
     assert public_file_findings(lake, folder, files, "t") == []
