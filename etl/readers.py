@@ -457,16 +457,14 @@ def _decoded(values: pa.Array, codec: str) -> pa.Array:
     reinterpreted, not copied. In a column where few values hold other bytes (full-width
     digits in IDs or dates), only those values are decoded and put in place.
     """
-    if values.offset or values.type != pa.binary():
-        values = pa.concat_arrays([values.cast(pa.binary())])
+    values = _plain_binary(values)
     data = _value_bytes(values)
     high = np.flatnonzero(data >= 0x80)
     if len(high) == 0:
         return values.view(pa.string())
     if len(high) * 4 > len(data):  # text (names, addresses): decode it all
         return _all_decoded(values, codec)
-    offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1)
-    rows = np.unique(np.searchsorted(offsets, high, side="right") - 1)
+    rows = np.unique(np.searchsorted(_offsets(values), high, side="right") - 1)
     if len(rows) * 4 > len(values):
         return _all_decoded(values, codec)
     try:
@@ -500,9 +498,21 @@ def _one_decoded(value: bytes | None, index: int, codec: str) -> str | None:
         raise _NotDecodable(index) from None
 
 
+def _plain_binary(values: pa.Array) -> pa.Array:
+    """``values`` as a binary array whose buffers start at its first value (offset 0)."""
+    if values.offset or values.type != pa.binary():
+        return pa.concat_arrays([values.cast(pa.binary())])
+    return values
+
+
+def _offsets(values: pa.Array) -> np.ndarray:
+    """The value offsets of a plain binary array (:func:`_plain_binary`)."""
+    return np.frombuffer(values.buffers()[1], np.int32, len(values) + 1)
+
+
 def _value_bytes(values: pa.Array) -> np.ndarray:
-    """The bytes of a binary array's values, concatenated (offset 0)."""
-    offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1)
+    """The bytes of a plain binary array's values, concatenated."""
+    offsets = _offsets(values)
     if values.buffers()[2] is None or offsets[-1] == 0:
         return np.zeros(0, np.uint8)
     return np.frombuffer(values.buffers()[2], np.uint8, offsets[-1])
@@ -517,8 +527,7 @@ def _joined_decoded(values: pa.Array, codec: str) -> pa.StringArray:
     n = len(values)
     if n == 0:
         return pa.array([], pa.string())
-    if values.offset or values.type != pa.binary():
-        values = pa.concat_arrays([values.cast(pa.binary())])
+    values = _plain_binary(values)
     whole = pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), values.fill_null(b""))
     joined = pc.binary_join(whole, b"\n")[0].as_buffer()
     try:
@@ -671,7 +680,7 @@ class ExcelReader:
 
 def _any(masks: list[pa.Array], rows: int) -> pa.Array:
     """Row by row: is any of ``masks`` true (all false when there are none)."""
-    found = pa.array([False] * rows) if not masks else masks[0]
+    found = pa.array(np.zeros(rows, dtype=bool)) if not masks else masks[0]
     for mask in masks[1:]:
         found = pc.or_(found, mask)
     return found
