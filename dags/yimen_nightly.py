@@ -162,8 +162,8 @@ def yimen_nightly():
         with _masked_failure():
             return quality_gate(_night())
 
-    # beside unify (it reads the clean zone only); before the quality page and the shared
-    # extracts if ever they are ready together
+    # beside unify (it reads the clean zone only); before the shared extracts if ever they
+    # are ready together
     @task(retries=0, execution_timeout=timedelta(hours=1), priority_weight=10)
     def publish_public() -> dict:
         from etl.nightly import give_way_to_unify, publish_public
